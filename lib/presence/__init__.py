@@ -1,0 +1,1 @@
+"""Shared library of the SIP presence services: SIP model, bus events, settings."""

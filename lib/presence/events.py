@@ -1,0 +1,106 @@
+"""Messages on the Kafka bus: one typed, versioned definition each, shared by all services.
+
+Every value is a JSON object {"type": ..., "v": ..., ...fields}. A consumer that
+meets a type or version it does not know raises EventDecodeError and skips the
+record (a poison message must not stall a partition).
+
+Topic names live in presence.topics.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+
+class EventDecodeError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class PublishRequest:
+    """A PUBLISH (RFC 3903) the edge accepted for processing."""
+
+    TYPE: ClassVar[str] = "publish"
+    VERSION: ClassVar[int] = 1
+
+    request_id: str  # unique per server transaction; also seeds the new entity tag
+    edge_id: str  # whose inbox gets the reply
+    received_at: float  # Unix time the edge received the request
+    username: str
+    domain: str
+    event: str  # event package, e.g. "presence"
+    expires: int | None  # the Expires header, None when absent
+    if_match: str | None  # SIP-If-Match, None for an initial publication
+    content_type: str | None
+    body: str
+    source: str  # "udp:203.0.113.5:5060", for logs
+
+    @property
+    def presentity(self) -> str:
+        return f"{self.username}@{self.domain}"
+
+
+@dataclass(frozen=True)
+class SipReply:
+    """The final answer to a request; the edge adds it to the response it builds."""
+
+    TYPE: ClassVar[str] = "reply"
+    VERSION: ClassVar[int] = 1
+
+    request_id: str
+    status: int
+    reason: str
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PresentityChanged:
+    """The publication state of one presentity changed; its watchers need NOTIFYs."""
+
+    TYPE: ClassVar[str] = "presentity_changed"
+    VERSION: ClassVar[int] = 1
+
+    username: str
+    domain: str
+    event: str
+    cause: str  # request_id of the PUBLISH, or "expiry"/"admin"
+    received_at: float  # when the cause reached the edge, for the publish-to-notify delay
+
+    @property
+    def presentity(self) -> str:
+        return f"{self.username}@{self.domain}"
+
+
+Event = PublishRequest | SipReply | PresentityChanged
+_EVENT_TYPES: dict[str, type[Event]] = {
+    cls.TYPE: cls for cls in (PublishRequest, SipReply, PresentityChanged)
+}
+
+
+def encode(event: Event) -> bytes:
+    payload: dict[str, Any] = {"type": event.TYPE, "v": event.VERSION, **asdict(event)}
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode(data: bytes) -> Event:
+    try:
+        payload = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise EventDecodeError(f"not JSON: {error}") from None
+    if not isinstance(payload, dict):
+        raise EventDecodeError("not a JSON object")
+    cls = _EVENT_TYPES.get(payload.get("type"))  # type: ignore[arg-type]
+    if cls is None:
+        raise EventDecodeError(f"unknown event type {payload.get('type')!r}")
+    if payload.get("v") != cls.VERSION:
+        raise EventDecodeError(f"{cls.TYPE}: unsupported version {payload.get('v')!r}")
+    names = {f.name for f in fields(cls)}
+    missing = names - payload.keys()
+    if missing:
+        raise EventDecodeError(f"{cls.TYPE}: missing {', '.join(sorted(missing))}")
+    values = {name: payload[name] for name in names}
+    if cls is SipReply:
+        values["headers"] = [(str(k), str(v)) for k, v in values["headers"]]
+    return cls(**values)

@@ -1,0 +1,37 @@
+"""The HTTP face every service shares: /health/live and /health/ready (FastAPI)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+ReadinessCheck = Callable[[], Awaitable[bool]]
+
+
+def make_health_app(service: str, checks: dict[str, ReadinessCheck]) -> FastAPI:
+    """An app whose /health/ready is 200 only while every dependency check passes."""
+    app = FastAPI(title=service, docs_url=None, redoc_url=None)
+
+    @app.get("/health/live")
+    async def live() -> dict[str, str]:
+        return {"service": service, "status": "live"}
+
+    @app.get("/health/ready")
+    async def ready() -> JSONResponse:
+        names = list(checks)
+        results = await asyncio.gather(*(_safe(checks[name]) for name in names))
+        report = {name: "ok" if ok else "down" for name, ok in zip(names, results, strict=True)}
+        status = 200 if all(results) else 503
+        return JSONResponse({"service": service, "ready": status == 200, "checks": report}, status)
+
+    return app
+
+
+async def _safe(check: ReadinessCheck) -> bool:
+    try:
+        return await asyncio.wait_for(check(), 3.0)
+    except Exception:
+        return False

@@ -1,0 +1,266 @@
+"""Configuration of every service, read from PRESENCE_* environment variables.
+
+The seed module's parameters keep their names, meanings and defaults
+(PRESENCE_CLEAN_PERIOD=100, PRESENCE_TO_TAG_PREF=10, ...). An optional env file
+(PRESENCE_ENV_FILE, KEY=VALUE lines) supplies values the environment does not.
+Validation happens once, at start: a bad value raises SettingsError whose
+message names the variable and the problem in one line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+PREFIX = "PRESENCE_"
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_HOSTNAME = re.compile(r"^[A-Za-z0-9_.:\[\]-]+$")
+# Read by the scripts that start the local infrastructure (scripts/*.sh), not by
+# the services; listed so that a misspelt PRESENCE_* variable is still caught.
+SCRIPT_VARIABLES = frozenset(
+    {
+        "PRESENCE_ENV_FILE",
+        "PRESENCE_VAR",
+        "PRESENCE_PG_PORT",
+        "PRESENCE_REDIS_PORT",
+        "PRESENCE_KAFKA_PORT",
+        "PRESENCE_KAFKA_CONTROLLER_PORT",
+    }
+)
+
+
+class SettingsError(ValueError):
+    """One line that names the variable and what is wrong with its value."""
+
+
+def _integer(minimum: int, maximum: int = 2**31 - 1) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ValueError(f"must be an integer, got {text!r}") from None
+        if not minimum <= value <= maximum:
+            raise ValueError(f"must be between {minimum} and {maximum}, got {value}")
+        return value
+
+    return parse
+
+
+def _flag(text: str) -> int:
+    # The seed uses 0/1 integers for flags; accept the usual spellings too.
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return 1
+    if lowered in ("0", "false", "no", "off"):
+        return 0
+    raise ValueError(f"must be 0 or 1, got {text!r}")
+
+
+def _table_name(text: str) -> str:
+    # Table names are spliced into SQL, so only plain identifiers are allowed.
+    if not _IDENTIFIER.match(text):
+        raise ValueError(f"must be a lower-case SQL identifier ([a-z_][a-z0-9_]*), got {text!r}")
+    return text
+
+
+def _host(text: str) -> str:
+    if not text or not _HOSTNAME.match(text):
+        raise ValueError(f"must be a host name or IP address, got {text!r}")
+    return text
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not any(text.startswith(f"{scheme}://") for scheme in schemes):
+            raise ValueError(
+                f"must start with {' or '.join(s + '://' for s in schemes)}, got {text!r}"
+            )
+        return text
+
+    return parse
+
+
+def _bootstrap(text: str) -> str:
+    for server in text.split(","):
+        host, _, port = server.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"must be host:port[,host:port...], got {text!r}")
+    return text
+
+
+def _sip_uri_or_empty(text: str) -> str:
+    if text and not text.startswith(("sip:", "sips:")):
+        raise ValueError(f"must be a SIP URI (sip:host:port), got {text!r}")
+    return text
+
+
+def _topic_part(text: str) -> str:
+    if text and not re.match(r"^[A-Za-z0-9._-]{1,100}$", text):
+        raise ValueError(f"may hold only letters, digits, '.', '_' and '-', got {text!r}")
+    return text
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError(f"must be DEBUG, INFO, WARNING or ERROR, got {text!r}")
+    return level
+
+
+def _text(text: str) -> str:
+    return text
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- the seed module's parameters (names, meanings and defaults kept) ---
+    db_url: str = "postgresql://presence:presence@127.0.0.1:15432/presence"
+    presentity_table: str = "presentity"
+    active_watchers_table: str = "active_watchers"
+    watchers_table: str = "watchers"
+    # The seed's SQL creates `xcap_xml`; its prose says "scap_xml", a typo.
+    xcap_table: str = "xcap_xml"
+    clean_period: int = 100
+    to_tag_pref: str = "10"
+    lock_set_size: int = 8
+    expires_offset: int = 0
+    force_active: int = 0
+    max_expires: int = 3600
+    # Empty means "sip:<sip_host>:<sip_port>", the address the edge listens on.
+    server_address: str = ""
+
+    # --- SIP transport and protocol ---
+    sip_host: str = "127.0.0.1"
+    sip_port: int = 5060
+    min_expires: int = 0
+    default_expires: int = 3600
+
+    # --- bus, cache and HTTP ---
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    kafka_partitions: int = 12
+    kafka_namespace: str = ""
+    redis_url: str = "redis://127.0.0.1:16379/0"
+    http_host: str = "127.0.0.1"
+    edge_http_port: int = 18081
+    store_http_port: int = 18082
+    notifier_http_port: int = 18083
+    # Identifies one sip-edge replica: replies and NOTIFYs for its transactions
+    # and TCP connections come back on its own inbox topic.
+    edge_id: str = ""
+    log_level: str = "INFO"
+
+    @property
+    def contact_uri(self) -> str:
+        """The Contact the server puts in its replies and NOTIFYs."""
+        if self.server_address:
+            return self.server_address
+        host = f"[{self.sip_host}]" if ":" in self.sip_host else self.sip_host
+        return f"sip:{host}:{self.sip_port}"
+
+    @property
+    def edge_name(self) -> str:
+        return self.edge_id or f"{socket.gethostname()}-{self.sip_port}"
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "db_url": _url("postgresql", "postgres"),
+    "presentity_table": _table_name,
+    "active_watchers_table": _table_name,
+    "watchers_table": _table_name,
+    "xcap_table": _table_name,
+    "clean_period": _integer(1, 86400),
+    "to_tag_pref": _text,
+    "lock_set_size": _integer(1, 65536),
+    "expires_offset": _integer(0),
+    "force_active": _flag,
+    "max_expires": _integer(1),
+    "server_address": _sip_uri_or_empty,
+    "sip_host": _host,
+    "sip_port": _integer(1, 65535),
+    "min_expires": _integer(0),
+    "default_expires": _integer(1),
+    "kafka_bootstrap": _bootstrap,
+    "kafka_partitions": _integer(1, 1000),
+    "kafka_namespace": _topic_part,
+    "redis_url": _url("redis", "rediss", "unix"),
+    "http_host": _host,
+    "edge_http_port": _integer(1, 65535),
+    "store_http_port": _integer(1, 65535),
+    "notifier_http_port": _integer(1, 65535),
+    "edge_id": _topic_part,
+    "log_level": _log_level,
+}
+
+
+def env_name(field: str) -> str:
+    return PREFIX + field.upper()
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines; blank lines and # comments are skipped; quotes are stripped."""
+    values: dict[str, str] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise SettingsError(f"PRESENCE_ENV_FILE: cannot read {path}: {error.strerror}") from None
+    for number, line in enumerate(lines, 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        key, sep, value = stripped.removeprefix("export ").partition("=")
+        if not sep:
+            raise SettingsError(f"{path}:{number}: expected KEY=VALUE, got {stripped!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the environment (and PRESENCE_ENV_FILE), validated."""
+    env = dict(os.environ if environ is None else environ)
+    if env.get("PRESENCE_ENV_FILE"):
+        file_values = read_env_file(Path(env["PRESENCE_ENV_FILE"]))
+        env = {**file_values, **env}
+    known = {env_name(f.name) for f in fields(Settings)} | SCRIPT_VARIABLES
+    for key in env:
+        if key.startswith(PREFIX) and key not in known:
+            raise SettingsError(
+                f"{key}: unknown setting (see the configuration table in README.md)"
+            )
+    values: dict[str, Any] = {}
+    for field in fields(Settings):
+        raw = env.get(env_name(field.name))
+        if raw is None:
+            continue
+        try:
+            values[field.name] = _PARSERS[field.name](raw)
+        except ValueError as error:
+            raise SettingsError(f"{env_name(field.name)}: {error}") from None
+    settings = Settings(**values)
+    if settings.min_expires > settings.max_expires:
+        raise SettingsError(
+            f"PRESENCE_MIN_EXPIRES: {settings.min_expires} is above PRESENCE_MAX_EXPIRES "
+            f"({settings.max_expires})"
+        )
+    return settings
+
+
+def main() -> None:
+    """`python -m presence.settings`: check the configuration, say what is wrong in one line."""
+    import sys
+
+    try:
+        load()
+    except SettingsError as error:
+        sys.exit(f"configuration error: {error}")
+
+
+if __name__ == "__main__":
+    main()

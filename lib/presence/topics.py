@@ -1,0 +1,71 @@
+"""Kafka topic and consumer-group names, and their creation: python -m presence.topics
+
+  sip.requests        sip-edge -> presence-store    key: presentity AOR
+  presence.changes    presence-store -> notifier    key: presentity AOR
+  sip.edge.<edge_id>  store, notifier -> one edge   replies and NOTIFY requests
+
+PRESENCE_KAFKA_NAMESPACE prefixes every name, so that two deployments (or a test
+run beside `make run`) can share one broker without reading each other's records.
+Services also ensure their topics at start, so start order does not matter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from dataclasses import dataclass
+
+from presence import settings as settings_module
+from presence.kafka import BusUnavailable, ensure_topics
+from presence.settings import Settings
+
+
+@dataclass(frozen=True)
+class Topics:
+    namespace: str = ""
+
+    def _name(self, base: str) -> str:
+        return f"{self.namespace}.{base}" if self.namespace else base
+
+    @property
+    def requests(self) -> str:
+        return self._name("sip.requests")
+
+    @property
+    def changes(self) -> str:
+        return self._name("presence.changes")
+
+    def edge_inbox(self, edge_id: str) -> str:
+        """The topic one sip-edge replica reads its replies and NOTIFY requests from."""
+        return self._name(f"sip.edge.{edge_id}")
+
+    def group(self, service: str) -> str:
+        return self._name(service)
+
+    @classmethod
+    def of(cls, settings: Settings) -> Topics:
+        return cls(settings.kafka_namespace)
+
+
+def shared_topics(settings: Settings) -> dict[str, int]:
+    """Topics keyed by presentity: their partition count bounds how many store and
+    notifier replicas can share the work."""
+    topics = Topics.of(settings)
+    return {topics.requests: settings.kafka_partitions, topics.changes: settings.kafka_partitions}
+
+
+def main() -> None:
+    try:
+        settings = settings_module.load()
+        topics = shared_topics(settings)
+        asyncio.run(ensure_topics(settings.kafka_bootstrap, topics))
+    except (settings_module.SettingsError, BusUnavailable) as error:
+        sys.exit(f"topics: {error}")
+    print(
+        "kafka topics: "
+        + ", ".join(f"{name} ({count} partitions)" for name, count in topics.items())
+    )
+
+
+if __name__ == "__main__":
+    main()

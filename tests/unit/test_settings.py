@@ -1,0 +1,87 @@
+from pathlib import Path
+
+import pytest
+from presence.settings import Settings, SettingsError, load
+
+
+def test_defaults_are_the_seed_modules() -> None:
+    settings = load({})
+    assert settings.presentity_table == "presentity"
+    assert settings.active_watchers_table == "active_watchers"
+    assert settings.watchers_table == "watchers"
+    assert settings.xcap_table == "xcap_xml"
+    assert settings.clean_period == 100
+    assert settings.to_tag_pref == "10"
+    assert settings.lock_set_size == 8
+    assert settings.expires_offset == 0
+    assert settings.force_active == 0
+    assert settings.max_expires == 3600
+    assert settings.contact_uri == "sip:127.0.0.1:5060"
+
+
+def test_environment_overrides() -> None:
+    settings = load(
+        {
+            "PRESENCE_FORCE_ACTIVE": "1",
+            "PRESENCE_MAX_EXPIRES": "1800",
+            "PRESENCE_PRESENTITY_TABLE": "pres_v2",
+            "PRESENCE_SERVER_ADDRESS": "sip:presence.example.com",
+            "PRESENCE_SIP_PORT": "5070",
+        }
+    )
+    assert settings.force_active == 1
+    assert settings.max_expires == 1800
+    assert settings.presentity_table == "pres_v2"
+    assert settings.contact_uri == "sip:presence.example.com"
+
+
+def test_ipv6_listen_address_is_bracketed_in_contact() -> None:
+    assert load({"PRESENCE_SIP_HOST": "::1"}).contact_uri == "sip:[::1]:5060"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("PRESENCE_MAX_EXPIRES", "soon", "PRESENCE_MAX_EXPIRES: must be an integer, got 'soon'"),
+        ("PRESENCE_MAX_EXPIRES", "0", "PRESENCE_MAX_EXPIRES: must be between 1 and"),
+        ("PRESENCE_FORCE_ACTIVE", "2", "PRESENCE_FORCE_ACTIVE: must be 0 or 1"),
+        ("PRESENCE_PRESENTITY_TABLE", "x; drop table", "PRESENCE_PRESENTITY_TABLE: must be"),
+        ("PRESENCE_DB_URL", "mysql://u@h/db", "PRESENCE_DB_URL: must start with postgresql://"),
+        ("PRESENCE_SIP_PORT", "70000", "PRESENCE_SIP_PORT: must be between 1 and 65535"),
+        ("PRESENCE_KAFKA_BOOTSTRAP", "nohost", "PRESENCE_KAFKA_BOOTSTRAP: must be host:port"),
+        ("PRESENCE_SERVER_ADDRESS", "10.0.0.1", "PRESENCE_SERVER_ADDRESS: must be a SIP URI"),
+        ("PRESENCE_FORCE_ACTIV", "1", "PRESENCE_FORCE_ACTIV: unknown setting"),
+    ],
+)
+def test_bad_values_name_the_variable(variable: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        load({variable: value})
+    assert str(error.value).startswith(message)
+    assert "\n" not in str(error.value)
+
+
+def test_min_expires_above_max_is_refused() -> None:
+    with pytest.raises(SettingsError, match="PRESENCE_MIN_EXPIRES"):
+        load({"PRESENCE_MIN_EXPIRES": "7200"})
+
+
+def test_env_file_fills_in_what_the_environment_lacks(tmp_path: Path) -> None:
+    env_file = tmp_path / "presence.env"
+    env_file.write_text(
+        "# comment\n\nPRESENCE_CLEAN_PERIOD=30\nexport PRESENCE_TO_TAG_PREF='77'\n"
+        "PRESENCE_LOCK_SET_SIZE=4\n"
+    )
+    settings = load({"PRESENCE_ENV_FILE": str(env_file), "PRESENCE_LOCK_SET_SIZE": "16"})
+    assert (settings.clean_period, settings.to_tag_pref, settings.lock_set_size) == (30, "77", 16)
+
+
+def test_env_file_syntax_error_names_the_line(tmp_path: Path) -> None:
+    env_file = tmp_path / "presence.env"
+    env_file.write_text("PRESENCE_CLEAN_PERIOD=30\nnonsense\n")
+    with pytest.raises(SettingsError, match=r"presence.env:2: expected KEY=VALUE"):
+        load({"PRESENCE_ENV_FILE": str(env_file)})
+
+
+def test_settings_are_immutable() -> None:
+    with pytest.raises(AttributeError):
+        Settings().max_expires = 1  # type: ignore[misc]
