@@ -1,0 +1,1 @@
+"""SIP message layer: parsing, serialization and stream framing, without I/O."""

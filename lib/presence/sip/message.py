@@ -1,0 +1,689 @@
+"""SIP message model and header-value parsers (RFC 3261 §7, §19, §20, §25), pure and I/O-free.
+
+The grammar is parsed with plain string scanning rather than regular expressions: header
+values come from the network, and hand-written scanners have no backtracking to exploit.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import string
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+__all__ = [
+    "Headers",
+    "NameAddr",
+    "SipMessage",
+    "SipParseError",
+    "SipRequest",
+    "SipResponse",
+    "SipUri",
+    "Via",
+    "canonical_name",
+    "make_response",
+    "parse_cseq",
+    "parse_event",
+    "parse_expires",
+    "parse_name_addr",
+    "parse_params",
+    "parse_uri",
+    "parse_via",
+    "split_list",
+]
+
+
+class SipParseError(ValueError):
+    """Bytes or a header value that are not valid SIP.
+
+    ``reason`` is a short ASCII phrase naming the defect, fit for a 400 reason phrase;
+    ``headers`` holds whatever headers were parsed before the failure so that a caller can
+    still route an error response by the Via; ``status`` is the response code to send.
+    """
+
+    def __init__(self, reason: str, *, headers: Headers | None = None, status: int = 400) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.headers = headers
+        self.status = status
+
+
+# ---------------------------------------------------------------------------------------------
+# Character classes (RFC 3261 §25.1)
+
+_ALNUM = string.ascii_letters + string.digits
+TOKEN_CHARS = _ALNUM + "-.!%*_+`'~"
+_MARK = "-_.!~*'()"
+_USER_CHARS = _ALNUM + _MARK + "&=+$,;?/%"
+_PASSWORD_CHARS = _ALNUM + _MARK + "&=+$,%"
+_HOST_CHARS = _ALNUM + "-._"
+# uri-parameter characters (paramchar) and generic-param values (token / host, leniently "/")
+_URI_PARAM_CHARS = _ALNUM + _MARK + "[]/:&+$%"
+_GEN_VALUE_CHARS = TOKEN_CHARS + "[]:/"
+_SCHEME_CHARS = _ALNUM + "+-."
+_WS = " \t"
+
+
+class _Charset:
+    """Membership test for whole strings. str.translate deletes the allowed characters in C,
+    so "only allowed characters" is "nothing left", with no per-character Python loop."""
+
+    __slots__ = ("_table", "chars")
+
+    def __init__(self, chars: str) -> None:
+        self.chars = frozenset(chars)
+        self._table = str.maketrans("", "", chars)
+
+    def only(self, text: str) -> bool:
+        return not text.translate(self._table)
+
+
+_TOKEN = _Charset(TOKEN_CHARS)
+_USER = _Charset(_USER_CHARS)
+_PASSWORD = _Charset(_PASSWORD_CHARS)
+_HOST = _Charset(_HOST_CHARS)
+_URI_PARAM = _Charset(_URI_PARAM_CHARS)
+_GEN_VALUE = _Charset(_GEN_VALUE_CHARS)
+_SCHEME = _Charset(_SCHEME_CHARS)
+_HEX = _Charset(string.hexdigits)
+_IPV6 = _Charset(string.hexdigits + ":.")
+
+
+# "Contains any of" is a single-character class: no backtracking is possible.
+_URI_FORBIDDEN = re.compile(r'[\s<>"]').search
+
+
+def is_token(text: str) -> bool:
+    return bool(text) and _TOKEN.only(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Header names
+
+_COMPACT = {
+    "i": "Call-ID", "f": "From", "t": "To", "v": "Via", "m": "Contact", "l": "Content-Length",
+    "c": "Content-Type", "k": "Supported", "o": "Event", "u": "Allow-Events", "s": "Subject",
+    "e": "Content-Encoding", "r": "Refer-To", "b": "Referred-By", "x": "Session-Expires",
+}
+_WELL_KNOWN = (
+    "Accept", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow", "Allow-Events",
+    "Authentication-Info", "Authorization", "Call-ID", "Call-Info", "Contact",
+    "Content-Disposition", "Content-Encoding", "Content-Language", "Content-Length",
+    "Content-Type", "CSeq", "Date", "Error-Info", "Event", "Expires", "From", "In-Reply-To",
+    "Max-Forwards", "Min-Expires", "MIME-Version", "Organization", "P-Asserted-Identity",
+    "P-Preferred-Identity", "Path", "Priority", "Proxy-Authenticate", "Proxy-Authorization",
+    "Proxy-Require", "RAck", "Record-Route", "Refer-To", "Referred-By", "Reply-To", "Require",
+    "Retry-After", "Route", "RSeq", "Server", "Service-Route", "Session-Expires", "SIP-ETag",
+    "SIP-If-Match", "Subject", "Subscription-State", "Supported", "Timestamp", "To",
+    "Unsupported", "User-Agent", "Via", "Warning", "WWW-Authenticate",
+)
+_CANONICAL = {name.lower(): name for name in _WELL_KNOWN}
+_CANONICAL.update(_COMPACT)
+
+# Headers whose grammar is a comma-separated list (RFC 3261 §7.3.1), so that one header line
+# may carry several values.
+_LIST_HEADERS = frozenset(
+    name.lower() for name in (
+        "Via", "Route", "Record-Route", "Contact", "Allow", "Supported", "Require",
+        "Proxy-Require", "Unsupported", "Allow-Events", "Accept", "Accept-Encoding",
+        "Accept-Language", "Path", "Service-Route",
+    )
+)
+
+
+def canonical_name(name: str) -> str:
+    """The canonical spelling of a header name; compact forms expand, unknown names stay."""
+    return _CANONICAL.get(name.lower(), name)
+
+
+@functools.lru_cache(maxsize=512)
+def _key(name: str) -> str:
+    """Lookup key of a header name (cached: lookups use a handful of constant names)."""
+    return canonical_name(name).lower()
+
+
+def split_list(text: str, separator: str = ",") -> list[str]:
+    """Split on ``separator`` outside quoted strings and <...>; items are stripped."""
+    if '"' not in text and "<" not in text:
+        return [item.strip(_WS) for item in text.split(separator)]
+    items: list[str] = []
+    start = 0
+    in_quotes = in_angle = False
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if in_quotes:
+            if ch == "\\":
+                i += 1  # quoted-pair: the next character is literal
+            elif ch == '"':
+                in_quotes = False
+        elif ch == '"':
+            in_quotes = True
+        elif ch == "<":
+            in_angle = True
+        elif ch == ">":
+            in_angle = False
+        elif ch == separator and not in_angle:
+            items.append(text[start:i].strip(_WS))
+            start = i + 1
+        i += 1
+    if in_quotes:
+        raise SipParseError("Unterminated quoted string")
+    items.append(text[start:].strip(_WS))
+    return items
+
+
+class Headers:
+    """Ordered multi-map of (name, value) with case-insensitive lookup.
+
+    Names are stored in canonical spelling (compact forms expanded); values are stored as
+    given, which for parsed messages means unfolded and stripped.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        # Each entry is (canonical name, value, lower-cased name for lookup).
+        self._items: list[tuple[str, str, str]] = []
+        for name, value in items:
+            self.add(name, value)
+
+    def add(self, name: str, value: str) -> None:
+        canonical = canonical_name(name)
+        self._items.append((canonical, value, canonical.lower()))
+
+    def get(self, name: str) -> str | None:
+        key = _key(name)
+        for _, value, item_key in self._items:
+            if item_key == key:
+                return value
+        return None
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name``; list-valued headers are split at commas."""
+        key = _key(name)
+        values = [value for _, value, item_key in self._items if item_key == key]
+        if key not in _LIST_HEADERS:
+            return values
+        result: list[str] = []
+        for value in values:
+            if value.strip(_WS) == "*":
+                result.append("*")  # Contact: * (RFC 3261 §10.2.2)
+            elif value.strip(_WS):
+                result.extend(split_list(value))
+        return result
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every value of ``name`` with one, kept where the first one was."""
+        canonical = canonical_name(name)
+        key = canonical.lower()
+        for index, (_, _, item_key) in enumerate(self._items):
+            if item_key == key:
+                self._items[index] = (canonical, value, key)
+                self._items[index + 1:] = [
+                    item for item in self._items[index + 1:] if item[2] != key
+                ]
+                return
+        self._items.append((canonical, value, key))
+
+    def remove(self, name: str) -> None:
+        key = _key(name)
+        self._items = [item for item in self._items if item[2] != key]
+
+    def copy(self) -> Headers:
+        clone = Headers()
+        clone._items = list(self._items)
+        return clone
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = _key(name)
+        return any(item_key == key for _, _, item_key in self._items)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return ((name, value) for name, value, _ in self._items)
+
+    def count(self, name: str) -> int:
+        key = _key(name)
+        return sum(1 for item in self._items if item[2] == key)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return [item[:2] for item in self._items] == [item[:2] for item in other._items]
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like a list
+
+    def __repr__(self) -> str:
+        return f"Headers({[item[:2] for item in self._items]!r})"
+
+
+@dataclass
+class SipRequest:
+    method: str
+    uri: str
+    headers: Headers
+    body: bytes = b""
+    version: str = "SIP/2.0"
+
+
+@dataclass
+class SipResponse:
+    status: int
+    reason: str
+    headers: Headers
+    body: bytes = b""
+    version: str = "SIP/2.0"
+
+
+SipMessage = SipRequest | SipResponse
+
+
+# ---------------------------------------------------------------------------------------------
+# Escapes and quoted strings
+
+
+def unescape(text: str) -> str:
+    """Decode %XX escapes (RFC 3261 §19.1.2); a malformed escape is an error."""
+    if "%" not in text:
+        return text
+    parts = text.split("%")
+    out = bytearray(parts[0].encode())
+    for part in parts[1:]:
+        if len(part) < 2 or not _HEX.only(part[:2]):
+            raise SipParseError("Bad escape in URI")
+        out.append(int(part[:2], 16))
+        out.extend(part[2:].encode())
+    try:
+        return out.decode()
+    except UnicodeDecodeError:
+        raise SipParseError("Bad escape in URI") from None
+
+
+def escape(text: str, allowed: frozenset[str]) -> str:
+    if all(c in allowed and c != "%" for c in text):
+        return text
+    return "".join(
+        c if c in allowed and c != "%" else "".join(f"%{b:02X}" for b in c.encode())
+        for c in text
+    )
+
+
+def _read_quoted(text: str, start: int) -> tuple[str, int]:
+    """Read the quoted-string opening at text[start]; return (content, index after it)."""
+    out: list[str] = []
+    i, n = start + 1, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == '"':
+            return "".join(out), i + 1
+        if ch == "\\":
+            i += 1
+            if i >= n:
+                break
+            ch = text[i]
+        out.append(ch)
+        i += 1
+    raise SipParseError("Unterminated quoted string")
+
+
+def quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters
+
+
+def parse_params(text: str) -> dict[str, str | None]:
+    """Parse ``name[=value]`` pairs separated by ``;`` (a leading ``;`` is allowed).
+
+    Names are case-insensitive and returned lower-cased; a quoted value keeps its quotes so
+    that it serializes back unchanged.
+    """
+    params: dict[str, str | None] = {}
+    text = text.strip(_WS)
+    if not text:
+        return params
+    if text[0] == ";":
+        text = text[1:]
+    for item in split_list(text, ";"):
+        name, eq, value = item.partition("=")
+        name = name.strip(_WS)
+        if not is_token(name):
+            raise SipParseError("Bad parameter")
+        if not eq:
+            params[name.lower()] = None
+            continue
+        value = value.strip(_WS)
+        if value.startswith('"'):
+            _, end = _read_quoted(value, 0)
+            if end != len(value):
+                raise SipParseError("Bad parameter")
+        elif not value or not _GEN_VALUE.only(value):
+            raise SipParseError("Bad parameter")
+        params[name.lower()] = value
+    return params
+
+
+def format_params(params: dict[str, str | None]) -> str:
+    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# URIs (RFC 3261 §19.1, RFC 3966)
+
+
+@dataclass
+class SipUri:
+    """A parsed URI. For sip/sips/tel the parts are split out; any other scheme keeps its
+    scheme-specific part in ``opaque``. ``user`` is unescaped."""
+
+    scheme: str
+    user: str | None = None
+    password: str | None = None
+    host: str = ""
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    opaque: str | None = None
+
+    @property
+    def aor(self) -> str:
+        """Address of record: user@host with the host lower-cased (host alone if no user)."""
+        host = self.host.lower()
+        return f"{self.user}@{host}" if self.user is not None else host
+
+    def __str__(self) -> str:
+        if self.opaque is not None:
+            return f"{self.scheme}:{self.opaque}"
+        if self.scheme == "tel":
+            return f"tel:{self.user or ''}{format_params(self.params)}"
+        out = [self.scheme, ":"]
+        if self.user is not None:
+            out.append(escape(self.user, _USER.chars))
+            if self.password is not None:
+                out += [":", escape(self.password, _PASSWORD.chars)]
+            out.append("@")
+        out.append(self.host)
+        if self.port is not None:
+            out.append(f":{self.port}")
+        out.extend(
+            f";{escape(k, _URI_PARAM.chars)}" if v is None
+            else f";{escape(k, _URI_PARAM.chars)}={escape(v, _URI_PARAM.chars)}"
+            for k, v in self.params.items()
+        )
+        if self.headers:
+            out.append("?" + "&".join(f"{k}={v}" for k, v in self.headers.items()))
+        return "".join(out)
+
+
+def _parse_hostport(text: str) -> tuple[str, int | None]:
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 3 or not _IPV6.only(text[1:end]):
+            raise SipParseError("Bad host")
+        host, rest = text[: end + 1], text[end + 1:]
+    else:
+        host, _, port_text = text.partition(":")
+        rest = ":" + port_text if _ else ""
+        if not host or not _HOST.only(host):
+            raise SipParseError("Bad host")
+    if not rest:
+        return host, None
+    port_text = rest[1:]
+    if rest[0] != ":" or not port_text.isascii() or not port_text.isdigit() or len(port_text) > 5:
+        raise SipParseError("Bad port")
+    port = int(port_text)
+    if port > 65535:
+        raise SipParseError("Bad port")
+    return host, port
+
+
+def parse_uri(text: str) -> SipUri:
+    scheme, colon, rest = text.partition(":")
+    if not colon or not scheme or not scheme[0].isalpha() or not rest:
+        raise SipParseError("Bad URI")
+    if not _SCHEME.only(scheme):
+        raise SipParseError("Bad URI")
+    scheme = scheme.lower()
+    if _URI_FORBIDDEN(rest):
+        raise SipParseError("Bad URI")
+    if scheme == "tel":
+        number, _, param_text = rest.partition(";")
+        return SipUri("tel", user=number, params=_uri_params(param_text))
+    if scheme not in ("sip", "sips"):
+        return SipUri(scheme, opaque=rest)
+    user = password = None
+    # userinfo ends at the first "@": user may contain ";" "?" "," (RFC 4475 §3.1.1.2, 3.1.1.9)
+    at = rest.find("@")
+    if at >= 0:
+        userinfo, rest = rest[:at], rest[at + 1:]
+        user_text, colon, password_text = userinfo.partition(":")
+        if not user_text or not _USER.only(user_text):
+            raise SipParseError("Bad URI user")
+        if colon:
+            if not _PASSWORD.only(password_text):
+                raise SipParseError("Bad URI password")
+            password = unescape(password_text)
+        user = unescape(user_text)
+    rest, question, header_text = rest.partition("?")
+    hostport, _, param_text = rest.partition(";")
+    host, port = _parse_hostport(hostport)
+    uri = SipUri(scheme, user, password, host, port, _uri_params(param_text))
+    if question:
+        for item in header_text.split("&"):
+            name, eq, value = item.partition("=")
+            if not name or not eq:
+                raise SipParseError("Bad URI header")
+            uri.headers[name] = value
+    return uri
+
+
+def _uri_params(text: str) -> dict[str, str | None]:
+    if not text:
+        return {}
+    params: dict[str, str | None] = {}
+    for item in text.split(";"):
+        name, eq, value = item.partition("=")
+        if not name or not _URI_PARAM.only(name + value):
+            raise SipParseError("Bad URI parameter")
+        params[unescape(name).lower()] = unescape(value) if eq else None
+    return params
+
+
+# ---------------------------------------------------------------------------------------------
+# name-addr / addr-spec (RFC 3261 §20.10, §25.1)
+
+
+@dataclass
+class NameAddr:
+    display: str | None
+    uri: SipUri
+    params: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str | None:
+        return self.params.get("tag")
+
+    def __str__(self) -> str:
+        display = f"{quote(self.display)} " if self.display else ""
+        return f"{display}<{self.uri}>{format_params(self.params)}"
+
+
+def parse_name_addr(text: str) -> NameAddr:
+    text = text.strip(_WS)
+    if not text:
+        raise SipParseError("Empty address")
+    display: str | None = None
+    if text[0] == '"':
+        display, end = _read_quoted(text, 0)
+        rest = text[end:].lstrip(_WS)
+        if not rest.startswith("<"):
+            raise SipParseError("Bad address")
+    elif "<" in text:
+        lt = text.index("<")
+        words = text[:lt].split()
+        # An unquoted display name is a sequence of tokens (RFC 3261 §25.1)
+        if not all(is_token(word) for word in words):
+            raise SipParseError("Bad display name")
+        display = " ".join(words) or None
+        rest = text[lt:]
+    else:
+        # addr-spec form: the parameters after the URI belong to the header (§20.10), and
+        # a URI with ";", "," or "?" of its own would need the <> form.
+        uri_text, _, param_text = text.partition(";")
+        uri_text = uri_text.rstrip(_WS)
+        if any(c in uri_text for c in ",?"):
+            raise SipParseError("Bad address")
+        return NameAddr(None, parse_uri(uri_text), parse_params(param_text))
+    gt = rest.find(">")
+    if gt < 0:
+        raise SipParseError("Bad address")
+    uri = parse_uri(rest[1:gt])
+    param_text = rest[gt + 1:].strip(_WS)
+    if param_text and param_text[0] != ";":
+        raise SipParseError("Bad address")
+    return NameAddr(display, uri, parse_params(param_text))
+
+
+# ---------------------------------------------------------------------------------------------
+# Via (RFC 3261 §20.42)
+
+
+@dataclass
+class Via:
+    protocol: str
+    transport: str
+    host: str
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+    @property
+    def received(self) -> str | None:
+        return self.params.get("received")
+
+    @property
+    def rport(self) -> int | None:
+        """The rport value; None when absent or present without a value (RFC 3581)."""
+        value = self.params.get("rport")
+        return int(value) if value and value.isdigit() else None
+
+    def __str__(self) -> str:
+        port = f":{self.port}" if self.port is not None else ""
+        return f"{self.protocol}/{self.transport} {self.host}{port}{format_params(self.params)}"
+
+
+def parse_via(text: str) -> Via:
+    head, _, param_text = text.partition(";")
+    parts = head.split("/", 2)
+    if len(parts) != 3:
+        raise SipParseError("Malformed Via")
+    name, version = parts[0].strip(_WS), parts[1].strip(_WS)
+    transport_and_host = parts[2].split(None, 1)
+    if len(transport_and_host) != 2:
+        raise SipParseError("Malformed Via")
+    transport, sent_by = transport_and_host
+    if not (is_token(name) and is_token(version) and is_token(transport)):
+        raise SipParseError("Malformed Via")
+    try:
+        host, port = _parse_hostport(sent_by.strip(_WS))
+        params = parse_params(param_text)
+    except SipParseError:
+        raise SipParseError("Malformed Via") from None
+    rport = params.get("rport")
+    if rport is not None and not (rport.isdigit() and int(rport) <= 65535):
+        raise SipParseError("Malformed Via")
+    return Via(f"{name.upper()}/{version}", transport.upper(), host, port, params)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scalars
+
+
+def parse_cseq(text: str) -> tuple[int, str]:
+    parts = text.split()
+    if len(parts) != 2 or not parts[0].isascii() or not parts[0].isdigit():
+        raise SipParseError("Bad CSeq")
+    # Length check first so a hostile 10**6-digit number is never converted.
+    if len(parts[0]) > 12 or int(parts[0]) > 2**31 - 1 or not is_token(parts[1]):
+        raise SipParseError("Bad CSeq")
+    return int(parts[0]), parts[1]
+
+
+def parse_expires(text: str) -> int:
+    """Expires / expires param: delta-seconds, 0..2**32-1 (RFC 3261 §20.19, §25.1)."""
+    text = text.strip(_WS)
+    if not text.isascii() or not text.isdigit() or len(text) > 12 or int(text) > 2**32 - 1:
+        raise SipParseError("Bad Expires")
+    return int(text)
+
+
+def parse_event(text: str) -> tuple[str, dict[str, str | None]]:
+    """Event header (RFC 6665 §8.2.1): package name (a case-sensitive token) and params."""
+    package, _, param_text = text.partition(";")
+    package = package.strip(_WS)
+    if not is_token(package):
+        raise SipParseError("Bad Event")
+    try:
+        return package, parse_params(param_text)
+    except SipParseError:
+        raise SipParseError("Bad Event") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Responses
+
+REASON_PHRASES = {
+    100: "Trying", 180: "Ringing", 200: "OK", 202: "Accepted", 400: "Bad Request",
+    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    407: "Proxy Authentication Required", 408: "Request Timeout", 412: "Conditional Request Failed",
+    415: "Unsupported Media Type", 420: "Bad Extension", 423: "Interval Too Brief",
+    480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected", 483: "Too Many Hops", 486: "Busy Here", 487: "Request Terminated",
+    489: "Bad Event", 500: "Server Internal Error", 501: "Not Implemented",
+    503: "Service Unavailable", 504: "Server Time-out", 505: "Version Not Supported",
+    513: "Message Too Large",
+}
+
+
+def make_response(
+    request: SipRequest,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+) -> SipResponse:
+    """A response to ``request`` as RFC 3261 §8.2.6.2 builds it: Via (all, in order), From,
+    To (with ``to_tag`` added if it has no tag yet), Call-ID and CSeq copied."""
+    out = Headers()
+    for name, value in request.headers:
+        if name == "Via":
+            out.add("Via", value)
+    for name in ("From", "To", "Call-ID", "CSeq"):
+        value = request.headers.get(name)
+        if value is None:
+            continue
+        if name == "To" and to_tag is not None and not _has_tag(value):
+            value = f"{value};tag={to_tag}"
+        out.add(name, value)
+    for name, value in headers:
+        out.add(name, value)
+    return SipResponse(status, reason or REASON_PHRASES.get(status, "Unknown"), out)
+
+
+def _has_tag(value: str) -> bool:
+    try:
+        return parse_name_addr(value).tag is not None
+    except SipParseError:
+        return ";tag=" in value.replace(" ", "").lower()
