@@ -1,0 +1,32 @@
+# The two commands a user needs: `make run` and `make test`. See README.md.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+.PHONY: help run stop test unit lint bench clean
+
+help:
+	@echo "make run    install what is missing, start PostgreSQL, Redis, Kafka and the three services"
+	@echo "make stop   stop everything 'make run' started"
+	@echo "make test   unit and integration tests against real PostgreSQL, Redis and Kafka"
+	@echo "make unit   unit tests only (no servers)"
+	@echo "make lint   ruff"
+
+run:
+	@scripts/stack.sh up
+
+stop:
+	@scripts/stack.sh down
+
+test:
+	@scripts/test.sh
+
+unit:
+	@scripts/venv.sh
+	@.venv/bin/python -m pytest -q tests/unit
+
+lint:
+	@scripts/venv.sh
+	@.venv/bin/ruff check lib services tests
+
+clean: stop
+	rm -rf var

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The whole local system: PostgreSQL, Redis, Kafka, the schema, the topics and the
+# three services. Usage: stack.sh up|down|infra-up|infra-down
+# Running `up` again while everything runs is harmless: each part checks its pid file.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+
+S="$REPO_ROOT/scripts"
+PY="$REPO_ROOT/.venv/bin/python"
+# The services read these; derived from the ports unless set by the user.
+export PRESENCE_DB_URL="${PRESENCE_DB_URL:-postgresql://presence:presence@127.0.0.1:$PRESENCE_PG_PORT/presence}"
+export PRESENCE_REDIS_URL="${PRESENCE_REDIS_URL:-redis://127.0.0.1:$PRESENCE_REDIS_PORT/0}"
+export PRESENCE_KAFKA_BOOTSTRAP="${PRESENCE_KAFKA_BOOTSTRAP:-127.0.0.1:$PRESENCE_KAFKA_PORT}"
+if [ -z "${PRESENCE_ENV_FILE:-}" ] && [ -f "$REPO_ROOT/presence.env" ]; then
+    export PRESENCE_ENV_FILE="$REPO_ROOT/presence.env"
+fi
+
+infra_up() {
+    "$S/venv.sh"
+    "$S/postgres.sh" start
+    "$S/redis.sh" start
+    "$S/kafka.sh" install
+    "$S/kafka.sh" start
+    "$PY" -m presence_store.migrate
+    "$PY" -m presence.topics
+}
+
+up() {
+    # Check the configuration before starting anything, so a typo costs one line.
+    "$S/venv.sh"
+    "$PY" -m presence.settings || exit 1
+    infra_up
+    "$S/services.sh" start
+    local sip_port="${PRESENCE_SIP_PORT:-5060}" sip_host="${PRESENCE_SIP_HOST:-127.0.0.1}"
+    cat <<MSG
+
+The presence server is up.
+  SIP (sip-edge)    udp+tcp $sip_host:$sip_port
+  sip-edge          http://127.0.0.1:${PRESENCE_EDGE_HTTP_PORT:-18081}/health/ready
+  presence-store    http://127.0.0.1:${PRESENCE_STORE_HTTP_PORT:-18082}/health/ready
+  notifier          http://127.0.0.1:${PRESENCE_NOTIFIER_HTTP_PORT:-18083}/health/ready
+  PostgreSQL        127.0.0.1:$PRESENCE_PG_PORT (database presence, user presence)
+  Redis             127.0.0.1:$PRESENCE_REDIS_PORT
+  Kafka             127.0.0.1:$PRESENCE_KAFKA_PORT
+  data and logs     $PRESENCE_VAR (logs in $LOG_DIR)
+Try it:  sipsak -vv -s sip:$sip_host:$sip_port   (or see README.md)
+Stop it: make stop
+MSG
+}
+
+down() {
+    "$S/services.sh" stop
+    "$S/kafka.sh" stop
+    "$S/redis.sh" stop
+    "$S/postgres.sh" stop
+}
+
+case "${1:-}" in
+    up) up ;;
+    down) down ;;
+    infra-up) infra_up ;;
+    infra-down) "$S/kafka.sh" stop; "$S/redis.sh" stop; "$S/postgres.sh" stop ;;
+    *) die "usage: $0 up|down|infra-up|infra-down" ;;
+esac

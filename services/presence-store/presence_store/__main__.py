@@ -1,0 +1,97 @@
+"""presence-store: owns the presence tables and applies PUBLISH. Run: python -m presence_store"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiokafka import AIOKafkaConsumer
+from presence import events, service
+from presence.cache import connect_redis, redis_ready
+from presence.db import create_pool, database_ready
+from presence.health import make_health_app
+from presence.kafka import bus_ready, ensure_topics, start_consumer, start_producer
+from presence.locks import ShardedLocks
+from presence.settings import Settings
+from presence.topics import Topics, shared_topics
+
+from presence_store.handlers import RequestHandler
+
+log = logging.getLogger("presence_store")
+
+
+async def consume_requests(consumer: AIOKafkaConsumer, handler: RequestHandler) -> None:
+    while True:
+        batch = await consumer.getmany(timeout_ms=1000, max_records=200)
+        for records in batch.values():
+            for record in records:
+                try:
+                    event = events.decode(record.value or b"")
+                except events.EventDecodeError as error:
+                    log.error(
+                        "skipping undecodable record %s@%s: %s",
+                        record.partition,
+                        record.offset,
+                        error,
+                    )
+                    continue
+                sends = await handler.handle(event)
+                await asyncio.gather(*sends)
+        if batch:
+            # Only now: every request of the batch is committed in PostgreSQL and
+            # its reply and change events are acknowledged by Kafka.
+            await consumer.commit()
+
+
+async def body(settings: Settings, stopping: asyncio.Event) -> None:
+    topics = Topics.of(settings)
+    # Dependencies in the order a user would check them; each failure is one line.
+    pool = await create_pool(settings.db_url)
+    redis = await connect_redis(settings.redis_url)
+    await ensure_topics(settings.kafka_bootstrap, shared_topics(settings))
+    producer = await start_producer(settings.kafka_bootstrap)
+    consumer = await start_consumer(
+        settings.kafka_bootstrap,
+        [topics.requests],
+        group_id=topics.group("presence-store"),
+        client_id="presence-store",
+    )
+    handler = RequestHandler(settings, pool, ShardedLocks(redis, settings.lock_set_size), producer)
+    consuming = asyncio.create_task(consume_requests(consumer, handler))
+    http = await service.serve_http(
+        make_health_app(
+            "presence-store",
+            {
+                "kafka": lambda: bus_ready(producer),
+                "postgresql": lambda: database_ready(pool),
+                "redis": lambda: redis_ready(redis),
+            },
+        ),
+        settings.http_host,
+        settings.store_http_port,
+        "PRESENCE_STORE_HTTP_PORT",
+    )
+    log.info("presence-store consuming %s", topics.requests)
+    done, _ = await asyncio.wait(
+        [consuming, asyncio.create_task(stopping.wait())], return_when=asyncio.FIRST_COMPLETED
+    )
+    if consuming in done:
+        consuming.result()  # a crash of the consumer loop ends the process loudly
+    log.info("stopping")
+    http.should_exit = True
+    consuming.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await consuming
+    await consumer.stop()
+    await producer.stop()
+    await pool.close()
+    await redis.aclose()
+
+
+def main() -> None:
+    service.run("presence-store", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""RFC 3903 decisions for one PUBLISH, without I/O: what kind of request it is,
+which expiry is granted, and what the reply says."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from enum import Enum
+
+from presence.events import PublishRequest
+from presence.pidf import PidfError, parse_pidf
+from presence.settings import Settings
+
+PIDF_CONTENT_TYPE = "application/pidf+xml"
+
+
+class PublishKind(Enum):
+    INITIAL = "initial"  # no SIP-If-Match: a new publication (body required)
+    REFRESH = "refresh"  # SIP-If-Match, no body: extend the expiry
+    MODIFY = "modify"  # SIP-If-Match and a body: replace the document
+    REMOVE = "remove"  # SIP-If-Match and Expires: 0
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    reason: str
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A request that passed validation: what to do and for how long."""
+
+    kind: PublishKind
+    expires: int  # granted seconds (0 for REMOVE)
+    body: str | None
+
+
+def new_entity_tag() -> str:
+    # 128 random bits: entity tags are capabilities (whoever knows one may modify
+    # or remove the publication), so they must not be guessable.
+    return secrets.token_urlsafe(16)
+
+
+def classify(request: PublishRequest, settings: Settings) -> Accepted | Reply:
+    """Validate a PUBLISH and decide its kind and granted expiry (RFC 3903 §6)."""
+    has_body = bool(request.body.strip())
+    if request.if_match is None and not has_body:
+        return Reply(400, "PUBLISH without body or SIP-If-Match")
+    if request.expires == 0:
+        if request.if_match is None:
+            return Reply(400, "Expires 0 without SIP-If-Match")
+        return Accepted(PublishKind.REMOVE, 0, None)
+    expires = settings.default_expires if request.expires is None else request.expires
+    if 0 < expires < settings.min_expires:
+        return Reply(423, "Interval Too Brief", [("Min-Expires", str(settings.min_expires))])
+    expires = min(expires, settings.max_expires)
+    if not has_body:
+        return Accepted(PublishKind.REFRESH, expires, None)
+    content_type = (request.content_type or "").split(";")[0].strip().lower()
+    if content_type != PIDF_CONTENT_TYPE:
+        return Reply(415, "Unsupported Media Type", [("Accept", PIDF_CONTENT_TYPE)])
+    try:
+        parse_pidf(request.body.encode())
+    except PidfError as error:
+        return Reply(400, str(error))
+    kind = PublishKind.INITIAL if request.if_match is None else PublishKind.MODIFY
+    return Accepted(kind, expires, request.body)
+
+
+def success_reply(entity_tag: str, granted: int, settings: Settings) -> Reply:
+    """200 with the new entity tag. The Expires told to the client is lowered by
+    expires_offset (the seed's parameter) so it refreshes before the real expiry."""
+    told = max(0, granted - settings.expires_offset) if granted else 0
+    return Reply(200, "OK", [("SIP-ETag", entity_tag), ("Expires", str(told))])
+
+
+CONDITIONAL_REQUEST_FAILED = Reply(412, "Conditional Request Failed")

@@ -1,0 +1,208 @@
+"""The integration tests' system: real PostgreSQL, Redis and Kafka (started by
+`make test`), and the three services started here as real processes, on free
+ports, with their own database and Kafka namespace."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from presence import settings as settings_module
+from presence_store.migrate import DEFAULT_SCHEMA_DIR, migrate
+
+REPO = Path(__file__).resolve().parents[2]
+LOGS = REPO / "var" / "log" / "tests"
+DEFAULT_DB_URL = "postgresql://presence:presence@127.0.0.1:15432/presence"
+TEST_DATABASE = "presence_test"
+
+SERVICE_MODULES = {
+    "presence-store": "presence_store",
+    "notifier": "notifier",
+    "sip-edge": "sip_edge",
+}
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+
+
+def wait_until(condition, timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def http_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return None
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    http_port: int
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    sip: tuple[str, int]
+    db_url: str
+    processes: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    def http(self, service: str, path: str) -> str:
+        return f"http://127.0.0.1:{self.processes[service].http_port}{path}"
+
+    def start(self, name: str) -> ServiceProcess:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        log_path = LOGS / f"{name}-{self.env['PRESENCE_KAFKA_NAMESPACE']}.log"
+        port = int(self.env[f"PRESENCE_{name.split('-')[-1].upper()}_HTTP_PORT"])
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", SERVICE_MODULES[name]],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        service = ServiceProcess(name, process, log_path, port)
+        self.processes[name] = service
+        url = self.http(name, "/health/ready")
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}:\n{service.log()}")
+            return http_status(url) == 200
+
+        wait_until(ready, 60, f"{name} to be ready")
+        return service
+
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> int:
+        service = self.processes.pop(name)
+        if service.process.poll() is None:
+            service.process.send_signal(sig)
+            try:
+                service.process.wait(20)
+            except subprocess.TimeoutExpired:
+                service.process.kill()
+                service.process.wait(5)
+        return service.process.returncode
+
+
+def base_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRESENCE_")}
+    admin_url = os.environ.get("PRESENCE_DB_URL", DEFAULT_DB_URL)
+    env.update(
+        PRESENCE_DB_URL=admin_url.rsplit("/", 1)[0] + "/" + TEST_DATABASE,
+        PRESENCE_REDIS_URL=os.environ.get("PRESENCE_REDIS_URL", "redis://127.0.0.1:16379/0"),
+        PRESENCE_KAFKA_BOOTSTRAP=os.environ.get("PRESENCE_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
+        PRESENCE_KAFKA_PARTITIONS="4",
+        PRESENCE_LOG_LEVEL="INFO",
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def test_database() -> str:
+    """A database of its own, migrated from scratch once per test session."""
+    admin_url = os.environ.get("PRESENCE_DB_URL", DEFAULT_DB_URL)
+
+    async def recreate() -> None:
+        connection = await asyncpg.connect(admin_url)
+        try:
+            await connection.execute(f"DROP DATABASE IF EXISTS {TEST_DATABASE} WITH (FORCE)")
+            await connection.execute(f"CREATE DATABASE {TEST_DATABASE}")
+        finally:
+            await connection.close()
+        settings = settings_module.load(base_env())
+        await migrate(settings, DEFAULT_SCHEMA_DIR)
+
+    asyncio.run(recreate())
+    return base_env()["PRESENCE_DB_URL"]
+
+
+def make_stack(test_database: str, **overrides: str) -> Stack:
+    env = base_env()
+    env.update(
+        PRESENCE_KAFKA_NAMESPACE="test-" + secrets.token_hex(4),
+        PRESENCE_SIP_PORT=str(free_port()),
+        PRESENCE_EDGE_HTTP_PORT=str(free_port()),
+        PRESENCE_STORE_HTTP_PORT=str(free_port()),
+        PRESENCE_NOTIFIER_HTTP_PORT=str(free_port()),
+        PRESENCE_EDGE_ID="edge-" + secrets.token_hex(3),
+    )
+    env.update(overrides)
+    return Stack(env=env, sip=("127.0.0.1", int(env["PRESENCE_SIP_PORT"])), db_url=test_database)
+
+
+async def delete_namespace_topics(bootstrap: str, namespace: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        doomed = [t for t in await admin.list_topics() if t.startswith(namespace + ".")]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="module")
+def stack(test_database: str) -> Iterator[Stack]:
+    """All three services, configured with force_active=1 (no XCAP server here)."""
+    running = make_stack(test_database, PRESENCE_FORCE_ACTIVE="1")
+    try:
+        for name in ("presence-store", "notifier", "sip-edge"):
+            running.start(name)
+        yield running
+    finally:
+        for name in list(running.processes):
+            running.stop(name)
+        asyncio.run(
+            delete_namespace_topics(
+                running.env["PRESENCE_KAFKA_BOOTSTRAP"], running.env["PRESENCE_KAFKA_NAMESPACE"]
+            )
+        )
+
+
+@pytest.fixture
+async def db(stack: Stack) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(stack.db_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()

@@ -1,0 +1,102 @@
+"""A minimal SIP user agent for tests: sends crafted requests over real UDP/TCP
+sockets and waits (with a deadline) for the responses that match them."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+
+from presence.sip.framing import KeepAlive, StreamFramer
+from presence.sip.message import SipRequest, SipResponse
+from presence.sip.parser import parse_message
+
+
+def new_branch() -> str:
+    return "z9hG4bK" + secrets.token_hex(8)
+
+
+@dataclass
+class SipClient:
+    """One local socket; requests are built from text templates by the tests."""
+
+    server: tuple[str, int]
+    transport: str = "udp"
+    timeout: float = 10.0
+    _sock: socket.socket = field(init=False)
+    _framer: StreamFramer = field(init=False, default_factory=StreamFramer)
+    _pending: list[bytes] = field(init=False, default_factory=list)
+    local_port: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        if self.transport == "udp":
+            self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self._sock.bind(("127.0.0.1", 0))
+        else:
+            self._sock = socket.create_connection(self.server, timeout=self.timeout)
+        self.local_port = self._sock.getsockname()[1]
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def request(
+        self, method: str, uri: str, headers: list[tuple[str, str]], body: bytes = b""
+    ) -> bytes:
+        """Request bytes with the Via/From/To/Call-ID/CSeq a UA would send, plus `headers`."""
+        lines = [
+            f"{method} {uri} SIP/2.0",
+            f"Via: SIP/2.0/{self.transport.upper()} 127.0.0.1:{self.local_port}"
+            f";branch={new_branch()};rport",
+            "Max-Forwards: 70",
+            f"From: <sip:tester@example.com>;tag={secrets.token_hex(4)}",
+            f"To: <{uri}>",
+            f"Call-ID: {secrets.token_hex(8)}@127.0.0.1",
+            f"CSeq: 1 {method}",
+            *(f"{name}: {value}" for name, value in headers),
+            f"Content-Length: {len(body)}",
+            "",
+            "",
+        ]
+        return "\r\n".join(lines).encode() + body
+
+    def send(self, data: bytes) -> None:
+        if self.transport == "udp":
+            self._sock.sendto(data, self.server)
+        else:
+            self._sock.sendall(data)
+
+    def receive(self, timeout: float | None = None) -> SipResponse | SipRequest:
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            if self._pending:
+                return parse_message(self._pending.pop(0), datagram=self.transport == "udp")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no SIP message before the deadline")
+            self._sock.settimeout(remaining)
+            try:
+                data = self._sock.recv(65535)
+            except TimeoutError:
+                raise TimeoutError("no SIP message before the deadline") from None
+            if self.transport == "udp":
+                self._pending.append(data)
+            else:
+                if not data:
+                    raise ConnectionError("server closed the connection")
+                self._pending += [
+                    m for m in self._framer.feed(data) if not isinstance(m, KeepAlive)
+                ]
+
+    def receive_raw(self, timeout: float | None = None) -> bytes:
+        """The next datagram as bytes, unparsed (for answers to malformed requests)."""
+        self._sock.settimeout(timeout or self.timeout)
+        return self._sock.recv(65535)
+
+    def transact(self, data: bytes, timeout: float | None = None) -> SipResponse:
+        """Send a request and return its final response (provisional ones are skipped)."""
+        self.send(data)
+        while True:
+            message = self.receive(timeout)
+            if isinstance(message, SipResponse) and message.status >= 200:
+                return message

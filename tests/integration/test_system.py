@@ -1,0 +1,171 @@
+"""End to end through real sockets: SIP over UDP/TCP -> sip-edge -> Kafka ->
+presence-store -> PostgreSQL, and the operational surface of each service."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import urllib.request
+
+import asyncpg
+import pytest
+from presence.sip.message import SipResponse
+
+from .conftest import Stack, free_port, make_stack
+from .sip_client import SipClient
+
+pytestmark = pytest.mark.integration
+
+PIDF = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n'
+    b'<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:alice@example.com">\n'
+    b'  <tuple id="t1"><status><basic>open</basic></status></tuple>\n'
+    b"</presence>\n"
+)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_options_is_answered_by_the_edge(stack: Stack, transport: str) -> None:
+    client = SipClient(stack.sip, transport)
+    try:
+        response = client.transact(
+            client.request("OPTIONS", f"sip:{stack.sip[0]}:{stack.sip[1]}", [])
+        )
+    finally:
+        client.close()
+    assert isinstance(response, SipResponse)
+    assert response.status == 200
+    assert "PUBLISH" in response.headers.get("Allow")
+    assert "SUBSCRIBE" in response.headers.get("Allow")
+    assert response.headers.get("Accept") == "application/pidf+xml"
+    assert [e.strip() for e in response.headers.get("Allow-Events").split(",")] == [
+        "presence",
+        "presence.winfo",
+    ]
+    # RFC 3581: the edge filled rport and received in the Via it echoed.
+    via = response.headers.get("Via")
+    assert f"rport={client.local_port};received=127.0.0.1" in via
+
+
+async def test_publish_reaches_postgresql_through_kafka(
+    stack: Stack, db: asyncpg.Connection
+) -> None:
+    client = SipClient(stack.sip, "udp")
+    try:
+        response = client.transact(
+            client.request(
+                "PUBLISH",
+                "sip:alice@example.com",
+                [
+                    ("Event", "presence"),
+                    ("Expires", "600"),
+                    ("Content-Type", "application/pidf+xml"),
+                ],
+                PIDF,
+            )
+        )
+    finally:
+        client.close()
+    assert response.status == 200, response
+    entity_tag = response.headers.get("SIP-ETag")
+    assert entity_tag
+    assert response.headers.get("Expires") == "600"
+    row = await db.fetchrow(
+        "SELECT username, domain, event, body, expires - received_time AS lifetime "
+        "FROM presentity WHERE etag = $1",
+        entity_tag,
+    )
+    assert row is not None
+    assert (row["username"], row["domain"], row["event"]) == ("alice", "example.com", "presence")
+    assert row["body"].encode() == PIDF
+    assert row["lifetime"] == 600
+
+
+def test_publish_over_tcp_with_unknown_entity_tag_is_412(stack: Stack) -> None:
+    client = SipClient(stack.sip, "tcp")
+    try:
+        response = client.transact(
+            client.request(
+                "PUBLISH",
+                "sip:bob@example.com",
+                [("Event", "presence"), ("SIP-If-Match", "no-such-tag"), ("Expires", "60")],
+            )
+        )
+    finally:
+        client.close()
+    assert response.status == 412
+
+
+def test_malformed_request_gets_400_naming_the_defect(stack: Stack) -> None:
+    client = SipClient(stack.sip, "udp")
+    try:
+        request = client.request("OPTIONS", "sip:example.com", [])
+        client.send(request.replace(b"CSeq: 1 OPTIONS", b"CSeq: x OPTIONS"))
+        # The answer echoes the bad CSeq, so it is read as bytes, not parsed.
+        answer = client.receive_raw()
+    finally:
+        client.close()
+    assert answer.startswith(b"SIP/2.0 400 Bad CSeq\r\n")
+    assert b"\r\nCSeq: x OPTIONS\r\n" in answer
+
+
+def test_health_endpoints_report_every_dependency(stack: Stack) -> None:
+    expected_checks = {
+        "sip-edge": {"kafka"},
+        "presence-store": {"kafka", "postgresql", "redis"},
+        "notifier": {"kafka", "postgresql", "redis"},
+    }
+    for service, checks in expected_checks.items():
+        with urllib.request.urlopen(stack.http(service, "/health/live"), timeout=5) as live:
+            assert live.status == 200
+        with urllib.request.urlopen(stack.http(service, "/health/ready"), timeout=5) as ready:
+            report = json.load(ready)
+        assert report["ready"] is True
+        assert report["checks"] == dict.fromkeys(checks, "ok")
+
+
+def run_service_expecting_failure(
+    module: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", module], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_bad_setting_stops_the_service_with_one_line(test_database: str) -> None:
+    stack = make_stack(test_database, PRESENCE_MAX_EXPIRES="soon")
+    result = run_service_expecting_failure("sip_edge", stack.env)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        "sip-edge: configuration error: PRESENCE_MAX_EXPIRES: must be an integer, got 'soon'"
+    ]
+
+
+def test_taken_sip_port_is_a_one_line_error(test_database: str) -> None:
+    stack = make_stack(test_database)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        squatter.bind(stack.sip)
+        result = run_service_expecting_failure("sip_edge", stack.env)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"{stack.sip[0]}:{stack.sip[1]}/udp" in lines[0]
+    assert "PRESENCE_SIP_PORT" in lines[0]
+
+
+def test_unreachable_database_is_a_one_line_error(test_database: str) -> None:
+    unused = free_port()
+    stack = make_stack(
+        test_database, PRESENCE_DB_URL=f"postgresql://presence:presence@127.0.0.1:{unused}/x"
+    )
+    result = run_service_expecting_failure("presence_store", stack.env)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(
+        f"presence-store: cannot connect to PostgreSQL at 127.0.0.1:{unused}/x"
+    )
+    assert "`make run` starts one" in last_line

@@ -1,0 +1,128 @@
+"""The edge's pure decisions: local answers, server transactions, response routing."""
+
+import pytest
+from presence.sip.message import parse_via
+from presence.sip.parser import parse_message
+from presence.sip.routing import response_address, stamp_via
+from sip_edge.checks import check_request, options_answer
+from sip_edge.transactions import TIMER_J_UDP, TransactionTable, transaction_key
+
+
+def request(
+    method: str = "PUBLISH", extra: str = "Event: presence\r\n", body: bytes = b""
+) -> bytes:
+    return (
+        f"{method} sip:alice@example.com SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bKabc\r\n"
+        "From: <sip:bob@example.com>;tag=1\r\nTo: <sip:alice@example.com>\r\n"
+        f"Call-ID: c1\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n{extra}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def check(data: bytes, min_expires: int = 0) -> tuple[int, list[tuple[str, str]]] | None:
+    message = parse_message(data)
+    answer = check_request(message, min_expires=min_expires)  # type: ignore[arg-type]
+    return None if answer is None else (answer.status, answer.headers)
+
+
+def test_options_answer_lists_methods_types_and_packages() -> None:
+    headers = dict(options_answer().headers)
+    assert headers == {
+        "Allow": "OPTIONS, PUBLISH, SUBSCRIBE",
+        "Accept": "application/pidf+xml",
+        "Allow-Events": "presence, presence.winfo",
+    }
+
+
+def test_valid_publish_passes() -> None:
+    assert check(request()) is None
+
+
+def test_unknown_method_is_405_with_allow() -> None:
+    assert check(request("MESSAGE")) == (405, [("Allow", "OPTIONS, PUBLISH, SUBSCRIBE")])
+
+
+def test_unknown_package_is_489_with_allow_events() -> None:
+    result = check(request(extra="Event: dialog\r\n"))
+    assert result is not None and result[0] == 489
+    assert ("Allow-Events", "presence, presence.winfo") in result[1]
+
+
+def test_max_forwards_zero_is_483() -> None:
+    data = request().replace(b"Max-Forwards: 70", b"Max-Forwards: 0")
+    assert check(data) == (483, [])
+
+
+def test_short_expiry_is_423_with_min_expires() -> None:
+    assert check(request(extra="Event: presence\r\nExpires: 5\r\n"), 60) == (
+        423,
+        [("Min-Expires", "60")],
+    )
+
+
+def test_unsupported_body_type_is_415_with_accept() -> None:
+    data = request(extra="Event: presence\r\nContent-Type: text/plain\r\n", body=b"hi")
+    assert check(data) == (415, [("Accept", "application/pidf+xml")])
+
+
+def test_retransmission_is_found_and_timer_j_ends_it() -> None:
+    table = TransactionTable()
+    key = transaction_key(
+        "z9hG4bKx", "10.0.0.1:5062", "PUBLISH", call_id="c", cseq="1", from_tag="t"
+    )
+    transaction = table.start(key, "r1", now=0.0)
+    assert table.find(key) is transaction
+    table.respond(transaction, b"SIP/2.0 200 OK", final=True, reliable=False, now=1.0)
+    assert table.expire(1.0 + TIMER_J_UDP - 0.1, give_up_after=8) == []
+    assert table.find(key) is transaction
+    table.expire(1.0 + TIMER_J_UDP, give_up_after=8)
+    assert table.find(key) is None and table.by_request_id("r1") is None
+
+
+def test_reliable_transport_ends_the_transaction_at_once() -> None:
+    table = TransactionTable()
+    transaction = table.start(("k",), "r1", now=0.0)
+    table.respond(transaction, b"x", final=True, reliable=True, now=0.0)
+    table.expire(0.0, give_up_after=8)
+    assert len(table) == 0
+
+
+def test_unanswered_transaction_is_reported_once_overdue() -> None:
+    table = TransactionTable()
+    transaction = table.start(("k",), "r1", now=0.0)
+    assert table.expire(7.9, give_up_after=8) == []
+    assert table.expire(8.0, give_up_after=8) == [transaction]
+
+
+def test_pre_rfc3261_branch_falls_back_to_dialog_identifiers() -> None:
+    old = transaction_key("1234", "h:5060", "PUBLISH", call_id="c", cseq="1", from_tag="t")
+    assert old[0] == "2543" and "c" in old
+
+
+@pytest.mark.parametrize(
+    ("via", "expected_via", "address"),
+    [
+        # rport asked: filled in, and the response goes back to the source port.
+        ("SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bK1;rport", "rport=40000", ("192.0.2.7", 40000)),
+        # sent-by differs from the source: received added, port from sent-by.
+        ("SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bK1", "received=192.0.2.7", ("192.0.2.7", 5062)),
+        # no port in sent-by: the transport's default.
+        (
+            "SIP/2.0/UDP phone.example.com;branch=z9hG4bK1",
+            "received=192.0.2.7",
+            ("192.0.2.7", 5060),
+        ),
+    ],
+)
+def test_response_routing(via: str, expected_via: str, address: tuple[str, int]) -> None:
+    parsed = parse_via(via)
+    assert stamp_via(parsed, "192.0.2.7", 40000)
+    assert expected_via in str(parsed)
+    assert response_address(parsed, "192.0.2.7", 40000) == address
+
+
+def test_via_matching_the_source_is_left_alone() -> None:
+    parsed = parse_via("SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bK1")
+    assert not stamp_via(parsed, "192.0.2.7", 5060)
+    assert "received" not in str(parsed)
