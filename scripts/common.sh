@@ -73,8 +73,9 @@ apt_install() {
         command -v sudo >/dev/null || die "need root to install $*: run 'sudo apt-get install -y $*'"
         sudo="sudo"
     fi
-    say "installing $* from Debian's packages (apt-get)..."
-    $sudo apt-get update -qq >/dev/null || die "apt-get update failed"
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null \
-        || die "apt-get install $* failed"
+    local log="$LOG_DIR/apt.log"
+    say "installing $* from Debian's packages (apt-get, log in $log)..."
+    $sudo apt-get update -qq >"$log" 2>&1 || { tail -n 5 "$log" >&2; die "apt-get update failed"; }
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" \
+        >>"$log" 2>&1 || { tail -n 5 "$log" >&2; die "apt-get install $* failed"; }
 }

@@ -112,6 +112,16 @@ class Stack:
         wait_until(ready, 60, f"{name} to be ready")
         return service
 
+    def close(self) -> None:
+        """Stop every service and delete this stack's Kafka topics."""
+        for name in list(self.processes):
+            self.stop(name)
+        asyncio.run(
+            delete_namespace_topics(
+                self.env["PRESENCE_KAFKA_BOOTSTRAP"], self.env["PRESENCE_KAFKA_NAMESPACE"]
+            )
+        )
+
     def stop(self, name: str, sig: int = signal.SIGTERM) -> int:
         service = self.processes.pop(name)
         if service.process.poll() is None:
@@ -190,13 +200,7 @@ def stack(test_database: str) -> Iterator[Stack]:
             running.start(name)
         yield running
     finally:
-        for name in list(running.processes):
-            running.stop(name)
-        asyncio.run(
-            delete_namespace_topics(
-                running.env["PRESENCE_KAFKA_BOOTSTRAP"], running.env["PRESENCE_KAFKA_NAMESPACE"]
-            )
-        )
+        running.close()
 
 
 @pytest.fixture

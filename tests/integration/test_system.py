@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 from presence.sip.message import SipResponse
 
-from .conftest import Stack, free_port, make_stack
+from .conftest import Stack, free_port, http_status, make_stack, wait_until
 from .sip_client import SipClient
 
 pytestmark = pytest.mark.integration
@@ -169,3 +169,41 @@ def test_unreachable_database_is_a_one_line_error(test_database: str) -> None:
         f"presence-store: cannot connect to PostgreSQL at 127.0.0.1:{unused}/x"
     )
     assert "`make run` starts one" in last_line
+
+
+def test_readiness_follows_a_dependency_that_goes_away_and_comes_back(
+    test_database: str, tmp_path
+) -> None:
+    """A private redis-server, so that stopping it disturbs nothing else."""
+    port = free_port()
+    redis_command = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+    redis_command += ["--dir", str(tmp_path)]
+    redis = subprocess.Popen(redis_command, stdout=subprocess.DEVNULL)
+    stack = make_stack(test_database, PRESENCE_REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    try:
+        wait_until(lambda: redis_answers(port), 10, "the private redis-server")
+        stack.start("presence-store")
+        ready_url = stack.http("presence-store", "/health/ready")
+        assert http_status(ready_url) == 200
+        redis.terminate()
+        redis.wait(10)
+        wait_until(lambda: http_status(ready_url) == 503, 20, "readiness to turn false")
+        with urllib.request.urlopen(
+            stack.http("presence-store", "/health/live"), timeout=5
+        ) as live:
+            assert live.status == 200  # alive, only not ready
+        redis = subprocess.Popen(redis_command, stdout=subprocess.DEVNULL)
+        wait_until(lambda: http_status(ready_url) == 200, 20, "readiness to come back")
+    finally:
+        stack.close()
+        redis.terminate()
+        redis.wait(10)
+
+
+def redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
+            connection.sendall(b"PING\r\n")
+            return connection.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
