@@ -73,9 +73,55 @@ class PresentityChanged:
         return f"{self.username}@{self.domain}"
 
 
-Event = PublishRequest | SipReply | PresentityChanged
+@dataclass(frozen=True)
+class NotifyRequest:
+    """A NOTIFY for the edge to send within a subscription dialog."""
+
+    TYPE: ClassVar[str] = "notify"
+    VERSION: ClassVar[int] = 1
+
+    notify_id: str  # unique per NOTIFY; names its outcome
+    username: str  # the presentity, which keys the outcome event
+    domain: str
+    event: str
+    subscription: str  # the dialog's local (To) tag
+    request_uri: str  # the dialog's remote target (§12.2.1.1)
+    route_set: list[str]  # Route header values, in order
+    headers: list[tuple[str, str]]  # From, To, Call-ID, CSeq, Event, Subscription-State, ...
+    body: str
+    # The flow the SUBSCRIBE came on ("udp:203.0.113.5:5060", "tcp:..."); used when
+    # there is no route set, so that phones behind NAT are reached. "" resolves the URI.
+    flow: str
+
+    @property
+    def presentity(self) -> str:
+        return f"{self.username}@{self.domain}"
+
+
+@dataclass(frozen=True)
+class NotifyOutcome:
+    """How a NOTIFY ended: its final status, or 408 when Timer F fired."""
+
+    TYPE: ClassVar[str] = "notify_outcome"
+    VERSION: ClassVar[int] = 1
+
+    notify_id: str
+    username: str
+    domain: str
+    event: str
+    subscription: str
+    status: int
+    reason: str
+
+    @property
+    def presentity(self) -> str:
+        return f"{self.username}@{self.domain}"
+
+
+Event = PublishRequest | SipReply | PresentityChanged | NotifyRequest | NotifyOutcome
 _EVENT_TYPES: dict[str, type[Event]] = {
-    cls.TYPE: cls for cls in (PublishRequest, SipReply, PresentityChanged)
+    cls.TYPE: cls
+    for cls in (PublishRequest, SipReply, PresentityChanged, NotifyRequest, NotifyOutcome)
 }
 
 
@@ -101,6 +147,6 @@ def decode(data: bytes) -> Event:
     if missing:
         raise EventDecodeError(f"{cls.TYPE}: missing {', '.join(sorted(missing))}")
     values = {name: payload[name] for name in names}
-    if cls is SipReply:
+    if "headers" in values:
         values["headers"] = [(str(k), str(v)) for k, v in values["headers"]]
     return cls(**values)

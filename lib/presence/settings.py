@@ -105,6 +105,13 @@ def _topic_part(text: str) -> str:
     return text
 
 
+def _domain_list(text: str) -> str:
+    for domain in filter(None, (d.strip() for d in text.split(","))):
+        if not _HOSTNAME.match(domain):
+            raise ValueError(f"must be a comma-separated list of domains, got {domain!r}")
+    return text
+
+
 def _log_level(text: str) -> str:
     level = text.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -139,6 +146,15 @@ class Settings:
     sip_port: int = 5060
     min_expires: int = 0
     default_expires: int = 3600
+    # Served domains (comma-separated); empty serves every domain. A request-URI
+    # in another domain gets 404.
+    domains: str = ""
+    # 1: the edge's minimal registrar answers REGISTER (some phones publish only
+    # after registering); 0: REGISTER gets 405.
+    registrar: int = 1
+    # RFC 3261 timer T1 in milliseconds (NOTIFY retransmission, Timer F = 64*T1).
+    sip_t1_ms: int = 500
+    tcp_idle_timeout: int = 300
 
     # --- bus, cache and HTTP ---
     kafka_bootstrap: str = "127.0.0.1:19092"
@@ -163,6 +179,10 @@ class Settings:
         return f"sip:{host}:{self.sip_port}"
 
     @property
+    def served_domains(self) -> frozenset[str]:
+        return frozenset(d.strip().lower() for d in self.domains.split(",") if d.strip())
+
+    @property
     def edge_name(self) -> str:
         return self.edge_id or f"{socket.gethostname()}-{self.sip_port}"
 
@@ -184,6 +204,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "sip_port": _integer(1, 65535),
     "min_expires": _integer(0),
     "default_expires": _integer(1),
+    "domains": _domain_list,
+    "registrar": _flag,
+    "sip_t1_ms": _integer(10, 10_000),
+    "tcp_idle_timeout": _integer(1, 86400),
     "kafka_bootstrap": _bootstrap,
     "kafka_partitions": _integer(1, 1000),
     "kafka_namespace": _topic_part,

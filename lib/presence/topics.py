@@ -3,6 +3,7 @@
   sip.requests        sip-edge -> presence-store    key: presentity AOR
   presence.changes    presence-store -> notifier    key: presentity AOR
   sip.edge.<edge_id>  store, notifier -> one edge   replies and NOTIFY requests
+  sip.notify-outcomes sip-edge -> presence-store    key: presentity AOR
 
 PRESENCE_KAFKA_NAMESPACE prefixes every name, so that two deployments (or a test
 run beside `make run`) can share one broker without reading each other's records.
@@ -35,6 +36,10 @@ class Topics:
     def changes(self) -> str:
         return self._name("presence.changes")
 
+    @property
+    def notify_outcomes(self) -> str:
+        return self._name("sip.notify-outcomes")
+
     def edge_inbox(self, edge_id: str) -> str:
         """The topic one sip-edge replica reads its replies and NOTIFY requests from."""
         return self._name(f"sip.edge.{edge_id}")
@@ -51,7 +56,10 @@ def shared_topics(settings: Settings) -> dict[str, int]:
     """Topics keyed by presentity: their partition count bounds how many store and
     notifier replicas can share the work."""
     topics = Topics.of(settings)
-    return {topics.requests: settings.kafka_partitions, topics.changes: settings.kafka_partitions}
+    return {
+        topic: settings.kafka_partitions
+        for topic in (topics.requests, topics.changes, topics.notify_outcomes)
+    }
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+
 from presence import settings as settings_module
 from presence_store.migrate import DEFAULT_SCHEMA_DIR, migrate
 

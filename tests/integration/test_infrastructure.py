@@ -9,10 +9,11 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from redis.asyncio import Redis
+
 from presence.locks import LockTimeout, ShardedLocks, lock_slot
 from presence.settings import load
 from presence_store.migrate import DEFAULT_SCHEMA_DIR, apply_migrations, load_migrations
-from redis.asyncio import Redis
 
 from .conftest import base_env
 

@@ -11,6 +11,7 @@ import urllib.request
 
 import asyncpg
 import pytest
+
 from presence.sip.message import SipResponse
 
 from .conftest import Stack, free_port, http_status, make_stack, wait_until

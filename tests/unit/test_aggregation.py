@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from lxml import etree
+
 from presence.aggregation import Publication, aggregate, empty_document
 from presence.pidf import PIDF_NS, parse_pidf
 

@@ -1,6 +1,8 @@
 """The edge's pure decisions: local answers, server transactions, response routing."""
 
 import pytest
+
+from presence.settings import load
 from presence.sip.message import parse_via
 from presence.sip.parser import parse_message
 from presence.sip.routing import response_address, stamp_via
@@ -20,16 +22,17 @@ def request(
     ).encode() + body
 
 
-def check(data: bytes, min_expires: int = 0) -> tuple[int, list[tuple[str, str]]] | None:
+def check(data: bytes, **settings: str) -> tuple[int, list[tuple[str, str]]] | None:
     message = parse_message(data)
-    answer = check_request(message, min_expires=min_expires)  # type: ignore[arg-type]
+    environment = {f"PRESENCE_{name.upper()}": value for name, value in settings.items()}
+    answer = check_request(message, load(environment))  # type: ignore[arg-type]
     return None if answer is None else (answer.status, answer.headers)
 
 
 def test_options_answer_lists_methods_types_and_packages() -> None:
-    headers = dict(options_answer().headers)
+    headers = dict(options_answer(load({})).headers)
     assert headers == {
-        "Allow": "OPTIONS, PUBLISH, SUBSCRIBE",
+        "Allow": "OPTIONS, PUBLISH, SUBSCRIBE, REGISTER",
         "Accept": "application/pidf+xml",
         "Allow-Events": "presence, presence.winfo",
     }
@@ -40,7 +43,31 @@ def test_valid_publish_passes() -> None:
 
 
 def test_unknown_method_is_405_with_allow() -> None:
-    assert check(request("MESSAGE")) == (405, [("Allow", "OPTIONS, PUBLISH, SUBSCRIBE")])
+    allow = "OPTIONS, PUBLISH, SUBSCRIBE, REGISTER"
+    assert check(request("MESSAGE")) == (405, [("Allow", allow)])
+
+
+def test_register_is_405_when_the_registrar_is_off() -> None:
+    assert check(request("REGISTER"), registrar="0") == (
+        405,
+        [("Allow", "OPTIONS, PUBLISH, SUBSCRIBE")],
+    )
+
+
+def test_unknown_required_extension_is_420_naming_it() -> None:
+    data = request(extra="Event: presence\r\nRequire: 100rel, foo\r\n")
+    assert check(data) == (420, [("Unsupported", "100rel, foo")])
+
+
+def test_domain_not_served_is_404() -> None:
+    result = check(request(), domains="example.org")
+    assert result is not None and result[0] == 404
+    assert check(request(), domains="example.org, EXAMPLE.com") is None
+
+
+def test_non_sip_uri_scheme_is_416() -> None:
+    data = request().replace(b"PUBLISH sip:alice@example.com", b"PUBLISH tel:+15551234")
+    assert check(data) == (416, [])
 
 
 def test_unknown_package_is_489_with_allow_events() -> None:
@@ -55,7 +82,7 @@ def test_max_forwards_zero_is_483() -> None:
 
 
 def test_short_expiry_is_423_with_min_expires() -> None:
-    assert check(request(extra="Event: presence\r\nExpires: 5\r\n"), 60) == (
+    assert check(request(extra="Event: presence\r\nExpires: 5\r\n"), min_expires="60") == (
         423,
         [("Min-Expires", "60")],
     )

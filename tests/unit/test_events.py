@@ -1,4 +1,5 @@
 import pytest
+
 from presence import events
 from presence.topics import Topics
 

@@ -1,6 +1,7 @@
 """RFC 3903 decisions of presence-store, without a database."""
 
 import pytest
+
 from presence.settings import load
 from presence_store.publication import Accepted, PublishKind, Reply, classify, success_reply
 

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+
 from presence.settings import Settings, SettingsError, load
 
 

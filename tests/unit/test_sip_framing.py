@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from presence.sip.framing import KEEPALIVE, FramingError, KeepAlive, StreamFramer
 from presence.sip.parser import parse_message
 

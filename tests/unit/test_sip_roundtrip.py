@@ -6,6 +6,7 @@ import string
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from presence.sip.message import Headers, SipMessage, SipRequest, SipResponse
 from presence.sip.parser import parse_message, serialize
 

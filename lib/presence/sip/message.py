@@ -646,8 +646,9 @@ def parse_event(text: str) -> tuple[str, dict[str, str | None]]:
 REASON_PHRASES = {
     100: "Trying", 180: "Ringing", 200: "OK", 202: "Accepted", 400: "Bad Request",
     401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-    407: "Proxy Authentication Required", 408: "Request Timeout", 412: "Conditional Request Failed",
-    415: "Unsupported Media Type", 420: "Bad Extension", 423: "Interval Too Brief",
+    407: "Proxy Authentication Required", 408: "Request Timeout",
+    412: "Conditional Request Failed", 414: "Request-URI Too Long", 415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme", 420: "Bad Extension", 423: "Interval Too Brief",
     480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
     482: "Loop Detected", 483: "Too Many Hops", 486: "Busy Here", 487: "Request Terminated",
     489: "Bad Event", 500: "Server Internal Error", 501: "Not Implemented",

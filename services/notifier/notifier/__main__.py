@@ -11,6 +11,7 @@ import logging
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer
+
 from presence import events, service
 from presence.cache import connect_redis, redis_ready
 from presence.db import create_pool, database_ready

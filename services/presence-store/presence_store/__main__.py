@@ -7,6 +7,7 @@ import contextlib
 import logging
 
 from aiokafka import AIOKafkaConsumer
+
 from presence import events, service
 from presence.cache import connect_redis, redis_ready
 from presence.db import create_pool, database_ready
@@ -15,7 +16,6 @@ from presence.kafka import bus_ready, ensure_topics, start_consumer, start_produ
 from presence.locks import ShardedLocks
 from presence.settings import Settings
 from presence.topics import Topics, shared_topics
-
 from presence_store.handlers import RequestHandler
 
 log = logging.getLogger("presence_store")

@@ -9,11 +9,11 @@ import time
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+
 from presence import events
 from presence.locks import ShardedLocks
 from presence.settings import Settings
 from presence.topics import Topics
-
 from presence_store.publication import Reply
 from presence_store.publish_store import apply_publish
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+
 from presence import settings as settings_module
 from presence.db import DatabaseUnavailable, connect
 from presence.settings import Settings

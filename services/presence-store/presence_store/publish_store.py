@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncpg
+
 from presence.events import PublishRequest
 from presence.settings import Settings
-
 from presence_store.publication import (
     CONDITIONAL_REQUEST_FAILED,
     Accepted,

@@ -4,38 +4,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import socket
 
 from aiokafka import AIOKafkaConsumer
+
 from presence import events, service
 from presence.health import make_health_app
 from presence.kafka import bus_ready, ensure_topics, start_consumer, start_producer
 from presence.settings import Settings
-from presence.topics import Topics
-
+from presence.topics import Topics, shared_topics
 from sip_edge.edge import Edge
-from sip_edge.transport import start_tcp, start_udp
+from sip_edge.transport import TcpConnections, start_udp
 
 log = logging.getLogger("sip_edge")
 
 
 async def consume_inbox(consumer: AIOKafkaConsumer, edge: Edge) -> None:
     """Replies and NOTIFY requests addressed to this edge replica."""
-    async for record in consumer:
-        try:
-            event = events.decode(record.value or b"")
-        except events.EventDecodeError as error:
-            log.error("skipping undecodable inbox record at offset %s: %s", record.offset, error)
-        else:
-            edge.on_inbox_event(event)
-        await consumer.commit()
-
-
-async def expire_periodically(edge: Edge) -> None:
     while True:
-        await asyncio.sleep(0.5)
-        edge.expire_transactions()
+        batch = await consumer.getmany(timeout_ms=1000, max_records=500)
+        for records in batch.values():
+            for record in records:
+                try:
+                    event = events.decode(record.value or b"")
+                except events.EventDecodeError as error:
+                    log.error("skipping undecodable inbox record %s: %s", record.offset, error)
+                    continue
+                await edge.on_inbox_event(event)
+        if batch:
+            await consumer.commit()
+
+
+async def run_timers(edge: Edge) -> None:
+    sweep_every = 10
+    for count in itertools.count():
+        await asyncio.sleep(0.025)
+        edge.tick()
+        if count % sweep_every == 0:
+            edge.sweep()
 
 
 async def body(settings: Settings, stopping: asyncio.Event) -> None:
@@ -49,7 +57,7 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
     edge_id = settings.edge_name
     topics = Topics.of(settings)
     inbox = topics.edge_inbox(edge_id)
-    await ensure_topics(settings.kafka_bootstrap, {inbox: 1})
+    await ensure_topics(settings.kafka_bootstrap, {**shared_topics(settings), inbox: 1})
     producer = await start_producer(settings.kafka_bootstrap)
     consumer = await start_consumer(
         settings.kafka_bootstrap,
@@ -58,11 +66,12 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
         client_id=edge_id,
     )
     edge = Edge(settings, producer)
-    udp = await start_udp(udp_sock, edge.message_received)
-    tcp = await start_tcp(tcp_sock, edge.message_received)
+    edge.udp = await start_udp(udp_sock, edge.message_received)
+    edge.tcp = TcpConnections(edge.message_received, settings.tcp_idle_timeout)
+    await edge.tcp.serve(tcp_sock)
     tasks = [
         asyncio.create_task(consume_inbox(consumer, edge)),
-        asyncio.create_task(expire_periodically(edge)),
+        asyncio.create_task(run_timers(edge)),
     ]
     http = await service.serve_http(
         make_health_app("sip-edge", {"kafka": lambda: bus_ready(producer)}),
@@ -79,8 +88,8 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
     )
     await stopping.wait()
     log.info("stopping")
-    udp.close()
-    tcp.close()
+    edge.udp.close()
+    edge.tcp.close()
     http.should_exit = True
     for task in tasks:
         task.cancel()

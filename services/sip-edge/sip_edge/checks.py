@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from presence.sip.message import SipRequest, parse_event
+from presence.settings import Settings
+from presence.sip.message import SipParseError, SipRequest, parse_event, parse_uri
 
 # Methods this server handles; anything else gets 405 with this Allow list.
-ALLOWED_METHODS = ("OPTIONS", "PUBLISH", "SUBSCRIBE")
-ALLOW = ", ".join(ALLOWED_METHODS)
+ALLOWED_METHODS = ("OPTIONS", "PUBLISH", "SUBSCRIBE", "REGISTER")
+# SIP option tags this server implements (RFC 3261 §8.2.2.3): none so far.
+SUPPORTED_OPTIONS: frozenset[str] = frozenset()
 # Event packages and the body types they accept in PUBLISH.
 EVENT_PACKAGES: dict[str, tuple[str, ...]] = {"presence": ("application/pidf+xml",)}
 ALLOW_EVENTS = "presence, presence.winfo"
@@ -22,24 +24,53 @@ class LocalAnswer:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
-def options_answer() -> LocalAnswer:
+def allowed_methods(settings: Settings) -> str:
+    methods = [m for m in ALLOWED_METHODS if m != "REGISTER" or settings.registrar]
+    return ", ".join(methods)
+
+
+def options_answer(settings: Settings) -> LocalAnswer:
     return LocalAnswer(
         200,
-        headers=[("Allow", ALLOW), ("Accept", ACCEPT), ("Allow-Events", ALLOW_EVENTS)],
+        headers=[
+            ("Allow", allowed_methods(settings)),
+            ("Accept", ACCEPT),
+            ("Allow-Events", ALLOW_EVENTS),
+        ],
     )
 
 
-def check_request(request: SipRequest, *, min_expires: int) -> LocalAnswer | None:
-    """The answer to a request the edge must refuse, or None when it may go on."""
-    if request.method not in ALLOWED_METHODS:
-        return LocalAnswer(405, headers=[("Allow", ALLOW)])
+def check_request(request: SipRequest, settings: Settings) -> LocalAnswer | None:
+    """The answer to a request the edge must refuse, or None when it may go on.
+    The order follows RFC 3261 §8.2: method, then URI, then extensions, then content."""
+    allow = allowed_methods(settings)
+    if request.method not in allow.split(", "):
+        return LocalAnswer(405, headers=[("Allow", allow)])
+    try:
+        uri = parse_uri(request.uri)
+    except SipParseError:
+        return LocalAnswer(400, "Bad Request-URI")
+    if uri.scheme not in ("sip", "sips"):
+        return LocalAnswer(416)
+    served = settings.served_domains
+    if served and uri.host.strip("[]").lower() not in served:
+        return LocalAnswer(404, "Domain Not Served Here")
+    required = [
+        option.strip()
+        for value in request.headers.get_all("Require")
+        for option in value.split(",")
+        if option.strip()
+    ]
+    unsupported = [option for option in required if option.lower() not in SUPPORTED_OPTIONS]
+    if unsupported:
+        return LocalAnswer(420, headers=[("Unsupported", ", ".join(unsupported))])
     max_forwards = request.headers.get("Max-Forwards")
     if max_forwards is not None:
         if not max_forwards.strip().isdigit():
             return LocalAnswer(400, "Bad Max-Forwards")
         if int(max_forwards) == 0 and request.method != "OPTIONS":
             return LocalAnswer(483)
-    if request.method == "OPTIONS":
+    if request.method in ("OPTIONS", "REGISTER"):
         return None
     event = request.headers.get("Event")
     if event is None:
@@ -52,8 +83,8 @@ def check_request(request: SipRequest, *, min_expires: int) -> LocalAnswer | Non
         if not expires.strip().isdigit():
             return LocalAnswer(400, "Bad Expires")
         seconds = int(expires)
-        if 0 < seconds < min_expires:
-            return LocalAnswer(423, headers=[("Min-Expires", str(min_expires))])
+        if 0 < seconds < settings.min_expires:
+            return LocalAnswer(423, headers=[("Min-Expires", str(settings.min_expires))])
     if request.method == "PUBLISH" and request.body:
         content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if content_type not in EVENT_PACKAGES[package]:

@@ -1,22 +1,27 @@
-"""The edge's request handling: parse, answer locally or hand to the bus, reply.
+"""The edge's SIP handling: parse, answer locally or hand to the bus, reply; send NOTIFYs.
 
-I/O enters through `datagram_received` / `stream_message_received` (called by
-the transports) and `on_inbox_event` (called by the Kafka inbox loop); all SIP
-decisions are made by the pure modules of presence.sip and sip_edge.checks.
+I/O enters through `message_received` (called by the transports), `on_inbox_event`
+(the Kafka inbox loop) and `tick` (a timer); all SIP decisions are made by pure
+modules: presence.sip, sip_edge.checks, sip_edge.transactions,
+sip_edge.client_transactions and sip_edge.notify.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Coroutine
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
+
 from presence import events
 from presence.settings import Settings
 from presence.sip.message import (
+    SipParseError,
     SipRequest,
     SipResponse,
     make_response,
@@ -25,35 +30,22 @@ from presence.sip.message import (
     parse_uri,
     parse_via,
 )
-from presence.sip.parser import SipParseError, parse_message, serialize
+from presence.sip.parser import parse_message, serialize
 from presence.sip.routing import response_address, stamp_via
 from presence.topics import Topics
-
 from sip_edge.checks import LocalAnswer, check_request, options_answer
+from sip_edge.client_transactions import ClientTransaction, ClientTransactions
+from sip_edge.notify import Hop, build_notify, next_hop
 from sip_edge.transactions import TransactionTable, transaction_key
+from sip_edge.transport import Source, TcpConnections, UdpTransport
 
 log = logging.getLogger(__name__)
 
 # How long the edge waits for the store's reply before answering 503 itself.
 STORE_REPLY_TIMEOUT = 8.0
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where a message came from, and how to answer it."""
-
-    transport: str  # "udp" or "tcp"
-    host: str
-    port: int
-    # Sends bytes back: to an address over UDP, on the same connection over TCP.
-    send: Callable[[bytes, tuple[str, int]], None]
-
-    @property
-    def reliable(self) -> bool:
-        return self.transport != "udp"
-
-    def __str__(self) -> str:
-        return f"{self.transport}:{self.host}:{self.port}"
+# RFC 4320 §4.1: no 100 to a non-INVITE over UDP before the client's Timer E has
+# grown to T2 (0.5 + 1 + 2 s); after that a 100 quenches its retransmissions.
+TRYING_AFTER_UDP = 3.5
 
 
 class Edge:
@@ -63,6 +55,11 @@ class Edge:
         self._producer = producer
         self._topics = Topics.of(settings)
         self.transactions = TransactionTable()
+        self.client_transactions = ClientTransactions(settings.sip_t1_ms / 1000)
+        self.udp: UdpTransport | None = None
+        self.tcp: TcpConnections | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._via_host, self._via_port = _advertised_address(settings)
 
     # --- incoming SIP ---------------------------------------------------------
 
@@ -74,10 +71,9 @@ class Edge:
             self._answer_unparsable(error, source)
             return
         if isinstance(message, SipResponse):
-            return  # responses to our NOTIFYs: handled with client transactions
-        if message.method == "ACK":
-            return  # there are no INVITE transactions here to absorb it
-        await self._request_received(message, source)
+            self._response_received(message)
+        elif message.method != "ACK":  # no INVITE transactions here to absorb it
+            await self._request_received(message, source)
 
     def _answer_unparsable(self, error: SipParseError, source: Source) -> None:
         """400 (or 505) naming the defect, when the Via says where to send it."""
@@ -91,7 +87,7 @@ class Edge:
             log.info("dropped message with unusable Via from %s: %s", source, error.reason)
             return
         stamp_via(via, source.host, source.port)
-        lines = [f"SIP/2.0 {getattr(error, 'status', 400)} {error.reason}", f"Via: {via}"]
+        lines = [f"SIP/2.0 {error.status} {error.reason}", f"Via: {via}"]
         for name in ("From", "To", "Call-ID", "CSeq"):
             value = headers.get(name)
             if value is not None:
@@ -104,40 +100,41 @@ class Edge:
         top_via = parse_via(vias[0])
         if stamp_via(top_via, source.host, source.port):
             request.headers.set("Via", ", ".join([str(top_via), *vias[1:]]))
-        from_tag = parse_name_addr(request.headers.get("From") or "").tag
         key = transaction_key(
-            top_via.params.get("branch"),
+            top_via.branch,
             f"{top_via.host}:{top_via.port or ''}",
             request.method,
             call_id=request.headers.get("Call-ID") or "",
             cseq=request.headers.get("CSeq") or "",
-            from_tag=from_tag,
+            from_tag=parse_name_addr(request.headers.get("From") or "").tag,
         )
-        now = time.monotonic()
         existing = self.transactions.find(key)
         if existing is not None:
             # A retransmission: never on the bus twice; repeat the last response.
             if existing.last_response is not None:
-                self._send(existing.last_response, request, source)
+                self._send_response(existing.last_response, request, source)
             return
-        transaction = self.transactions.start(key, secrets.token_hex(16), now)
+        transaction = self.transactions.start(key, secrets.token_hex(16), time.monotonic())
         transaction.context.update(request=request, source=source)
 
-        answer = options_answer() if request.method == "OPTIONS" else None
-        answer = answer or check_request(request, min_expires=self.settings.min_expires)
+        if request.method == "OPTIONS":
+            answer: LocalAnswer | None = options_answer(self.settings)
+        else:
+            answer = check_request(request, self.settings)
         if answer is not None:
             self._reply(transaction.request_id, answer)
-            return
-        if request.method == "PUBLISH":
+        elif request.method == "PUBLISH":
             await self._publish_to_bus(request, source, transaction.request_id)
         else:
-            # SUBSCRIBE dialogs are not served yet (issue 5); say so honestly.
-            self._reply(transaction.request_id, LocalAnswer(501, "SUBSCRIBE not implemented yet"))
+            # SUBSCRIBE dialogs (issue 5) and the registrar are not served yet.
+            self._reply(
+                transaction.request_id, LocalAnswer(501, f"{request.method} Not Served Yet")
+            )
 
     async def _publish_to_bus(self, request: SipRequest, source: Source, request_id: str) -> None:
         uri = parse_uri(request.uri)
         if not uri.user:
-            self._reply(request_id, LocalAnswer(404, "No presentity in Request-URI"))
+            self._reply(request_id, LocalAnswer(404, "No Presentity in Request-URI"))
             return
         package, _ = parse_event(request.headers.get("Event") or "")
         expires = request.headers.get("Expires")
@@ -154,15 +151,9 @@ class Edge:
             body=request.body.decode("utf-8", errors="replace"),
             source=str(source),
         )
-        await self._producer.send(
-            self._topics.requests, events.encode(event), key=event.presentity.encode()
-        )
+        self._produce(self._topics.requests, event, key=event.presentity)
 
     # --- replies --------------------------------------------------------------
-
-    def on_inbox_event(self, event: events.Event) -> None:
-        if isinstance(event, events.SipReply):
-            self._reply(event.request_id, LocalAnswer(event.status, event.reason, event.headers))
 
     def _reply(self, request_id: str, answer: LocalAnswer) -> None:
         transaction = self.transactions.by_request_id(request_id)
@@ -171,12 +162,14 @@ class Edge:
         request = transaction.context["request"]
         source = transaction.context["source"]
         assert isinstance(request, SipRequest) and isinstance(source, Source)
+        # §8.2.6.2: a To-tag on every response but 100; the store's reply carries the
+        # dialog's own tag when it creates one (SUBSCRIBE).
         to_tag = None if answer.status == 100 else secrets.token_hex(8)
         response = make_response(
             request, answer.status, answer.reason, to_tag=to_tag, headers=answer.headers
         )
         data = serialize(response)
-        self._send(data, request, source)
+        self._send_response(data, request, source)
         self.transactions.respond(
             transaction,
             data,
@@ -185,15 +178,97 @@ class Edge:
             now=time.monotonic(),
         )
 
-    def _send(self, data: bytes, request: SipRequest, source: Source) -> None:
+    def _send_response(self, data: bytes, request: SipRequest, source: Source) -> None:
         via = parse_via(request.headers.get_all("Via")[0])
         source.send(data, response_address(via, source.host, source.port))
 
-    def expire_transactions(self) -> None:
-        """Called periodically: end old transactions, answer those the store left hanging."""
-        for transaction in self.transactions.expire(
-            time.monotonic(), give_up_after=STORE_REPLY_TIMEOUT
-        ):
+    # --- the inbox: replies from the store, NOTIFYs from the notifier ----------
+
+    async def on_inbox_event(self, event: events.Event) -> None:
+        if isinstance(event, events.SipReply):
+            self._reply(event.request_id, LocalAnswer(event.status, event.reason, event.headers))
+        elif isinstance(event, events.NotifyRequest):
+            await self.send_notify(event)
+
+    async def send_notify(self, notify: events.NotifyRequest) -> None:
+        try:
+            hop = next_hop(notify)
+            address = await _resolve(hop)
+        except (SipParseError, OSError) as error:
+            log.warning("NOTIFY %s has no reachable next hop: %s", notify.notify_id, error)
+            self._notify_ended(notify, 503, "Unresolvable Next Hop")
+            return
+        branch = "z9hG4bK" + secrets.token_hex(12)
+        via = (
+            f"SIP/2.0/{hop.transport.upper()} {self._via_host}:{self._via_port}"
+            f";branch={branch};rport"
+        )
+        data = serialize(build_notify(notify, via))
+        transaction = self.client_transactions.start(
+            branch, notify.notify_id, data, reliable=hop.transport == "tcp", now=time.monotonic()
+        )
+        transaction.context.update(notify=notify, transport=hop.transport, address=address)
+        await self._transmit(transaction)
+
+    async def _transmit(self, transaction: ClientTransaction) -> None:
+        address = transaction.context["address"]
+        assert isinstance(address, tuple)
+        if transaction.context["transport"] == "udp":
+            assert self.udp is not None
+            self.udp.send(transaction.data, address)
+            return
+        assert self.tcp is not None
+        try:
+            await self.tcp.send(transaction.data, address)
+        except (OSError, TimeoutError) as error:
+            # §8.1.3.1: a transport error is treated as a 503.
+            log.info("NOTIFY to %s failed: %s", address, error)
+            if self.client_transactions.response(transaction.branch, 503, time.monotonic()):
+                self._client_transaction_ended(transaction, 503, "Transport Error")
+
+    def _response_received(self, response: SipResponse) -> None:
+        vias = response.headers.get_all("Via")
+        branch = parse_via(vias[0]).branch if vias else None
+        if not branch:
+            return
+        transaction = self.client_transactions.response(branch, response.status, time.monotonic())
+        if transaction is not None and response.status >= 200:
+            self._client_transaction_ended(transaction, response.status, response.reason)
+
+    def _client_transaction_ended(
+        self, transaction: ClientTransaction, status: int, reason: str
+    ) -> None:
+        notify = transaction.context["notify"]
+        assert isinstance(notify, events.NotifyRequest)
+        self._notify_ended(notify, status, reason)
+
+    def _notify_ended(self, notify: events.NotifyRequest, status: int, reason: str) -> None:
+        outcome = events.NotifyOutcome(
+            notify_id=notify.notify_id,
+            username=notify.username,
+            domain=notify.domain,
+            event=notify.event,
+            subscription=notify.subscription,
+            status=status,
+            reason=reason,
+        )
+        self._produce(self._topics.notify_outcomes, outcome, key=notify.presentity)
+
+    # --- timers ---------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Called often (every few tens of ms): retransmit NOTIFYs, time them out."""
+        retransmit, timed_out = self.client_transactions.due(time.monotonic())
+        for transaction in retransmit:
+            self._spawn(self._transmit(transaction))
+        for transaction in timed_out:
+            self._client_transaction_ended(transaction, 408, "Request Timeout")
+
+    def sweep(self) -> None:
+        """Called a few times a second: end server transactions past Timer J, quench
+        slow requests with 100 and answer those the store abandoned."""
+        now = time.monotonic()
+        for transaction in self.transactions.expire(now, give_up_after=STORE_REPLY_TIMEOUT):
             log.warning(
                 "no reply from presence-store for %s; answering 503", transaction.request_id
             )
@@ -201,3 +276,48 @@ class Edge:
                 transaction.request_id,
                 LocalAnswer(503, "Store Unavailable", [("Retry-After", "5")]),
             )
+        for transaction in self.transactions.unanswered_since(now - TRYING_AFTER_UDP):
+            source = transaction.context["source"]
+            if isinstance(source, Source) and not source.reliable:
+                self._reply(transaction.request_id, LocalAnswer(100))
+
+    # --- helpers --------------------------------------------------------------
+
+    def _produce(self, topic: str, event: events.Event, *, key: str) -> None:
+        """Hand an event to Kafka without waiting for the acknowledgement; a failure is
+        logged (the transaction's timeout answers the client)."""
+        self._spawn(self._send_event(topic, event, key))
+
+    async def _send_event(self, topic: str, event: events.Event, key: str) -> None:
+        try:
+            await self._producer.send(topic, events.encode(event), key=key.encode())
+        except Exception as error:
+            log.error("could not put %s on %s: %s", event.TYPE, topic, error)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _advertised_address(settings: Settings) -> tuple[str, int]:
+    """The host:port the edge puts in its Via: where responses must come back."""
+    if settings.server_address:
+        uri = parse_uri(settings.server_address)
+        return uri.host, uri.port or 5060
+    host = settings.sip_host
+    if host in ("0.0.0.0", "::"):
+        host = socket.gethostname()
+    return (f"[{host}]" if ":" in host else host), settings.sip_port
+
+
+async def _resolve(hop: Hop) -> tuple[str, int]:
+    """An IP address for the hop (A/AAAA records only: no SRV or NAPTR yet)."""
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in hop.host else socket.AF_INET, hop.host)
+        return hop.host, hop.port
+    except OSError:
+        pass
+    infos = await asyncio.get_running_loop().getaddrinfo(hop.host, hop.port, type=socket.SOCK_DGRAM)
+    host, port = infos[0][4][:2]
+    return str(host), int(port)

@@ -75,6 +75,12 @@ class TransactionTable:
             transaction.final = True
             transaction.ends_at = now + (0.0 if reliable else TIMER_J_UDP)
 
+    def unanswered_since(self, cutoff: float) -> list[ServerTransaction]:
+        """Transactions started before `cutoff` that have sent no response at all."""
+        return [
+            t for t in self._by_key.values() if t.last_response is None and t.started_at <= cutoff
+        ]
+
     def expire(self, now: float, *, give_up_after: float) -> list[ServerTransaction]:
         """Drop completed transactions past Timer J; return those still without a final
         response after give_up_after seconds, so the caller can answer them itself."""

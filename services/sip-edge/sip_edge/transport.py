@@ -1,79 +1,157 @@
-"""UDP and TCP transports (asyncio): bytes in and out, nothing SIP-specific but framing."""
+"""UDP and TCP transports (asyncio): bytes in and out, nothing SIP-specific but framing.
+
+TCP connections, accepted or opened by the edge, are kept by remote address so
+that responses and NOTIFYs to a peer reuse its connection while it is open
+(RFC 3261 §18).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import cast
 
 from presence.sip.framing import FramingError, KeepAlive, StreamFramer
 
-from sip_edge.edge import Source
-
 log = logging.getLogger(__name__)
 
+Address = tuple[str, int]
+CONNECT_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a message came from, and how to answer it."""
+
+    transport: str  # "udp" or "tcp"
+    host: str
+    port: int
+    # Sends bytes back: to an address over UDP, on the same connection over TCP.
+    send: Callable[[bytes, Address], None]
+
+    @property
+    def reliable(self) -> bool:
+        return self.transport != "udp"
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+
 MessageHandler = Callable[[bytes, Source], Awaitable[None]]
-# An idle TCP connection is closed after this long (a client keeps it with CRLF pings).
-TCP_IDLE_TIMEOUT = 300.0
 
 
 class UdpTransport(asyncio.DatagramProtocol):
     def __init__(self, handle: MessageHandler) -> None:
         self._handle = handle
         self._transport: asyncio.DatagramTransport | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # The selector loop's UDP transport is not a DatagramTransport subclass.
         self._transport = cast(asyncio.DatagramTransport, transport)
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+    def datagram_received(self, data: bytes, addr: Address) -> None:
         if not data.strip(b"\r\n"):
             return  # keep-alive (RFC 5626 §4.4.1 uses CRLF on UDP too)
         source = Source("udp", addr[0], addr[1], self.send)
-        asyncio.get_running_loop().create_task(self._handle(data, source))
+        task = asyncio.get_running_loop().create_task(self._handle(data, source))
+        self._tasks.add(task)  # keep a reference until done
+        task.add_done_callback(self._tasks.discard)
 
-    def send(self, data: bytes, address: tuple[str, int]) -> None:
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like: the transaction timers deal with it.
+        log.debug("UDP error: %s", exc)
+
+    def send(self, data: bytes, address: Address) -> None:
         if self._transport is not None:
             self._transport.sendto(data, address)
 
-
-async def start_udp(sock: socket.socket, handle: MessageHandler) -> asyncio.DatagramTransport:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: UdpTransport(handle), sock=sock
-    )
-    return transport
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
 
-async def start_tcp(sock: socket.socket, handle: MessageHandler) -> asyncio.Server:
-    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        host, port = writer.get_extra_info("peername")[:2]
+class TcpConnections:
+    def __init__(self, handle: MessageHandler, idle_timeout: float) -> None:
+        self._handle = handle
+        self._idle_timeout = idle_timeout
+        self._writers: dict[Address, asyncio.StreamWriter] = {}
+        self._server: asyncio.Server | None = None
 
-        def send(data: bytes, _address: tuple[str, int]) -> None:
-            # Responses go back on the connection the request came on (§18.2.2).
-            if not writer.is_closing():
+    def __len__(self) -> int:
+        return len(self._writers)
+
+    async def serve(self, sock: socket.socket) -> None:
+        sock.listen(1024)
+        self._server = await asyncio.start_server(self._serve_connection, sock=sock)
+
+    async def send(self, data: bytes, address: Address) -> None:
+        """Send on the open connection to `address`, or open one (raises OSError)."""
+        writer = self._writers.get(address)
+        if writer is None or writer.is_closing():
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(address[0], address[1]), CONNECT_TIMEOUT
+            )
+            task = asyncio.get_running_loop().create_task(self._run(reader, writer, address))
+            task.add_done_callback(lambda _: None)
+        writer.write(data)
+
+    def writer_to(self, address: Address) -> Callable[[bytes, Address], None]:
+        def send(data: bytes, _address: Address) -> None:
+            writer = self._writers.get(address)
+            if writer is not None and not writer.is_closing():
                 writer.write(data)
 
-        source = Source("tcp", host, port, send)
+        return send
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        peer = writer.get_extra_info("peername")
+        await self._run(reader, writer, (peer[0], peer[1]))
+
+    async def _run(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: Address
+    ) -> None:
+        self._writers[address] = writer
+        source = Source("tcp", address[0], address[1], self.writer_to(address))
         framer = StreamFramer()
         try:
             while True:
-                chunk = await asyncio.wait_for(reader.read(65536), TCP_IDLE_TIMEOUT)
+                chunk = await asyncio.wait_for(reader.read(65536), self._idle_timeout)
                 if not chunk:
                     break
                 for item in framer.feed(chunk):
                     if isinstance(item, KeepAlive):
-                        send(b"\r\n", (host, port))  # RFC 5626 §3.5.1 pong
+                        writer.write(b"\r\n")  # RFC 5626 §3.5.1: pong
                     else:
-                        await handle(item, source)
+                        await self._handle(item, source)
         except FramingError as error:
             log.info("closing TCP connection from %s: %s", source, error)
         except (TimeoutError, ConnectionError):
-            pass
+            pass  # idle too long, or the peer went away
         finally:
+            if self._writers.get(address) is writer:
+                del self._writers[address]
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers.values()):
             writer.close()
 
-    sock.listen(1024)
-    return await asyncio.start_server(on_connection, sock=sock)
+
+async def start_udp(sock: socket.socket, handle: MessageHandler) -> UdpTransport:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    _, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: UdpTransport(handle), sock=sock
+    )
+    return protocol

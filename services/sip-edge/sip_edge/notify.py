@@ -1,0 +1,54 @@
+"""Building a NOTIFY from the notifier's request and choosing its next hop (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from presence.events import NotifyRequest
+from presence.sip.message import Headers, SipRequest, parse_name_addr, parse_uri
+from presence.sip.routing import DEFAULT_PORT
+
+
+@dataclass(frozen=True)
+class Hop:
+    transport: str  # "udp" or "tcp"
+    host: str
+    port: int
+
+
+def parse_flow(flow: str) -> Hop | None:
+    """ "udp:203.0.113.5:5060" (IPv6 hosts in brackets) -> Hop."""
+    transport, _, address = flow.partition(":")
+    host, _, port = address.rpartition(":")
+    if transport not in ("udp", "tcp") or not host or not port.isdigit():
+        return None
+    return Hop(transport, host.strip("[]"), int(port))
+
+
+def next_hop(notify: NotifyRequest) -> Hop:
+    """Where the NOTIFY goes: the first Route (loose routing, RFC 3261 §12.2.1.1 and
+    §8.1.2); without a route set, the flow the SUBSCRIBE came on (reaches phones
+    behind NAT and reuses their TCP connection), else the remote target itself."""
+    if notify.route_set:
+        uri = parse_name_addr(notify.route_set[0]).uri
+    else:
+        flow = parse_flow(notify.flow) if notify.flow else None
+        if flow is not None:
+            return flow
+        uri = parse_uri(notify.request_uri)
+    transport = (uri.params.get("transport") or "udp").lower()
+    if transport not in ("udp", "tcp"):
+        transport = "udp"
+    port = uri.port or DEFAULT_PORT[transport.upper()]
+    return Hop(transport, uri.host.strip("[]"), port)
+
+
+def build_notify(notify: NotifyRequest, via: str) -> SipRequest:
+    headers = Headers()
+    headers.add("Via", via)
+    headers.add("Max-Forwards", "70")
+    for route in notify.route_set:
+        headers.add("Route", route)
+    for name, value in notify.headers:
+        headers.add(name, value)
+    return SipRequest("NOTIFY", notify.request_uri, headers, notify.body.encode())
