@@ -43,6 +43,31 @@ class PublishRequest:
 
 
 @dataclass(frozen=True)
+class RegisterRequest:
+    """A REGISTER for the built-in registrar (RFC 3261 §10.3)."""
+
+    TYPE: ClassVar[str] = "register"
+    VERSION: ClassVar[int] = 1
+
+    request_id: str
+    edge_id: str
+    received_at: float
+    username: str  # the address-of-record, from To
+    domain: str
+    # (contact URI, its expires parameter or None, its q parameter or None); the
+    # wildcard "*" is the URI "*".
+    contacts: list[tuple[str, int | None, float | None]]
+    expires: int | None  # the Expires header
+    call_id: str
+    cseq: int
+    flow: str  # "udp:203.0.113.5:5060"
+
+    @property
+    def presentity(self) -> str:
+        return f"{self.username}@{self.domain}"
+
+
+@dataclass(frozen=True)
 class SipReply:
     """The final answer to a request; the edge adds it to the response it builds."""
 
@@ -118,10 +143,19 @@ class NotifyOutcome:
         return f"{self.username}@{self.domain}"
 
 
-Event = PublishRequest | SipReply | PresentityChanged | NotifyRequest | NotifyOutcome
+Event = (
+    PublishRequest | RegisterRequest | SipReply | PresentityChanged | NotifyRequest | NotifyOutcome
+)
 _EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
-    for cls in (PublishRequest, SipReply, PresentityChanged, NotifyRequest, NotifyOutcome)
+    for cls in (
+        PublishRequest,
+        RegisterRequest,
+        SipReply,
+        PresentityChanged,
+        NotifyRequest,
+        NotifyOutcome,
+    )
 }
 
 
@@ -147,6 +181,9 @@ def decode(data: bytes) -> Event:
     if missing:
         raise EventDecodeError(f"{cls.TYPE}: missing {', '.join(sorted(missing))}")
     values = {name: payload[name] for name in names}
+    # JSON has no tuples: restore the pairs and triples of the list fields.
     if "headers" in values:
         values["headers"] = [(str(k), str(v)) for k, v in values["headers"]]
+    if "contacts" in values:
+        values["contacts"] = [tuple(contact) for contact in values["contacts"]]
     return cls(**values)

@@ -208,3 +208,32 @@ def redis_answers(port: int) -> bool:
             return connection.recv(16).startswith(b"+PONG")
     except OSError:
         return False
+
+
+def test_registrar_binds_refreshes_and_removes(stack: Stack) -> None:
+    client = SipClient(stack.sip, "udp")
+    contact = f"<sip:linphone@127.0.0.1:{client.local_port}>"
+    try:
+
+        def register(contact_value: str, expires: str) -> SipResponse:
+            request = client.request(
+                "REGISTER",
+                "sip:example.com",
+                [("Contact", contact_value), ("Expires", expires)],
+            ).replace(b"To: <sip:example.com>", b"To: <sip:linphone@example.com>")
+            return client.transact(request)
+
+        bound = register(contact, "300")
+        second = register("<sip:linphone@192.0.2.9:5060>", "120")
+        removed = register("*", "0")
+    finally:
+        client.close()
+    assert bound.status == 200
+    assert bound.headers.get_all("Contact") == [f"{contact};expires=300"]
+    assert second.status == 200
+    remaining = dict(value.split(";expires=") for value in second.headers.get_all("Contact"))
+    assert remaining.keys() == {contact, "<sip:linphone@192.0.2.9:5060>"}
+    assert 290 <= int(remaining[contact]) <= 300  # a second may have passed
+    assert remaining["<sip:linphone@192.0.2.9:5060>"] == "120"
+    assert removed.status == 200
+    assert removed.headers.get_all("Contact") == []

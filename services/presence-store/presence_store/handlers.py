@@ -1,4 +1,4 @@
-"""Bus requests -> database transactions -> replies and change events."""
+"""Bus requests -> database transactions -> replies and notifier events."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -14,10 +16,18 @@ from presence import events
 from presence.locks import ShardedLocks
 from presence.settings import Settings
 from presence.topics import Topics
-from presence_store.publication import Reply
+from presence_store.outcome import Outcome, Reply
 from presence_store.publish_store import apply_publish
+from presence_store.registrar import apply_register
 
 log = logging.getLogger(__name__)
+
+Request = events.PublishRequest | events.RegisterRequest
+Apply = Callable[[asyncpg.Connection, Any, Settings, int], Awaitable[Outcome]]
+APPLY: dict[type, Apply] = {
+    events.PublishRequest: apply_publish,
+    events.RegisterRequest: apply_register,
+}
 
 
 class RequestHandler:
@@ -35,60 +45,60 @@ class RequestHandler:
         self._topics = Topics.of(settings)
 
     async def handle(self, event: events.Event) -> list[asyncio.Future[object]]:
-        """Apply one request; returns the pending sends of its reply and change events
-        (the caller awaits them before committing the Kafka offset)."""
-        if not isinstance(event, events.PublishRequest):
+        """Apply one request; returns the pending sends of its reply and notices (the
+        caller awaits them before committing the Kafka offset)."""
+        apply = APPLY.get(type(event))
+        if apply is None:
             log.warning("ignoring unexpected %s event", event.TYPE)
             return []
-        reply, changed = await self._apply_once(event)
-        log.info(
-            "PUBLISH %s %s -> %s %s", event.presentity, event.event, reply.status, reply.reason
-        )
+        assert isinstance(event, Request)
+        outcome = await self._apply_once(event, apply)
+        reply = outcome.reply
+        log.info("%s %s -> %s %s", event.TYPE, event.presentity, reply.status, reply.reason)
+        answer = events.SipReply(event.request_id, reply.status, reply.reason, reply.headers)
         sends = [
-            await self._producer.send(
-                self._topics.edge_inbox(event.edge_id),
-                events.encode(
-                    events.SipReply(event.request_id, reply.status, reply.reason, reply.headers)
-                ),
-            )
+            await self._producer.send(self._topics.edge_inbox(event.edge_id), events.encode(answer))
         ]
-        if changed:
-            change = events.PresentityChanged(
-                username=event.username,
-                domain=event.domain,
-                event=event.event,
-                cause=event.request_id,
-                received_at=event.received_at,
-            )
+        for notice in outcome.notices:
+            key = getattr(notice, "presentity", event.presentity)
             sends.append(
                 await self._producer.send(
-                    self._topics.changes, events.encode(change), key=event.presentity.encode()
+                    self._topics.changes, events.encode(notice), key=key.encode()
                 )
             )
         return sends
 
-    async def _apply_once(self, event: events.PublishRequest) -> tuple[Reply, bool]:
+    async def _apply_once(self, event: Request, apply: Apply) -> Outcome:
         """Apply the request unless it was applied before (a redelivery after a crash)."""
         async with self._locks.hold(event.presentity), self._pool.acquire() as connection:
             async with connection.transaction():
                 done = await connection.fetchrow(
-                    "SELECT reply, changed FROM processed_requests WHERE request_id = $1",
+                    "SELECT reply, notices FROM processed_requests WHERE request_id = $1",
                     event.request_id,
                 )
                 if done is not None:
-                    stored = json.loads(done["reply"])
-                    headers = [(name, value) for name, value in stored["headers"]]
-                    return Reply(stored["status"], stored["reason"], headers), done["changed"]
+                    return _stored_outcome(done["reply"], done["notices"])
                 now = int(time.time())
-                reply, changed = await apply_publish(connection, event, self._settings, now)
+                outcome = await apply(connection, event, self._settings, now)
                 await connection.execute(
-                    """INSERT INTO processed_requests (request_id, reply, changed, created_at)
+                    """INSERT INTO processed_requests (request_id, reply, notices, created_at)
                        VALUES ($1, $2, $3, $4)""",
                     event.request_id,
                     json.dumps(
-                        {"status": reply.status, "reason": reply.reason, "headers": reply.headers}
+                        {
+                            "status": outcome.reply.status,
+                            "reason": outcome.reply.reason,
+                            "headers": outcome.reply.headers,
+                        }
                     ),
-                    changed,
+                    json.dumps([events.encode(n).decode() for n in outcome.notices]),
                     now,
                 )
-                return reply, changed
+                return outcome
+
+
+def _stored_outcome(reply_json: str, notices_json: str) -> Outcome:
+    reply = json.loads(reply_json)
+    headers = [(name, value) for name, value in reply["headers"]]
+    notices = [events.decode(text.encode()) for text in json.loads(notices_json)]
+    return Outcome(Reply(reply["status"], reply["reason"], headers), notices)

@@ -4,12 +4,13 @@ which expiry is granted, and what the reply says."""
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 from presence.events import PublishRequest
 from presence.pidf import PidfError, parse_pidf
 from presence.settings import Settings
+from presence_store.outcome import Reply
 
 PIDF_CONTENT_TYPE = "application/pidf+xml"
 
@@ -19,13 +20,6 @@ class PublishKind(Enum):
     REFRESH = "refresh"  # SIP-If-Match, no body: extend the expiry
     MODIFY = "modify"  # SIP-If-Match and a body: replace the document
     REMOVE = "remove"  # SIP-If-Match and Expires: 0
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    reason: str
-    headers: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

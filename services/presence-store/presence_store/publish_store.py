@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncpg
 
-from presence.events import PublishRequest
+from presence.events import PresentityChanged, PublishRequest
 from presence.settings import Settings
+from presence_store.outcome import Outcome, Reply
 from presence_store.publication import (
     CONDITIONAL_REQUEST_FAILED,
     Accepted,
     PublishKind,
-    Reply,
     classify,
     new_entity_tag,
     success_reply,
@@ -19,8 +19,24 @@ from presence_store.publication import (
 
 async def apply_publish(
     connection: asyncpg.Connection, request: PublishRequest, settings: Settings, now: int
+) -> Outcome:
+    """The reply, and a change notice when the presentity's state changed."""
+    reply, changed = await _apply(connection, request, settings, now)
+    if not changed:
+        return Outcome(reply)
+    notice = PresentityChanged(
+        username=request.username,
+        domain=request.domain,
+        event=request.event,
+        cause=request.request_id,
+        received_at=request.received_at,
+    )
+    return Outcome(reply, [notice])
+
+
+async def _apply(
+    connection: asyncpg.Connection, request: PublishRequest, settings: Settings, now: int
 ) -> tuple[Reply, bool]:
-    """The reply, and whether the presentity's state changed (watchers need NOTIFYs)."""
     decision = classify(request, settings)
     if isinstance(decision, Reply):
         return decision, False

@@ -25,7 +25,6 @@ from presence.sip.message import (
     SipRequest,
     SipResponse,
     make_response,
-    parse_event,
     parse_name_addr,
     parse_uri,
     parse_via,
@@ -36,11 +35,13 @@ from presence.topics import Topics
 from sip_edge.checks import LocalAnswer, check_request, options_answer
 from sip_edge.client_transactions import ClientTransaction, ClientTransactions
 from sip_edge.notify import Hop, build_notify, next_hop
+from sip_edge.requests import publish_event, register_event, strip_own_routes
 from sip_edge.transactions import TransactionTable, transaction_key
 from sip_edge.transport import Source, TcpConnections, UdpTransport
 
 log = logging.getLogger(__name__)
 
+TRANSLATORS = {"PUBLISH": publish_event, "REGISTER": register_event}
 # How long the edge waits for the store's reply before answering 503 itself.
 STORE_REPLY_TIMEOUT = 8.0
 # RFC 4320 §4.1: no 100 to a non-INVITE over UDP before the client's Timer E has
@@ -60,6 +61,10 @@ class Edge:
         self.tcp: TcpConnections | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._via_host, self._via_port = _advertised_address(settings)
+        self._own_addresses = {
+            (self._via_host.strip("[]").lower(), self._via_port),
+            (settings.sip_host.lower(), settings.sip_port),
+        }
 
     # --- incoming SIP ---------------------------------------------------------
 
@@ -123,35 +128,24 @@ class Edge:
             answer = check_request(request, self.settings)
         if answer is not None:
             self._reply(transaction.request_id, answer)
-        elif request.method == "PUBLISH":
-            await self._publish_to_bus(request, source, transaction.request_id)
         else:
-            # SUBSCRIBE dialogs (issue 5) and the registrar are not served yet.
-            self._reply(
-                transaction.request_id, LocalAnswer(501, f"{request.method} Not Served Yet")
-            )
+            self._forward(request, source, transaction.request_id)
 
-    async def _publish_to_bus(self, request: SipRequest, source: Source, request_id: str) -> None:
-        uri = parse_uri(request.uri)
-        if not uri.user:
-            self._reply(request_id, LocalAnswer(404, "No Presentity in Request-URI"))
+    def _forward(self, request: SipRequest, source: Source, request_id: str) -> None:
+        """Put the request on the bus as its typed event (or answer what cannot be)."""
+        translate = TRANSLATORS.get(request.method)
+        if translate is None:
+            # SUBSCRIBE dialogs arrive with issue 5.
+            self._reply(request_id, LocalAnswer(501, f"{request.method} Not Served Yet"))
             return
-        package, _ = parse_event(request.headers.get("Event") or "")
-        expires = request.headers.get("Expires")
-        event = events.PublishRequest(
-            request_id=request_id,
-            edge_id=self.edge_id,
-            received_at=time.time(),
-            username=uri.user,
-            domain=uri.host.lower(),
-            event=package,
-            expires=int(expires) if expires is not None else None,
-            if_match=request.headers.get("SIP-If-Match"),
-            content_type=request.headers.get("Content-Type"),
-            body=request.body.decode("utf-8", errors="replace"),
-            source=str(source),
+        strip_own_routes(request, self._own_addresses)
+        event = translate(
+            request, request_id=request_id, edge_id=self.edge_id, flow=str(source), now=time.time()
         )
-        self._produce(self._topics.requests, event, key=event.presentity)
+        if isinstance(event, LocalAnswer):
+            self._reply(request_id, event)
+        else:
+            self._produce(self._topics.requests, event, key=event.presentity)
 
     # --- replies --------------------------------------------------------------
 

@@ -1,0 +1,101 @@
+"""A minimal registrar (RFC 3261 §10.3): bindings of contacts to an address-of-record.
+
+It exists because some phones (linphone) publish presence only after a
+successful REGISTER; it routes nothing. PRESENCE_REGISTRAR=0 turns it off (405).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from presence.events import RegisterRequest
+from presence.settings import Settings
+from presence_store.outcome import Outcome, Reply
+
+WILDCARD = "*"
+
+
+@dataclass(frozen=True)
+class Binding:
+    contact: str
+    expires: int  # granted seconds; 0 removes
+    q: float | None
+
+
+def plan_bindings(request: RegisterRequest, settings: Settings) -> list[Binding] | Reply:
+    """Validate the contacts and grant each its expiry (§10.3 steps 6 and 7)."""
+    uris = [uri for uri, _, _ in request.contacts]
+    if WILDCARD in uris:
+        # §10.3 step 6: "*" only alone, and only with Expires: 0.
+        if len(uris) > 1 or request.expires != 0:
+            return Reply(400, "Wildcard Contact Needs Expires 0 Alone")
+        return [Binding(WILDCARD, 0, None)]
+    bindings = []
+    for uri, contact_expires, q in request.contacts:
+        if contact_expires is not None:
+            expires = contact_expires
+        elif request.expires is not None:
+            expires = request.expires
+        else:
+            expires = settings.default_expires
+        if 0 < expires < settings.min_expires:
+            return Reply(423, "Interval Too Brief", [("Min-Expires", str(settings.min_expires))])
+        bindings.append(Binding(uri, min(expires, settings.max_expires), q))
+    return bindings
+
+
+async def apply_register(
+    connection: asyncpg.Connection, request: RegisterRequest, settings: Settings, now: int
+) -> Outcome:
+    plan = plan_bindings(request, settings)
+    if isinstance(plan, Reply):
+        return Outcome(plan)
+    aor = (request.username, request.domain)
+    existing = {
+        row["contact"]: row
+        for row in await connection.fetch(
+            "SELECT contact, callid, cseq FROM location WHERE username = $1 AND domain = $2",
+            *aor,
+        )
+    }
+    if plan and plan[0].contact == WILDCARD:
+        plan = [Binding(contact, 0, None) for contact in existing]
+    for binding in plan:
+        row = existing.get(binding.contact)
+        # §10.3 step 7: the same Call-ID with a CSeq that is not higher is an old
+        # request arriving late; the whole update is aborted.
+        if row is not None and row["callid"] == request.call_id and row["cseq"] >= request.cseq:
+            return Outcome(Reply(500, "Stale CSeq For Binding"))
+    for binding in plan:
+        if binding.expires == 0:
+            await connection.execute(
+                "DELETE FROM location WHERE username = $1 AND domain = $2 AND contact = $3",
+                *aor,
+                binding.contact,
+            )
+            continue
+        await connection.execute(
+            """INSERT INTO location (username, domain, contact, expires, callid, cseq, q, received)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+               ON CONFLICT (username, domain, contact) DO UPDATE SET
+                   expires = EXCLUDED.expires, callid = EXCLUDED.callid, cseq = EXCLUDED.cseq,
+                   q = EXCLUDED.q, received = EXCLUDED.received""",
+            *aor,
+            binding.contact,
+            now + binding.expires,
+            request.call_id,
+            request.cseq,
+            binding.q,
+            request.flow,
+        )
+    current = await connection.fetch(
+        """SELECT contact, expires FROM location
+           WHERE username = $1 AND domain = $2 AND expires > $3 ORDER BY id""",
+        *aor,
+        now,
+    )
+    # §10.3 step 8: the 200 lists every current binding with its remaining time.
+    headers = [("Contact", f"<{row['contact']}>;expires={row['expires'] - now}") for row in current]
+    return Outcome(Reply(200, "OK", headers))

@@ -1,0 +1,89 @@
+"""SIP requests -> typed bus events (pure): what the rest of the system sees of them."""
+
+from __future__ import annotations
+
+from presence import events
+from presence.sip.message import SipParseError, SipRequest, parse_event, parse_name_addr, parse_uri
+from sip_edge.checks import LocalAnswer
+
+
+def publish_event(
+    request: SipRequest, *, request_id: str, edge_id: str, flow: str, now: float
+) -> events.PublishRequest | LocalAnswer:
+    uri = parse_uri(request.uri)
+    if not uri.user:
+        return LocalAnswer(404, "No Presentity in Request-URI")
+    package, _ = parse_event(request.headers.get("Event") or "")
+    expires = request.headers.get("Expires")
+    return events.PublishRequest(
+        request_id=request_id,
+        edge_id=edge_id,
+        received_at=now,
+        username=uri.user,
+        domain=uri.host.lower(),
+        event=package,
+        expires=int(expires) if expires is not None else None,
+        if_match=request.headers.get("SIP-If-Match"),
+        content_type=request.headers.get("Content-Type"),
+        body=request.body.decode("utf-8", errors="replace"),
+        source=flow,
+    )
+
+
+def register_event(
+    request: SipRequest, *, request_id: str, edge_id: str, flow: str, now: float
+) -> events.RegisterRequest | LocalAnswer:
+    aor = parse_name_addr(request.headers.get("To") or "").uri
+    if not aor.user:
+        return LocalAnswer(404, "No User in To")
+    contacts: list[tuple[str, int | None, float | None]] = []
+    for value in request.headers.get_all("Contact"):
+        if value.strip() == "*":
+            contacts.append(("*", None, None))
+            continue
+        try:
+            contact = parse_name_addr(value)
+            expires_param = contact.params.get("expires")
+            q_param = contact.params.get("q")
+            expires = int(expires_param) if expires_param is not None else None
+            q = float(q_param) if q_param is not None else None
+        except (SipParseError, ValueError):
+            return LocalAnswer(400, "Bad Contact")
+        if expires is not None and expires < 0:
+            return LocalAnswer(400, "Bad Contact Expires")
+        contacts.append((str(contact.uri), expires, q))
+    cseq_number = int((request.headers.get("CSeq") or "0").split()[0])
+    expires_header = request.headers.get("Expires")
+    return events.RegisterRequest(
+        request_id=request_id,
+        edge_id=edge_id,
+        received_at=now,
+        username=aor.user,
+        domain=aor.host.lower(),
+        contacts=contacts,
+        expires=int(expires_header) if expires_header is not None else None,
+        call_id=request.headers.get("Call-ID") or "",
+        cseq=cseq_number,
+        flow=flow,
+    )
+
+
+def strip_own_routes(request: SipRequest, own: set[tuple[str, int]]) -> None:
+    """Remove Route entries that name this server (RFC 3261 §16.4): PJSIP and baresip
+    pre-load one when configured with the server as outbound proxy."""
+    routes = request.headers.get_all("Route")
+    if not routes:
+        return
+    kept = []
+    for route in routes:
+        try:
+            uri = parse_name_addr(route).uri
+        except SipParseError:
+            kept.append(route)
+            continue
+        if (uri.host.strip("[]").lower(), uri.port or 5060) not in own:
+            kept.append(route)
+    if len(kept) != len(routes):
+        request.headers.remove("Route")
+        for route in kept:
+            request.headers.add("Route", route)
