@@ -10,7 +10,7 @@ Topic names live in presence.topics.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 
@@ -68,6 +68,37 @@ class RegisterRequest:
 
 
 @dataclass(frozen=True)
+class SubscribeRequest:
+    """A SUBSCRIBE (RFC 6665): a new subscription dialog, a refresh or an unsubscribe."""
+
+    TYPE: ClassVar[str] = "subscribe"
+    VERSION: ClassVar[int] = 1
+
+    request_id: str
+    edge_id: str
+    received_at: float
+    username: str  # the presentity: request-URI of an initial SUBSCRIBE, else To
+    domain: str
+    event: str
+    event_id: str | None  # the Event header's id parameter
+    expires: int | None
+    accept: list[str]  # media types from Accept; empty when the header is absent
+    call_id: str
+    from_uri: str  # the watcher (remote URI of the dialog)
+    from_tag: str
+    to_uri: str  # the presentity as addressed (local URI of the dialog)
+    to_tag: str | None  # None for an initial SUBSCRIBE
+    cseq: int
+    contact: str | None  # remote target
+    record_route: list[str]  # Record-Route values, in order
+    flow: str
+
+    @property
+    def presentity(self) -> str:
+        return f"{self.username}@{self.domain}"
+
+
+@dataclass(frozen=True)
 class SipReply:
     """The final answer to a request; the edge adds it to the response it builds."""
 
@@ -78,6 +109,8 @@ class SipReply:
     status: int
     reason: str
     headers: list[tuple[str, str]] = field(default_factory=list)
+    # The To-tag of the dialog a SUBSCRIBE created; None lets the edge pick one.
+    to_tag: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +125,26 @@ class PresentityChanged:
     event: str
     cause: str  # request_id of the PUBLISH, or "expiry"/"admin"
     received_at: float  # when the cause reached the edge, for the publish-to-notify delay
+
+    @property
+    def presentity(self) -> str:
+        return f"{self.username}@{self.domain}"
+
+
+@dataclass(frozen=True)
+class WatcherChanged:
+    """One subscription needs a NOTIFY with the current state (it was created,
+    refreshed or ended)."""
+
+    TYPE: ClassVar[str] = "watcher_changed"
+    VERSION: ClassVar[int] = 1
+
+    username: str
+    domain: str
+    event: str
+    subscription: str  # the dialog's To-tag
+    cause: str
+    received_at: float
 
     @property
     def presentity(self) -> str:
@@ -144,15 +197,24 @@ class NotifyOutcome:
 
 
 Event = (
-    PublishRequest | RegisterRequest | SipReply | PresentityChanged | NotifyRequest | NotifyOutcome
+    PublishRequest
+    | RegisterRequest
+    | SubscribeRequest
+    | SipReply
+    | PresentityChanged
+    | WatcherChanged
+    | NotifyRequest
+    | NotifyOutcome
 )
 _EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (
         PublishRequest,
         RegisterRequest,
+        SubscribeRequest,
         SipReply,
         PresentityChanged,
+        WatcherChanged,
         NotifyRequest,
         NotifyOutcome,
     )
@@ -177,10 +239,13 @@ def decode(data: bytes) -> Event:
     if payload.get("v") != cls.VERSION:
         raise EventDecodeError(f"{cls.TYPE}: unsupported version {payload.get('v')!r}")
     names = {f.name for f in fields(cls)}
-    missing = names - payload.keys()
+    required = {
+        f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+    }
+    missing = required - payload.keys()
     if missing:
         raise EventDecodeError(f"{cls.TYPE}: missing {', '.join(sorted(missing))}")
-    values = {name: payload[name] for name in names}
+    values = {name: payload[name] for name in names if name in payload}
     # JSON has no tuples: restore the pairs and triples of the list fields.
     if "headers" in values:
         values["headers"] = [(str(k), str(v)) for k, v in values["headers"]]

@@ -9,8 +9,8 @@ import time
 from dataclasses import dataclass, field
 
 from presence.sip.framing import KeepAlive, StreamFramer
-from presence.sip.message import SipRequest, SipResponse
-from presence.sip.parser import parse_message
+from presence.sip.message import SipRequest, SipResponse, make_response, parse_via
+from presence.sip.parser import parse_message, serialize
 
 
 def new_branch() -> str:
@@ -27,6 +27,8 @@ class SipClient:
     _sock: socket.socket = field(init=False)
     _framer: StreamFramer = field(init=False, default_factory=StreamFramer)
     _pending: list[bytes] = field(init=False, default_factory=list)
+    # Requests (NOTIFYs) that arrived while a response was awaited.
+    _requests: list[SipRequest] = field(init=False, default_factory=list)
     local_port: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
@@ -41,18 +43,30 @@ class SipClient:
         self._sock.close()
 
     def request(
-        self, method: str, uri: str, headers: list[tuple[str, str]], body: bytes = b""
+        self,
+        method: str,
+        uri: str,
+        headers: list[tuple[str, str]],
+        body: bytes = b"",
+        *,
+        from_uri: str = "sip:tester@example.com",
+        from_tag: str | None = None,
+        to_uri: str | None = None,
+        to_tag: str | None = None,
+        call_id: str | None = None,
+        cseq: int = 1,
     ) -> bytes:
         """Request bytes with the Via/From/To/Call-ID/CSeq a UA would send, plus `headers`."""
+        to = f"<{to_uri or uri}>" + (f";tag={to_tag}" if to_tag else "")
         lines = [
             f"{method} {uri} SIP/2.0",
             f"Via: SIP/2.0/{self.transport.upper()} 127.0.0.1:{self.local_port}"
             f";branch={new_branch()};rport",
             "Max-Forwards: 70",
-            f"From: <sip:tester@example.com>;tag={secrets.token_hex(4)}",
-            f"To: <{uri}>",
-            f"Call-ID: {secrets.token_hex(8)}@127.0.0.1",
-            f"CSeq: 1 {method}",
+            f"From: <{from_uri}>;tag={from_tag or secrets.token_hex(4)}",
+            f"To: {to}",
+            f"Call-ID: {call_id or secrets.token_hex(8) + '@127.0.0.1'}",
+            f"CSeq: {cseq} {method}",
             *(f"{name}: {value}" for name, value in headers),
             f"Content-Length: {len(body)}",
             "",
@@ -98,5 +112,25 @@ class SipClient:
         self.send(data)
         while True:
             message = self.receive(timeout)
-            if isinstance(message, SipResponse) and message.status >= 200:
+            if isinstance(message, SipRequest):
+                self._requests.append(message)
+            elif message.status >= 200:
                 return message
+
+    def next_request(self, timeout: float | None = None) -> SipRequest:
+        """The next request the server sent us (a NOTIFY), responses skipped."""
+        while not self._requests:
+            message = self.receive(timeout)
+            if isinstance(message, SipRequest):
+                return message
+        return self._requests.pop(0)
+
+    def answer(self, request: SipRequest, status: int = 200) -> None:
+        """Respond to a server's request, to the address its Via names (we are a UA)."""
+        response = make_response(request, status)
+        data = serialize(response)
+        if self.transport == "udp":
+            via = parse_via(request.headers.get_all("Via")[0])
+            self._sock.sendto(data, (via.host.strip("[]"), via.port or 5060))
+        else:
+            self._sock.sendall(data)

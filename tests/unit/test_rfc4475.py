@@ -19,8 +19,19 @@ from presence.sip.parser import SipParseError, parse_message, serialize
 DATA = Path(__file__).parent / "rfc4475"
 
 VALID = [
-    "wsinv", "intmeth", "esc01", "escnull", "esc02", "lwsdisp", "longreq", "dblreq",
-    "semiuri", "transports", "mpart01", "unreason", "noreason",
+    "wsinv",
+    "intmeth",
+    "esc01",
+    "escnull",
+    "esc02",
+    "lwsdisp",
+    "longreq",
+    "dblreq",
+    "semiuri",
+    "transports",
+    "mpart01",
+    "unreason",
+    "noreason",
 ]
 
 
@@ -170,25 +181,25 @@ def test_unreason_and_noreason() -> None:
 # Per message of §3.1.2: (name, expected SipParseError reason, or None if it is accepted here)
 # and the RFC's expectation in a few words.
 INVALID = [
-    ("badinv01", "Malformed Via"),          # 3.1.2.1 extra ;, in Via: respond 400
-    ("clerr", "Content-Length mismatch"),   # 3.1.2.2 CL beyond datagram: respond 400
-    ("ncl", "Bad Content-Length"),          # 3.1.2.3 negative CL: respond 400
-    ("scalar02", "Bad CSeq"),               # 3.1.2.4 overlarge scalars: 400 naming CSeq
-    ("scalarlg", "Bad CSeq"),               # 3.1.2.5 response with overlarge CSeq: drop it
-    ("quotbal", "Malformed To"),            # 3.1.2.6 unterminated quote: 400 (or salvage)
-    ("ltgtruri", "Bad Request-URI"),        # 3.1.2.7 <> around Request-URI: 400
-    ("lwsruri", "Bad Request-Line"),        # 3.1.2.8 LWS inside Request-URI: 400
-    ("lwsstart", "Bad Request-Line"),       # 3.1.2.9 several SP: may be liberal, else 400
-    ("trws", "Bad Request-Line"),           # 3.1.2.10 trailing SP: may be liberal, else 400
-    ("escruri", "Bad Request-URI"),         # 3.1.2.11 headers in Request-URI: may ignore, else 400
-    ("baddate", None),                      # 3.1.2.12 non-GMT Date: may be liberal (Date unused)
-    ("regbadct", "Malformed Contact"),      # 3.1.2.13 URI with ? not in <>: 400
-    ("badaspec", "Malformed To"),           # 3.1.2.14 spaces inside <>: 400 (or liberal)
-    ("baddn", "Malformed From"),            # 3.1.2.15 unquoted display name with ,: 400
-    ("badvers", "Version Not Supported"),   # 3.1.2.16 SIP/7.0: respond 505
+    ("badinv01", "Malformed Via"),  # 3.1.2.1 extra ;, in Via: respond 400
+    ("clerr", "Content-Length mismatch"),  # 3.1.2.2 CL beyond datagram: respond 400
+    ("ncl", "Bad Content-Length"),  # 3.1.2.3 negative CL: respond 400
+    ("scalar02", "Bad CSeq"),  # 3.1.2.4 overlarge scalars: 400 naming CSeq
+    ("scalarlg", "Bad CSeq"),  # 3.1.2.5 response with overlarge CSeq: drop it
+    ("quotbal", "Malformed To"),  # 3.1.2.6 unterminated quote: 400 (or salvage)
+    ("ltgtruri", "Bad Request-URI"),  # 3.1.2.7 <> around Request-URI: 400
+    ("lwsruri", "Bad Request-Line"),  # 3.1.2.8 LWS inside Request-URI: 400
+    ("lwsstart", "Bad Request-Line"),  # 3.1.2.9 several SP: may be liberal, else 400
+    ("trws", "Bad Request-Line"),  # 3.1.2.10 trailing SP: may be liberal, else 400
+    ("escruri", "Bad Request-URI"),  # 3.1.2.11 headers in Request-URI: may ignore, else 400
+    ("baddate", None),  # 3.1.2.12 non-GMT Date: may be liberal (Date unused)
+    ("regbadct", "Malformed Contact"),  # 3.1.2.13 URI with ? not in <>: 400
+    ("badaspec", "Malformed To"),  # 3.1.2.14 spaces inside <>: 400 (or liberal)
+    ("baddn", "Malformed From"),  # 3.1.2.15 unquoted display name with ,: 400
+    ("badvers", "Version Not Supported"),  # 3.1.2.16 SIP/7.0: respond 505
     ("mismatch01", "CSeq method mismatch"),  # 3.1.2.17 CSeq vs request method: 400
     ("mismatch02", "CSeq method mismatch"),  # 3.1.2.18 unknown method, CSeq mismatch: 400 (or 501)
-    ("bigcode", "Bad Status-Code"),         # 3.1.2.19 status 4294967301: drop the response
+    ("bigcode", "Bad Status-Code"),  # 3.1.2.19 status 4294967301: drop the response
 ]
 
 

@@ -21,7 +21,10 @@ def test_several_messages_in_one_feed() -> None:
     out = StreamFramer().feed(stream)
     assert out == [message(1), message(2, b"hello"), message(3, b"\r\n\r\n")]
     assert [parse_message(m, datagram=False).body for m in out if isinstance(m, bytes)] == [
-        b"", b"hello", b"\r\n\r\n"]
+        b"",
+        b"hello",
+        b"\r\n\r\n",
+    ]
 
 
 def test_byte_at_a_time() -> None:
@@ -29,7 +32,7 @@ def test_byte_at_a_time() -> None:
     framer = StreamFramer()
     out: list[bytes | KeepAlive] = []
     for i in range(len(stream)):
-        out += framer.feed(stream[i:i + 1])
+        out += framer.feed(stream[i : i + 1])
     assert out == [message(1, b"abc"), KEEPALIVE, message(2, b"xyz")]
 
 
@@ -80,4 +83,5 @@ def test_message_cap() -> None:
     with pytest.raises(FramingError):
         framer.feed(message(1).replace(b"l: 0", b"l: 5000"))
     assert StreamFramer(max_message_bytes=1000).feed(message(1, b"x" * 500)) == [
-        message(1, b"x" * 500)]
+        message(1, b"x" * 500)
+    ]

@@ -34,25 +34,79 @@ COMMON = (
     "Call-ID: 3848276298220188511@192.0.2.4",
 )
 SEEDS = [
-    _message("PUBLISH sip:alice@example.com SIP/2.0", *COMMON, "CSeq: 1 PUBLISH",
-             "Event: presence", "Expires: 3600", "Content-Type: application/pidf+xml",
-             body=PIDF),
-    _message("SUBSCRIBE sip:alice@example.com SIP/2.0", *COMMON, "CSeq: 2 SUBSCRIBE",
-             "Event: presence;id=1", "Accept: application/pidf+xml, multipart/related",
-             "Contact: <sip:bob@192.0.2.4:5060;transport=udp>", "Expires: 600"),
-    _message("NOTIFY sip:bob@192.0.2.4:5060 SIP/2.0", *COMMON, "CSeq: 3 NOTIFY",
-             "Event: presence", "Subscription-State: active;expires=599",
-             "Content-Type: application/pidf+xml", body=PIDF),
-    _message("OPTIONS sip:alice@example.com SIP/2.0", *COMMON, "CSeq: 4 OPTIONS",
-             "Accept: application/sdp", "Supported: eventlist, gruu"),
-    _message("SIP/2.0 200 OK", *COMMON[:1], *COMMON[2:], "CSeq: 1 PUBLISH",
-             "SIP-ETag: dx200xyz", "Expires: 1800"),
-    _message("SIP/2.0 202 Accepted", *COMMON[:1], *COMMON[2:], "CSeq: 2 SUBSCRIBE",
-             "Expires: 600", "Contact: <sip:presence.example.com>"),
+    _message(
+        "PUBLISH sip:alice@example.com SIP/2.0",
+        *COMMON,
+        "CSeq: 1 PUBLISH",
+        "Event: presence",
+        "Expires: 3600",
+        "Content-Type: application/pidf+xml",
+        body=PIDF,
+    ),
+    _message(
+        "SUBSCRIBE sip:alice@example.com SIP/2.0",
+        *COMMON,
+        "CSeq: 2 SUBSCRIBE",
+        "Event: presence;id=1",
+        "Accept: application/pidf+xml, multipart/related",
+        "Contact: <sip:bob@192.0.2.4:5060;transport=udp>",
+        "Expires: 600",
+    ),
+    _message(
+        "NOTIFY sip:bob@192.0.2.4:5060 SIP/2.0",
+        *COMMON,
+        "CSeq: 3 NOTIFY",
+        "Event: presence",
+        "Subscription-State: active;expires=599",
+        "Content-Type: application/pidf+xml",
+        body=PIDF,
+    ),
+    _message(
+        "OPTIONS sip:alice@example.com SIP/2.0",
+        *COMMON,
+        "CSeq: 4 OPTIONS",
+        "Accept: application/sdp",
+        "Supported: eventlist, gruu",
+    ),
+    _message(
+        "SIP/2.0 200 OK",
+        *COMMON[:1],
+        *COMMON[2:],
+        "CSeq: 1 PUBLISH",
+        "SIP-ETag: dx200xyz",
+        "Expires: 1800",
+    ),
+    _message(
+        "SIP/2.0 202 Accepted",
+        *COMMON[:1],
+        *COMMON[2:],
+        "CSeq: 2 SUBSCRIBE",
+        "Expires: 600",
+        "Contact: <sip:presence.example.com>",
+    ),
 ] + [path.read_bytes() for path in sorted((Path(__file__).parent / "rfc4475").glob("*.dat"))]
 
-INSERTS = [b"\r", b"\n", b"\r\n", b"\x00", b":", b'"', b"<", b">", b";", b",", b" ", b"\\",
-           b"%", b"\xff", b"\xc3", b"=", b"@", b"\r\n ", b"\r\n\r\n"]
+INSERTS = [
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b"\x00",
+    b":",
+    b'"',
+    b"<",
+    b">",
+    b";",
+    b",",
+    b" ",
+    b"\\",
+    b"%",
+    b"\xff",
+    b"\xc3",
+    b"=",
+    b"@",
+    b"\r\n ",
+    b"\r\n\r\n",
+]
 
 
 def mutate(rng: random.Random, data: bytes) -> bytes:
@@ -75,7 +129,7 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
                 del lines[rng.randrange(1, len(lines) - 1)]
             buf = bytearray(b"\r\n".join(lines))
         else:  # delete a span
-            del buf[pos:pos + rng.randint(1, 16)]
+            del buf[pos : pos + rng.randint(1, 16)]
     return bytes(buf)
 
 
@@ -98,7 +152,7 @@ def check_framer(data: bytes, chunk: int) -> None:
     framer = StreamFramer(max_header_bytes=4096, max_message_bytes=8192)
     try:
         for i in range(0, len(data), chunk):
-            framer.feed(data[i:i + chunk])
+            framer.feed(data[i : i + chunk])
     except FramingError:
         pass
 

@@ -50,26 +50,39 @@ def reason_of(data: bytes, **kwargs: bool) -> str:
 
 
 def test_compact_forms_expand_to_canonical_names() -> None:
-    m = parse_message(msg(
-        "SUBSCRIBE sip:alice@example.com SIP/2.0",
-        "v: SIP/2.0/UDP h.example.com;branch=z9hG4bK1",
-        "t: <sip:alice@example.com>",
-        "f: <sip:bob@example.com>;tag=1",
-        "i: abc",
-        "CSeq: 1 SUBSCRIBE",
-        "m: <sip:bob@192.0.2.4>",
-        "o: presence",
-        "u: presence, dialog",
-        "k: eventlist",
-        "c: application/pidf+xml",
-        "s: hi",
-        "e: gzip",
-        "l: 0",
-    ))
+    m = parse_message(
+        msg(
+            "SUBSCRIBE sip:alice@example.com SIP/2.0",
+            "v: SIP/2.0/UDP h.example.com;branch=z9hG4bK1",
+            "t: <sip:alice@example.com>",
+            "f: <sip:bob@example.com>;tag=1",
+            "i: abc",
+            "CSeq: 1 SUBSCRIBE",
+            "m: <sip:bob@192.0.2.4>",
+            "o: presence",
+            "u: presence, dialog",
+            "k: eventlist",
+            "c: application/pidf+xml",
+            "s: hi",
+            "e: gzip",
+            "l: 0",
+        )
+    )
     names = [name for name, _ in m.headers]
     assert names == [
-        "Via", "To", "From", "Call-ID", "CSeq", "Contact", "Event", "Allow-Events",
-        "Supported", "Content-Type", "Subject", "Content-Encoding", "Content-Length",
+        "Via",
+        "To",
+        "From",
+        "Call-ID",
+        "CSeq",
+        "Contact",
+        "Event",
+        "Allow-Events",
+        "Supported",
+        "Content-Type",
+        "Subject",
+        "Content-Encoding",
+        "Content-Length",
     ]
     assert m.headers.get("event") == "presence"
     assert m.headers.get_all("Allow-Events") == ["presence", "dialog"]
@@ -85,15 +98,17 @@ def test_lookup_is_case_insensitive_and_unknown_names_are_kept() -> None:
 
 
 def test_whitespace_around_colon_and_folding() -> None:
-    m = parse_message(msg(
-        "OPTIONS sip:alice@example.com SIP/2.0",
-        *BASE[:4],
-        "CSeq   :  1",
-        "\t OPTIONS",
-        "Subject: first",
-        "  second",
-        "   third",
-    ))
+    m = parse_message(
+        msg(
+            "OPTIONS sip:alice@example.com SIP/2.0",
+            *BASE[:4],
+            "CSeq   :  1",
+            "\t OPTIONS",
+            "Subject: first",
+            "  second",
+            "   third",
+        )
+    )
     assert m.headers.get("CSeq") == "1 OPTIONS"
     assert m.headers.get("Subject") == "first second third"
     assert parse_cseq(m.headers.get("CSeq") or "") == (1, "OPTIONS")
@@ -104,17 +119,22 @@ def test_folding_before_any_header_is_rejected() -> None:
 
 
 def test_repeated_headers_and_comma_lists() -> None:
-    m = parse_message(options(
-        "Via: SIP/2.0/TCP a.example.com;branch=z9hG4bKa, SIP/2.0/UDP b.example.com;branch=z9hG4bKb",
-        'Contact: "Smith, J" <sip:j@a.example.com>;q=0.5, <sip:k,l@b.example.com;x=1>',
-        "Contact: *",
-        "Allow: INVITE, ACK,OPTIONS",
-        "Allow: NOTIFY",
-        "X-Unknown: a, b",
-    ))
+    m = parse_message(
+        options(
+            "Via: SIP/2.0/TCP a.example.com;branch=z9hG4bKa, "
+            "SIP/2.0/UDP b.example.com;branch=z9hG4bKb",
+            'Contact: "Smith, J" <sip:j@a.example.com>;q=0.5, <sip:k,l@b.example.com;x=1>',
+            "Contact: *",
+            "Allow: INVITE, ACK,OPTIONS",
+            "Allow: NOTIFY",
+            "X-Unknown: a, b",
+        )
+    )
     assert len(m.headers.get_all("Via")) == 3
     assert m.headers.get_all("Contact") == [
-        '"Smith, J" <sip:j@a.example.com>;q=0.5', "<sip:k,l@b.example.com;x=1>", "*",
+        '"Smith, J" <sip:j@a.example.com>;q=0.5',
+        "<sip:k,l@b.example.com;x=1>",
+        "*",
     ]
     assert m.headers.get_all("Allow") == ["INVITE", "ACK", "OPTIONS", "NOTIFY"]
     assert m.headers.get_all("X-Unknown") == ["a, b"]  # unknown headers are not split
@@ -173,7 +193,12 @@ def test_name_addr_vs_addr_spec_params() -> None:
 def test_uri_parts_params_and_round_trip() -> None:
     u = parse_uri("SIP:Alice:secret@AtLanTa.example.COM:5061;Transport=TCP;lr?Subject=hi&P=1")
     assert (u.scheme, u.user, u.password, u.host, u.port) == (
-        "sip", "Alice", "secret", "AtLanTa.example.COM", 5061)
+        "sip",
+        "Alice",
+        "secret",
+        "AtLanTa.example.COM",
+        5061,
+    )
     assert u.params == {"transport": "TCP", "lr": None}
     assert u.headers == {"Subject": "hi", "P": "1"}
     assert u.aor == "Alice@atlanta.example.com"
@@ -184,17 +209,30 @@ def test_uri_parts_params_and_round_trip() -> None:
     assert str(parse_uri("sip:%61lice%40x@example.com")) == "sip:alice%40x@example.com"
     assert parse_uri("tel:+1-201-555-0123;phone-context=example.com").user == "+1-201-555-0123"
     assert str(parse_uri("urn:service:sos")) == "urn:service:sos"
-    for bad in ["sip:", "nocolon", "sip:a@", "sip:a@host:99999", "sip:a b@c", "sip:%zz@h",
-                "1sip:a@b", "sip:a@[zz]"]:
+    for bad in [
+        "sip:",
+        "nocolon",
+        "sip:a@",
+        "sip:a@host:99999",
+        "sip:a b@c",
+        "sip:%zz@h",
+        "1sip:a@b",
+        "sip:a@[zz]",
+    ]:
         with pytest.raises(SipParseError):
             parse_uri(bad)
 
 
 def test_via_parts_and_accessors() -> None:
     via = parse_via(
-        "SIP / 2.0 / udp  pc33.example.com:5066 ;branch=z9hG4bK1;rport;received=192.0.2.9")
+        "SIP / 2.0 / udp  pc33.example.com:5066 ;branch=z9hG4bK1;rport;received=192.0.2.9"
+    )
     assert (via.protocol, via.transport, via.host, via.port) == (
-        "SIP/2.0", "UDP", "pc33.example.com", 5066)
+        "SIP/2.0",
+        "UDP",
+        "pc33.example.com",
+        5066,
+    )
     assert via.branch == "z9hG4bK1" and via.received == "192.0.2.9"
     assert "rport" in via.params and via.rport is None
     assert parse_via("SIP/2.0/TCP [2001:db8::9]:5060;rport=5070").rport == 5070
@@ -240,7 +278,8 @@ def test_content_length_rules_on_streams() -> None:
     assert parse_message(exact, datagram=False).body == b"hello"
     assert reason_of(options(body="hello"), datagram=False) == "Missing Content-Length"
     assert reason_of(options("Content-Length: 4", body="hello"), datagram=False) == (
-        "Content-Length mismatch")
+        "Content-Length mismatch"
+    )
 
 
 @pytest.mark.parametrize("name", ["To", "From", "CSeq", "Call-ID", "Via"])
@@ -270,7 +309,8 @@ def test_defects_are_named_and_headers_kept() -> None:
     assert reason_of(b"") == "Empty message"
     assert reason_of(options("Bad Header Name: x")) == "Malformed header line"
     assert reason_of(options().replace(b"Max-Forwards: 70", b"Max-Forwards: 256")) == (
-        "Bad Max-Forwards")
+        "Bad Max-Forwards"
+    )
 
 
 def test_version_is_checked_case_insensitively() -> None:
@@ -304,8 +344,9 @@ def test_bare_lf_is_rejected() -> None:
 
 
 def test_make_response_copies_headers() -> None:
-    request = parse_message(options(
-        "Via: SIP/2.0/TCP second.example.com;branch=z9hG4bK2", "Contact: <sip:b@c>"))
+    request = parse_message(
+        options("Via: SIP/2.0/TCP second.example.com;branch=z9hG4bK2", "Contact: <sip:b@c>")
+    )
     assert isinstance(request, SipRequest)
     response = make_response(request, 200, to_tag="abc", headers=[("Expires", "60")])
     assert response.reason == "OK"

@@ -13,7 +13,8 @@ from presence.sip.parser import parse_message, serialize
 TOKEN = string.ascii_letters + string.digits + "-.!%*_+`'~"
 tokens = st.text(TOKEN, min_size=1, max_size=12)
 methods = st.sampled_from(["INVITE", "SUBSCRIBE", "NOTIFY", "PUBLISH", "OPTIONS"]) | tokens.filter(
-    lambda t: not t.upper().startswith("SIP/"))
+    lambda t: not t.upper().startswith("SIP/")
+)
 labels = st.text(string.ascii_lowercase + string.digits + "-", min_size=1, max_size=10)
 hosts = st.lists(labels, min_size=1, max_size=4).map(".".join) | st.ip_addresses(v=4).map(str)
 users = st.text(string.ascii_letters + string.digits + "-_.!~*'()&=+$,;?/", min_size=1, max_size=10)
@@ -76,8 +77,9 @@ def requests(draw: st.DrawFn) -> SipRequest:
 @st.composite
 def responses(draw: st.DrawFn) -> SipResponse:
     reason = draw(st.text(string.ascii_letters + " ", max_size=20)).strip()
-    return SipResponse(draw(st.integers(100, 699)), reason, draw(headers(draw(methods))),
-                       draw(bodies))
+    return SipResponse(
+        draw(st.integers(100, 699)), reason, draw(headers(draw(methods))), draw(bodies)
+    )
 
 
 def expected(message: SipMessage) -> SipMessage:

@@ -9,9 +9,9 @@ import asyncio
 import contextlib
 import logging
 
-import asyncpg
 from aiokafka import AIOKafkaConsumer
 
+from notifier.fanout import Fanout
 from presence import events, service
 from presence.cache import connect_redis, redis_ready
 from presence.db import create_pool, database_ready
@@ -23,21 +23,7 @@ from presence.topics import Topics, shared_topics
 log = logging.getLogger("notifier")
 
 
-async def watchers_of(
-    pool: asyncpg.Pool, settings: Settings, change: events.PresentityChanged
-) -> int:
-    return await pool.fetchval(
-        f"""SELECT count(*) FROM {settings.active_watchers_table}
-            WHERE to_domain = $1 AND to_user = $2 AND event = $3""",
-        change.domain,
-        change.username,
-        change.event,
-    )
-
-
-async def consume_changes(
-    consumer: AIOKafkaConsumer, pool: asyncpg.Pool, settings: Settings
-) -> None:
+async def consume_changes(consumer: AIOKafkaConsumer, fanout: Fanout) -> None:
     while True:
         batch = await consumer.getmany(timeout_ms=1000, max_records=200)
         for records in batch.values():
@@ -52,12 +38,10 @@ async def consume_changes(
                         error,
                     )
                     continue
-                if isinstance(change, events.PresentityChanged):
-                    # NOTIFY fan-out comes with subscriptions (issue 5); until then the
-                    # notifier only reports how many watchers a change concerns.
-                    count = await watchers_of(pool, settings, change)
-                    log.info("%s %s changed: %d watcher(s)", change.presentity, change.event, count)
+                await asyncio.gather(*await fanout.handle(change))
         if batch:
+            # After the NOTIFY requests are acknowledged by Kafka: a crash before this
+            # line re-sends them (a duplicate NOTIFY with the same state is harmless).
             await consumer.commit()
 
 
@@ -74,7 +58,7 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
         group_id=topics.group("notifier"),
         client_id="notifier",
     )
-    consuming = asyncio.create_task(consume_changes(consumer, pool, settings))
+    consuming = asyncio.create_task(consume_changes(consumer, Fanout(settings, pool, producer)))
     http = await service.serve_http(
         make_health_app(
             "notifier",

@@ -53,7 +53,7 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
     producer = await start_producer(settings.kafka_bootstrap)
     consumer = await start_consumer(
         settings.kafka_bootstrap,
-        [topics.requests],
+        [topics.requests, topics.notify_outcomes],
         group_id=topics.group("presence-store"),
         client_id="presence-store",
     )

@@ -19,15 +19,20 @@ from presence.topics import Topics
 from presence_store.outcome import Outcome, Reply
 from presence_store.publish_store import apply_publish
 from presence_store.registrar import apply_register
+from presence_store.subscribe_store import apply_subscribe
 
 log = logging.getLogger(__name__)
 
-Request = events.PublishRequest | events.RegisterRequest
+Request = events.PublishRequest | events.RegisterRequest | events.SubscribeRequest
 Apply = Callable[[asyncpg.Connection, Any, Settings, int], Awaitable[Outcome]]
 APPLY: dict[type, Apply] = {
     events.PublishRequest: apply_publish,
     events.RegisterRequest: apply_register,
+    events.SubscribeRequest: apply_subscribe,
 }
+# NOTIFY outcomes that mean the watcher is gone (RFC 6665 §4.2.2): its subscription
+# ends. 408 (no answer at all) is counted too, as Kamailio does by default.
+DEAD_SUBSCRIPTION_STATUSES = frozenset({404, 408, 410, 480, 481})
 
 
 class RequestHandler:
@@ -47,6 +52,9 @@ class RequestHandler:
     async def handle(self, event: events.Event) -> list[asyncio.Future[object]]:
         """Apply one request; returns the pending sends of its reply and notices (the
         caller awaits them before committing the Kafka offset)."""
+        if isinstance(event, events.NotifyOutcome):
+            await self._notify_outcome(event)
+            return []
         apply = APPLY.get(type(event))
         if apply is None:
             log.warning("ignoring unexpected %s event", event.TYPE)
@@ -55,7 +63,9 @@ class RequestHandler:
         outcome = await self._apply_once(event, apply)
         reply = outcome.reply
         log.info("%s %s -> %s %s", event.TYPE, event.presentity, reply.status, reply.reason)
-        answer = events.SipReply(event.request_id, reply.status, reply.reason, reply.headers)
+        answer = events.SipReply(
+            event.request_id, reply.status, reply.reason, reply.headers, outcome.to_tag
+        )
         sends = [
             await self._producer.send(self._topics.edge_inbox(event.edge_id), events.encode(answer))
         ]
@@ -89,6 +99,7 @@ class RequestHandler:
                             "status": outcome.reply.status,
                             "reason": outcome.reply.reason,
                             "headers": outcome.reply.headers,
+                            "to_tag": outcome.to_tag,
                         }
                     ),
                     json.dumps([events.encode(n).decode() for n in outcome.notices]),
@@ -96,9 +107,25 @@ class RequestHandler:
                 )
                 return outcome
 
+    async def _notify_outcome(self, outcome: events.NotifyOutcome) -> None:
+        if outcome.status not in DEAD_SUBSCRIPTION_STATUSES:
+            return
+        table = self._settings.active_watchers_table
+        async with self._locks.hold(outcome.presentity):
+            deleted = await self._pool.execute(
+                f"DELETE FROM {table} WHERE to_tag = $1", outcome.subscription
+            )
+        log.info(
+            "NOTIFY %s answered %s: subscription %s ended (%s)",
+            outcome.notify_id,
+            outcome.status,
+            outcome.subscription,
+            deleted,
+        )
+
 
 def _stored_outcome(reply_json: str, notices_json: str) -> Outcome:
     reply = json.loads(reply_json)
     headers = [(name, value) for name, value in reply["headers"]]
     notices = [events.decode(text.encode()) for text in json.loads(notices_json)]
-    return Outcome(Reply(reply["status"], reply["reason"], headers), notices)
+    return Outcome(Reply(reply["status"], reply["reason"], headers), notices, reply.get("to_tag"))

@@ -20,3 +20,5 @@ class Outcome:
     # Emitted to presence.changes after the database commit (and again if the
     # request is redelivered, so that a crash in between cannot lose them).
     notices: list[events.Event] = field(default_factory=list)
+    # The To-tag of a dialog the request created (SUBSCRIBE).
+    to_tag: str | None = None

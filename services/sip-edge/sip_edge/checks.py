@@ -22,6 +22,7 @@ class LocalAnswer:
     status: int
     reason: str | None = None
     headers: list[tuple[str, str]] = field(default_factory=list)
+    to_tag: str | None = None
 
 
 def allowed_methods(settings: Settings) -> str:

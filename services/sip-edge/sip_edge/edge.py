@@ -35,13 +35,22 @@ from presence.topics import Topics
 from sip_edge.checks import LocalAnswer, check_request, options_answer
 from sip_edge.client_transactions import ClientTransaction, ClientTransactions
 from sip_edge.notify import Hop, build_notify, next_hop
-from sip_edge.requests import publish_event, register_event, strip_own_routes
+from sip_edge.requests import (
+    publish_event,
+    register_event,
+    strip_own_routes,
+    subscribe_event,
+)
 from sip_edge.transactions import TransactionTable, transaction_key
 from sip_edge.transport import Source, TcpConnections, UdpTransport
 
 log = logging.getLogger(__name__)
 
-TRANSLATORS = {"PUBLISH": publish_event, "REGISTER": register_event}
+TRANSLATORS = {
+    "PUBLISH": publish_event,
+    "REGISTER": register_event,
+    "SUBSCRIBE": subscribe_event,
+}
 # How long the edge waits for the store's reply before answering 503 itself.
 STORE_REPLY_TIMEOUT = 8.0
 # RFC 4320 §4.1: no 100 to a non-INVITE over UDP before the client's Timer E has
@@ -133,11 +142,7 @@ class Edge:
 
     def _forward(self, request: SipRequest, source: Source, request_id: str) -> None:
         """Put the request on the bus as its typed event (or answer what cannot be)."""
-        translate = TRANSLATORS.get(request.method)
-        if translate is None:
-            # SUBSCRIBE dialogs arrive with issue 5.
-            self._reply(request_id, LocalAnswer(501, f"{request.method} Not Served Yet"))
-            return
+        translate = TRANSLATORS[request.method]
         strip_own_routes(request, self._own_addresses)
         event = translate(
             request, request_id=request_id, edge_id=self.edge_id, flow=str(source), now=time.time()
@@ -158,7 +163,7 @@ class Edge:
         assert isinstance(request, SipRequest) and isinstance(source, Source)
         # §8.2.6.2: a To-tag on every response but 100; the store's reply carries the
         # dialog's own tag when it creates one (SUBSCRIBE).
-        to_tag = None if answer.status == 100 else secrets.token_hex(8)
+        to_tag = None if answer.status == 100 else answer.to_tag or secrets.token_hex(8)
         response = make_response(
             request, answer.status, answer.reason, to_tag=to_tag, headers=answer.headers
         )
@@ -180,7 +185,8 @@ class Edge:
 
     async def on_inbox_event(self, event: events.Event) -> None:
         if isinstance(event, events.SipReply):
-            self._reply(event.request_id, LocalAnswer(event.status, event.reason, event.headers))
+            answer = LocalAnswer(event.status, event.reason, event.headers, event.to_tag)
+            self._reply(event.request_id, answer)
         elif isinstance(event, events.NotifyRequest):
             await self.send_notify(event)
 

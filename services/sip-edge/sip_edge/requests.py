@@ -68,6 +68,57 @@ def register_event(
     )
 
 
+def subscribe_event(
+    request: SipRequest, *, request_id: str, edge_id: str, flow: str, now: float
+) -> events.SubscribeRequest | LocalAnswer:
+    from_ = parse_name_addr(request.headers.get("From") or "")
+    to = parse_name_addr(request.headers.get("To") or "")
+    if not from_.tag:
+        return LocalAnswer(400, "Missing From Tag")
+    # An initial SUBSCRIBE names its resource in the request-URI (RFC 3856 §5); an
+    # in-dialog one is sent to the server's Contact, so its To names the presentity.
+    presentity = to.uri if to.tag else parse_uri(request.uri)
+    if not presentity.user:
+        return LocalAnswer(404, "No Presentity in Request-URI")
+    contacts = request.headers.get_all("Contact")
+    if to.tag is None and len(contacts) != 1:
+        return LocalAnswer(400, "SUBSCRIBE Needs One Contact")  # RFC 6665 §4.1.2
+    contact = None
+    if contacts:
+        try:
+            contact = str(parse_name_addr(contacts[0]).uri)
+        except SipParseError:
+            return LocalAnswer(400, "Bad Contact")
+    package, params = parse_event(request.headers.get("Event") or "")
+    expires = request.headers.get("Expires")
+    accept = [
+        media.split(";")[0].strip().lower()
+        for value in request.headers.get_all("Accept")
+        for media in value.split(",")
+        if media.strip()
+    ]
+    return events.SubscribeRequest(
+        request_id=request_id,
+        edge_id=edge_id,
+        received_at=now,
+        username=presentity.user,
+        domain=presentity.host.lower(),
+        event=package,
+        event_id=params.get("id"),
+        expires=int(expires) if expires is not None else None,
+        accept=accept,
+        call_id=request.headers.get("Call-ID") or "",
+        from_uri=str(from_.uri),
+        from_tag=from_.tag,
+        to_uri=str(to.uri),
+        to_tag=to.tag,
+        cseq=int((request.headers.get("CSeq") or "0").split()[0]),
+        contact=contact,
+        record_route=request.headers.get_all("Record-Route"),
+        flow=flow,
+    )
+
+
 def strip_own_routes(request: SipRequest, own: set[tuple[str, int]]) -> None:
     """Remove Route entries that name this server (RFC 3261 §16.4): PJSIP and baresip
     pre-load one when configured with the server as outbound proxy."""

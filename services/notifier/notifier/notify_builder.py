@@ -1,0 +1,95 @@
+"""A subscription's state and the NOTIFY that tells it (RFC 6665 §4.2.2, RFC 3856), pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from presence.events import NotifyRequest
+from presence.sip.message import split_list
+
+PIDF = "application/pidf+xml"
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One active_watchers row, as the notifier needs it."""
+
+    id: int
+    to_user: str
+    to_domain: str
+    event: str
+    event_id: str | None
+    to_tag: str
+    from_tag: str
+    callid: str
+    local_cseq: int  # already allocated for this NOTIFY
+    contact: str
+    record_route: str | None
+    expires: int
+    status: str
+    reason: str | None
+    local_uri: str
+    remote_uri: str
+    flow: str
+    edge_id: str
+
+    @property
+    def presentity(self) -> str:
+        return f"{self.to_user}@{self.to_domain}"
+
+
+def subscription_state(subscription: Subscription, now: int) -> tuple[str, bool]:
+    """The Subscription-State value, and whether this NOTIFY is the final one."""
+    remaining = subscription.expires - now
+    if subscription.status == "terminated":
+        return f"terminated;reason={subscription.reason or 'deactivated'}", True
+    if remaining <= 0:
+        return "terminated;reason=timeout", True
+    return f"{subscription.status};expires={remaining}", False
+
+
+def shows_state(subscription: Subscription) -> bool:
+    """Only an active subscription sees the document; pending ones get NOTIFYs without
+    body (the seed), and so does the final NOTIFY of one that was never active."""
+    return subscription.status == "active"
+
+
+def build_notify(
+    subscription: Subscription,
+    *,
+    document: bytes,
+    now: int,
+    contact_uri: str,
+    notify_id: str,
+) -> tuple[NotifyRequest, bool]:
+    """The NOTIFY for the edge, and whether it ends the subscription."""
+    state, final = subscription_state(subscription, now)
+    event = subscription.event
+    if subscription.event_id:
+        event += f";id={subscription.event_id}"
+    headers = [
+        ("From", f"<{subscription.local_uri}>;tag={subscription.to_tag}"),
+        ("To", f"<{subscription.remote_uri}>;tag={subscription.from_tag}"),
+        ("Call-ID", subscription.callid),
+        ("CSeq", f"{subscription.local_cseq} NOTIFY"),
+        ("Event", event),
+        ("Subscription-State", state),
+        ("Contact", f"<{contact_uri}>"),
+    ]
+    body = ""
+    if shows_state(subscription):
+        headers.append(("Content-Type", PIDF))
+        body = document.decode()
+    notify = NotifyRequest(
+        notify_id=notify_id,
+        username=subscription.to_user,
+        domain=subscription.to_domain,
+        event=subscription.event,
+        subscription=subscription.to_tag,
+        request_uri=subscription.contact,
+        route_set=split_list(subscription.record_route) if subscription.record_route else [],
+        headers=headers,
+        body=body,
+        flow=subscription.flow,
+    )
+    return notify, final

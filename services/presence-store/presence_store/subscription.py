@@ -1,0 +1,37 @@
+"""RFC 6665 / RFC 3856 decisions for one SUBSCRIBE, without I/O."""
+
+from __future__ import annotations
+
+import secrets
+
+from presence.events import SubscribeRequest
+from presence.settings import Settings
+from presence_store.outcome import Reply
+
+# The body type each event package sends in its NOTIFYs.
+NOTIFY_CONTENT_TYPES = {"presence": "application/pidf+xml"}
+
+
+def grant_expires(request: SubscribeRequest, settings: Settings) -> int | Reply:
+    """The granted expiry, or the refusal: 406 when the watcher accepts none of the
+    package's types (no Accept means the package's default, RFC 3856 §6.7), 423 below
+    the minimum; above max_expires it is lowered."""
+    content_type = NOTIFY_CONTENT_TYPES[request.event]
+    acceptable = {content_type, content_type.split("/")[0] + "/*", "*/*"}
+    if request.accept and not acceptable.intersection(request.accept):
+        return Reply(406, "Not Acceptable", [("Accept", content_type)])
+    expires = settings.default_expires if request.expires is None else request.expires
+    if 0 < expires < settings.min_expires:
+        return Reply(423, "Interval Too Brief", [("Min-Expires", str(settings.min_expires))])
+    return min(expires, settings.max_expires)
+
+
+def new_to_tag(settings: Settings) -> str:
+    """The seed's to_tag_pref, then randomness (the tag names the dialog)."""
+    return settings.to_tag_pref + secrets.token_hex(8)
+
+
+def initial_status(settings: Settings) -> str:
+    """force_active=1: active at once; otherwise pending until the privacy rules
+    (issue 6) decide, and pending subscriptions get NOTIFYs without body (the seed)."""
+    return "active" if settings.force_active else "pending"

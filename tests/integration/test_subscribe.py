@@ -1,0 +1,199 @@
+"""SUBSCRIBE/NOTIFY on the real stack (RFC 6665, RFC 3856): watchers over UDP sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+from lxml import etree
+
+from presence.sip.message import SipRequest, SipResponse, parse_name_addr
+
+from .conftest import Stack
+from .sip_client import SipClient
+
+pytestmark = pytest.mark.integration
+
+PIDF_NS = "{urn:ietf:params:xml:ns:pidf}"
+
+
+def pidf(entity: str, basic: str, tuple_id: str = "t1") -> bytes:
+    return (
+        f'<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" entity="{entity}">'
+        f'<tuple id="{tuple_id}"><status><basic>{basic}</basic></status></tuple></presence>'
+    ).encode()
+
+
+def basics(notify: SipRequest) -> list[str]:
+    """The basic status of every tuple of a NOTIFY's document."""
+    root = etree.fromstring(notify.body)
+    return [element.text or "" for element in root.iter(f"{PIDF_NS}basic")]
+
+
+@dataclass
+class WatcherDialog:
+    """A watcher's side of one subscription dialog."""
+
+    client: SipClient
+    presentity: str
+    call_id: str
+    from_tag: str
+    to_tag: str | None = None
+    cseq: int = 1
+
+    def subscribe(self, expires: int | None = 600, **extra: str) -> SipResponse:
+        headers = [
+            ("Event", "presence"),
+            ("Contact", f"<sip:w@127.0.0.1:{self.client.local_port}>"),
+        ]
+        if expires is not None:
+            headers.append(("Expires", str(expires)))
+        headers += list(extra.items())
+        uri = self.presentity if self.to_tag is None else "sip:127.0.0.1"
+        request = self.client.request(
+            "SUBSCRIBE",
+            uri,
+            headers,
+            from_uri="sip:watcher@example.com",
+            from_tag=self.from_tag,
+            to_uri=self.presentity,
+            to_tag=self.to_tag,
+            call_id=self.call_id,
+            cseq=self.cseq,
+        )
+        self.cseq += 1
+        response = self.client.transact(request)
+        if response.status == 200 and self.to_tag is None:
+            self.to_tag = parse_name_addr(response.headers.get("To") or "").tag
+        return response
+
+    def next_notify(self, status: int = 200) -> SipRequest:
+        notify = self.client.next_request()
+        assert notify.method == "NOTIFY"
+        self.client.answer(notify, status)
+        return notify
+
+
+@pytest.fixture
+def watcher(stack: Stack) -> Iterator[WatcherDialog]:
+    client = SipClient(stack.sip, "udp")
+    presentity = f"sip:user-{secrets.token_hex(4)}@example.com"
+    yield WatcherDialog(client, presentity, secrets.token_hex(8), secrets.token_hex(4))
+    client.close()
+
+
+def publish(stack: Stack, presentity: str, basic: str) -> SipResponse:
+    client = SipClient(stack.sip, "udp")
+    try:
+        headers = [("Event", "presence"), ("Content-Type", "application/pidf+xml")]
+        return client.transact(
+            client.request("PUBLISH", presentity, headers, pidf(presentity, basic))
+        )
+    finally:
+        client.close()
+
+
+def test_subscribe_before_publish(stack: Stack, watcher: WatcherDialog) -> None:
+    response = watcher.subscribe()
+    assert response.status == 200
+    assert watcher.to_tag is not None and watcher.to_tag.startswith("10")  # to_tag_pref
+    assert response.headers.get("Expires") == "600"
+    assert response.headers.get("Contact") == f"<sip:{stack.sip[0]}:{stack.sip[1]}>"
+
+    first = watcher.next_notify()
+    assert first.headers.get("Event") == "presence"
+    assert first.headers.get("Subscription-State").startswith("active;expires=")
+    assert first.headers.get("Content-Type") == "application/pidf+xml"
+    assert basics(first) == []  # nothing is known yet
+    assert first.headers.get("CSeq") == "1 NOTIFY"
+    assert parse_name_addr(first.headers.get("From")).tag == watcher.to_tag
+    assert parse_name_addr(first.headers.get("To")).tag == watcher.from_tag
+    assert first.headers.get("Call-ID") == watcher.call_id
+
+    assert publish(stack, watcher.presentity, "open").status == 200
+    second = watcher.next_notify()
+    assert basics(second) == ["open"]
+    assert second.headers.get("CSeq") == "2 NOTIFY"
+
+
+def test_publish_then_subscribe_gets_the_state_at_once(
+    stack: Stack, watcher: WatcherDialog
+) -> None:
+    assert publish(stack, watcher.presentity, "closed").status == 200
+    assert watcher.subscribe().status == 200
+    assert basics(watcher.next_notify()) == ["closed"]
+
+
+def test_subscribe_without_expires_gets_the_default_capped_by_max(watcher: WatcherDialog) -> None:
+    response = watcher.subscribe(expires=None)
+    assert response.headers.get("Expires") == "3600"
+    watcher.next_notify()
+
+
+def test_refresh_stale_cseq_and_unsubscribe(watcher: WatcherDialog) -> None:
+    assert watcher.subscribe().status == 200
+    watcher.next_notify()
+    refreshed = watcher.subscribe(expires=300)
+    assert refreshed.status == 200 and refreshed.headers.get("Expires") == "300"
+    notify = watcher.next_notify()
+    state = notify.headers.get("Subscription-State")
+    assert state.startswith("active;expires=") and int(state.split("=")[1]) <= 300
+
+    watcher.cseq -= 2  # an old request arriving late
+    assert watcher.subscribe().status == 500
+    watcher.cseq += 2
+
+    assert watcher.subscribe(expires=0).status == 200
+    final = watcher.next_notify()
+    assert final.headers.get("Subscription-State") == "terminated;reason=timeout"
+
+
+async def test_unsubscribe_removes_the_dialog(stack: Stack, db: asyncpg.Connection) -> None:
+    client = SipClient(stack.sip, "udp")
+    dialog = WatcherDialog(client, f"sip:u-{secrets.token_hex(3)}@example.com", "c1x", "f1")
+    try:
+        assert (await asyncio.to_thread(dialog.subscribe)).status == 200
+        await asyncio.to_thread(dialog.next_notify)
+        assert (await asyncio.to_thread(dialog.subscribe, 0)).status == 200
+        final = await asyncio.to_thread(dialog.next_notify)
+    finally:
+        client.close()
+    assert final.headers.get("Subscription-State") == "terminated;reason=timeout"
+    count = await db.fetchval(
+        "SELECT count(*) FROM active_watchers WHERE to_tag = $1", dialog.to_tag
+    )
+    assert count == 0
+
+
+def test_in_dialog_subscribe_for_unknown_dialog_is_481(watcher: WatcherDialog) -> None:
+    watcher.to_tag = "10nosuchdialog"
+    assert watcher.subscribe().status == 481
+
+
+def test_unacceptable_body_type_is_406(watcher: WatcherDialog) -> None:
+    response = watcher.subscribe(Accept="text/plain")
+    assert response.status == 406
+    assert response.headers.get("Accept") == "application/pidf+xml"
+
+
+async def test_notify_answered_481_ends_the_subscription(
+    stack: Stack, db: asyncpg.Connection
+) -> None:
+    client = SipClient(stack.sip, "udp")
+    dialog = WatcherDialog(client, f"sip:u-{secrets.token_hex(3)}@example.com", "c2x", "f2")
+    try:
+        assert (await asyncio.to_thread(dialog.subscribe)).status == 200
+        await asyncio.to_thread(dialog.next_notify, 481)  # "I know no such subscription"
+    finally:
+        client.close()
+    deadline = time.monotonic() + 10
+    while await db.fetchval(
+        "SELECT count(*) FROM active_watchers WHERE to_tag = $1", dialog.to_tag
+    ):
+        assert time.monotonic() < deadline, "subscription not removed after a 481"
+        await asyncio.sleep(0.05)
