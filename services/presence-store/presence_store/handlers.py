@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from presence import events
 from presence.locks import ShardedLocks
@@ -66,9 +67,17 @@ class RequestHandler:
         answer = events.SipReply(
             event.request_id, reply.status, reply.reason, reply.headers, outcome.to_tag
         )
-        sends = [
-            await self._producer.send(self._topics.edge_inbox(event.edge_id), events.encode(answer))
-        ]
+        sends = []
+        try:
+            sends.append(
+                await self._producer.send(
+                    self._topics.edge_inbox(event.edge_id), events.encode(answer)
+                )
+            )
+        except KafkaError as error:
+            # The edge replica (and its inbox) is gone: nobody waits for this reply.
+            # The change notices below must still go out.
+            log.warning("reply to %s not sent: %s", event.edge_id, error)
         for notice in outcome.notices:
             key = getattr(notice, "presentity", event.presentity)
             sends.append(

@@ -1,0 +1,201 @@
+"""PUBLISH (RFC 3903) over the real path: UDP -> edge -> Kafka -> store -> PostgreSQL -> reply."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterator
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from presence import events
+from presence.kafka import ensure_topics
+from presence.sip.message import SipResponse
+from presence.topics import Topics
+
+from .conftest import Stack
+from .sip_client import SipClient
+
+pytestmark = pytest.mark.integration
+
+PIDF_NS = "urn:ietf:params:xml:ns:pidf"
+
+
+def document(entity: str, tuple_id: str, basic: str, note: str = "") -> bytes:
+    note_element = f"<note>{note}</note>" if note else ""
+    return (
+        f'<?xml version="1.0"?><presence xmlns="{PIDF_NS}" entity="{entity}">'
+        f'<tuple id="{tuple_id}"><status><basic>{basic}</basic></status></tuple>'
+        f"{note_element}</presence>"
+    ).encode()
+
+
+class Publisher:
+    """One device publishing for one presentity."""
+
+    def __init__(self, stack: Stack, presentity: str) -> None:
+        self.client = SipClient(stack.sip, "udp")
+        self.presentity = presentity
+
+    def publish(
+        self,
+        body: bytes = b"",
+        *,
+        etag: str | None = None,
+        expires: int | None = None,
+        content_type: str = "application/pidf+xml",
+    ) -> SipResponse:
+        headers = [("Event", "presence")]
+        if body:
+            headers.append(("Content-Type", content_type))
+        if etag is not None:
+            headers.append(("SIP-If-Match", etag))
+        if expires is not None:
+            headers.append(("Expires", str(expires)))
+        return self.client.transact(self.client.request("PUBLISH", self.presentity, headers, body))
+
+
+@pytest.fixture
+def device(stack: Stack) -> Iterator[Publisher]:
+    publisher = Publisher(stack, f"sip:pub-{secrets.token_hex(4)}@example.com")
+    yield publisher
+    publisher.client.close()
+
+
+async def rows(db: asyncpg.Connection, presentity: str) -> list[asyncpg.Record]:
+    user = presentity.removeprefix("sip:").split("@")[0]
+    return await db.fetch(
+        "SELECT etag, body, expires - received_time AS lifetime FROM presentity "
+        "WHERE username = $1 ORDER BY id",
+        user,
+    )
+
+
+async def test_initial_refresh_modify_remove(device: Publisher, db: asyncpg.Connection) -> None:
+    initial = await asyncio.to_thread(
+        device.publish, document(device.presentity, "a", "open"), expires=120
+    )
+    assert initial.status == 200 and initial.headers.get("Expires") == "120"
+    first_tag = initial.headers.get("SIP-ETag")
+
+    refreshed = await asyncio.to_thread(device.publish, etag=first_tag, expires=300)
+    assert refreshed.status == 200 and refreshed.headers.get("Expires") == "300"
+    second_tag = refreshed.headers.get("SIP-ETag")
+    assert second_tag not in (None, first_tag)  # RFC 3903 §4.3: a new entity tag
+    (row,) = await rows(db, device.presentity)
+    assert row["etag"] == second_tag and b"open" in row["body"].encode()
+
+    stale = await asyncio.to_thread(device.publish, etag=first_tag)
+    assert stale.status == 412  # the old tag is no longer valid
+
+    modified = await asyncio.to_thread(
+        device.publish, document(device.presentity, "a", "closed"), etag=second_tag
+    )
+    assert modified.status == 200
+    third_tag = modified.headers.get("SIP-ETag")
+    (row,) = await rows(db, device.presentity)
+    assert row["etag"] == third_tag and "closed" in row["body"]
+
+    removed = await asyncio.to_thread(device.publish, etag=third_tag, expires=0)
+    assert removed.status == 200 and removed.headers.get("Expires") == "0"
+    assert await rows(db, device.presentity) == []
+
+
+async def test_expiry_is_capped_and_defaulted(device: Publisher, db: asyncpg.Connection) -> None:
+    capped = await asyncio.to_thread(
+        device.publish, document(device.presentity, "a", "open"), expires=999_999
+    )
+    defaulted = await asyncio.to_thread(device.publish, document(device.presentity, "b", "open"))
+    assert capped.headers.get("Expires") == "3600"  # max_expires
+    assert defaulted.headers.get("Expires") == "3600"  # RFC 3903 default
+    assert [r["lifetime"] for r in await rows(db, device.presentity)] == [3600, 3600]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        (b"", "application/pidf+xml", 400),  # neither body nor SIP-If-Match
+        (b"<presence", "application/pidf+xml", 400),  # not well-formed
+        (b'<presence xmlns="urn:other" entity="sip:a@b"/>', "application/pidf+xml", 400),
+        (b"hello", "text/plain", 415),
+    ],
+)
+async def test_bad_publications_leave_the_state_alone(
+    device: Publisher, db: asyncpg.Connection, body: bytes, content_type: str, status: int
+) -> None:
+    good = await asyncio.to_thread(device.publish, document(device.presentity, "a", "open"))
+    before = await rows(db, device.presentity)
+    response = await asyncio.to_thread(device.publish, body, content_type=content_type)
+    assert response.status == status
+    if status == 415:
+        assert response.headers.get("Accept") == "application/pidf+xml"
+    assert await rows(db, device.presentity) == before
+    assert before[0]["etag"] == good.headers.get("SIP-ETag")
+
+
+async def test_lenient_on_values_baresip_unknown(device: Publisher) -> None:
+    response = await asyncio.to_thread(device.publish, document(device.presentity, "a", "unknown"))
+    assert response.status == 200
+
+
+async def test_xml_bomb_is_refused(device: Publisher) -> None:
+    bomb = (
+        b'<?xml version="1.0"?><!DOCTYPE p [<!ENTITY a "aaaaaaaaaa">'
+        b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;">]>'
+        b'<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:a@b">&c;</presence>'
+    )
+    assert (await asyncio.to_thread(device.publish, bomb)).status == 400
+
+
+async def test_redelivered_publish_is_answered_again_not_applied_twice(
+    stack: Stack, db: asyncpg.Connection
+) -> None:
+    """A crash between the database commit and the offset commit makes Kafka deliver a
+    request again; the same record is put on the bus twice here."""
+    topics = Topics(stack.env["PRESENCE_KAFKA_NAMESPACE"])
+    edge_id = "replay-" + secrets.token_hex(3)  # an inbox nobody else reads
+    presentity = f"replay-{secrets.token_hex(3)}"
+    request = events.PublishRequest(
+        request_id=secrets.token_hex(16),
+        edge_id=edge_id,
+        received_at=0.0,
+        username=presentity,
+        domain="example.com",
+        event="presence",
+        expires=60,
+        if_match=None,
+        content_type="application/pidf+xml",
+        body=document(f"sip:{presentity}@example.com", "a", "open").decode(),
+        source="udp:127.0.0.1:9",
+    )
+    bootstrap = stack.env["PRESENCE_KAFKA_BOOTSTRAP"]
+    await ensure_topics(bootstrap, {topics.edge_inbox(edge_id): 1})
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for _ in range(2):
+            await producer.send_and_wait(
+                topics.requests, events.encode(request), key=request.presentity.encode()
+            )
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(
+        topics.edge_inbox(edge_id), bootstrap_servers=bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    replies: list[events.SipReply] = []
+    try:
+        async with asyncio.timeout(20):
+            async for record in consumer:
+                reply = events.decode(record.value or b"")
+                assert isinstance(reply, events.SipReply)
+                replies.append(reply)
+                if len(replies) == 2:
+                    break
+    finally:
+        await consumer.stop()
+    assert replies[0] == replies[1]
+    assert replies[0].status == 200
+    assert len(await rows(db, f"sip:{presentity}@example.com")) == 1
