@@ -125,6 +125,8 @@ class PresentityChanged:
     event: str
     cause: str  # request_id of the PUBLISH, or "expiry"/"admin"
     received_at: float  # when the cause reached the edge, for the publish-to-notify delay
+    # Bodies of publications that just ended: their tuples are shown closed once.
+    closed: list[str] = field(default_factory=list)
 
     @property
     def presentity(self) -> str:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
@@ -50,7 +50,6 @@ async def start_consumer(
     bootstrap: str, topics: Iterable[str], *, group_id: str | None, client_id: str
 ) -> AIOKafkaConsumer:
     consumer = AIOKafkaConsumer(
-        *topics,
         bootstrap_servers=bootstrap,
         group_id=group_id,
         client_id=client_id,
@@ -61,12 +60,25 @@ async def start_consumer(
         session_timeout_ms=10_000,
         heartbeat_interval_ms=1_000,
     )
+    consumer.subscribe(list(topics), listener=_LogAssignments())
     try:
         await consumer.start()
     except KafkaError as error:
         await consumer.stop()
         raise _unavailable(bootstrap, error) from None
     return consumer
+
+
+class _LogAssignments(ConsumerRebalanceListener):
+    """Which partitions this replica owns, in its log: the first thing an operator
+    asks when replicas share work."""
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        owned = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned))
+        log.info("partitions assigned: %s", owned or "none")
 
 
 async def ensure_topics(bootstrap: str, partitions_by_topic: dict[str, int]) -> None:

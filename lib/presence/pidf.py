@@ -48,6 +48,18 @@ def parse_pidf(body: bytes) -> etree._Element:
     return root
 
 
+def device_marks(root: etree._Element) -> frozenset[str]:
+    """What identifies the device behind a document: its tuple ids and contact URIs
+    (RFC 3903 has no device identity; these are what phones keep stable)."""
+    marks = {f"id:{t.get('id')}" for t in root.iterchildren(f"{{{PIDF_NS}}}tuple")}
+    marks |= {
+        f"contact:{(c.text or '').strip()}"
+        for c in root.iterfind(f"{{{PIDF_NS}}}tuple/{{{PIDF_NS}}}contact")
+        if (c.text or "").strip()
+    }
+    return frozenset(marks)
+
+
 def _depth(element: etree._Element) -> int:
     deepest, stack = 0, [(element, 1)]
     while stack:

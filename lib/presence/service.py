@@ -89,4 +89,11 @@ async def _run_until_signal(settings: Settings, body: ServiceBody) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    # `kill -USR1 <pid>`: where every task waits, for a service that seems stuck.
+    loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
     await body(settings, stopping)
+
+
+def _dump_tasks() -> None:
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)

@@ -149,6 +149,12 @@ class Settings:
     # Served domains (comma-separated); empty serves every domain. A request-URI
     # in another domain gets 404.
     domains: str = ""
+    # Seconds an entity tag stays valid after the refresh or modify that replaced
+    # it (pipelining phones); 0 disables.
+    etag_grace: int = 5
+    # 1: an initial PUBLISH from a device that already has a publication (same tuple
+    # id or tuple contact) replaces it instead of adding a duplicate; 0: RFC 3903 as is.
+    replace_same_device: int = 1
     # 1: the edge's minimal registrar answers REGISTER (some phones publish only
     # after registering); 0: REGISTER gets 405.
     registrar: int = 1
@@ -205,6 +211,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "min_expires": _integer(0),
     "default_expires": _integer(1),
     "domains": _domain_list,
+    "etag_grace": _integer(0, 3600),
+    "replace_same_device": _flag,
     "registrar": _flag,
     "sip_t1_ms": _integer(10, 10_000),
     "tcp_idle_timeout": _integer(1, 86400),

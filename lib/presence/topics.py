@@ -47,6 +47,11 @@ class Topics:
     def group(self, service: str) -> str:
         return self._name(service)
 
+    @property
+    def lock_prefix(self) -> str:
+        """Redis keys of the presentity locks: deployments sharing a Redis keep apart."""
+        return f"presence:{self.namespace}:lock:" if self.namespace else "presence:lock:"
+
     @classmethod
     def of(cls, settings: Settings) -> Topics:
         return cls(settings.kafka_namespace)

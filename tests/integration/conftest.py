@@ -89,21 +89,27 @@ class Stack:
     def http(self, service: str, path: str) -> str:
         return f"http://127.0.0.1:{self.processes[service].http_port}{path}"
 
-    def start(self, name: str) -> ServiceProcess:
+    def start(self, name: str, replica: str = "") -> ServiceProcess:
+        """Start a service; a second replica of it needs a `replica` name of its own."""
         LOGS.mkdir(parents=True, exist_ok=True)
-        log_path = LOGS / f"{name}-{self.env['PRESENCE_KAFKA_NAMESPACE']}.log"
-        port = int(self.env[f"PRESENCE_{name.split('-')[-1].upper()}_HTTP_PORT"])
+        key = f"{name}{replica}"
+        log_path = LOGS / f"{key}-{self.env['PRESENCE_KAFKA_NAMESPACE']}.log"
+        port_variable = f"PRESENCE_{name.split('-')[-1].upper()}_HTTP_PORT"
+        env = dict(self.env)
+        if replica:
+            env[port_variable] = str(free_port())
+        port = int(env[port_variable])
         with log_path.open("ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", SERVICE_MODULES[name]],
-                env=self.env,
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        service = ServiceProcess(name, process, log_path, port)
-        self.processes[name] = service
-        url = self.http(name, "/health/ready")
+        service = ServiceProcess(key, process, log_path, port)
+        self.processes[key] = service
+        url = self.http(key, "/health/ready")
 
         def ready() -> bool:
             if process.poll() is not None:

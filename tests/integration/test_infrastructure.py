@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from presence.locks import LockTimeout, ShardedLocks, lock_slot
 from presence.settings import load
+from presence_store.fencing import FencedOut, enter_fence
 from presence_store.migrate import DEFAULT_SCHEMA_DIR, apply_migrations, load_migrations
 
 from .conftest import base_env
@@ -144,3 +145,33 @@ async def test_edited_migration_is_refused(scratch_database, tmp_path: Path) -> 
     first.write_text(first.read_text() + "\n-- edited\n")
     with pytest.raises(ValueError, match="differs from the applied one"):
         await apply_migrations(scratch_database, load_migrations(tmp_path, settings))
+
+
+async def test_fencing_refuses_a_holder_whose_lease_ran_out(
+    redis: Redis, test_database: str
+) -> None:
+    """Holder A's lease runs out during a pause; B takes the lock and writes; A's late
+    write is refused by the database."""
+    locks = ShardedLocks(redis, 8, lease_ms=100, prefix=f"test:{secrets.token_hex(4)}:")
+    connection = await asyncpg.connect(test_database)
+    try:
+        async with locks.hold("dave@example.com") as stale:
+            await asyncio.sleep(0.2)  # the pause: A's lease expires
+            async with locks.hold("dave@example.com", timeout=1) as fresh:
+                assert fresh.fence > stale.fence
+                async with connection.transaction():
+                    await enter_fence(connection, fresh)
+            with pytest.raises(FencedOut):
+                async with connection.transaction():
+                    await enter_fence(connection, stale)
+    finally:
+        await connection.close()
+
+
+async def test_fences_keep_growing_after_redis_loses_its_counter(redis: Redis) -> None:
+    locks = ShardedLocks(redis, 8, prefix=f"test:{secrets.token_hex(4)}:")
+    async with locks.hold("erin@example.com") as first:
+        pass
+    await redis.delete(locks.key("erin@example.com") + ":fence")  # as after a restart
+    async with locks.hold("erin@example.com") as second:
+        assert second.fence > first.fence

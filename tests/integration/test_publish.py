@@ -87,8 +87,14 @@ async def test_initial_refresh_modify_remove(device: Publisher, db: asyncpg.Conn
     (row,) = await rows(db, device.presentity)
     assert row["etag"] == second_tag and b"open" in row["body"].encode()
 
+    # A pipelining phone sends the previous tag again before it sees the new one:
+    # accepted during the grace period (PRESENCE_ETAG_GRACE, 5 s by default).
+    pipelined = await asyncio.to_thread(device.publish, etag=first_tag)
+    assert pipelined.status == 200
+    second_tag = pipelined.headers.get("SIP-ETag")
+    # first_tag is now two tags back: no longer valid.
     stale = await asyncio.to_thread(device.publish, etag=first_tag)
-    assert stale.status == 412  # the old tag is no longer valid
+    assert stale.status == 412
 
     modified = await asyncio.to_thread(
         device.publish, document(device.presentity, "a", "closed"), etag=second_tag
@@ -101,6 +107,21 @@ async def test_initial_refresh_modify_remove(device: Publisher, db: asyncpg.Conn
     removed = await asyncio.to_thread(device.publish, etag=third_tag, expires=0)
     assert removed.status == 200 and removed.headers.get("Expires") == "0"
     assert await rows(db, device.presentity) == []
+
+
+async def test_republish_without_tag_replaces_the_same_devices_publication(
+    stack: Stack, device: Publisher, db: asyncpg.Connection
+) -> None:
+    """A device that lost its entity tag publishes afresh (same tuple id): its old
+    publication is replaced, not duplicated; another device's stays."""
+    await asyncio.to_thread(device.publish, document(device.presentity, "phone", "open"))
+    await asyncio.to_thread(device.publish, document(device.presentity, "laptop", "open"))
+    again = await asyncio.to_thread(device.publish, document(device.presentity, "phone", "closed"))
+    assert again.status == 200
+    bodies = sorted(r["body"] for r in await rows(db, device.presentity))
+    assert len(bodies) == 2
+    assert "laptop" in bodies[0] and "open" in bodies[0]
+    assert "phone" in bodies[1] and "closed" in bodies[1]
 
 
 async def test_expiry_is_capped_and_defaulted(device: Publisher, db: asyncpg.Connection) -> None:

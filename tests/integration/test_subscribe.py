@@ -197,3 +197,76 @@ async def test_notify_answered_481_ends_the_subscription(
     ):
         assert time.monotonic() < deadline, "subscription not removed after a 481"
         await asyncio.sleep(0.05)
+
+
+def tuples(notify: SipRequest) -> dict[str, str]:
+    """tuple id -> basic status, from a NOTIFY's document."""
+    root = etree.fromstring(notify.body)
+    return {
+        t.get("id"): t.findtext(f"{PIDF_NS}status/{PIDF_NS}basic")
+        for t in root.iter(f"{PIDF_NS}tuple")
+    }
+
+
+def publish_device(stack: Stack, presentity: str, body: bytes, **headers: str) -> SipResponse:
+    client = SipClient(stack.sip, "udp")
+    try:
+        extra = [("Event", "presence"), *headers.items()]
+        if body:
+            extra.append(("Content-Type", "application/pidf+xml"))
+        return client.transact(client.request("PUBLISH", presentity, extra, body))
+    finally:
+        client.close()
+
+
+def test_three_devices_aggregate_and_a_removed_one_shows_closed_once(
+    stack: Stack, watcher: WatcherDialog
+) -> None:
+    dm = "urn:ietf:params:xml:ns:pidf:data-model"
+    rpid = "urn:ietf:params:xml:ns:pidf:rpid"
+
+    def device_document(tuple_id: str, basic: str, activity: str) -> bytes:
+        return (
+            f'<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" '
+            f'xmlns:dm="{dm}" xmlns:rpid="{rpid}" entity="{watcher.presentity}">'
+            f'<tuple id="{tuple_id}"><status><basic>{basic}</basic></status></tuple>'
+            f'<dm:person id="p1"><rpid:activities><rpid:{activity}/></rpid:activities>'
+            f"</dm:person></presence>"
+        ).encode()
+
+    assert watcher.subscribe().status == 200
+    watcher.next_notify()
+    tags = {}
+    for tuple_id, basic, activity in [
+        ("desk", "open", "busy"),
+        ("mobile", "open", "away"),
+        ("laptop", "closed", "on-the-phone"),
+    ]:
+        response = publish_device(
+            stack, watcher.presentity, device_document(tuple_id, basic, activity)
+        )
+        assert response.status == 200
+        tags[tuple_id] = response.headers.get("SIP-ETag")
+        latest = watcher.next_notify()
+    assert tuples(latest) == {"desk": "open", "mobile": "open", "laptop": "closed"}
+    root = etree.fromstring(latest.body)
+    persons = root.findall(f"{{{dm}}}person")
+    assert len(persons) == 1  # one person element, de-duplicated by id: the newest wins
+    assert persons[0].find(f".//{{{rpid}}}on-the-phone") is not None
+
+    removed = publish_device(
+        stack, watcher.presentity, b"", **{"SIP-If-Match": tags["desk"], "Expires": "0"}
+    )
+    assert removed.status == 200
+    after_removal = watcher.next_notify()
+    assert tuples(after_removal) == {"mobile": "open", "laptop": "closed", "desk": "closed"}
+
+    # The next change no longer mentions the removed device at all.
+    modified = publish_device(
+        stack,
+        watcher.presentity,
+        device_document("mobile", "closed", "away"),
+        **{"SIP-If-Match": tags["mobile"]},
+    )
+    assert modified.status == 200
+    assert tuples(watcher.next_notify()) == {"mobile": "closed", "laptop": "closed"}

@@ -17,7 +17,7 @@ SETTINGS = load({"PRESENCE_MIN_EXPIRES": "60"})
 
 def test_initial_publication_gets_default_expiry() -> None:
     assert classify(publish_request(body=PIDF), SETTINGS) == Accepted(
-        PublishKind.INITIAL, 3600, PIDF
+        PublishKind.INITIAL, 3600, PIDF, frozenset({"id:a"})
     )
 
 

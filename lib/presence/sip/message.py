@@ -102,21 +102,81 @@ def is_token(text: str) -> bool:
 # Header names
 
 _COMPACT = {
-    "i": "Call-ID", "f": "From", "t": "To", "v": "Via", "m": "Contact", "l": "Content-Length",
-    "c": "Content-Type", "k": "Supported", "o": "Event", "u": "Allow-Events", "s": "Subject",
-    "e": "Content-Encoding", "r": "Refer-To", "b": "Referred-By", "x": "Session-Expires",
+    "i": "Call-ID",
+    "f": "From",
+    "t": "To",
+    "v": "Via",
+    "m": "Contact",
+    "l": "Content-Length",
+    "c": "Content-Type",
+    "k": "Supported",
+    "o": "Event",
+    "u": "Allow-Events",
+    "s": "Subject",
+    "e": "Content-Encoding",
+    "r": "Refer-To",
+    "b": "Referred-By",
+    "x": "Session-Expires",
 }
 _WELL_KNOWN = (
-    "Accept", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow", "Allow-Events",
-    "Authentication-Info", "Authorization", "Call-ID", "Call-Info", "Contact",
-    "Content-Disposition", "Content-Encoding", "Content-Language", "Content-Length",
-    "Content-Type", "CSeq", "Date", "Error-Info", "Event", "Expires", "From", "In-Reply-To",
-    "Max-Forwards", "Min-Expires", "MIME-Version", "Organization", "P-Asserted-Identity",
-    "P-Preferred-Identity", "Path", "Priority", "Proxy-Authenticate", "Proxy-Authorization",
-    "Proxy-Require", "RAck", "Record-Route", "Refer-To", "Referred-By", "Reply-To", "Require",
-    "Retry-After", "Route", "RSeq", "Server", "Service-Route", "Session-Expires", "SIP-ETag",
-    "SIP-If-Match", "Subject", "Subscription-State", "Supported", "Timestamp", "To",
-    "Unsupported", "User-Agent", "Via", "Warning", "WWW-Authenticate",
+    "Accept",
+    "Accept-Encoding",
+    "Accept-Language",
+    "Alert-Info",
+    "Allow",
+    "Allow-Events",
+    "Authentication-Info",
+    "Authorization",
+    "Call-ID",
+    "Call-Info",
+    "Contact",
+    "Content-Disposition",
+    "Content-Encoding",
+    "Content-Language",
+    "Content-Length",
+    "Content-Type",
+    "CSeq",
+    "Date",
+    "Error-Info",
+    "Event",
+    "Expires",
+    "From",
+    "In-Reply-To",
+    "Max-Forwards",
+    "Min-Expires",
+    "MIME-Version",
+    "Organization",
+    "P-Asserted-Identity",
+    "P-Preferred-Identity",
+    "Path",
+    "Priority",
+    "Proxy-Authenticate",
+    "Proxy-Authorization",
+    "Proxy-Require",
+    "RAck",
+    "Record-Route",
+    "Refer-To",
+    "Referred-By",
+    "Reply-To",
+    "Require",
+    "Retry-After",
+    "Route",
+    "RSeq",
+    "Server",
+    "Service-Route",
+    "Session-Expires",
+    "SIP-ETag",
+    "SIP-If-Match",
+    "Subject",
+    "Subscription-State",
+    "Supported",
+    "Timestamp",
+    "To",
+    "Unsupported",
+    "User-Agent",
+    "Via",
+    "Warning",
+    "WWW-Authenticate",
 )
 _CANONICAL = {name.lower(): name for name in _WELL_KNOWN}
 _CANONICAL.update(_COMPACT)
@@ -124,10 +184,23 @@ _CANONICAL.update(_COMPACT)
 # Headers whose grammar is a comma-separated list (RFC 3261 §7.3.1), so that one header line
 # may carry several values.
 _LIST_HEADERS = frozenset(
-    name.lower() for name in (
-        "Via", "Route", "Record-Route", "Contact", "Allow", "Supported", "Require",
-        "Proxy-Require", "Unsupported", "Allow-Events", "Accept", "Accept-Encoding",
-        "Accept-Language", "Path", "Service-Route",
+    name.lower()
+    for name in (
+        "Via",
+        "Route",
+        "Record-Route",
+        "Contact",
+        "Allow",
+        "Supported",
+        "Require",
+        "Proxy-Require",
+        "Unsupported",
+        "Allow-Events",
+        "Accept",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Path",
+        "Service-Route",
     )
 )
 
@@ -221,8 +294,8 @@ class Headers:
         for index, (_, _, item_key) in enumerate(self._items):
             if item_key == key:
                 self._items[index] = (canonical, value, key)
-                self._items[index + 1:] = [
-                    item for item in self._items[index + 1:] if item[2] != key
+                self._items[index + 1 :] = [
+                    item for item in self._items[index + 1 :] if item[2] != key
                 ]
                 return
         self._items.append((canonical, value, key))
@@ -309,8 +382,7 @@ def escape(text: str, allowed: frozenset[str]) -> str:
     if all(c in allowed and c != "%" for c in text):
         return text
     return "".join(
-        c if c in allowed and c != "%" else "".join(f"%{b:02X}" for b in c.encode())
-        for c in text
+        c if c in allowed and c != "%" else "".join(f"%{b:02X}" for b in c.encode()) for c in text
     )
 
 
@@ -414,7 +486,8 @@ class SipUri:
         if self.port is not None:
             out.append(f":{self.port}")
         out.extend(
-            f";{escape(k, _URI_PARAM.chars)}" if v is None
+            f";{escape(k, _URI_PARAM.chars)}"
+            if v is None
             else f";{escape(k, _URI_PARAM.chars)}={escape(v, _URI_PARAM.chars)}"
             for k, v in self.params.items()
         )
@@ -428,7 +501,7 @@ def _parse_hostport(text: str) -> tuple[str, int | None]:
         end = text.find("]")
         if end < 3 or not _IPV6.only(text[1:end]):
             raise SipParseError("Bad host")
-        host, rest = text[: end + 1], text[end + 1:]
+        host, rest = text[: end + 1], text[end + 1 :]
     else:
         host, _, port_text = text.partition(":")
         rest = ":" + port_text if _ else ""
@@ -463,7 +536,7 @@ def parse_uri(text: str) -> SipUri:
     # userinfo ends at the first "@": user may contain ";" "?" "," (RFC 4475 §3.1.1.2, 3.1.1.9)
     at = rest.find("@")
     if at >= 0:
-        userinfo, rest = rest[:at], rest[at + 1:]
+        userinfo, rest = rest[:at], rest[at + 1 :]
         user_text, colon, password_text = userinfo.partition(":")
         if not user_text or not _USER.only(user_text):
             raise SipParseError("Bad URI user")
@@ -546,7 +619,7 @@ def parse_name_addr(text: str) -> NameAddr:
     if gt < 0:
         raise SipParseError("Bad address")
     uri = parse_uri(rest[1:gt])
-    param_text = rest[gt + 1:].strip(_WS)
+    param_text = rest[gt + 1 :].strip(_WS)
     if param_text and param_text[0] != ";":
         raise SipParseError("Bad address")
     return NameAddr(display, uri, parse_params(param_text))
@@ -644,15 +717,35 @@ def parse_event(text: str) -> tuple[str, dict[str, str | None]]:
 # Responses
 
 REASON_PHRASES = {
-    100: "Trying", 180: "Ringing", 200: "OK", 202: "Accepted", 400: "Bad Request",
-    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-    407: "Proxy Authentication Required", 408: "Request Timeout",
-    412: "Conditional Request Failed", 414: "Request-URI Too Long", 415: "Unsupported Media Type",
-    416: "Unsupported URI Scheme", 420: "Bad Extension", 423: "Interval Too Brief",
-    480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
-    482: "Loop Detected", 483: "Too Many Hops", 486: "Busy Here", 487: "Request Terminated",
-    489: "Bad Event", 500: "Server Internal Error", 501: "Not Implemented",
-    503: "Service Unavailable", 504: "Server Time-out", 505: "Version Not Supported",
+    100: "Trying",
+    180: "Ringing",
+    200: "OK",
+    202: "Accepted",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    412: "Conditional Request Failed",
+    414: "Request-URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    423: "Interval Too Brief",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    486: "Busy Here",
+    487: "Request Terminated",
+    489: "Bad Event",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
     513: "Message Too Large",
 }
 

@@ -64,7 +64,7 @@ def _parse(data: bytes, datagram: bool, headers: Headers) -> SipMessage:
         # A datagram whose header section runs to its very end: no body.
         head, rest = data[start:].removesuffix(b"\r\n"), b""
     else:
-        head, rest = data[start:end], data[end + 4:]
+        head, rest = data[start:end], data[end + 4 :]
     if not head:
         raise SipParseError("Empty message")
     if len(head) > MAX_HEADER_BYTES:

@@ -43,7 +43,8 @@ class Fanout:
         if not isinstance(change, events.PresentityChanged | events.WatcherChanged):
             log.warning("ignoring unexpected %s event", change.TYPE)
             return []
-        document = await self.current_document(change.username, change.domain, change.event)
+        closed = change.closed if isinstance(change, events.PresentityChanged) else []
+        document = await self.current_document(change.username, change.domain, change.event, closed)
         sends = []
         count = 0
         async for subscription in self._subscriptions(change):
@@ -52,17 +53,21 @@ class Fanout:
         log.info("%s %s %s: %d NOTIFY", change.TYPE, change.presentity, change.event, count)
         return sends
 
-    async def current_document(self, username: str, domain: str, event: str) -> bytes:
+    async def current_document(
+        self, username: str, domain: str, event: str, closed: list[str]
+    ) -> bytes:
         rows = await self._pool.fetch(
             f"""SELECT etag, received_time, body FROM {self._settings.presentity_table}
-                WHERE username = $1 AND domain = $2 AND event = $3 AND expires > $4""",
+                WHERE username = $1 AND domain = $2 AND event = $3 AND expires > $4
+                ORDER BY received_time, id""",
             username,
             domain,
             event,
             int(time.time()),
         )
         publications = [Publication(r["etag"], r["received_time"], r["body"]) for r in rows]
-        return aggregate(f"sip:{username}@{domain}", publications)
+        ended = [Publication("", 0, body) for body in closed]
+        return aggregate(f"sip:{username}@{domain}", publications, closed=ended)
 
     async def _subscriptions(
         self, change: events.PresentityChanged | events.WatcherChanged

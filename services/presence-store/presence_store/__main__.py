@@ -57,7 +57,8 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
         group_id=topics.group("presence-store"),
         client_id="presence-store",
     )
-    handler = RequestHandler(settings, pool, ShardedLocks(redis, settings.lock_set_size), producer)
+    locks = ShardedLocks(redis, settings.lock_set_size, prefix=topics.lock_prefix)
+    handler = RequestHandler(settings, pool, locks, producer)
     consuming = asyncio.create_task(consume_requests(consumer, handler))
     http = await service.serve_http(
         make_health_app(

@@ -14,9 +14,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from presence import events
-from presence.locks import ShardedLocks
+from presence.locks import LockTimeout, ShardedLocks
 from presence.settings import Settings
 from presence.topics import Topics
+from presence_store.fencing import FencedOut, enter_fence
 from presence_store.outcome import Outcome, Reply
 from presence_store.publish_store import apply_publish
 from presence_store.registrar import apply_register
@@ -34,6 +35,7 @@ APPLY: dict[type, Apply] = {
 # NOTIFY outcomes that mean the watcher is gone (RFC 6665 §4.2.2): its subscription
 # ends. 408 (no answer at all) is counted too, as Kamailio does by default.
 DEAD_SUBSCRIPTION_STATUSES = frozenset({404, 408, 410, 480, 481})
+FENCED_OUT_ATTEMPTS = 3
 
 
 class RequestHandler:
@@ -61,7 +63,13 @@ class RequestHandler:
             log.warning("ignoring unexpected %s event", event.TYPE)
             return []
         assert isinstance(event, Request)
-        outcome = await self._apply_once(event, apply)
+        try:
+            outcome = await self._apply_once(event, apply)
+        except (FencedOut, LockTimeout) as error:
+            # Contention this long is a fault to report, not to crash on: the client
+            # is told to retry, the next request of the partition goes on.
+            log.error("%s %s not applied: %s", event.TYPE, event.presentity, error)
+            outcome = Outcome(Reply(500, "Presentity Busy", [("Retry-After", "1")]))
         reply = outcome.reply
         log.info("%s %s -> %s %s", event.TYPE, event.presentity, reply.status, reply.reason)
         answer = events.SipReply(
@@ -88,9 +96,19 @@ class RequestHandler:
         return sends
 
     async def _apply_once(self, event: Request, apply: Apply) -> Outcome:
-        """Apply the request unless it was applied before (a redelivery after a crash)."""
-        async with self._locks.hold(event.presentity), self._pool.acquire() as connection:
+        """Apply the request unless it was applied before (a redelivery after a crash).
+        A holder whose lock lease ran out mid-way is fenced out and starts again."""
+        for attempt in range(1, FENCED_OUT_ATTEMPTS):
+            try:
+                return await self._apply_under_lock(event, apply)
+            except FencedOut as error:
+                log.warning("%s (attempt %d): applying %s again", error, attempt, event.TYPE)
+        return await self._apply_under_lock(event, apply)
+
+    async def _apply_under_lock(self, event: Request, apply: Apply) -> Outcome:
+        async with self._locks.hold(event.presentity) as lease, self._pool.acquire() as connection:
             async with connection.transaction():
+                await enter_fence(connection, lease)
                 done = await connection.fetchrow(
                     "SELECT reply, notices FROM processed_requests WHERE request_id = $1",
                     event.request_id,
@@ -120,10 +138,12 @@ class RequestHandler:
         if outcome.status not in DEAD_SUBSCRIPTION_STATUSES:
             return
         table = self._settings.active_watchers_table
-        async with self._locks.hold(outcome.presentity):
-            deleted = await self._pool.execute(
-                f"DELETE FROM {table} WHERE to_tag = $1", outcome.subscription
-            )
+        async with self._locks.hold(outcome.presentity) as lease, self._pool.acquire() as db:
+            async with db.transaction():
+                await enter_fence(db, lease)
+                deleted = await db.execute(
+                    f"DELETE FROM {table} WHERE to_tag = $1", outcome.subscription
+                )
         log.info(
             "NOTIFY %s answered %s: subscription %s ended (%s)",
             outcome.notify_id,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from presence.events import PublishRequest
-from presence.pidf import PidfError, parse_pidf
+from presence.pidf import PidfError, device_marks, parse_pidf
 from presence.settings import Settings
 from presence_store.outcome import Reply
 
@@ -29,6 +29,8 @@ class Accepted:
     kind: PublishKind
     expires: int  # granted seconds (0 for REMOVE)
     body: str | None
+    # The device behind the document (presence.pidf.device_marks); empty without body.
+    marks: frozenset[str] = frozenset()
 
 
 def new_entity_tag() -> str:
@@ -56,11 +58,11 @@ def classify(request: PublishRequest, settings: Settings) -> Accepted | Reply:
     if content_type != PIDF_CONTENT_TYPE:
         return Reply(415, "Unsupported Media Type", [("Accept", PIDF_CONTENT_TYPE)])
     try:
-        parse_pidf(request.body.encode())
+        root = parse_pidf(request.body.encode())
     except PidfError as error:
         return Reply(400, str(error))
     kind = PublishKind.INITIAL if request.if_match is None else PublishKind.MODIFY
-    return Accepted(kind, expires, request.body)
+    return Accepted(kind, expires, request.body, device_marks(root))
 
 
 def success_reply(entity_tag: str, granted: int, settings: Settings) -> Reply:

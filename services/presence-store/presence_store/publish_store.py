@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import asyncpg
 
 from presence.events import PresentityChanged, PublishRequest
+from presence.pidf import PidfError, device_marks, parse_pidf
 from presence.settings import Settings
 from presence_store.outcome import Outcome, Reply
 from presence_store.publication import (
@@ -17,45 +20,78 @@ from presence_store.publication import (
 )
 
 
+@dataclass(frozen=True)
+class Applied:
+    reply: Reply
+    changed: bool = False
+    # Bodies of publications this request removed: their tuples are shown closed once.
+    closed: list[str] = field(default_factory=list)
+
+
 async def apply_publish(
     connection: asyncpg.Connection, request: PublishRequest, settings: Settings, now: int
 ) -> Outcome:
     """The reply, and a change notice when the presentity's state changed."""
-    reply, changed = await _apply(connection, request, settings, now)
-    if not changed:
-        return Outcome(reply)
+    applied = await _apply(connection, request, settings, now)
+    if not applied.changed:
+        return Outcome(applied.reply)
     notice = PresentityChanged(
         username=request.username,
         domain=request.domain,
         event=request.event,
         cause=request.request_id,
         received_at=request.received_at,
+        closed=applied.closed,
     )
-    return Outcome(reply, [notice])
+    return Outcome(applied.reply, [notice])
 
 
 async def _apply(
     connection: asyncpg.Connection, request: PublishRequest, settings: Settings, now: int
-) -> tuple[Reply, bool]:
+) -> Applied:
     decision = classify(request, settings)
     if isinstance(decision, Reply):
-        return decision, False
-    table = settings.presentity_table
+        return Applied(decision)
     if decision.kind is PublishKind.INITIAL:
-        entity_tag = new_entity_tag()
-        await connection.execute(
-            f"""INSERT INTO {table} (username, domain, event, etag, expires, received_time, body)
-                VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        return await _apply_initial(connection, request, decision, settings, now)
+    return await _apply_conditional(connection, request, decision, settings, now)
+
+
+async def _apply_initial(
+    connection: asyncpg.Connection,
+    request: PublishRequest,
+    decision: Accepted,
+    settings: Settings,
+    now: int,
+) -> Applied:
+    table = settings.presentity_table
+    if settings.replace_same_device and decision.marks:
+        # A device that lost its entity tag (a 412, a restart) publishes afresh: its old
+        # publication would otherwise show in every NOTIFY until it expires.
+        rows = await connection.fetch(
+            f"""SELECT id, body FROM {table}
+                WHERE username = $1 AND domain = $2 AND event = $3 AND expires > $4""",
             request.username,
             request.domain,
             request.event,
-            entity_tag,
-            now + decision.expires,
             now,
-            decision.body,
         )
-        return success_reply(entity_tag, decision.expires, settings), True
-    return await _apply_conditional(connection, request, decision, settings, now)
+        stale = [row["id"] for row in rows if decision.marks & _marks(row["body"])]
+        if stale:
+            await connection.execute(f"DELETE FROM {table} WHERE id = ANY($1::bigint[])", stale)
+    entity_tag = new_entity_tag()
+    await connection.execute(
+        f"""INSERT INTO {table} (username, domain, event, etag, expires, received_time, body)
+            VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        request.username,
+        request.domain,
+        request.event,
+        entity_tag,
+        now + decision.expires,
+        now,
+        decision.body,
+    )
+    return Applied(success_reply(entity_tag, decision.expires, settings), changed=True)
 
 
 async def _apply_conditional(
@@ -64,38 +100,58 @@ async def _apply_conditional(
     decision: Accepted,
     settings: Settings,
     now: int,
-) -> tuple[Reply, bool]:
+) -> Applied:
     table = settings.presentity_table
-    key = (request.username, request.domain, request.event, request.if_match)
-    # Expired rows are as good as gone even before the cleaner removes them.
+    # Expired rows are as good as gone even before the cleaner removes them. The tag
+    # the last refresh or modify replaced still matches during the grace period.
     row_id = await connection.fetchval(
         f"""SELECT id FROM {table}
-            WHERE username = $1 AND domain = $2 AND event = $3 AND etag = $4 AND expires > $5
+            WHERE username = $1 AND domain = $2 AND event = $3 AND expires > $5
+              AND (etag = $4 OR (prev_etag = $4 AND prev_etag_expires > $5))
             FOR UPDATE""",
-        *key,
+        request.username,
+        request.domain,
+        request.event,
+        request.if_match,
         now,
     )
     if row_id is None:
-        return CONDITIONAL_REQUEST_FAILED, False
+        return Applied(CONDITIONAL_REQUEST_FAILED)
     if decision.kind is PublishKind.REMOVE:
-        await connection.execute(f"DELETE FROM {table} WHERE id = $1", row_id)
-        return success_reply(request.if_match or "", 0, settings), True
+        body = await connection.fetchval(
+            f"DELETE FROM {table} WHERE id = $1 RETURNING body", row_id
+        )
+        return Applied(success_reply(request.if_match or "", 0, settings), True, [body])
     entity_tag = new_entity_tag()
+    grace_until = now + settings.etag_grace if settings.etag_grace else 0
     if decision.kind is PublishKind.REFRESH:
         # A refresh changes no state (RFC 3903 §4.2), so watchers hear nothing.
         await connection.execute(
-            f"UPDATE {table} SET etag = $2, expires = $3 WHERE id = $1",
+            f"""UPDATE {table} SET prev_etag = etag, prev_etag_expires = $4,
+                    etag = $2, expires = $3
+                WHERE id = $1""",
             row_id,
             entity_tag,
             now + decision.expires,
+            grace_until,
         )
-        return success_reply(entity_tag, decision.expires, settings), False
+        return Applied(success_reply(entity_tag, decision.expires, settings))
     await connection.execute(
-        f"UPDATE {table} SET etag = $2, expires = $3, received_time = $4, body = $5 WHERE id = $1",
+        f"""UPDATE {table} SET prev_etag = etag, prev_etag_expires = $6,
+                etag = $2, expires = $3, received_time = $4, body = $5
+            WHERE id = $1""",
         row_id,
         entity_tag,
         now + decision.expires,
         now,
         decision.body,
+        grace_until,
     )
-    return success_reply(entity_tag, decision.expires, settings), True
+    return Applied(success_reply(entity_tag, decision.expires, settings), changed=True)
+
+
+def _marks(body: str) -> frozenset[str]:
+    try:
+        return device_marks(parse_pidf(body.encode()))
+    except PidfError:
+        return frozenset()

@@ -1,0 +1,27 @@
+"""Fencing of the Redis lock shards in PostgreSQL (see presence.locks)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from presence.locks import Lease
+
+
+class FencedOut(RuntimeError):
+    """A newer lease of the same shard has written: this holder's lease ran out."""
+
+
+async def enter_fence(connection: asyncpg.Connection, lease: Lease) -> None:
+    """The first statement of every write transaction under a lease. Raising the shard's
+    token row also locks it until commit, so a newer holder's transaction waits for
+    this one and then sees its writes; a stale holder that comes later is refused."""
+    accepted = await connection.fetchval(
+        """INSERT INTO lock_fences (lock, token) VALUES ($1, $2)
+           ON CONFLICT (lock) DO UPDATE SET token = EXCLUDED.token
+               WHERE lock_fences.token <= EXCLUDED.token
+           RETURNING token""",
+        lease.key,
+        lease.fence,
+    )
+    if accepted is None:
+        raise FencedOut(f"lock {lease.key}: fence {lease.fence} is stale")
