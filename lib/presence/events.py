@@ -172,6 +172,7 @@ class NotifyRequest:
     # The flow the SUBSCRIBE came on ("udp:203.0.113.5:5060", "tcp:..."); used when
     # there is no route set, so that phones behind NAT are reached. "" resolves the URI.
     flow: str
+    final: bool = False  # Subscription-State: terminated; the dialog ends with it
 
     @property
     def presentity(self) -> str:
@@ -192,6 +193,7 @@ class NotifyOutcome:
     subscription: str
     status: int
     reason: str
+    final: bool = False  # the outcome of a final NOTIFY: the subscription can go
 
     @property
     def presentity(self) -> str:

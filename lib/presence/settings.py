@@ -161,6 +161,9 @@ class Settings:
     # RFC 3261 timer T1 in milliseconds (NOTIFY retransmission, Timer F = 64*T1).
     sip_t1_ms: int = 500
     tcp_idle_timeout: int = 300
+    # Minimum seconds between two NOTIFYs of one subscription (RFC 3856 §6.10 says a
+    # presentity SHOULD NOT cause more than one per 5 s); 0 sends every change at once.
+    notify_min_interval: int = 0
 
     # --- bus, cache and HTTP ---
     kafka_bootstrap: str = "127.0.0.1:19092"
@@ -216,6 +219,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "registrar": _flag,
     "sip_t1_ms": _integer(10, 10_000),
     "tcp_idle_timeout": _integer(1, 86400),
+    "notify_min_interval": _integer(0, 3600),
     "kafka_bootstrap": _bootstrap,
     "kafka_partitions": _integer(1, 1000),
     "kafka_namespace": _topic_part,

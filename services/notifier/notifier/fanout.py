@@ -43,81 +43,86 @@ class Fanout:
         if not isinstance(change, events.PresentityChanged | events.WatcherChanged):
             log.warning("ignoring unexpected %s event", change.TYPE)
             return []
-        closed = change.closed if isinstance(change, events.PresentityChanged) else []
-        document = await self.current_document(change.username, change.domain, change.event, closed)
         sends = []
-        count = 0
-        async for subscription in self._subscriptions(change):
-            sends.append(await self._notify(subscription, document))
-            count += 1
-        log.info("%s %s %s: %d NOTIFY", change.TYPE, change.presentity, change.event, count)
+        async for subscriptions, document in self._pages(change):
+            for subscription in subscriptions:
+                sends.append(await self._notify(subscription, document))
+        log.info("%s %s %s: %d NOTIFY", change.TYPE, change.presentity, change.event, len(sends))
         return sends
 
-    async def current_document(
-        self, username: str, domain: str, event: str, closed: list[str]
+    async def _pages(
+        self, change: events.PresentityChanged | events.WatcherChanged
+    ) -> AsyncIterator[tuple[list[Subscription], bytes]]:
+        """The subscriptions to notify, a page at a time, each with a freshly allocated
+        CSeq and the document to send.
+
+        Both come from one transaction, CSeqs first: allocating them locks the
+        subscriptions' rows, so another notifier replica working on the same change
+        (around a rebalance) waits, then reads a state at least as new and allocates
+        higher CSeqs. A higher CSeq therefore always carries a newer-or-equal state,
+        which is what lets the edge drop stragglers."""
+        table = self._settings.active_watchers_table
+        closed = change.closed if isinstance(change, events.PresentityChanged) else []
+        last_id = 0
+        while True:
+            async with self._pool.acquire() as connection, connection.transaction():
+                if isinstance(change, events.WatcherChanged):
+                    rows = await connection.fetch(
+                        f"""UPDATE {table} SET local_cseq = local_cseq + 1
+                            WHERE to_tag = $1 RETURNING {_COLUMNS}""",
+                        change.subscription,
+                    )
+                else:
+                    rows = await connection.fetch(
+                        f"""UPDATE {table} SET local_cseq = local_cseq + 1
+                            WHERE id IN (SELECT id FROM {table}
+                                         WHERE to_domain = $1 AND to_user = $2 AND event = $3
+                                           AND id > $4 ORDER BY id LIMIT $5)
+                            RETURNING {_COLUMNS}""",
+                        change.domain,
+                        change.username,
+                        change.event,
+                        last_id,
+                        PAGE_SIZE,
+                    )
+                if not rows:
+                    return
+                document = await self._document(connection, change, closed)
+            yield [Subscription(**row) for row in sorted(rows, key=lambda r: r["id"])], document
+            if isinstance(change, events.WatcherChanged) or len(rows) < PAGE_SIZE:
+                return
+            last_id = max(r["id"] for r in rows)
+
+    async def _document(
+        self,
+        connection: asyncpg.Connection,
+        change: events.PresentityChanged | events.WatcherChanged,
+        closed: list[str],
     ) -> bytes:
-        rows = await self._pool.fetch(
+        """The presentity's aggregated document, with just-ended publications closed."""
+        rows = await connection.fetch(
             f"""SELECT etag, received_time, body FROM {self._settings.presentity_table}
                 WHERE username = $1 AND domain = $2 AND event = $3 AND expires > $4
                 ORDER BY received_time, id""",
-            username,
-            domain,
-            event,
+            change.username,
+            change.domain,
+            change.event,
             int(time.time()),
         )
         publications = [Publication(r["etag"], r["received_time"], r["body"]) for r in rows]
         ended = [Publication("", 0, body) for body in closed]
-        return aggregate(f"sip:{username}@{domain}", publications, closed=ended)
-
-    async def _subscriptions(
-        self, change: events.PresentityChanged | events.WatcherChanged
-    ) -> AsyncIterator[Subscription]:
-        """The subscriptions to notify, each with a freshly allocated CSeq (allocated in
-        the database, so CSeqs of one dialog only grow, whichever replica sends)."""
-        table = self._settings.active_watchers_table
-        if isinstance(change, events.WatcherChanged):
-            rows = await self._pool.fetch(
-                f"""UPDATE {table} SET local_cseq = local_cseq + 1
-                    WHERE to_tag = $1 RETURNING {_COLUMNS}""",
-                change.subscription,
-            )
-            for row in rows:
-                yield Subscription(**row)
-            return
-        last_id = 0
-        while True:
-            rows = await self._pool.fetch(
-                f"""UPDATE {table} SET local_cseq = local_cseq + 1
-                    WHERE id IN (SELECT id FROM {table}
-                                 WHERE to_domain = $1 AND to_user = $2 AND event = $3
-                                   AND id > $4 ORDER BY id LIMIT $5)
-                    RETURNING {_COLUMNS}""",
-                change.domain,
-                change.username,
-                change.event,
-                last_id,
-                PAGE_SIZE,
-            )
-            for row in sorted(rows, key=lambda r: r["id"]):
-                yield Subscription(**row)
-            if len(rows) < PAGE_SIZE:
-                return
-            last_id = max(r["id"] for r in rows)
+        return aggregate(f"sip:{change.username}@{change.domain}", publications, closed=ended)
 
     async def _notify(self, subscription: Subscription, document: bytes) -> asyncio.Future[object]:
-        notify, final = build_notify(
+        notify, _ = build_notify(
             subscription,
             document=document,
             now=int(time.time()),
             contact_uri=self._settings.contact_uri,
             notify_id=secrets.token_hex(12),
         )
-        if final:
-            # The final NOTIFY is the subscription's last word: the dialog ends here.
-            await self._pool.execute(
-                f"DELETE FROM {self._settings.active_watchers_table} WHERE id = $1",
-                subscription.id,
-            )
+        # A final NOTIFY does not delete the subscription here: the store does when the
+        # edge reports its outcome, so a crash before it is sent cannot lose it.
         return await self._producer.send(
             self._topics.edge_inbox(subscription.edge_id), events.encode(notify)
         )

@@ -91,5 +91,6 @@ def build_notify(
         headers=headers,
         body=body,
         flow=subscription.flow,
+        final=final,
     )
     return notify, final

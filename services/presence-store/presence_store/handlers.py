@@ -135,7 +135,9 @@ class RequestHandler:
                 return outcome
 
     async def _notify_outcome(self, outcome: events.NotifyOutcome) -> None:
-        if outcome.status not in DEAD_SUBSCRIPTION_STATUSES:
+        # The final NOTIFY was delivered (or failed for good): the dialog ends now, not
+        # when it was built, so that a notifier crash before sending cannot lose it.
+        if not outcome.final and outcome.status not in DEAD_SUBSCRIPTION_STATUSES:
             return
         table = self._settings.active_watchers_table
         async with self._locks.hold(outcome.presentity) as lease, self._pool.acquire() as db:

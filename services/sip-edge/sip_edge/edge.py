@@ -35,6 +35,7 @@ from presence.topics import Topics
 from sip_edge.checks import LocalAnswer, check_request, options_answer
 from sip_edge.client_transactions import ClientTransaction, ClientTransactions
 from sip_edge.notify import Hop, build_notify, next_hop
+from sip_edge.notify_pacing import NotifyPacer
 from sip_edge.requests import (
     publish_event,
     register_event,
@@ -66,9 +67,13 @@ class Edge:
         self._topics = Topics.of(settings)
         self.transactions = TransactionTable()
         self.client_transactions = ClientTransactions(settings.sip_t1_ms / 1000)
+        self.pacer = NotifyPacer(
+            min_interval=settings.notify_min_interval, memory=64 * settings.sip_t1_ms / 1000
+        )
         self.udp: UdpTransport | None = None
         self.tcp: TcpConnections | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pacer_cleaned_at = 0.0
         self._via_host, self._via_port = _advertised_address(settings)
         self._own_addresses = {
             (self._via_host.strip("[]").lower(), self._via_port),
@@ -188,9 +193,13 @@ class Edge:
             answer = LocalAnswer(event.status, event.reason, event.headers, event.to_tag)
             self._reply(event.request_id, answer)
         elif isinstance(event, events.NotifyRequest):
-            await self.send_notify(event)
+            ready = self.pacer.offer(event, time.monotonic())
+            if ready is not None:
+                await self.send_notify(ready)
 
     async def send_notify(self, notify: events.NotifyRequest) -> None:
+        """Send a NOTIFY the pacer released (one in flight per dialog)."""
+        self.pacer.sent(notify, time.monotonic())
         try:
             hop = next_hop(notify)
             address = await _resolve(hop)
@@ -251,8 +260,12 @@ class Edge:
             subscription=notify.subscription,
             status=status,
             reason=reason,
+            final=notify.final,
         )
         self._produce(self._topics.notify_outcomes, outcome, key=notify.presentity)
+        following = self.pacer.finished(notify.subscription, time.monotonic())
+        if following is not None:
+            self._spawn(self.send_notify(following))
 
     # --- timers ---------------------------------------------------------------
 
@@ -263,11 +276,16 @@ class Edge:
             self._spawn(self._transmit(transaction))
         for transaction in timed_out:
             self._client_transaction_ended(transaction, 408, "Request Timeout")
+        for notify in self.pacer.due(time.monotonic()):
+            self._spawn(self.send_notify(notify))
 
     def sweep(self) -> None:
         """Called a few times a second: end server transactions past Timer J, quench
         slow requests with 100 and answer those the store abandoned."""
         now = time.monotonic()
+        if now - self._pacer_cleaned_at > 5:
+            self.pacer.forget_idle(now)
+            self._pacer_cleaned_at = now
         for transaction in self.transactions.expire(now, give_up_after=STORE_REPLY_TIMEOUT):
             log.warning(
                 "no reply from presence-store for %s; answering 503", transaction.request_id

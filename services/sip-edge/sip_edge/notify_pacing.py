@@ -1,0 +1,110 @@
+"""Per-dialog order and pace of NOTIFYs (RFC 6665 §4.2.2, RFC 3856 §6.10), pure.
+
+All NOTIFYs of one subscription leave through the edge that holds its dialog, so
+the edge is where their order is kept:
+- at most one NOTIFY of a dialog is in flight; the next waits for its outcome;
+- a NOTIFY whose CSeq is not above the last one sent or queued carries an older
+  state (two notifier replicas around a rebalance) and is dropped: the notifier
+  allocates CSeqs in the order it reads the state, so a higher CSeq is newer;
+- while one waits, a newer NOTIFY replaces it (only the latest state matters),
+  except that a final NOTIFY (Subscription-State: terminated) is never replaced;
+- with a minimum interval (RFC 3856 §6.10 suggests 5 s; default 0) a NOTIFY that
+  comes too soon after the last one waits until the interval has passed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from presence.events import NotifyRequest
+
+
+def notify_cseq(notify: NotifyRequest) -> int:
+    for name, value in notify.headers:
+        if name.lower() == "cseq":
+            return int(value.split()[0])
+    raise ValueError("NOTIFY without CSeq")
+
+
+def is_final(notify: NotifyRequest) -> bool:
+    return any(
+        name.lower() == "subscription-state" and value.lower().startswith("terminated")
+        for name, value in notify.headers
+    )
+
+
+@dataclass
+class _Dialog:
+    last_cseq: int = 0  # highest CSeq sent or queued
+    in_flight: bool = False
+    queued: NotifyRequest | None = None
+    last_sent_at: float = float("-inf")
+    idle_since: float = 0.0
+
+
+@dataclass
+class NotifyPacer:
+    min_interval: float = 0.0
+    # How long an idle dialog's last CSeq is remembered (to drop stragglers).
+    memory: float = 64.0
+    _dialogs: dict[str, _Dialog] = field(default_factory=dict)
+    # Dialogs holding a queued NOTIFY: the only ones `due` needs to look at.
+    _waiting: set[str] = field(default_factory=set)
+
+    def __len__(self) -> int:
+        return len(self._dialogs)
+
+    def offer(self, notify: NotifyRequest, now: float) -> NotifyRequest | None:
+        """A NOTIFY from the notifier: returns it when it may be sent now (the caller
+        must then call `sent`), else keeps it queued or drops it."""
+        dialog = self._dialogs.setdefault(notify.subscription, _Dialog())
+        cseq = notify_cseq(notify)
+        if cseq <= dialog.last_cseq:
+            return None  # an older state than one already sent or queued
+        dialog.last_cseq = cseq
+        if dialog.queued is not None and is_final(dialog.queued):
+            return None  # nothing follows a final NOTIFY
+        if dialog.in_flight or now < dialog.last_sent_at + self.min_interval:
+            dialog.queued = notify
+            self._waiting.add(notify.subscription)
+            return None
+        return notify
+
+    def sent(self, notify: NotifyRequest, now: float) -> None:
+        dialog = self._dialogs.setdefault(notify.subscription, _Dialog())
+        dialog.in_flight = True
+        dialog.last_sent_at = now
+
+    def finished(self, subscription: str, now: float) -> NotifyRequest | None:
+        """The in-flight NOTIFY of a dialog ended: the queued one, if it may go now."""
+        dialog = self._dialogs.get(subscription)
+        if dialog is None:
+            return None
+        dialog.in_flight = False
+        dialog.idle_since = now
+        return self._release(dialog, now)
+
+    def due(self, now: float) -> list[NotifyRequest]:
+        """Queued NOTIFYs whose interval has passed (the caller sends them)."""
+        ready = []
+        for subscription in list(self._waiting):
+            notify = self._release(self._dialogs[subscription], now)
+            if notify is not None:
+                ready.append(notify)
+        return ready
+
+    def forget_idle(self, now: float) -> None:
+        """Drop dialogs idle for longer than `memory` (called now and then)."""
+        for subscription, dialog in list(self._dialogs.items()):
+            idle = not dialog.in_flight and dialog.queued is None
+            if idle and now - dialog.idle_since > self.memory:
+                del self._dialogs[subscription]
+
+    def _release(self, dialog: _Dialog, now: float) -> NotifyRequest | None:
+        if dialog.in_flight or dialog.queued is None:
+            return None
+        if now < dialog.last_sent_at + self.min_interval:
+            return None
+        notify, dialog.queued = dialog.queued, None
+        self._waiting.discard(notify.subscription)
+        return notify

@@ -1,0 +1,67 @@
+"""Per-dialog NOTIFY order and pace at the edge, with time as an argument."""
+
+from presence.events import NotifyRequest
+from sip_edge.notify_pacing import NotifyPacer
+
+from .test_notify_sending import notify_request
+
+
+def notify(cseq: int, *, final: bool = False, dialog: str = "d1") -> NotifyRequest:
+    state = "terminated;reason=timeout" if final else "active;expires=60"
+    headers = [("CSeq", f"{cseq} NOTIFY"), ("Subscription-State", state)]
+    return notify_request(notify_id=f"n{cseq}", subscription=dialog, headers=headers)
+
+
+def test_one_in_flight_per_dialog_and_the_newest_waiting_one_goes_next() -> None:
+    pacer = NotifyPacer()
+    first = pacer.offer(notify(1), now=0.0)
+    assert first is not None
+    pacer.sent(first, now=0.0)
+    assert pacer.offer(notify(2), now=0.1) is None  # waits: 1 is in flight
+    assert pacer.offer(notify(3), now=0.2) is None  # replaces 2
+    following = pacer.finished("d1", now=0.3)
+    assert following is not None and following.notify_id == "n3"
+
+
+def test_other_dialogs_are_not_held_up() -> None:
+    pacer = NotifyPacer()
+    pacer.sent(pacer.offer(notify(1), now=0.0), now=0.0)  # type: ignore[arg-type]
+    assert pacer.offer(notify(1, dialog="d2"), now=0.0) is not None
+
+
+def test_older_state_after_newer_is_dropped() -> None:
+    pacer = NotifyPacer()
+    pacer.sent(pacer.offer(notify(5), now=0.0), now=0.0)  # type: ignore[arg-type]
+    assert pacer.finished("d1", now=0.1) is None
+    assert pacer.offer(notify(4), now=0.2) is None  # a straggler from another replica
+    assert pacer.due(now=10.0) == []
+
+
+def test_final_notify_is_never_replaced() -> None:
+    pacer = NotifyPacer()
+    pacer.sent(pacer.offer(notify(1), now=0.0), now=0.0)  # type: ignore[arg-type]
+    assert pacer.offer(notify(2, final=True), now=0.1) is None
+    assert pacer.offer(notify(3), now=0.2) is None
+    following = pacer.finished("d1", now=0.3)
+    assert following is not None and following.notify_id == "n2"
+
+
+def test_minimum_interval_holds_the_latest_state_until_due() -> None:
+    pacer = NotifyPacer(min_interval=5.0)
+    pacer.sent(pacer.offer(notify(1), now=0.0), now=0.0)  # type: ignore[arg-type]
+    assert pacer.finished("d1", now=0.2) is None
+    assert pacer.offer(notify(2), now=1.0) is None
+    assert pacer.offer(notify(3), now=2.0) is None
+    assert pacer.due(now=4.9) == []
+    assert [n.notify_id for n in pacer.due(now=5.0)] == ["n3"]
+    assert pacer.due(now=5.1) == []
+
+
+def test_idle_dialogs_are_forgotten() -> None:
+    pacer = NotifyPacer(memory=32.0)
+    pacer.sent(pacer.offer(notify(1), now=0.0), now=0.0)  # type: ignore[arg-type]
+    pacer.finished("d1", now=1.0)
+    pacer.forget_idle(now=20.0)
+    assert len(pacer) == 1
+    pacer.forget_idle(now=40.0)
+    assert len(pacer) == 0
