@@ -10,6 +10,7 @@ help:
 	@echo "make test   unit and integration tests against real PostgreSQL, Redis and Kafka"
 	@echo "make unit   unit tests only (no servers)"
 	@echo "make lint   ruff"
+	@echo "make bench  parse/serialize throughput and PUBLISH latency under load (BENCH_RATE, BENCH_DURATION, BENCH_USERS)"
 
 run:
 	@scripts/stack.sh up
@@ -26,7 +27,10 @@ unit:
 
 lint:
 	@scripts/venv.sh
-	@.venv/bin/ruff check lib services tests
+	@.venv/bin/ruff check lib services tests bench
+
+bench:
+	@scripts/bench.sh
 
 clean: stop
 	rm -rf var

@@ -1,0 +1,232 @@
+"""The steps of scripts/bench.sh that are easier in Python than in bash.
+
+benchctl.py free-ports N                  N distinct ports free for UDP and TCP
+benchctl.py recreate-db ADMIN_URL NAME    DROP (FORCE) and CREATE a database
+benchctl.py wait-ready URL PID SECONDS    poll /health/ready while PID lives
+benchctl.py delete-topics BOOTSTRAP NS    delete the Kafka topics of namespace NS
+benchctl.py breakdown BOOTSTRAP NS EDGE OUT   where PUBLISH time went, from the topics
+benchctl.py report OUT WORKDIR K=V...     merge WORKDIR/*.json into OUT, print a summary
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel hands out for TCP that are also free for UDP; all sockets stay
+    open until every port is chosen, so the ports differ from one another."""
+    ports: list[int] = []
+    with ExitStack() as stack:
+        while len(ports) < count:
+            tcp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            udp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            ports.append(port)
+    return ports
+
+
+async def recreate_db(admin_url: str, name: str) -> None:
+    import asyncpg  # only here: the other steps must not need the database driver
+
+    if not name.replace("_", "").isalnum():
+        sys.exit(f"bad database name {name!r}")
+    connection = await asyncpg.connect(admin_url)
+    try:
+        await connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await connection.execute(f"CREATE DATABASE {name}")
+    finally:
+        await connection.close()
+
+
+def wait_ready(url: str, pid: int, seconds: float) -> None:
+    """Exit 0 once URL answers 200; 1 if the process died or time ran out."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            sys.exit(f"process {pid} exited before it was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    sys.exit(f"{url} not ready after {seconds:g}s")
+
+
+async def delete_topics(bootstrap: str, namespace: str) -> list[str]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    if not namespace:
+        sys.exit("refusing to delete topics of the empty namespace")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        doomed = [t for t in await admin.list_topics() if t.startswith(namespace + ".")]
+        if doomed:
+            await admin.delete_topics(doomed)
+        return doomed
+    finally:
+        await admin.close()
+
+
+async def read_topic(bootstrap: str, topic: str) -> list[tuple[float, dict[str, Any]]]:
+    """Every record of a topic, as (producer timestamp in s, decoded JSON event)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+    if not partitions:
+        return []
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=20
+    )
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        records: list[tuple[float, dict[str, Any]]] = []
+        while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
+            for batch in (await consumer.getmany(timeout_ms=1000)).values():
+                records += [(r.timestamp / 1000, json.loads(r.value or b"{}")) for r in batch]
+        return records
+    finally:
+        await consumer.stop()
+
+
+def quantiles(values: list[float]) -> dict[str, float]:
+    """Nearest-rank percentiles, in ms, of durations in seconds."""
+    ordered = sorted(v * 1000 for v in values)
+    if not ordered:
+        return {}
+
+    def pick(fraction: float) -> float:
+        return ordered[max(1, math.ceil(fraction * len(ordered))) - 1]
+
+    return {
+        "n": len(ordered),
+        "p50": pick(0.5),
+        "p90": pick(0.9),
+        "p99": pick(0.99),
+        "max": ordered[-1],
+    }
+
+
+async def breakdown(bootstrap: str, namespace: str, edge_id: str) -> dict[str, Any]:
+    """Split PUBLISH latency with the timestamps the bus already carries: the edge's
+    received_at and the CreateTime (ms) of the request and reply records (one machine,
+    one clock). What the client sees beyond the last stage is the edge consuming its
+    inbox and sending the response. No service code is touched for this."""
+    requests = await read_topic(bootstrap, f"{namespace}.sip.requests")
+    replies = await read_topic(bootstrap, f"{namespace}.sip.edge.{edge_id}")
+    sent = {
+        e["request_id"]: (e["received_at"], ts) for ts, e in requests if e.get("type") == "publish"
+    }
+    replied = {e["request_id"]: ts for ts, e in replies if e.get("type") == "reply"}
+    both = [rid for rid in sent if rid in replied]
+    # While the store has a backlog, this is its throughput (capacity), not the offered load.
+    span = max(replied.values()) - min(replied.values()) if len(replied) > 1 else 0.0
+    return {
+        "store_replies_per_s": (len(replied) - 1) / span if span else None,
+        "edge_received_to_request_produced_ms": quantiles([sent[r][1] - sent[r][0] for r in sent]),
+        "request_produced_to_reply_produced_ms": quantiles([replied[r] - sent[r][1] for r in both]),
+        "edge_received_to_reply_produced_ms": quantiles([replied[r] - sent[r][0] for r in both]),
+        "requests_without_reply": len(sent) - len(both),
+    }
+
+
+def report(out: Path, work: Path, meta: list[str]) -> None:
+    """One JSON file per run (from the parts in `work`), and the handful of numbers
+    worth reading on a terminal."""
+    result: dict[str, Any] = dict(item.split("=", 1) for item in meta)
+    for part in ("parse", "publish", "breakdown"):
+        path = work / f"{part}.json"
+        result[part] = json.loads(path.read_text()) if path.exists() else None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+    print("\n== make bench summary ==")
+    if result["parse"]:
+        for name, r in result["parse"]["messages"].items():
+            print(
+                f"  parse+serialize {name:<10} {r['parse_serialize_per_s']:>9,.0f} msg/s"
+                f"  (parse {r['parse_per_s']:,.0f}/s, serialize {r['serialize_per_s']:,.0f}/s,"
+                f" {r['parse_serialize_us']:.1f} µs)"
+            )
+    publish = result["publish"]
+    if publish:
+        lat = {k: float("nan") if v is None else v for k, v in publish["latency_ms"].items()}
+        print(
+            f"  PUBLISH sent {publish['sent']} at {publish['achieved_rate']:.1f}/s "
+            f"(target {publish['target_rate']:g}/s, {publish['users']} users)"
+        )
+        print(
+            f"  PUBLISH->200 ms   p50 {lat['p50']:.1f}  p90 {lat['p90']:.1f}  "
+            f"p99 {lat['p99']:.1f}  max {lat['max']:.1f}"
+        )
+        print(
+            f"  200 OK {publish['ok_200']}, other {publish['other_final'] or 'none'}, "
+            f"timeouts {publish['timeouts']}"
+        )
+    else:
+        print("  PUBLISH: no results (the load generator did not finish)")
+    rate = (result.get("breakdown") or {}).get("store_replies_per_s")
+    if rate:
+        print(f"  presence-store replied at {rate:.1f}/s on average (first to last reply)")
+    for stage, q in (result.get("breakdown") or {}).items():
+        if isinstance(q, dict) and q:
+            print(
+                f"  {stage:<40} p50 {q['p50']:.1f}  p90 {q['p90']:.1f}  p99 {q['p99']:.1f}"
+                f"  max {q['max']:.1f}"
+            )
+    print(f"  results: {out}")
+
+
+def main() -> None:
+    command, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
+    if command == "free-ports" and len(args) == 1:
+        print(" ".join(map(str, free_ports(int(args[0])))))
+    elif command == "recreate-db" and len(args) == 2:
+        asyncio.run(recreate_db(args[0], args[1]))
+    elif command == "wait-ready" and len(args) == 3:
+        wait_ready(args[0], int(args[1]), float(args[2]))
+    elif command == "delete-topics" and len(args) == 2:
+        deleted = asyncio.run(delete_topics(args[0], args[1]))
+        print(f"deleted {len(deleted)} topics of namespace {args[1]}")
+    elif command == "breakdown" and len(args) == 4:
+        result = asyncio.run(breakdown(args[0], args[1], args[2]))
+        Path(args[3]).write_text(json.dumps(result, indent=2))
+    elif command == "report" and len(args) >= 2:
+        report(Path(args[0]), Path(args[1]), args[2:])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
