@@ -11,11 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from presence import events
 
 log = logging.getLogger(__name__)
 
@@ -113,3 +121,55 @@ async def bus_ready(producer: AIOKafkaProducer, timeout: float = 2.0) -> bool:
     except (KafkaError, TimeoutError, OSError):
         return False
     return True
+
+
+EventHandler = Callable[[events.Event], Awaitable[list[asyncio.Future[object]]]]
+
+
+async def consume_in_batches(
+    consumer: AIOKafkaConsumer, handle: EventHandler, *, concurrency: int, max_records: int = 500
+) -> None:
+    """The consumer loop of presence-store and notifier, at least once and in key order.
+
+    Records of one key (one presentity) are handled one after the other, in offset
+    order; records of different keys run concurrently, up to `concurrency`, so that
+    database and broker round trips overlap. Each handler returns the futures of the
+    records it produced; the offsets of a batch are committed only after every
+    handler finished (its database transaction committed) and every produced record
+    was acknowledged, so a crash at any point redelivers, never loses.
+    """
+    slots = asyncio.Semaphore(concurrency)
+
+    async def handle_key(
+        records: list[ConsumerRecord[bytes, bytes]],
+    ) -> list[asyncio.Future[object]]:
+        produced: list[asyncio.Future[object]] = []
+        async with slots:
+            for record in records:
+                try:
+                    event = events.decode(record.value or b"")
+                except events.EventDecodeError as error:
+                    log.error(
+                        "skipping undecodable record %s[%s]@%s: %s",
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        error,
+                    )
+                    continue
+                produced += await handle(event)
+        return produced
+
+    while True:
+        batch = await consumer.getmany(timeout_ms=1000, max_records=max_records)
+        if not batch:
+            continue
+        by_key: dict[tuple[str, int, bytes | None], list[ConsumerRecord[bytes, bytes]]] = {}
+        for partition, records in batch.items():
+            for record in records:
+                by_key.setdefault((partition.topic, partition.partition, record.key), []).append(
+                    record
+                )
+        results = await asyncio.gather(*(handle_key(records) for records in by_key.values()))
+        await asyncio.gather(*(future for produced in results for future in produced))
+        await consumer.commit()

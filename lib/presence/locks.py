@@ -70,13 +70,30 @@ class ShardedLocks:
         self._prefix = prefix
         self._acquire = redis.register_script(_ACQUIRE)
         self._release = redis.register_script(_RELEASE)
+        # Holders in this process queue on a local lock first, so that only one of
+        # them at a time polls Redis for a shard.
+        self._local: dict[str, asyncio.Lock] = {}
 
     def key(self, presentity: str) -> str:
         return f"{self._prefix}{lock_slot(presentity, self._size)}"
 
     @asynccontextmanager
     async def hold(self, presentity: str, timeout: float = 5.0) -> AsyncIterator[Lease]:
-        key, token = self.key(presentity), secrets.token_hex(16)
+        key = self.key(presentity)
+        local = self._local.setdefault(key, asyncio.Lock())
+        try:
+            await asyncio.wait_for(local.acquire(), timeout)
+        except TimeoutError:
+            raise LockTimeout(f"lock {key} not acquired within {timeout}s") from None
+        try:
+            async with self._hold_shared(key, timeout) as lease:
+                yield lease
+        finally:
+            local.release()
+
+    @asynccontextmanager
+    async def _hold_shared(self, key: str, timeout: float) -> AsyncIterator[Lease]:
+        token = secrets.token_hex(16)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         delay = 0.001

@@ -44,13 +44,15 @@ async def scratch_database(test_database: str):
 
 
 async def test_lock_serializes_holders_of_one_presentity(redis: Redis) -> None:
-    locks = ShardedLocks(redis, 8, prefix=f"test:{secrets.token_hex(4)}:")
+    prefix = f"test:{secrets.token_hex(4)}:"
+    # Three "replicas" (each its own ShardedLocks) and several holders in each.
+    replicas = [ShardedLocks(redis, 8, prefix=prefix) for _ in range(3)]
     inside: list[str] = []
     overlaps = 0
 
     async def critical(name: str) -> None:
         nonlocal overlaps
-        async with locks.hold("alice@example.com"):
+        async with replicas[int(name) % 3].hold("alice@example.com"):
             if inside:
                 overlaps += 1
             inside.append(name)
@@ -152,12 +154,15 @@ async def test_fencing_refuses_a_holder_whose_lease_ran_out(
 ) -> None:
     """Holder A's lease runs out during a pause; B takes the lock and writes; A's late
     write is refused by the database."""
-    locks = ShardedLocks(redis, 8, lease_ms=100, prefix=f"test:{secrets.token_hex(4)}:")
+    prefix = f"test:{secrets.token_hex(4)}:"
+    # Two replicas: each process has its own ShardedLocks over the same Redis keys.
+    replica_a = ShardedLocks(redis, 8, lease_ms=100, prefix=prefix)
+    replica_b = ShardedLocks(redis, 8, lease_ms=100, prefix=prefix)
     connection = await asyncpg.connect(test_database)
     try:
-        async with locks.hold("dave@example.com") as stale:
+        async with replica_a.hold("dave@example.com") as stale:
             await asyncio.sleep(0.2)  # the pause: A's lease expires
-            async with locks.hold("dave@example.com", timeout=1) as fresh:
+            async with replica_b.hold("dave@example.com", timeout=1) as fresh:
                 assert fresh.fence > stale.fence
                 async with connection.transaction():
                     await enter_fence(connection, fresh)

@@ -9,40 +9,22 @@ import asyncio
 import contextlib
 import logging
 
-from aiokafka import AIOKafkaConsumer
-
 from notifier.fanout import Fanout
-from presence import events, service
+from presence import service
 from presence.cache import connect_redis, redis_ready
 from presence.db import create_pool, database_ready
 from presence.health import make_health_app
-from presence.kafka import bus_ready, ensure_topics, start_consumer, start_producer
+from presence.kafka import (
+    bus_ready,
+    consume_in_batches,
+    ensure_topics,
+    start_consumer,
+    start_producer,
+)
 from presence.settings import Settings
 from presence.topics import Topics, shared_topics
 
 log = logging.getLogger("notifier")
-
-
-async def consume_changes(consumer: AIOKafkaConsumer, fanout: Fanout) -> None:
-    while True:
-        batch = await consumer.getmany(timeout_ms=1000, max_records=200)
-        for records in batch.values():
-            for record in records:
-                try:
-                    change = events.decode(record.value or b"")
-                except events.EventDecodeError as error:
-                    log.error(
-                        "skipping undecodable record %s@%s: %s",
-                        record.partition,
-                        record.offset,
-                        error,
-                    )
-                    continue
-                await asyncio.gather(*await fanout.handle(change))
-        if batch:
-            # After the NOTIFY requests are acknowledged by Kafka: a crash before this
-            # line re-sends them (a duplicate NOTIFY with the same state is harmless).
-            await consumer.commit()
 
 
 async def body(settings: Settings, stopping: asyncio.Event) -> None:
@@ -58,7 +40,8 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
         group_id=topics.group("notifier"),
         client_id="notifier",
     )
-    consuming = asyncio.create_task(consume_changes(consumer, Fanout(settings, pool, producer)))
+    fanout = Fanout(settings, pool, producer)
+    consuming = asyncio.create_task(consume_in_batches(consumer, fanout.handle, concurrency=8))
     http = await service.serve_http(
         make_health_app(
             "notifier",

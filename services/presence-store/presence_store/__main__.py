@@ -6,42 +6,23 @@ import asyncio
 import contextlib
 import logging
 
-from aiokafka import AIOKafkaConsumer
-
-from presence import events, service
+from presence import service
 from presence.cache import connect_redis, redis_ready
 from presence.db import create_pool, database_ready
 from presence.health import make_health_app
-from presence.kafka import bus_ready, ensure_topics, start_consumer, start_producer
+from presence.kafka import (
+    bus_ready,
+    consume_in_batches,
+    ensure_topics,
+    start_consumer,
+    start_producer,
+)
 from presence.locks import ShardedLocks
 from presence.settings import Settings
 from presence.topics import Topics, shared_topics
 from presence_store.handlers import RequestHandler
 
 log = logging.getLogger("presence_store")
-
-
-async def consume_requests(consumer: AIOKafkaConsumer, handler: RequestHandler) -> None:
-    while True:
-        batch = await consumer.getmany(timeout_ms=1000, max_records=200)
-        for records in batch.values():
-            for record in records:
-                try:
-                    event = events.decode(record.value or b"")
-                except events.EventDecodeError as error:
-                    log.error(
-                        "skipping undecodable record %s@%s: %s",
-                        record.partition,
-                        record.offset,
-                        error,
-                    )
-                    continue
-                sends = await handler.handle(event)
-                await asyncio.gather(*sends)
-        if batch:
-            # Only now: every request of the batch is committed in PostgreSQL and
-            # its reply and change events are acknowledged by Kafka.
-            await consumer.commit()
 
 
 async def body(settings: Settings, stopping: asyncio.Event) -> None:
@@ -59,7 +40,10 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
     )
     locks = ShardedLocks(redis, settings.lock_set_size, prefix=topics.lock_prefix)
     handler = RequestHandler(settings, pool, locks, producer)
-    consuming = asyncio.create_task(consume_requests(consumer, handler))
+    # Concurrency beyond the lock shards only queues on the locks.
+    consuming = asyncio.create_task(
+        consume_in_batches(consumer, handler.handle, concurrency=settings.lock_set_size)
+    )
     http = await service.serve_http(
         make_health_app(
             "presence-store",

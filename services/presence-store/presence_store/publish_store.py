@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from presence.events import PresentityChanged, PublishRequest
-from presence.pidf import PidfError, device_marks, parse_pidf
 from presence.settings import Settings
 from presence_store.outcome import Outcome, Reply
 from presence_store.publication import (
@@ -68,21 +67,21 @@ async def _apply_initial(
     if settings.replace_same_device and decision.marks:
         # A device that lost its entity tag (a 412, a restart) publishes afresh: its old
         # publication would otherwise show in every NOTIFY until it expires.
-        rows = await connection.fetch(
-            f"""SELECT id, body FROM {table}
-                WHERE username = $1 AND domain = $2 AND event = $3 AND expires > $4""",
+        await connection.execute(
+            f"""DELETE FROM {table}
+                WHERE username = $1 AND domain = $2 AND event = $3 AND expires > $4
+                  AND device_marks && $5::text[]""",
             request.username,
             request.domain,
             request.event,
             now,
+            sorted(decision.marks),
         )
-        stale = [row["id"] for row in rows if decision.marks & _marks(row["body"])]
-        if stale:
-            await connection.execute(f"DELETE FROM {table} WHERE id = ANY($1::bigint[])", stale)
     entity_tag = new_entity_tag()
     await connection.execute(
-        f"""INSERT INTO {table} (username, domain, event, etag, expires, received_time, body)
-            VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        f"""INSERT INTO {table}
+                (username, domain, event, etag, expires, received_time, body, device_marks)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
         request.username,
         request.domain,
         request.event,
@@ -90,6 +89,7 @@ async def _apply_initial(
         now + decision.expires,
         now,
         decision.body,
+        sorted(decision.marks),
     )
     return Applied(success_reply(entity_tag, decision.expires, settings), changed=True)
 
@@ -138,7 +138,7 @@ async def _apply_conditional(
         return Applied(success_reply(entity_tag, decision.expires, settings))
     await connection.execute(
         f"""UPDATE {table} SET prev_etag = etag, prev_etag_expires = $6,
-                etag = $2, expires = $3, received_time = $4, body = $5
+                etag = $2, expires = $3, received_time = $4, body = $5, device_marks = $7
             WHERE id = $1""",
         row_id,
         entity_tag,
@@ -146,12 +146,7 @@ async def _apply_conditional(
         now,
         decision.body,
         grace_until,
+        sorted(decision.marks),
     )
     return Applied(success_reply(entity_tag, decision.expires, settings), changed=True)
 
-
-def _marks(body: str) -> frozenset[str]:
-    try:
-        return device_marks(parse_pidf(body.encode()))
-    except PidfError:
-        return frozenset()
