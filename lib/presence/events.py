@@ -13,6 +13,11 @@ import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
+# How long the edge waits for the store's reply to a request before answering 503
+# itself. The store does not apply a request older than this (by its received_at):
+# the client was told it failed and will retry.
+REPLY_DEADLINE = 8.0
+
 
 class EventDecodeError(ValueError):
     pass

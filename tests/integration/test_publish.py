@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Iterator
 
 import asyncpg
@@ -170,40 +171,26 @@ async def test_xml_bomb_is_refused(device: Publisher) -> None:
     assert (await asyncio.to_thread(device.publish, bomb)).status == 400
 
 
-async def test_redelivered_publish_is_answered_again_not_applied_twice(
-    stack: Stack, db: asyncpg.Connection
-) -> None:
-    """A crash between the database commit and the offset commit makes Kafka deliver a
-    request again; the same record is put on the bus twice here."""
+async def put_on_bus_and_collect_replies(
+    stack: Stack, request: events.PublishRequest, copies: int
+) -> list[events.SipReply]:
+    """Put the request on sip.requests `copies` times; the store's replies to it."""
     topics = Topics(stack.env["PRESENCE_KAFKA_NAMESPACE"])
-    edge_id = "replay-" + secrets.token_hex(3)  # an inbox nobody else reads
-    presentity = f"replay-{secrets.token_hex(3)}"
-    request = events.PublishRequest(
-        request_id=secrets.token_hex(16),
-        edge_id=edge_id,
-        received_at=0.0,
-        username=presentity,
-        domain="example.com",
-        event="presence",
-        expires=60,
-        if_match=None,
-        content_type="application/pidf+xml",
-        body=document(f"sip:{presentity}@example.com", "a", "open").decode(),
-        source="udp:127.0.0.1:9",
-    )
     bootstrap = stack.env["PRESENCE_KAFKA_BOOTSTRAP"]
-    await ensure_topics(bootstrap, {topics.edge_inbox(edge_id): 1})
+    await ensure_topics(bootstrap, {topics.edge_inbox(request.edge_id): 1})
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
-        for _ in range(2):
+        for _ in range(copies):
             await producer.send_and_wait(
                 topics.requests, events.encode(request), key=request.presentity.encode()
             )
     finally:
         await producer.stop()
     consumer = AIOKafkaConsumer(
-        topics.edge_inbox(edge_id), bootstrap_servers=bootstrap, auto_offset_reset="earliest"
+        topics.edge_inbox(request.edge_id),
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
     )
     await consumer.start()
     replies: list[events.SipReply] = []
@@ -213,10 +200,47 @@ async def test_redelivered_publish_is_answered_again_not_applied_twice(
                 reply = events.decode(record.value or b"")
                 assert isinstance(reply, events.SipReply)
                 replies.append(reply)
-                if len(replies) == 2:
+                if len(replies) == copies:
                     break
     finally:
         await consumer.stop()
+    return replies
+
+
+def bus_publication(received_at: float) -> events.PublishRequest:
+    presentity = f"replay-{secrets.token_hex(3)}"
+    return events.PublishRequest(
+        request_id=secrets.token_hex(16),
+        edge_id="replay-" + secrets.token_hex(3),  # an inbox nobody else reads
+        received_at=received_at,
+        username=presentity,
+        domain="example.com",
+        event="presence",
+        expires=60,
+        if_match=None,
+        content_type="application/pidf+xml",
+        body=document(f"sip:{presentity}@example.com", "a", "open").decode(),
+        source="udp:127.0.0.1:9",
+    )
+
+
+async def test_redelivered_publish_is_answered_again_not_applied_twice(
+    stack: Stack, db: asyncpg.Connection
+) -> None:
+    """A crash between the database commit and the offset commit makes Kafka deliver a
+    request again; the same record is put on the bus twice here."""
+    request = bus_publication(time.time())
+    replies = await put_on_bus_and_collect_replies(stack, request, copies=2)
     assert replies[0] == replies[1]
     assert replies[0].status == 200
-    assert len(await rows(db, f"sip:{presentity}@example.com")) == 1
+    assert len(await rows(db, f"sip:{request.username}@example.com")) == 1
+
+
+async def test_request_older_than_the_edges_patience_is_not_applied(
+    stack: Stack, db: asyncpg.Connection
+) -> None:
+    """The edge answered 503 after REPLY_DEADLINE; the store must not apply it later."""
+    request = bus_publication(time.time() - events.REPLY_DEADLINE - 1)
+    (reply,) = await put_on_bus_and_collect_replies(stack, request, copies=1)
+    assert reply.status == 503
+    assert await rows(db, f"sip:{request.username}@example.com") == []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+import time
 from collections.abc import Iterator
 
 import asyncpg
@@ -67,7 +68,7 @@ def publication(request_id: str, user: str, tuple_id: str, note: str) -> events.
     return events.PublishRequest(
         request_id=request_id,
         edge_id="hammer",
-        received_at=0.0,
+        received_at=time.time(),
         username=user,
         domain="example.com",
         event="presence",

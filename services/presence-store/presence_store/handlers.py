@@ -115,6 +115,11 @@ class RequestHandler:
                 )
                 if done is not None:
                     return _stored_outcome(done["reply"], done["notices"])
+                if time.time() - event.received_at > events.REPLY_DEADLINE:
+                    # The edge has answered 503 already; applying it now would change
+                    # state behind the back of a client that was told it failed.
+                    log.warning("%s %s too old, not applied", event.TYPE, event.presentity)
+                    return Outcome(Reply(503, "Request Expired", [("Retry-After", "1")]))
                 now = int(time.time())
                 outcome = await apply(connection, event, self._settings, now)
                 await connection.execute(

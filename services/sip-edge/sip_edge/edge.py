@@ -52,8 +52,6 @@ TRANSLATORS = {
     "REGISTER": register_event,
     "SUBSCRIBE": subscribe_event,
 }
-# How long the edge waits for the store's reply before answering 503 itself.
-STORE_REPLY_TIMEOUT = 8.0
 # RFC 4320 §4.1: no 100 to a non-INVITE over UDP before the client's Timer E has
 # grown to T2 (0.5 + 1 + 2 s); after that a 100 quenches its retransmissions.
 TRYING_AFTER_UDP = 3.5
@@ -286,7 +284,7 @@ class Edge:
         if now - self._pacer_cleaned_at > 5:
             self.pacer.forget_idle(now)
             self._pacer_cleaned_at = now
-        for transaction in self.transactions.expire(now, give_up_after=STORE_REPLY_TIMEOUT):
+        for transaction in self.transactions.expire(now, give_up_after=events.REPLY_DEADLINE):
             log.warning(
                 "no reply from presence-store for %s; answering 503", transaction.request_id
             )
