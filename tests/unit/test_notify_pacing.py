@@ -14,9 +14,7 @@ def notify(cseq: int, *, final: bool = False, dialog: str = "d1") -> NotifyReque
 
 def test_one_in_flight_per_dialog_and_the_newest_waiting_one_goes_next() -> None:
     pacer = NotifyPacer()
-    first = pacer.offer(notify(1), now=0.0)
-    assert first is not None
-    pacer.sent(first, now=0.0)
+    assert pacer.offer(notify(1), now=0.0) is not None
     assert pacer.offer(notify(2), now=0.1) is None  # waits: 1 is in flight
     assert pacer.offer(notify(3), now=0.2) is None  # replaces 2
     following = pacer.finished("d1", now=0.3)
@@ -25,13 +23,13 @@ def test_one_in_flight_per_dialog_and_the_newest_waiting_one_goes_next() -> None
 
 def test_other_dialogs_are_not_held_up() -> None:
     pacer = NotifyPacer()
-    pacer.sent(pacer.offer(notify(1), now=0.0), now=0.0)  # type: ignore[arg-type]
+    assert pacer.offer(notify(1), now=0.0) is not None
     assert pacer.offer(notify(1, dialog="d2"), now=0.0) is not None
 
 
 def test_older_state_after_newer_is_dropped() -> None:
     pacer = NotifyPacer()
-    pacer.sent(pacer.offer(notify(5), now=0.0), now=0.0)  # type: ignore[arg-type]
+    assert pacer.offer(notify(5), now=0.0) is not None
     assert pacer.finished("d1", now=0.1) is None
     assert pacer.offer(notify(4), now=0.2) is None  # a straggler from another replica
     assert pacer.due(now=10.0) == []
@@ -39,7 +37,7 @@ def test_older_state_after_newer_is_dropped() -> None:
 
 def test_final_notify_is_never_replaced() -> None:
     pacer = NotifyPacer()
-    pacer.sent(pacer.offer(notify(1), now=0.0), now=0.0)  # type: ignore[arg-type]
+    assert pacer.offer(notify(1), now=0.0) is not None
     assert pacer.offer(notify(2, final=True), now=0.1) is None
     assert pacer.offer(notify(3), now=0.2) is None
     following = pacer.finished("d1", now=0.3)
@@ -48,7 +46,7 @@ def test_final_notify_is_never_replaced() -> None:
 
 def test_minimum_interval_holds_the_latest_state_until_due() -> None:
     pacer = NotifyPacer(min_interval=5.0)
-    pacer.sent(pacer.offer(notify(1), now=0.0), now=0.0)  # type: ignore[arg-type]
+    assert pacer.offer(notify(1), now=0.0) is not None
     assert pacer.finished("d1", now=0.2) is None
     assert pacer.offer(notify(2), now=1.0) is None
     assert pacer.offer(notify(3), now=2.0) is None
@@ -57,9 +55,20 @@ def test_minimum_interval_holds_the_latest_state_until_due() -> None:
     assert pacer.due(now=5.1) == []
 
 
+def test_a_released_notify_is_in_flight_before_it_is_sent() -> None:
+    """The queued NOTIFY the end of the previous one releases must not be overtaken by
+    a newer one offered before the caller got to send it."""
+    pacer = NotifyPacer()
+    assert pacer.offer(notify(1), now=0.0) is not None
+    assert pacer.offer(notify(2), now=0.1) is None
+    released = pacer.finished("d1", now=0.2)
+    assert released is not None and released.notify_id == "n2"
+    assert pacer.offer(notify(3), now=0.2) is None  # waits for 2, not sent before it
+
+
 def test_idle_dialogs_are_forgotten() -> None:
     pacer = NotifyPacer(memory=32.0)
-    pacer.sent(pacer.offer(notify(1), now=0.0), now=0.0)  # type: ignore[arg-type]
+    assert pacer.offer(notify(1), now=0.0) is not None
     pacer.finished("d1", now=1.0)
     pacer.forget_idle(now=20.0)
     assert len(pacer) == 1

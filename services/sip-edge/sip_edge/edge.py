@@ -197,7 +197,6 @@ class Edge:
 
     async def send_notify(self, notify: events.NotifyRequest) -> None:
         """Send a NOTIFY the pacer released (one in flight per dialog)."""
-        self.pacer.sent(notify, time.monotonic())
         try:
             hop = next_hop(notify)
             address = await _resolve(hop)

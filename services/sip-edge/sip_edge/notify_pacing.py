@@ -55,8 +55,11 @@ class NotifyPacer:
         return len(self._dialogs)
 
     def offer(self, notify: NotifyRequest, now: float) -> NotifyRequest | None:
-        """A NOTIFY from the notifier: returns it when it may be sent now (the caller
-        must then call `sent`), else keeps it queued or drops it."""
+        """A NOTIFY from the notifier: returns it, counted as in flight, when it may be
+        sent now; else keeps it queued or drops it.
+
+        Every NOTIFY this pacer returns is in flight from that moment, before the
+        caller gets to send it, so that no other one of the dialog can overtake it."""
         dialog = self._dialogs.setdefault(notify.subscription, _Dialog())
         cseq = notify_cseq(notify)
         if cseq <= dialog.last_cseq:
@@ -68,12 +71,7 @@ class NotifyPacer:
             dialog.queued = notify
             self._waiting.add(notify.subscription)
             return None
-        return notify
-
-    def sent(self, notify: NotifyRequest, now: float) -> None:
-        dialog = self._dialogs.setdefault(notify.subscription, _Dialog())
-        dialog.in_flight = True
-        dialog.last_sent_at = now
+        return self._in_flight(dialog, notify, now)
 
     def finished(self, subscription: str, now: float) -> NotifyRequest | None:
         """The in-flight NOTIFY of a dialog ended: the queued one, if it may go now."""
@@ -107,4 +105,10 @@ class NotifyPacer:
             return None
         notify, dialog.queued = dialog.queued, None
         self._waiting.discard(notify.subscription)
+        return self._in_flight(dialog, notify, now)
+
+    @staticmethod
+    def _in_flight(dialog: _Dialog, notify: NotifyRequest, now: float) -> NotifyRequest:
+        dialog.in_flight = True
+        dialog.last_sent_at = now
         return notify
