@@ -9,6 +9,8 @@ source "$(dirname "$0")/common.sh"
 S="$REPO_ROOT/scripts"
 
 "$S/venv.sh"
+# A real SIP client for the interoperability test (tests/integration/test_interop_baresip.py).
+command -v baresip >/dev/null || apt_install baresip-core
 "$REPO_ROOT/.venv/bin/ruff" check "$REPO_ROOT/lib" "$REPO_ROOT/services" "$REPO_ROOT/tests"
 
 started=()

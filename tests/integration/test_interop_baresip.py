@@ -1,0 +1,128 @@
+"""A real SIP client against the real stack: two baresip instances (Debian's
+baresip-core, installed by `make test`). alice publishes her presence; bob
+subscribes to alice and must see her Online, then Offline.
+
+baresip pre-loads a Route to its outbound proxy (our edge), publishes with its
+own PIDF and subscribes without Accept: the interoperability cases of issue 3.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import Stack, free_port, make_stack
+
+pytestmark = pytest.mark.integration
+
+CONFIG = """poll_method\tepoll
+sip_listen\t127.0.0.1:{port}
+net_interface\t127.0.0.1
+module_path\t/usr/lib/baresip/modules
+module\tstdio.so
+module_app\taccount.so
+module_app\tcontact.so
+module_app\tmenu.so
+module_app\tpresence.so
+audio_player\taufile,/dev/null
+audio_source\taufile,/dev/null
+"""
+
+
+class Baresip:
+    """One baresip process, driven through its console keys on stdin."""
+
+    def __init__(self, home: Path, user: str, server: tuple[str, int], contacts: str = "") -> None:
+        home.mkdir(parents=True)
+        # baresip also binds TLS on its SIP port + 1: keep both free.
+        port = free_port()
+        while not _free(port + 1):
+            port = free_port()
+        (home / "config").write_text(CONFIG.format(port=port))
+        outbound = f'outbound="sip:{server[0]}:{server[1]}"'
+        (home / "accounts").write_text(f"<sip:{user}@127.0.0.1>;regint=0;pubint=60;{outbound}\n")
+        (home / "contacts").write_text(contacts)
+        self.log = home / "console.log"
+        self.process = subprocess.Popen(
+            ["baresip", "-f", str(home)],
+            stdin=subprocess.PIPE,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def key(self, keys: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(keys.encode())
+        self.process.stdin.flush()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture
+def stack(test_database: str) -> Iterator[Stack]:
+    running = make_stack(test_database, PRESENCE_FORCE_ACTIVE="1")
+    try:
+        for name in ("presence-store", "notifier", "sip-edge"):
+            running.start(name)
+        yield running
+    finally:
+        running.close()
+
+
+def alice_as_bob_sees_her(bob: Baresip, timeout: float = 20) -> str:
+    """Ask bob's console for its contact list until alice's status is known."""
+    deadline = time.monotonic() + timeout
+    status = "Unknown"
+    while time.monotonic() < deadline:
+        bob.key("C")  # the console key for "list contacts"
+        time.sleep(0.3)  # the console's answer: polled, under the deadline above
+        listed = re.findall(r"(\w+)\s+Alice <sip:alice@127.0.0.1>", _plain(bob.output()))
+        if listed and listed[-1] != "Unknown":
+            status = listed[-1]
+            break
+    return status
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def test_baresip_watcher_sees_baresip_presentity(stack: Stack, tmp_path: Path) -> None:
+    alice = Baresip(tmp_path / "alice", "alice", stack.sip)
+    bob = Baresip(
+        tmp_path / "bob", "bob", stack.sip, contacts='"Alice" <sip:alice@127.0.0.1>;presence=p2p\n'
+    )
+    try:
+        alice.key("[")  # presence online
+        assert alice_as_bob_sees_her(bob) == "Online", bob.output()
+        alice.key("]")  # presence offline
+        deadline = time.monotonic() + 20
+        while alice_as_bob_sees_her(bob, timeout=2) != "Offline":
+            assert time.monotonic() < deadline, bob.output()
+    finally:
+        alice.stop()
+        bob.stop()
