@@ -164,6 +164,10 @@ class Settings:
     # Minimum seconds between two NOTIFYs of one subscription (RFC 3856 §6.10 says a
     # presentity SHOULD NOT cause more than one per 5 s); 0 sends every change at once.
     notify_min_interval: int = 0
+    # 1: a NOTIFY that is never answered (Timer F, 408) ends its subscription, as in
+    # Kamailio; 0 keeps it (phones that drop NOTIFYs would otherwise lose their
+    # busy lamps until they re-subscribe).
+    notify_timeout_ends_subscription: int = 1
 
     # --- bus, cache and HTTP ---
     kafka_bootstrap: str = "127.0.0.1:19092"
@@ -220,6 +224,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "sip_t1_ms": _integer(10, 10_000),
     "tcp_idle_timeout": _integer(1, 86400),
     "notify_min_interval": _integer(0, 3600),
+    "notify_timeout_ends_subscription": _flag,
     "kafka_bootstrap": _bootstrap,
     "kafka_partitions": _integer(1, 1000),
     "kafka_namespace": _topic_part,

@@ -14,7 +14,7 @@ from lxml import etree
 
 from presence.sip.message import SipRequest, SipResponse, parse_name_addr
 
-from .conftest import Stack
+from .conftest import Stack, make_stack
 from .sip_client import SipClient
 
 pytestmark = pytest.mark.integration
@@ -48,7 +48,7 @@ class WatcherDialog:
 
     def subscribe(self, expires: int | None = 600, **extra: str) -> SipResponse:
         headers = [
-            ("Event", "presence"),
+            ("Event", extra.pop("Event", "presence")),
             ("Contact", f"<sip:w@127.0.0.1:{self.client.local_port}>"),
         ]
         if expires is not None:
@@ -270,3 +270,62 @@ def test_three_devices_aggregate_and_a_removed_one_shows_closed_once(
     )
     assert modified.status == 200
     assert tuples(watcher.next_notify()) == {"mobile": "closed", "laptop": "closed"}
+
+
+def test_one_watchers_subscriptions_with_different_event_ids_are_separate_dialogs(
+    stack: Stack,
+) -> None:
+    client = SipClient(stack.sip, "udp")
+    presentity = f"sip:multi-{secrets.token_hex(3)}@example.com"
+    try:
+        first = WatcherDialog(client, presentity, secrets.token_hex(6), secrets.token_hex(3))
+        second = WatcherDialog(client, presentity, secrets.token_hex(6), secrets.token_hex(3))
+        assert first.subscribe(Event="presence;id=1").status == 200
+        notify_one = first.next_notify()
+        assert second.subscribe(Event="presence;id=2").status == 200
+        notify_two = second.next_notify()
+    finally:
+        client.close()
+    assert first.to_tag != second.to_tag
+    assert notify_one.headers.get("Event") == "presence;id=1"
+    assert notify_two.headers.get("Event") == "presence;id=2"
+    assert {notify_one.headers.get("Call-ID"), notify_two.headers.get("Call-ID")} == {
+        first.call_id,
+        second.call_id,
+    }
+
+
+@pytest.mark.parametrize("ends", ["1", "0"])
+async def test_unanswered_notify_ends_the_subscription_unless_configured_not_to(
+    test_database: str, ends: str
+) -> None:
+    stack = make_stack(
+        test_database,
+        PRESENCE_FORCE_ACTIVE="1",
+        PRESENCE_SIP_T1_MS="50",  # Timer F = 3.2 s
+        PRESENCE_NOTIFY_TIMEOUT_ENDS_SUBSCRIPTION=ends,
+    )
+    client = SipClient(stack.sip, "udp")
+    try:
+        for name in ("presence-store", "notifier", "sip-edge"):
+            await asyncio.to_thread(stack.start, name)
+        dialog = WatcherDialog(client, f"sip:mute-{secrets.token_hex(3)}@example.com", "c9", "f9")
+        assert (await asyncio.to_thread(dialog.subscribe)).status == 200
+        # The watcher never answers its NOTIFY: the edge gives up after Timer F.
+        verdict = "ended" if ends == "1" else "kept"
+        needle = f"answered 408: subscription {dialog.to_tag} {verdict}"
+        deadline = time.monotonic() + 20
+        while needle not in stack.processes["presence-store"].log():
+            assert time.monotonic() < deadline, f"no '{needle}' in the store's log"
+            await asyncio.sleep(0.1)
+        connection = await asyncpg.connect(stack.db_url)
+        try:
+            count = await connection.fetchval(
+                "SELECT count(*) FROM active_watchers WHERE to_tag = $1", dialog.to_tag
+            )
+        finally:
+            await connection.close()
+        assert count == (0 if ends == "1" else 1)
+    finally:
+        client.close()
+        await asyncio.to_thread(stack.close)

@@ -33,8 +33,8 @@ APPLY: dict[type, Apply] = {
     events.SubscribeRequest: apply_subscribe,
 }
 # NOTIFY outcomes that mean the watcher is gone (RFC 6665 §4.2.2): its subscription
-# ends. 408 (no answer at all) is counted too, as Kamailio does by default.
-DEAD_SUBSCRIPTION_STATUSES = frozenset({404, 408, 410, 480, 481})
+# ends. 408 (no answer at all) too, unless PRESENCE_NOTIFY_TIMEOUT_ENDS_SUBSCRIPTION=0.
+DEAD_SUBSCRIPTION_STATUSES = frozenset({404, 410, 480, 481})
 FENCED_OUT_ATTEMPTS = 3
 
 
@@ -142,7 +142,17 @@ class RequestHandler:
     async def _notify_outcome(self, outcome: events.NotifyOutcome) -> None:
         # The final NOTIFY was delivered (or failed for good): the dialog ends now, not
         # when it was built, so that a notifier crash before sending cannot lose it.
-        if not outcome.final and outcome.status not in DEAD_SUBSCRIPTION_STATUSES:
+        dead = outcome.status in DEAD_SUBSCRIPTION_STATUSES or (
+            outcome.status == 408 and self._settings.notify_timeout_ends_subscription
+        )
+        if not outcome.final and not dead:
+            if outcome.status >= 300:
+                log.info(
+                    "NOTIFY %s answered %s: subscription %s kept",
+                    outcome.notify_id,
+                    outcome.status,
+                    outcome.subscription,
+                )
             return
         table = self._settings.active_watchers_table
         async with self._locks.hold(outcome.presentity) as lease, self._pool.acquire() as db:
