@@ -77,6 +77,7 @@ class Fanout:
                         f"""UPDATE {table} SET local_cseq = local_cseq + 1
                             WHERE id IN (SELECT id FROM {table}
                                          WHERE to_domain = $1 AND to_user = $2 AND event = $3
+                                           AND status <> 'terminated'
                                            AND id > $4 ORDER BY id LIMIT $5)
                             RETURNING {_COLUMNS}""",
                         change.domain,

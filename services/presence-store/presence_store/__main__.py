@@ -20,6 +20,7 @@ from presence.kafka import (
 from presence.locks import ShardedLocks
 from presence.settings import Settings
 from presence.topics import Topics, shared_topics
+from presence_store.cleaner import Cleaner
 from presence_store.handlers import RequestHandler
 
 log = logging.getLogger("presence_store")
@@ -40,10 +41,12 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
     )
     locks = ShardedLocks(redis, settings.lock_set_size, prefix=topics.lock_prefix)
     handler = RequestHandler(settings, pool, locks, producer)
+    cleaner = Cleaner(settings, pool, redis, producer)
     # Concurrency beyond the lock shards only queues on the locks.
     consuming = asyncio.create_task(
         consume_in_batches(consumer, handler.handle, concurrency=settings.lock_set_size)
     )
+    cleaning = asyncio.create_task(cleaner.run())
     http = await service.serve_http(
         make_health_app(
             "presence-store",
@@ -65,9 +68,11 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
         consuming.result()  # a crash of the consumer loop ends the process loudly
     log.info("stopping")
     http.should_exit = True
-    consuming.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await consuming
+    for task in (consuming, cleaning):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await cleaner.resign()
     await consumer.stop()
     await producer.stop()
     await pool.close()

@@ -149,4 +149,3 @@ async def _apply_conditional(
         sorted(decision.marks),
     )
     return Applied(success_reply(entity_tag, decision.expires, settings), changed=True)
-

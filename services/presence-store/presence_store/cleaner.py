@@ -1,0 +1,203 @@
+"""The clean_period timer: what expired is removed, and watchers hear about it.
+
+Every clean_period seconds exactly one store replica, the holder of a Redis lease
+(another takes over within a lease if it dies), works through what expired:
+
+- publications: their presentity's watchers get a NOTIFY in which the expired
+  device's tuples show closed once; the change event is acknowledged by Kafka
+  before the rows are deleted, so a crash in between repeats it, never loses it;
+- subscriptions: marked terminated (reason timeout) in the same transaction that
+  emits their final NOTIFY; the store deletes each when the edge reports that
+  NOTIFY's outcome, or here once it is long overdue;
+- registrar bindings and idempotency records past their use.
+
+Expiry compares the stored absolute Unix times with this replica's wall clock
+(time.time(); the replicas' clocks are assumed NTP-synchronized). Work is done in
+batches of BATCH rows, each its own short transaction, so a backlog of 100,000
+rows after downtime does not hold locks or starve request handling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import defaultdict
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
+
+from presence import events
+from presence.settings import Settings
+from presence.topics import Topics
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+# Terminated subscriptions whose final NOTIFY never reported back are deleted this
+# long after they expired (Timer F is 32 s).
+TERMINATED_GRACE = 300
+# Idempotency records outlive any Kafka redelivery by far.
+PROCESSED_REQUESTS_KEPT = 3600
+
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+_RESIGN = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+class Cleaner:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        redis: Redis,
+        producer: AIOKafkaProducer,
+    ) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._producer = producer
+        self._topics = Topics.of(settings)
+        self._lease_key = self._topics.lock_prefix + "cleaner"
+        self._identity = secrets.token_hex(8)
+        self._renew = redis.register_script(_RENEW)
+        self._resign = redis.register_script(_RESIGN)
+        self.leader = False
+
+    async def run(self) -> None:
+        period = self._settings.clean_period
+        while True:
+            try:
+                await self.run_once()
+            except Exception:  # a timer must outlive any one failure (a dependency down)
+                log.exception("cleaner: run failed; trying again in %ss", period)
+            await asyncio.sleep(period)
+
+    async def run_once(self) -> dict[str, int]:
+        """Clean if this replica holds (or can take) the lease; counts of what went."""
+        lease_ms = 3 * self._settings.clean_period * 1000
+        leader = bool(await self._renew(keys=[self._lease_key], args=[self._identity, lease_ms]))
+        if leader != self.leader:
+            log.info("cleaner: %s", "leading" if leader else "another replica leads")
+            self.leader = leader
+        if not leader:
+            return {}
+        now = int(time.time())
+        counts = {
+            "publications": await self._expire_publications(now),
+            "subscriptions": await self._expire_subscriptions(now),
+            "bindings": await self._delete_in_batches("location", "expires <= $1", now),
+            "processed_requests": await self._delete_in_batches(
+                "processed_requests", "created_at <= $1", now - PROCESSED_REQUESTS_KEPT
+            ),
+        }
+        if any(counts.values()):
+            log.info("cleaner: removed %s", ", ".join(f"{v} {k}" for k, v in counts.items()))
+        return counts
+
+    async def _expire_publications(self, now: int) -> int:
+        table = self._settings.presentity_table
+        total = 0
+        while True:
+            rows = await self._pool.fetch(
+                f"""SELECT id, username, domain, event, body FROM {table}
+                    WHERE expires <= $1 ORDER BY expires LIMIT $2""",
+                now,
+                BATCH,
+            )
+            if not rows:
+                return total
+            closed: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+            for row in rows:
+                closed[(row["username"], row["domain"], row["event"])].append(row["body"])
+            sends = [
+                await self._producer.send(
+                    self._topics.changes,
+                    events.encode(
+                        events.PresentityChanged(
+                            username, domain, event, "expiry", time.time(), bodies
+                        )
+                    ),
+                    key=f"{username}@{domain}".encode(),
+                )
+                for (username, domain, event), bodies in closed.items()
+            ]
+            await asyncio.gather(*sends)
+            # Only rows that are still expired: a refresh may have raced in.
+            await self._pool.execute(
+                f"DELETE FROM {table} WHERE id = ANY($1::bigint[]) AND expires <= $2",
+                [row["id"] for row in rows],
+                now,
+            )
+            total += len(rows)
+            await asyncio.sleep(0)  # let request handling in between batches
+
+    async def _expire_subscriptions(self, now: int) -> int:
+        table = self._settings.active_watchers_table
+        total = 0
+        while True:
+            async with self._pool.acquire() as connection, connection.transaction():
+                rows = await connection.fetch(
+                    f"""UPDATE {table} SET status = 'terminated', reason = 'timeout'
+                        WHERE id IN (SELECT id FROM {table}
+                                     WHERE expires <= $1 AND status <> 'terminated'
+                                     ORDER BY expires LIMIT $2)
+                        RETURNING to_user, to_domain, event, to_tag""",
+                    now,
+                    BATCH,
+                )
+                sends = [
+                    await self._producer.send(
+                        self._topics.changes,
+                        events.encode(
+                            events.WatcherChanged(
+                                row["to_user"],
+                                row["to_domain"],
+                                row["event"],
+                                row["to_tag"],
+                                "expiry",
+                                time.time(),
+                            )
+                        ),
+                        key=f"{row['to_user']}@{row['to_domain']}".encode(),
+                    )
+                    for row in rows
+                ]
+                # Committed only once the final NOTIFYs are on their way.
+                await asyncio.gather(*sends)
+            total += len(rows)
+            if len(rows) < BATCH:
+                break
+            await asyncio.sleep(0)
+        await self._delete_in_batches(
+            table, "status = 'terminated' AND expires <= $1", now - TERMINATED_GRACE
+        )
+        return total
+
+    async def _delete_in_batches(self, table: str, condition: str, bound: int) -> int:
+        total = 0
+        while True:
+            status = await self._pool.execute(
+                f"""DELETE FROM {table} WHERE ctid = ANY(ARRAY(
+                        SELECT ctid FROM {table} WHERE {condition} LIMIT {BATCH}))""",
+                bound,
+            )
+            deleted = int(status.split()[-1])
+            total += deleted
+            if deleted < BATCH:
+                return total
+            await asyncio.sleep(0)
+
+    async def resign(self) -> None:
+        """Give the lease up at shutdown, so another replica takes over at once."""
+        with contextlib.suppress(OSError, ConnectionError):
+            await self._resign(keys=[self._lease_key], args=[self._identity])

@@ -1,0 +1,132 @@
+"""The clean_period timer on the real stack (PRESENCE_CLEAN_PERIOD=1): expired
+publications and subscriptions are removed and their watchers told; one leader."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import signal
+import time
+from collections.abc import Iterator
+
+import asyncpg
+import pytest
+
+from .conftest import Stack, make_stack, wait_until
+from .sip_client import SipClient
+from .test_subscribe import WatcherDialog, publish_device, tuples
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def fast_clean(test_database: str) -> Iterator[Stack]:
+    stack = make_stack(test_database, PRESENCE_FORCE_ACTIVE="1", PRESENCE_CLEAN_PERIOD="1")
+    try:
+        for name in ("presence-store", "notifier", "sip-edge"):
+            stack.start(name)
+        yield stack
+    finally:
+        stack.close()
+
+
+def device(entity: str, tuple_id: str) -> bytes:
+    return (
+        f'<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="{entity}">'
+        f'<tuple id="{tuple_id}"><status><basic>open</basic></status></tuple></presence>'
+    ).encode()
+
+
+def test_expired_publication_shows_closed_then_goes(fast_clean: Stack) -> None:
+    client = SipClient(fast_clean.sip, "udp")
+    presentity = f"sip:exp-{secrets.token_hex(3)}@example.com"
+    watcher = WatcherDialog(client, presentity, secrets.token_hex(6), secrets.token_hex(3))
+    try:
+        assert watcher.subscribe().status == 200
+        watcher.next_notify()
+        assert publish_device(fast_clean, presentity, device(presentity, "desk"), Expires="2")
+        assert tuples(watcher.next_notify()) == {"desk": "open"}
+        # No refresh: after 2 s the publication expires and the cleaner tells the watcher.
+        expired = watcher.next_notify()
+        assert tuples(expired) == {"desk": "closed"}
+    finally:
+        client.close()
+
+
+def test_expired_subscription_gets_a_final_notify_and_is_removed(fast_clean: Stack) -> None:
+    client = SipClient(fast_clean.sip, "udp")
+    presentity = f"sip:exp-{secrets.token_hex(3)}@example.com"
+    watcher = WatcherDialog(client, presentity, secrets.token_hex(6), secrets.token_hex(3))
+    try:
+        assert watcher.subscribe(expires=2).status == 200
+        watcher.next_notify()
+        final = watcher.next_notify()  # no refresh
+    finally:
+        client.close()
+    assert final.headers.get("Subscription-State") == "terminated;reason=timeout"
+
+    async def remaining() -> int:
+        connection = await asyncpg.connect(fast_clean.db_url)
+        try:
+            return await connection.fetchval(
+                "SELECT count(*) FROM active_watchers WHERE to_tag = $1", watcher.to_tag
+            )
+        finally:
+            await connection.close()
+
+    wait_until(lambda: asyncio.run(remaining()) == 0, 10, "the terminated dialog to go")
+
+
+def test_a_backlog_is_worked_off_while_requests_are_answered(fast_clean: Stack) -> None:
+    user = "backlog-" + secrets.token_hex(3)
+
+    async def seed_and_count(seed: bool) -> int:
+        connection = await asyncpg.connect(fast_clean.db_url)
+        try:
+            if seed:
+                await connection.execute(
+                    """INSERT INTO presentity
+                           (username, domain, event, etag, expires, received_time, body)
+                       SELECT $1, 'example.com', 'presence', 'e' || n, 1, 0, '<presence/>'
+                       FROM generate_series(1, 5000) AS n""",
+                    user,
+                )
+            return await connection.fetchval(
+                "SELECT count(*) FROM presentity WHERE username = $1", user
+            )
+        finally:
+            await connection.close()
+
+    assert asyncio.run(seed_and_count(True)) == 5000
+    client = SipClient(fast_clean.sip, "udp")
+    try:
+        started = time.monotonic()
+        presentity = f"sip:busy-{secrets.token_hex(3)}@example.com"
+        response = publish_device(fast_clean, presentity, device(presentity, "x"))
+        assert response.status == 200
+        assert time.monotonic() - started < 5  # answered while the cleaner works
+    finally:
+        client.close()
+    wait_until(lambda: asyncio.run(seed_and_count(False)) == 0, 30, "the backlog to be cleaned")
+
+
+def test_one_leader_and_a_takeover_when_it_dies(test_database: str) -> None:
+    stack = make_stack(test_database, PRESENCE_CLEAN_PERIOD="1")
+    try:
+        stack.start("presence-store")
+        stack.start("presence-store", replica="-b")
+
+        def leaders() -> list[str]:
+            return [
+                name
+                for name, process in stack.processes.items()
+                if process.log().rfind("cleaner: leading") > process.log().rfind("another replica")
+            ]
+
+        wait_until(lambda: len(leaders()) == 1, 10, "one cleaner leader")
+        (leader,) = leaders()
+        stack.stop(leader, signal.SIGKILL)  # no chance to resign: the lease must lapse
+        wait_until(lambda: len(leaders()) == 1, 15, "the other replica to take over")
+        assert leaders() != [leader]
+    finally:
+        stack.close()
