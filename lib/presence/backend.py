@@ -1,0 +1,88 @@
+"""The connections a bus-consuming service (presence-store, notifier) works with, and
+its life from start to shutdown: one piece of code for both services."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from redis.asyncio import Redis
+
+from presence import service
+from presence.cache import connect_redis, redis_ready
+from presence.db import create_pool, database_ready
+from presence.health import make_health_app
+from presence.kafka import bus_ready, ensure_topics, start_consumer, start_producer
+from presence.settings import Settings
+from presence.topics import shared_topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Backend:
+    pool: asyncpg.Pool
+    redis: Redis
+    producer: AIOKafkaProducer
+    consumer: AIOKafkaConsumer
+
+    @classmethod
+    async def open(
+        cls, settings: Settings, *, topics: list[str], group: str, client_id: str
+    ) -> Backend:
+        # In the order a user would check them; each failure is one line.
+        pool = await create_pool(settings.db_url)
+        redis = await connect_redis(settings.redis_url)
+        await ensure_topics(settings.kafka_bootstrap, shared_topics(settings))
+        producer = await start_producer(settings.kafka_bootstrap)
+        consumer = await start_consumer(
+            settings.kafka_bootstrap, topics, group_id=group, client_id=client_id
+        )
+        return cls(pool, redis, producer, consumer)
+
+    async def close(self) -> None:
+        await self.consumer.stop()
+        await self.producer.stop()
+        await self.pool.close()
+        await self.redis.aclose()
+
+    async def serve(
+        self,
+        name: str,
+        settings: Settings,
+        stopping: asyncio.Event,
+        *,
+        http_port: int,
+        port_variable: str,
+        workers: list[Coroutine[Any, Any, None]],
+    ) -> None:
+        """Run the workers and the health endpoints until SIGTERM; a worker that
+        crashes ends the service loudly (its orchestrator restarts it)."""
+        checks = {
+            "kafka": lambda: bus_ready(self.producer),
+            "postgresql": lambda: database_ready(self.pool),
+            "redis": lambda: redis_ready(self.redis),
+        }
+        tasks = [asyncio.create_task(worker) for worker in workers]
+        http = await service.serve_http(
+            make_health_app(name, checks), settings.http_host, http_port, port_variable
+        )
+        log.info("%s running", name)
+        stop = asyncio.create_task(stopping.wait())
+        done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
+        crashed = [task for task in done if task is not stop]
+        log.info("stopping")
+        http.should_exit = True
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        stop.cancel()
+        for task in crashed:
+            task.result()
