@@ -1,4 +1,7 @@
-"""presence-store: owns the presence tables and applies PUBLISH. Run: python -m presence_store"""
+"""presence-store: owns the presence tables, applies PUBLISH, SUBSCRIBE and REGISTER.
+
+Run: python -m presence_store
+"""
 
 from __future__ import annotations
 
