@@ -132,6 +132,9 @@ class PresentityChanged:
     received_at: float  # when the cause reached the edge, for the publish-to-notify delay
     # Bodies of publications that just ended: their tuples are shown closed once.
     closed: list[str] = field(default_factory=list)
+    # Grows with every change of this presentity's state: the fencing token of the
+    # lock the change was committed under (0 for changes the cleaner emits).
+    version: int = 0
 
     @property
     def presentity(self) -> str:

@@ -244,3 +244,38 @@ async def test_request_older_than_the_edges_patience_is_not_applied(
     (reply,) = await put_on_bus_and_collect_replies(stack, request, copies=1)
     assert reply.status == 503
     assert await rows(db, f"sip:{request.username}@example.com") == []
+
+
+async def test_every_change_carries_a_growing_version(stack: Stack) -> None:
+    """Each change event of a presentity has a higher version than the one before."""
+    topics = Topics(stack.env["PRESENCE_KAFKA_NAMESPACE"])
+    device = Publisher(stack, f"sip:ver-{secrets.token_hex(3)}@example.com")
+    user = device.presentity.removeprefix("sip:").split("@")[0]
+    try:
+        first = await asyncio.to_thread(device.publish, document(device.presentity, "a", "open"))
+        tag = first.headers.get("SIP-ETag")
+        for basic in ("closed", "open"):
+            response = await asyncio.to_thread(
+                device.publish, document(device.presentity, "a", basic), etag=tag
+            )
+            tag = response.headers.get("SIP-ETag")
+    finally:
+        device.client.close()
+    consumer = AIOKafkaConsumer(
+        topics.changes,
+        bootstrap_servers=stack.env["PRESENCE_KAFKA_BOOTSTRAP"],
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    versions = []
+    try:
+        async with asyncio.timeout(20):
+            async for record in consumer:
+                change = events.decode(record.value or b"")
+                if isinstance(change, events.PresentityChanged) and change.username == user:
+                    versions.append(change.version)
+                    if len(versions) == 3:
+                        break
+    finally:
+        await consumer.stop()
+    assert versions == sorted(set(versions)) and versions[0] > 0  # strictly growing

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from presence.events import NotifyRequest
+from presence.packages import PACKAGES
 from presence.sip.message import split_list
-
-PIDF = "application/pidf+xml"
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,7 @@ def build_notify(
     ]
     body = ""
     if shows_state(subscription):
-        headers.append(("Content-Type", PIDF))
+        headers.append(("Content-Type", PACKAGES[subscription.event].body_type))
         body = document.decode()
     notify = NotifyRequest(
         notify_id=notify_id,

@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -122,6 +123,15 @@ class RequestHandler:
                     return Outcome(Reply(503, "Request Expired", [("Retry-After", "1")]))
                 now = int(time.time())
                 outcome = await apply(connection, event, self._settings, now)
+                outcome = replace(
+                    outcome,
+                    notices=[
+                        replace(n, version=lease.fence)
+                        if isinstance(n, events.PresentityChanged)
+                        else n
+                        for n in outcome.notices
+                    ],
+                )
                 await connection.execute(
                     """INSERT INTO processed_requests (request_id, reply, notices, created_at)
                        VALUES ($1, $2, $3, $4)""",

@@ -8,11 +8,9 @@ from dataclasses import dataclass
 from enum import Enum
 
 from presence.events import PublishRequest
-from presence.pidf import PidfError, device_marks, parse_pidf
+from presence.packages import PACKAGES
 from presence.settings import Settings
 from presence_store.outcome import Reply
-
-PIDF_CONTENT_TYPE = "application/pidf+xml"
 
 
 class PublishKind(Enum):
@@ -54,15 +52,16 @@ def classify(request: PublishRequest, settings: Settings) -> Accepted | Reply:
     expires = min(expires, settings.max_expires)
     if not has_body:
         return Accepted(PublishKind.REFRESH, expires, None)
+    package = PACKAGES[request.event]
     content_type = (request.content_type or "").split(";")[0].strip().lower()
-    if content_type != PIDF_CONTENT_TYPE:
-        return Reply(415, "Unsupported Media Type", [("Accept", PIDF_CONTENT_TYPE)])
+    if content_type != package.body_type:
+        return Reply(415, "Unsupported Media Type", [("Accept", package.body_type)])
     try:
-        root = parse_pidf(request.body.encode())
-    except PidfError as error:
+        document = package.check_body(request.body.encode())
+    except ValueError as error:
         return Reply(400, str(error))
     kind = PublishKind.INITIAL if request.if_match is None else PublishKind.MODIFY
-    return Accepted(kind, expires, request.body, device_marks(root))
+    return Accepted(kind, expires, request.body, package.device_marks(document))
 
 
 def success_reply(entity_tag: str, granted: int, settings: Settings) -> Reply:

@@ -5,18 +5,16 @@ from __future__ import annotations
 import secrets
 
 from presence.events import SubscribeRequest
+from presence.packages import PACKAGES
 from presence.settings import Settings
 from presence_store.outcome import Reply
-
-# The body type each event package sends in its NOTIFYs.
-NOTIFY_CONTENT_TYPES = {"presence": "application/pidf+xml"}
 
 
 def grant_expires(request: SubscribeRequest, settings: Settings) -> int | Reply:
     """The granted expiry, or the refusal: 406 when the watcher accepts none of the
     package's types (no Accept means the package's default, RFC 3856 §6.7), 423 below
     the minimum; above max_expires it is lowered."""
-    content_type = NOTIFY_CONTENT_TYPES[request.event]
+    content_type = PACKAGES[request.event].body_type
     acceptable = {content_type, content_type.split("/")[0] + "/*", "*/*"}
     if request.accept and not acceptable.intersection(request.accept):
         return Reply(406, "Not Acceptable", [("Accept", content_type)])

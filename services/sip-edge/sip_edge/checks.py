@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from presence.packages import PACKAGES, accepted_types, allow_events
 from presence.settings import Settings
 from presence.sip.message import SipParseError, SipRequest, parse_event, parse_uri
 
@@ -11,10 +12,6 @@ from presence.sip.message import SipParseError, SipRequest, parse_event, parse_u
 ALLOWED_METHODS = ("OPTIONS", "PUBLISH", "SUBSCRIBE", "REGISTER")
 # SIP option tags this server implements (RFC 3261 §8.2.2.3): none so far.
 SUPPORTED_OPTIONS: frozenset[str] = frozenset()
-# Event packages and the body types they accept in PUBLISH.
-EVENT_PACKAGES: dict[str, tuple[str, ...]] = {"presence": ("application/pidf+xml",)}
-ALLOW_EVENTS = "presence, presence.winfo"
-ACCEPT = "application/pidf+xml"
 
 
 @dataclass(frozen=True)
@@ -35,8 +32,8 @@ def options_answer(settings: Settings) -> LocalAnswer:
         200,
         headers=[
             ("Allow", allowed_methods(settings)),
-            ("Accept", ACCEPT),
-            ("Allow-Events", ALLOW_EVENTS),
+            ("Accept", accepted_types()),
+            ("Allow-Events", allow_events()),
         ],
     )
 
@@ -75,10 +72,12 @@ def check_request(request: SipRequest, settings: Settings) -> LocalAnswer | None
         return None
     event = request.headers.get("Event")
     if event is None:
-        return LocalAnswer(489, "Missing Event header", [("Allow-Events", ALLOW_EVENTS)])
+        return LocalAnswer(489, "Missing Event header", [("Allow-Events", allow_events())])
     package, _ = parse_event(event)
-    if package not in EVENT_PACKAGES:
-        return LocalAnswer(489, headers=[("Allow-Events", ALLOW_EVENTS)])
+    if package not in PACKAGES or (
+        request.method == "PUBLISH" and not PACKAGES[package].publishable
+    ):
+        return LocalAnswer(489, headers=[("Allow-Events", allow_events())])
     expires = request.headers.get("Expires")
     if expires is not None:
         if not expires.strip().isdigit():
@@ -88,6 +87,6 @@ def check_request(request: SipRequest, settings: Settings) -> LocalAnswer | None
             return LocalAnswer(423, headers=[("Min-Expires", str(settings.min_expires))])
     if request.method == "PUBLISH" and request.body:
         content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if content_type not in EVENT_PACKAGES[package]:
-            return LocalAnswer(415, headers=[("Accept", ", ".join(EVENT_PACKAGES[package]))])
+        if content_type != PACKAGES[package].body_type:
+            return LocalAnswer(415, headers=[("Accept", PACKAGES[package].body_type)])
     return None
