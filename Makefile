@@ -10,7 +10,8 @@ help:
 	@echo "make test   unit and integration tests against real PostgreSQL, Redis and Kafka"
 	@echo "make unit   unit tests only (no servers)"
 	@echo "make lint   ruff"
-	@echo "make bench  parse/serialize throughput and PUBLISH latency under load (BENCH_RATE, BENCH_DURATION, BENCH_USERS)"
+	@echo "make bench  parse/serialize, PUBLISH latency under load, NOTIFY fan-out delay and NOTIFYs/s with 1 and 3 notifiers"
+	@echo "            (BENCH_PARTS=parse,publish,fanout,throughput; knobs in scripts/bench.sh)"
 
 run:
 	@scripts/stack.sh up

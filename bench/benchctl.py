@@ -4,6 +4,7 @@ benchctl.py free-ports N                  N distinct ports free for UDP and TCP
 benchctl.py recreate-db ADMIN_URL NAME    DROP (FORCE) and CREATE a database
 benchctl.py wait-ready URL PID SECONDS    poll /health/ready while PID lives
 benchctl.py delete-topics BOOTSTRAP NS    delete the Kafka topics of namespace NS
+benchctl.py wait-group BOOTSTRAP GROUP N SECONDS   until N members all own partitions
 benchctl.py breakdown BOOTSTRAP NS EDGE OUT   where PUBLISH time went, from the topics
 benchctl.py report OUT WORKDIR K=V...     merge WORKDIR/*.json into OUT, print a summary
 """
@@ -89,6 +90,37 @@ async def delete_topics(bootstrap: str, namespace: str) -> list[str]:
         await admin.close()
 
 
+async def wait_group(bootstrap: str, group: str, members: int, seconds: float) -> None:
+    """Wait until the consumer group is Stable with `members` members, each owning at
+    least one partition. A replica that is ready (/health/ready) may still be waiting
+    for its assignment: measuring then would credit it with work it did not do. The
+    services log "partitions assigned" at INFO only, and the bench runs them at
+    WARNING, so this asks the broker (DescribeGroups) instead of reading logs."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    deadline, seen = time.monotonic() + seconds, ""
+    try:
+        while time.monotonic() < deadline:
+            (response,) = await admin.describe_consumer_groups([group])
+            # (error_code, group, state, protocol_type, protocol, members, ...)
+            state, described = response.groups[0][2], response.groups[0][5]
+            owned = [
+                len(ConsumerProtocolMemberAssignment.decode(m[4]).partitions()) if m[4] else 0
+                for m in described
+            ]
+            seen = f"state {state}, partitions per member {owned}"
+            if state == "Stable" and len(owned) == members and all(owned):
+                print(f"consumer group {group}: {seen}")
+                return
+            await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
+    sys.exit(f"consumer group {group} not balanced over {members} after {seconds:g}s ({seen})")
+
+
 async def read_topic(bootstrap: str, topic: str) -> list[tuple[float, dict[str, Any]]]:
     """Every record of a topic, as (producer timestamp in s, decoded JSON event)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -165,7 +197,7 @@ def report(out: Path, work: Path, meta: list[str]) -> None:
     """One JSON file per run (from the parts in `work`), and the handful of numbers
     worth reading on a terminal."""
     result: dict[str, Any] = dict(item.split("=", 1) for item in meta)
-    for part in ("parse", "publish", "breakdown"):
+    for part in ("parse", "publish", "breakdown", "fanout", "throughput_1", "throughput_3"):
         path = work / f"{part}.json"
         result[part] = json.loads(path.read_text()) if path.exists() else None
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -194,7 +226,7 @@ def report(out: Path, work: Path, meta: list[str]) -> None:
             f"  200 OK {publish['ok_200']}, other {publish['other_final'] or 'none'}, "
             f"timeouts {publish['timeouts']}"
         )
-    else:
+    elif "publish" in result.get("parts", "publish"):
         print("  PUBLISH: no results (the load generator did not finish)")
     rate = (result.get("breakdown") or {}).get("store_replies_per_s")
     if rate:
@@ -205,7 +237,46 @@ def report(out: Path, work: Path, meta: list[str]) -> None:
                 f"  {stage:<40} p50 {q['p50']:.1f}  p90 {q['p90']:.1f}  p99 {q['p99']:.1f}"
                 f"  max {q['max']:.1f}"
             )
+    notify_summary(result)
     print(f"  results: {out}")
+
+
+def notify_summary(result: dict[str, Any]) -> None:
+    """The NOTIFY parts: fan-out delay, NOTIFYs/s by replica count, and the CPU each
+    process used meanwhile (what explains the ratio on a small machine)."""
+    fanout = result.get("fanout")
+    if fanout:
+        q = fanout["notify_delay_ms"]
+        print(
+            f"  fan-out 1 presentity x {fanout['watchers_per_presentity']} watchers, "
+            f"{fanout['changes_sent']} changes: PUBLISH->NOTIFY ms p50 {q['p50']:.1f}  "
+            f"p90 {q['p90']:.1f}  p99 {q['p99']:.1f}  max {q['max']:.1f}; missing "
+            f"{fanout['deliveries_missing']} of {fanout['deliveries_expected']}, "
+            f"last state missing at {fanout['final_state_missing']} watchers"
+        )
+    runs = {n: result.get(f"throughput_{n}") for n in (1, 3)}
+    for n, run in runs.items():
+        if run:
+            pub = run["publish_to_200_ms"]
+            print(
+                f"  NOTIFY/s with {n} notifier{'s' if n > 1 else ' '} "
+                f"{run['steady_notifies_per_s'] or 0:6.0f} steady (offered "
+                f"{run['offered_notifies_per_s']:g}; {run['presentities']} presentities x "
+                f"{run['watchers_per_presentity']}); PUBLISH->200 p50 {pub.get('p50', 0):.0f} ms, "
+                f"NOTIFY retransmissions {run['anomalies'].get('notify_retransmissions', 0)}"
+            )
+    if runs[1] and runs[3] and runs[1]["steady_notifies_per_s"]:
+        ratio = (runs[3]["steady_notifies_per_s"] or 0) / runs[1]["steady_notifies_per_s"]
+        print(f"  3 notifiers / 1 notifier: {ratio:.2f}")
+    cpus = {n: run["cpu"] for n, run in runs.items() if run and run.get("cpu")}
+    if cpus:
+        names = list(dict.fromkeys(k for c in cpus.values() for k in c["pct_of_one_core"]))
+        print("  CPU during throughput, % of one core: " + "   ".join(
+            f"[{n} notifier{'s' if n > 1 else ''}: machine {c['machine_pct']:g} of "
+            f"{c['capacity_pct']}]" for n, c in cpus.items()))  # fmt: skip
+        for name in names:
+            cells = [cpus[n]["pct_of_one_core"].get(name) for n in cpus]
+            print(f"    {name:<20}" + "".join(f"{'-' if c is None else c:>8}" for c in cells))
 
 
 def main() -> None:
@@ -219,6 +290,8 @@ def main() -> None:
     elif command == "delete-topics" and len(args) == 2:
         deleted = asyncio.run(delete_topics(args[0], args[1]))
         print(f"deleted {len(deleted)} topics of namespace {args[1]}")
+    elif command == "wait-group" and len(args) == 4:
+        asyncio.run(wait_group(args[0], args[1], int(args[2]), float(args[3])))
     elif command == "breakdown" and len(args) == 4:
         result = asyncio.run(breakdown(args[0], args[1], args[2]))
         Path(args[3]).write_text(json.dumps(result, indent=2))

@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# `make bench`: SIP parse/serialize throughput, then PUBLISH latency under a steady
-# open-loop load through the three services. Reuses PostgreSQL, Redis and Kafka when
-# they run and stops only what it started. The services run here on free ports, in
-# their own database (presence_bench) and Kafka namespace, so a running `make run`
-# is neither used nor disturbed. Results: var/bench/<UTC timestamp>.json.
+# `make bench`: SIP parse/serialize throughput, PUBLISH latency under a steady open-loop
+# load through the three services, then NOTIFY fan-out: PUBLISH->NOTIFY delay with many
+# watchers of one presentity, and NOTIFYs/s with 1 and then 3 notifier replicas.
+# Reuses PostgreSQL, Redis and Kafka when they run and stops only what it started. The
+# services run here on free ports, in their own database (presence_bench) and Kafka
+# namespace, so a running `make run` is neither used nor disturbed.
+# Results: var/bench/<UTC timestamp>.json.
 #
-# Environment: BENCH_RATE (PUBLISH/s, 200), BENCH_DURATION (s, 30), BENCH_USERS (1000),
+# Environment: BENCH_PARTS (parse,publish,fanout,throughput; "throughput" is both
+# throughput1 and throughput3, which can also be named alone), BENCH_RATE (PUBLISH/s,
+# 200), BENCH_DURATION (s, 30), BENCH_USERS (1000), BENCH_WATCHERS (dialogs of the
+# NOTIFY parts, 1000), BENCH_CHANGES (fan-out changes, one every 2 s, 10),
+# BENCH_PRESENTITIES (throughput, 200: BENCH_WATCHERS/200 watchers each),
+# BENCH_NOTIFY_RATE (throughput PUBLISH/s, 200), BENCH_NOTIFY_DURATION (s, 20),
 # BENCH_LOG_LEVEL (the services', WARNING). Where the PUBLISH time went is read back
 # from the bench topics' record timestamps (benchctl.py breakdown), not from logs.
 set -euo pipefail
@@ -18,8 +25,20 @@ BENCH_RATE="${BENCH_RATE:-200}"
 BENCH_DURATION="${BENCH_DURATION:-30}"
 BENCH_USERS="${BENCH_USERS:-1000}"
 BENCH_LOG_LEVEL="${BENCH_LOG_LEVEL:-WARNING}"
+BENCH_WATCHERS="${BENCH_WATCHERS:-1000}"
+BENCH_CHANGES="${BENCH_CHANGES:-10}"
+BENCH_PRESENTITIES="${BENCH_PRESENTITIES:-200}"
+BENCH_NOTIFY_RATE="${BENCH_NOTIFY_RATE:-200}"
+BENCH_NOTIFY_DURATION="${BENCH_NOTIFY_DURATION:-20}"
+BENCH_PARTS="${BENCH_PARTS:-parse,publish,fanout,throughput}"
+PARTS=",${BENCH_PARTS// /},"
+PARTS="${PARTS//,throughput,/,throughput1,throughput3,}"
+for part in ${PARTS//,/ }; do
+    case "$part" in parse|publish|fanout|throughput1|throughput3) ;; *) die "BENCH_PARTS: unknown part '$part'" ;; esac
+done
+has_part() { [[ "$PARTS" == *",$1,"* ]]; }
 SERVICES="presence-store notifier sip-edge"   # start order; stop goes in reverse
-module_of() { case "$1" in sip-edge) echo sip_edge ;; presence-store) echo presence_store ;; notifier) echo notifier ;; esac; }
+module_of() { case "$1" in sip-edge) echo sip_edge ;; presence-store) echo presence_store ;; notifier*) echo notifier ;; esac; }
 
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 NAMESPACE="bench-$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -38,6 +57,7 @@ for part in postgres redis kafka; do
     pid_alive "$part" || started+=("$part")
 done
 declare -A service_pid=()
+service_order=()   # names in start order (notifier replicas included): stop goes in reverse
 
 stop_service() {
     local name="$1" pid="${service_pid[$1]:-}" grace=20
@@ -54,9 +74,15 @@ stop_service() {
     unset "service_pid[$name]"
 }
 
+stop_services() {
+    local i
+    for ((i = ${#service_order[@]} - 1; i >= 0; i--)); do stop_service "${service_order[i]}"; done
+    service_order=()
+}
+
 cleanup() {
-    local name part
-    for name in $(echo "$SERVICES" | tr ' ' '\n' | tac); do stop_service "$name"; done
+    local part
+    stop_services
     if pid_alive kafka; then
         "$PY" "$CTL" delete-topics "$KAFKA_BOOTSTRAP" "$NAMESPACE" || say "could not delete the topics of $NAMESPACE"
     fi
@@ -73,8 +99,18 @@ WORK="$(mktemp -d)"
 
 # Pure CPU work first, before the services start: their start-up and their idle Kafka
 # polling would otherwise share the cores with it.
-"$PY" "$REPO_ROOT/bench/parse_bench.py" --json "$WORK/parse.json"
-echo
+if has_part parse; then
+    "$PY" "$REPO_ROOT/bench/parse_bench.py" --json "$WORK/parse.json"
+    echo
+fi
+report() {
+    "$PY" "$CTL" report "$OUT" "$WORK" \
+        "timestamp=$STAMP" "git=$(git -C "$REPO_ROOT" describe --always --dirty 2>/dev/null || echo unknown)" \
+        "namespace=$NAMESPACE" "cpus=$(nproc)" "log_level=$BENCH_LOG_LEVEL" "python=$("$PY" -V 2>&1)" \
+        "parts=$BENCH_PARTS" "loadavg_before=$LOAD_BEFORE" "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)"
+}
+OUT="$PRESENCE_VAR/bench/$STAMP.json"
+if [ "$PARTS" = ",parse," ]; then report; exit 0; fi
 
 # --- database and services -------------------------------------------------------------
 ADMIN_DB_URL="postgresql://presence:presence@127.0.0.1:$PRESENCE_PG_PORT/presence"
@@ -83,7 +119,8 @@ BENCH_DB_URL="postgresql://presence:presence@127.0.0.1:$PRESENCE_PG_PORT/presenc
 PRESENCE_DB_URL="$BENCH_DB_URL" "$PY" -m presence_store.migrate >"$BENCH_LOGS/migrate.log" 2>&1 \
     || { cat "$BENCH_LOGS/migrate.log" >&2; die "migrating presence_bench failed"; }
 
-read -r SIP_PORT EDGE_HTTP STORE_HTTP NOTIFIER_HTTP <<<"$("$PY" "$CTL" free-ports 4)"
+read -r SIP_PORT EDGE_HTTP STORE_HTTP NOTIFIER_HTTP NOTIFIER_HTTP_2 NOTIFIER_HTTP_3 \
+    <<<"$("$PY" "$CTL" free-ports 6)"
 # The user's PRESENCE_* settings (and env file) are for `make run`, not for this stack.
 mapfile -t unset_presence < <(compgen -e | grep '^PRESENCE_' | sed 's/^/--unset=/')
 service_env=(
@@ -101,32 +138,69 @@ service_env=(
     PRESENCE_FORCE_ACTIVE=1
     PRESENCE_LOG_LEVEL="$BENCH_LOG_LEVEL"
 )
-http_port_of() { case "$1" in sip-edge) echo "$EDGE_HTTP" ;; presence-store) echo "$STORE_HTTP" ;; notifier) echo "$NOTIFIER_HTTP" ;; esac; }
-
-say "bench: namespace $NAMESPACE, SIP udp 127.0.0.1:$SIP_PORT, logs in $BENCH_LOGS"
-for name in $SERVICES; do
-    log="$BENCH_LOGS/$name-$NAMESPACE.log"
-    env "${unset_presence[@]}" "${service_env[@]}" setsid "$PY" -m "$(module_of "$name")" \
-        >"$log" 2>&1 </dev/null &
+http_port_of() {
+    case "$1" in
+        sip-edge) echo "$EDGE_HTTP" ;; presence-store) echo "$STORE_HTTP" ;; notifier) echo "$NOTIFIER_HTTP" ;;
+        notifier-2) echo "$NOTIFIER_HTTP_2" ;; notifier-3) echo "$NOTIFIER_HTTP_3" ;;
+    esac
+}
+start_service() {
+    local name="$1" log="$BENCH_LOGS/$1-$NAMESPACE.log" own=()
+    # Notifier replicas differ only by their health port (in env, a later assignment wins).
+    [[ "$name" != notifier-* ]] || own=(PRESENCE_NOTIFIER_HTTP_PORT="$(http_port_of "$name")")
+    env "${unset_presence[@]}" "${service_env[@]}" "${own[@]}" \
+        setsid "$PY" -m "$(module_of "$name")" >"$log" 2>&1 </dev/null &
     service_pid[$name]=$!
+    service_order+=("$name")
     "$PY" "$CTL" wait-ready "http://127.0.0.1:$(http_port_of "$name")/health/ready" \
         "${service_pid[$name]}" 60 || { tail -n 20 "$log" >&2; die "$name did not become ready, see $log"; }
     say "  $name: ready (pid ${service_pid[$name]})"
-done
+}
+
+say "bench: namespace $NAMESPACE, SIP udp 127.0.0.1:$SIP_PORT, logs in $BENCH_LOGS"
+for name in $SERVICES; do start_service "$name"; done
 
 # --- PUBLISH under load ---------------------------------------------------------------------
-publish_rc=0
-"$PY" "$REPO_ROOT/bench/publish_bench.py" --port "$SIP_PORT" --rate "$BENCH_RATE" \
-    --duration "$BENCH_DURATION" --users "$BENCH_USERS" --json "$WORK/publish.json" || publish_rc=$?
+failures=()
+if has_part publish; then
+    "$PY" "$REPO_ROOT/bench/publish_bench.py" --port "$SIP_PORT" --rate "$BENCH_RATE" \
+        --duration "$BENCH_DURATION" --users "$BENCH_USERS" --json "$WORK/publish.json" \
+        || failures+=("publish_bench (exit $?)")
+    # Read now, while the topics hold only this part's records (the services idle).
+    "$PY" "$CTL" breakdown "$KAFKA_BOOTSTRAP" "$NAMESPACE" bench-edge "$WORK/breakdown.json" \
+        || say "could not read the latency breakdown from the topics"
+fi
 
-# The services are done: stop them before reading the topics, so nothing competes.
-for name in $(echo "$SERVICES" | tr ' ' '\n' | tac); do stop_service "$name"; done
-"$PY" "$CTL" breakdown "$KAFKA_BOOTSTRAP" "$NAMESPACE" bench-edge "$WORK/breakdown.json" \
-    || say "could not read the latency breakdown from the topics"
+# --- NOTIFY fan-out ----------------------------------------------------------------------------
+# CPU is read per process over each measured window: the services, and the broker,
+# PostgreSQL (with its backends) and Redis from their pid files.
+notify_bench() {   # notify_bench PART MODE ARGS...: one run, its JSON in $WORK/PART.json
+    local part="$1" mode="$2" name part_name; shift 2
+    local cpu=()
+    for name in "${service_order[@]}"; do cpu+=(--cpu "$name=${service_pid[$name]}"); done
+    for part_name in kafka postgres redis; do
+        pid_alive "$part_name" && cpu+=(--cpu "$part_name=$(cat "$RUN_DIR/$part_name.pid")")
+    done
+    echo
+    "$PY" "$REPO_ROOT/bench/notify_bench.py" "$mode" --port "$SIP_PORT" "${cpu[@]}" \
+        --json "$WORK/$part.json" "$@" || failures+=("notify_bench $part (exit $?)")
+}
+per_presentity=$(( BENCH_WATCHERS / BENCH_PRESENTITIES > 0 ? BENCH_WATCHERS / BENCH_PRESENTITIES : 1 ))
+throughput_args=(--presentities "$BENCH_PRESENTITIES" --per-presentity "$per_presentity"
+    --rate "$BENCH_NOTIFY_RATE" --duration "$BENCH_NOTIFY_DURATION")
+has_part fanout && notify_bench fanout fanout --watchers "$BENCH_WATCHERS" --changes "$BENCH_CHANGES"
+has_part throughput1 && notify_bench throughput_1 throughput "${throughput_args[@]}"
+if has_part throughput3; then
+    echo
+    say "starting two more notifier replicas"
+    start_service notifier-2
+    start_service notifier-3
+    # Ready is not enough: a replica works only once the group has given it partitions.
+    "$PY" "$CTL" wait-group "$KAFKA_BOOTSTRAP" "$NAMESPACE.notifier" 3 60 \
+        || die "the notifier replicas did not share the partitions; logs in $BENCH_LOGS"
+    notify_bench throughput_3 throughput "${throughput_args[@]}"
+fi
 
-OUT="$PRESENCE_VAR/bench/$STAMP.json"
-"$PY" "$CTL" report "$OUT" "$WORK" \
-    "timestamp=$STAMP" "git=$(git -C "$REPO_ROOT" describe --always --dirty 2>/dev/null || echo unknown)" \
-    "namespace=$NAMESPACE" "cpus=$(nproc)" "log_level=$BENCH_LOG_LEVEL" "python=$("$PY" -V 2>&1)" \
-    "loadavg_before=$LOAD_BEFORE" "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)"
-[ "$publish_rc" -eq 0 ] || die "publish_bench reported failures (exit $publish_rc); service logs in $BENCH_LOGS"
+stop_services
+report
+[ "${#failures[@]}" -eq 0 ] || die "failed: ${failures[*]}; service logs in $BENCH_LOGS"
