@@ -16,7 +16,7 @@ from presence.kafka import bus_ready, ensure_topics, start_consumer, start_produ
 from presence.settings import Settings
 from presence.topics import Topics, shared_topics
 from sip_edge.edge import Edge
-from sip_edge.transport import TcpConnections, start_udp
+from sip_edge.transport import TcpConnections, UdpEndpoint
 
 log = logging.getLogger("sip_edge")
 
@@ -26,13 +26,16 @@ async def consume_inbox(consumer: AIOKafkaConsumer, edge: Edge) -> None:
     while True:
         batch = await consumer.getmany(timeout_ms=1000, max_records=500)
         for records in batch.values():
-            for record in records:
+            for index, record in enumerate(records):
                 try:
                     event = events.decode(record.value or b"")
                 except events.EventDecodeError as error:
                     log.error("skipping undecodable inbox record %s: %s", record.offset, error)
                     continue
                 await edge.on_inbox_event(event)
+                if index % 16 == 15:
+                    # Let the sockets in: the answers to these NOTIFYs are arriving.
+                    await asyncio.sleep(0)
         if batch:
             await consumer.commit()
 
@@ -66,7 +69,7 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
         client_id=edge_id,
     )
     edge = Edge(settings, producer)
-    edge.udp = await start_udp(udp_sock, edge.message_received)
+    edge.udp = UdpEndpoint(udp_sock, edge.message_received)
     edge.tcp = TcpConnections(edge.message_received, settings.tcp_idle_timeout)
     await edge.tcp.serve(tcp_sock)
     tasks = [

@@ -43,7 +43,7 @@ from sip_edge.requests import (
     subscribe_event,
 )
 from sip_edge.transactions import TransactionTable, transaction_key
-from sip_edge.transport import Source, TcpConnections, UdpTransport
+from sip_edge.transport import Source, TcpConnections, UdpEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Edge:
         self.pacer = NotifyPacer(
             min_interval=settings.notify_min_interval, memory=64 * settings.sip_t1_ms / 1000
         )
-        self.udp: UdpTransport | None = None
+        self.udp: UdpEndpoint | None = None
         self.tcp: TcpConnections | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._pacer_cleaned_at = 0.0
@@ -80,7 +80,7 @@ class Edge:
 
     # --- incoming SIP ---------------------------------------------------------
 
-    async def message_received(self, data: bytes, source: Source) -> None:
+    def message_received(self, data: bytes, source: Source) -> None:
         """One complete SIP message (a datagram, or one framed from a TCP stream)."""
         try:
             message = parse_message(data, datagram=not source.reliable)
@@ -90,7 +90,7 @@ class Edge:
         if isinstance(message, SipResponse):
             self._response_received(message)
         elif message.method != "ACK":  # no INVITE transactions here to absorb it
-            await self._request_received(message, source)
+            self._request_received(message, source)
 
     def _answer_unparsable(self, error: SipParseError, source: Source) -> None:
         """400 (or 505) naming the defect, when the Via says where to send it."""
@@ -112,7 +112,7 @@ class Edge:
         lines += ["Content-Length: 0", "", ""]
         source.send("\r\n".join(lines).encode(), response_address(via, source.host, source.port))
 
-    async def _request_received(self, request: SipRequest, source: Source) -> None:
+    def _request_received(self, request: SipRequest, source: Source) -> None:
         vias = request.headers.get_all("Via")
         top_via = parse_via(vias[0])
         if stamp_via(top_via, source.host, source.port):

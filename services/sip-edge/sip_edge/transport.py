@@ -11,9 +11,8 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
 
 from presence.sip.framing import FramingError, KeepAlive, StreamFramer
 
@@ -42,38 +41,52 @@ class Source:
         return f"{self.transport}:{host}:{self.port}"
 
 
-MessageHandler = Callable[[bytes, Source], Awaitable[None]]
+MessageHandler = Callable[[bytes, Source], None]
 
 
-class UdpTransport(asyncio.DatagramProtocol):
-    def __init__(self, handle: MessageHandler) -> None:
+class UdpEndpoint:
+    """A UDP socket read in batches: asyncio's datagram transport reads one datagram
+    per event-loop pass, which under load leaves the answers to our NOTIFYs queued
+    in the kernel until the phone retransmits (and the backlog grows)."""
+
+    BATCH = 256
+
+    def __init__(self, sock: socket.socket, handle: MessageHandler) -> None:
+        self._sock = sock
         self._handle = handle
-        self._transport: asyncio.DatagramTransport | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock.fileno(), self._readable)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # The selector loop's UDP transport is not a DatagramTransport subclass.
-        self._transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: Address) -> None:
-        if not data.strip(b"\r\n"):
-            return  # keep-alive (RFC 5626 §4.4.1 uses CRLF on UDP too)
-        source = Source("udp", addr[0], addr[1], self.send)
-        task = asyncio.get_running_loop().create_task(self._handle(data, source))
-        self._tasks.add(task)  # keep a reference until done
-        task.add_done_callback(self._tasks.discard)
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and the like: the transaction timers deal with it.
-        log.debug("UDP error: %s", exc)
+    def _readable(self) -> None:
+        for _ in range(self.BATCH):
+            try:
+                data, addr = self._sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                # ICMP port unreachable and the like: the transaction timers deal with it.
+                log.debug("UDP receive error: %s", error)
+                return
+            if not data.strip(b"\r\n"):
+                continue  # keep-alive (RFC 5626 §4.4.1 uses CRLF on UDP too)
+            self._handle(data, Source("udp", addr[0], addr[1], self.send))
 
     def send(self, data: bytes, address: Address) -> None:
-        if self._transport is not None:
-            self._transport.sendto(data, address)
+        try:
+            self._sock.sendto(data, address)
+        except (BlockingIOError, InterruptedError):
+            # A full send buffer (4 MiB): dropped like any lost datagram; client
+            # transactions retransmit, and clients retransmit their requests.
+            log.warning("UDP send buffer full: dropped a datagram to %s", address)
+        except OSError as error:
+            log.debug("UDP send to %s failed: %s", address, error)
 
     def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
 
 
 class TcpConnections:
@@ -130,7 +143,7 @@ class TcpConnections:
                     if isinstance(item, KeepAlive):
                         writer.write(b"\r\n")  # RFC 5626 §3.5.1: pong
                     else:
-                        await self._handle(item, source)
+                        self._handle(item, source)
         except FramingError as error:
             log.info("closing TCP connection from %s: %s", source, error)
         except (TimeoutError, ConnectionError):
@@ -147,11 +160,3 @@ class TcpConnections:
             self._server.close()
         for writer in list(self._writers.values()):
             writer.close()
-
-
-async def start_udp(sock: socket.socket, handle: MessageHandler) -> UdpTransport:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-    _, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: UdpTransport(handle), sock=sock
-    )
-    return protocol
