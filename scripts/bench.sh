@@ -86,6 +86,9 @@ cleanup() {
     if pid_alive kafka; then
         "$PY" "$CTL" delete-topics "$KAFKA_BOOTSTRAP" "$NAMESPACE" || say "could not delete the topics of $NAMESPACE"
     fi
+    if pid_alive redis; then
+        redis-cli -h 127.0.0.1 -p "$PRESENCE_REDIS_PORT" -n 9 flushdb >/dev/null || true
+    fi
     for part in "${started[@]}"; do "$S/$part.sh" stop || true; done
     [ -z "$WORK" ] || rm -rf "$WORK"
 }
@@ -125,8 +128,8 @@ read -r SIP_PORT EDGE_HTTP STORE_HTTP NOTIFIER_HTTP NOTIFIER_HTTP_2 NOTIFIER_HTT
 mapfile -t unset_presence < <(compgen -e | grep '^PRESENCE_' | sed 's/^/--unset=/')
 service_env=(
     PRESENCE_DB_URL="$BENCH_DB_URL"
-    # A Redis database of its own: the lock keys (presence:lock:<shard>) carry no
-    # namespace, so on database 0 this stack would contend with `make run` and tests.
+    # A Redis database of its own (lock keys also carry the namespace), flushed at
+    # the end so that bench runs leave no fence counters behind.
     PRESENCE_REDIS_URL="redis://127.0.0.1:$PRESENCE_REDIS_PORT/9"
     PRESENCE_KAFKA_BOOTSTRAP="$KAFKA_BOOTSTRAP"
     PRESENCE_KAFKA_NAMESPACE="$NAMESPACE"
