@@ -124,8 +124,14 @@ def test_tcp_oversized_message_closes_the_connection(stack: Stack) -> None:
 
 @pytest.fixture(scope="module")
 def lone_edge(test_database: str) -> Iterator[Stack]:
-    """sip-edge without presence-store, with a short T1 and one served domain."""
-    stack = make_stack(test_database, PRESENCE_SIP_T1_MS="50", PRESENCE_DOMAINS="example.com")
+    """sip-edge without presence-store, with a short T1, one served domain and a
+    minimum expiry."""
+    stack = make_stack(
+        test_database,
+        PRESENCE_SIP_T1_MS="50",
+        PRESENCE_DOMAINS="example.com",
+        PRESENCE_MIN_EXPIRES="60",
+    )
     try:
         stack.start("sip-edge")
         yield stack
@@ -140,6 +146,16 @@ def test_domain_not_served_is_404(lone_edge: Stack) -> None:
         assert client.transact(request).status == 404
     finally:
         client.close()
+
+
+def test_expiry_below_the_minimum_is_423_with_min_expires(lone_edge: Stack) -> None:
+    client = SipClient(lone_edge.sip, "udp")
+    try:
+        response = client.transact(publish(client, "brief", [("Expires", "10")]))
+    finally:
+        client.close()
+    assert response.status == 423
+    assert response.headers.get("Min-Expires") == "60"
 
 
 def test_idle_tcp_connection_is_closed(test_database: str) -> None:

@@ -329,3 +329,25 @@ async def test_unanswered_notify_ends_the_subscription_unless_configured_not_to(
     finally:
         client.close()
         await asyncio.to_thread(stack.close)
+
+
+def test_without_force_active_a_subscription_is_pending_and_sees_no_document(
+    test_database: str,
+) -> None:
+    """The seed: force_active=0 and no XCAP rules -> pending, NOTIFYs without body."""
+    stack = make_stack(test_database, PRESENCE_FORCE_ACTIVE="0")
+    client = SipClient(stack.sip, "udp")
+    try:
+        for name in ("presence-store", "notifier", "sip-edge"):
+            stack.start(name)
+        presentity = f"sip:private-{secrets.token_hex(3)}@example.com"
+        assert publish(stack, presentity, "open").status == 200
+        watcher = WatcherDialog(client, presentity, secrets.token_hex(6), secrets.token_hex(3))
+        assert watcher.subscribe().status == 200
+        notify = watcher.next_notify()
+    finally:
+        client.close()
+        stack.close()
+    assert notify.headers.get("Subscription-State").startswith("pending;expires=")
+    assert notify.body == b""
+    assert notify.headers.get("Content-Type") is None
