@@ -24,6 +24,8 @@ from presence.topics import shared_topics
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_GRACE = 10.0
+
 
 @dataclass
 class Backend:
@@ -79,6 +81,9 @@ class Backend:
         crashed = [task for task in done if task is not stop]
         log.info("stopping")
         http.should_exit = True
+        # Consumers finish and commit the batch in hand (they watch `stopping`); what
+        # is still running after the grace period (timers, a stuck batch) is cancelled.
+        await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE)
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

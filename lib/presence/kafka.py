@@ -127,7 +127,12 @@ EventHandler = Callable[[events.Event], Awaitable[list[asyncio.Future[object]]]]
 
 
 async def consume_in_batches(
-    consumer: AIOKafkaConsumer, handle: EventHandler, *, concurrency: int, max_records: int = 500
+    consumer: AIOKafkaConsumer,
+    handle: EventHandler,
+    *,
+    concurrency: int,
+    stopping: asyncio.Event,
+    max_records: int = 500,
 ) -> None:
     """The consumer loop of presence-store and notifier, at least once and in key order.
 
@@ -136,7 +141,8 @@ async def consume_in_batches(
     database and broker round trips overlap. Each handler returns the futures of the
     records it produced; the offsets of a batch are committed only after every
     handler finished (its database transaction committed) and every produced record
-    was acknowledged, so a crash at any point redelivers, never loses.
+    was acknowledged, so a crash at any point redelivers, never loses. When
+    `stopping` is set, the batch in hand is finished and committed, then it returns.
     """
     slots = asyncio.Semaphore(concurrency)
 
@@ -160,8 +166,8 @@ async def consume_in_batches(
                 produced += await handle(event)
         return produced
 
-    while True:
-        batch = await consumer.getmany(timeout_ms=1000, max_records=max_records)
+    while not stopping.is_set():
+        batch = await consumer.getmany(timeout_ms=500, max_records=max_records)
         if not batch:
             continue
         by_key: dict[tuple[str, int, bytes | None], list[ConsumerRecord[bytes, bytes]]] = {}

@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 
 import asyncpg
@@ -235,3 +236,28 @@ def test_registrar_binds_refreshes_and_removes(stack: Stack) -> None:
     assert remaining["<sip:linphone@192.0.2.9:5060>"] == "120"
     assert removed.status == 200
     assert removed.headers.get_all("Contact") == []
+
+
+def test_sigterm_stops_every_service_cleanly_and_soon(test_database: str) -> None:
+    stack = make_stack(test_database)
+    try:
+        for name in ("presence-store", "notifier", "sip-edge"):
+            stack.start(name)
+        client = SipClient(stack.sip, "udp")
+        try:  # some work in flight before the stop
+            client.send(client.request("OPTIONS", "sip:example.com", []))
+        finally:
+            client.close()
+        for name in ("sip-edge", "notifier", "presence-store"):
+            started = time.monotonic()
+            assert stack.stop(name) == 0, stack_log_tail(stack, name)
+            assert time.monotonic() - started < 15
+    finally:
+        stack.close()
+
+
+def stack_log_tail(stack: Stack, name: str) -> str:
+    from .conftest import LOGS
+
+    logs = sorted(LOGS.glob(f"{name}-{stack.env['PRESENCE_KAFKA_NAMESPACE']}.log"))
+    return logs[-1].read_text()[-2000:] if logs else ""

@@ -28,7 +28,11 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
             stopping,
             http_port=settings.notifier_http_port,
             port_variable="PRESENCE_NOTIFIER_HTTP_PORT",
-            workers=[consume_in_batches(backend.consumer, fanout.handle, concurrency=8)],
+            workers=[
+                consume_in_batches(
+                    backend.consumer, fanout.handle, concurrency=8, stopping=stopping
+                )
+            ],
         )
     finally:
         await backend.close()

@@ -38,7 +38,10 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
             workers=[
                 # Concurrency beyond the lock shards would only queue on the locks.
                 consume_in_batches(
-                    backend.consumer, handler.handle, concurrency=settings.lock_set_size
+                    backend.consumer,
+                    handler.handle,
+                    concurrency=settings.lock_set_size,
+                    stopping=stopping,
                 ),
                 cleaner.run(),
             ],

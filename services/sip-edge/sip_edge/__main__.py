@@ -90,9 +90,15 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
         inbox,
     )
     await stopping.wait()
-    log.info("stopping")
+    # Stop taking requests, then give the ones in flight the time the store has to
+    # answer them (their replies still arrive on the inbox), then go.
+    log.info("stopping: %d transactions in flight", edge.transactions.unanswered())
     edge.udp.close()
     edge.tcp.close()
+    for _ in range(int(events.REPLY_DEADLINE / 0.05)):
+        if not edge.transactions.unanswered():
+            break
+        await asyncio.sleep(0.05)
     http.should_exit = True
     for task in tasks:
         task.cancel()

@@ -75,6 +75,10 @@ class TransactionTable:
             transaction.final = True
             transaction.ends_at = now + (0.0 if reliable else TIMER_J_UDP)
 
+    def unanswered(self) -> int:
+        """Transactions still waiting for their final response."""
+        return sum(1 for t in self._by_key.values() if not t.final)
+
     def unanswered_since(self, cutoff: float) -> list[ServerTransaction]:
         """Transactions started before `cutoff` that have sent no response at all."""
         return [
