@@ -10,6 +10,7 @@ and handlers are idempotent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -21,7 +22,12 @@ from aiokafka import (
     TopicPartition,
 )
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaError,
+    TopicAlreadyExistsError,
+)
 
 from presence import events
 
@@ -123,6 +129,8 @@ async def bus_ready(producer: AIOKafkaProducer, timeout: float = 2.0) -> bool:
     return True
 
 
+FIRST_RETRY_PAUSE = 0.5
+LAST_RETRY_PAUSE = 30.0
 EventHandler = Callable[[events.Event], Awaitable[list[asyncio.Future[object]]]]
 
 
@@ -143,8 +151,14 @@ async def consume_in_batches(
     handler finished (its database transaction committed) and every produced record
     was acknowledged, so a crash at any point redelivers, never loses. When
     `stopping` is set, the batch in hand is finished and committed, then it returns.
+
+    A batch that fails (PostgreSQL, Redis or Kafka unreachable) is handled again
+    from its first record after a growing pause (0.5 s doubling to 30 s), so the
+    service rides out an outage of a dependency instead of exiting; the handlers
+    are idempotent, so what the failed attempt did apply is answered, not redone.
     """
     slots = asyncio.Semaphore(concurrency)
+    pause = FIRST_RETRY_PAUSE
 
     async def handle_key(
         records: list[ConsumerRecord[bytes, bytes]],
@@ -176,6 +190,18 @@ async def consume_in_batches(
                 by_key.setdefault((partition.topic, partition.partition, record.key), []).append(
                     record
                 )
-        results = await asyncio.gather(*(handle_key(records) for records in by_key.values()))
-        await asyncio.gather(*(future for produced in results for future in produced))
-        await consumer.commit()
+        try:
+            async with asyncio.TaskGroup() as group:
+                handled = [group.create_task(handle_key(records)) for records in by_key.values()]
+            produced = [future for task in handled for future in task.result()]
+            await asyncio.gather(*produced)
+            await consumer.commit()
+            pause = FIRST_RETRY_PAUSE
+        except Exception as error:  # a dependency is down: handle the batch again later
+            log.warning("batch failed (%s); handling it again in %.1f s", error, pause)
+            for partition, records in batch.items():
+                with contextlib.suppress(IllegalStateError):  # moved away in a rebalance
+                    consumer.seek(partition, records[0].offset)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), pause)
+            pause = min(pause * 2, LAST_RETRY_PAUSE)

@@ -261,3 +261,41 @@ def stack_log_tail(stack: Stack, name: str) -> str:
 
     logs = sorted(LOGS.glob(f"{name}-{stack.env['PRESENCE_KAFKA_NAMESPACE']}.log"))
     return logs[-1].read_text()[-2000:] if logs else ""
+
+
+def test_store_rides_out_a_redis_outage(test_database: str, tmp_path) -> None:
+    """Redis (the locks) goes away and comes back: requests meanwhile get 503 with
+    Retry-After, the store stays up and answers 200 again once Redis is back."""
+    port = free_port()
+    redis_command = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+    redis_command += ["--dir", str(tmp_path)]
+    redis = subprocess.Popen(redis_command, stdout=subprocess.DEVNULL)
+    stack = make_stack(
+        test_database, PRESENCE_FORCE_ACTIVE="1", PRESENCE_REDIS_URL=f"redis://127.0.0.1:{port}/0"
+    )
+    client = SipClient(stack.sip, "udp", timeout=15)
+
+    def publish() -> SipResponse:
+        headers = [("Event", "presence"), ("Content-Type", "application/pidf+xml")]
+        return client.transact(client.request("PUBLISH", "sip:alice@example.com", headers, PIDF))
+
+    try:
+        wait_until(lambda: redis_answers(port), 10, "the private redis-server")
+        for name in ("presence-store", "notifier", "sip-edge"):
+            stack.start(name)
+        assert publish().status == 200
+        redis.terminate()
+        redis.wait(10)
+        during = publish()
+        assert during.status == 503 and during.headers.get("Retry-After")
+        redis = subprocess.Popen(redis_command, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while (status := publish().status) != 200:
+            assert status == 503, status
+            assert time.monotonic() < deadline, "no 200 after Redis came back"
+        assert stack.processes["presence-store"].process.poll() is None  # never exited
+    finally:
+        client.close()
+        stack.close()
+        redis.terminate()
+        redis.wait(10)
