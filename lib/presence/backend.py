@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from fastapi import APIRouter
 from redis.asyncio import Redis
 
 from presence import service
@@ -63,6 +64,7 @@ class Backend:
         http_port: int,
         port_variable: str,
         workers: list[Coroutine[Any, Any, None]],
+        routers: tuple[APIRouter, ...] = (),
     ) -> None:
         """Run the workers and the health endpoints until SIGTERM; a worker that
         crashes ends the service loudly (its orchestrator restarts it)."""
@@ -72,9 +74,10 @@ class Backend:
             "redis": lambda: redis_ready(self.redis),
         }
         tasks = [asyncio.create_task(worker) for worker in workers]
-        http = await service.serve_http(
-            make_health_app(name, checks), settings.http_host, http_port, port_variable
-        )
+        app = make_health_app(name, checks)
+        for router in routers:
+            app.include_router(router)
+        http = await service.serve_http(app, settings.http_host, http_port, port_variable)
         log.info("%s running", name)
         stop = asyncio.create_task(stopping.wait())
         done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)

@@ -112,6 +112,15 @@ def _domain_list(text: str) -> str:
     return text
 
 
+def _choice(*values: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in values:
+            raise ValueError(f"must be one of {', '.join(values)}, got {text!r}")
+        return text
+
+    return parse
+
+
 def _log_level(text: str) -> str:
     level = text.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -137,6 +146,10 @@ class Settings:
     lock_set_size: int = 8
     expires_offset: int = 0
     force_active: int = 0
+    # What a watcher sees when the matching rule grants no transformation: RFC 5025
+    # ("rfc5025": nothing but what is granted, so no tuples) or the whole document
+    # ("kamailio", as Kamailio's presence_xml does).
+    transformation_default: str = "rfc5025"
     max_expires: int = 3600
     # Empty means "sip:<sip_host>:<sip_port>", the address the edge listens on.
     server_address: str = ""
@@ -211,6 +224,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "lock_set_size": _integer(1, 65536),
     "expires_offset": _integer(0),
     "force_active": _flag,
+    "transformation_default": _choice("rfc5025", "kamailio"),
     "max_expires": _integer(1),
     "server_address": _sip_uri_or_empty,
     "sip_host": _host,

@@ -7,15 +7,18 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from notifier.notify_builder import Subscription, build_notify
 from presence import events
-from presence.aggregation import Publication, aggregate
+from presence.aggregation import Publication, aggregate, empty_document
+from presence.authorization import judge, watcher_document
 from presence.settings import Settings
 from presence.topics import Topics
+from presence.xcap_documents import load_pres_rules
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +47,18 @@ class Fanout:
             log.warning("ignoring unexpected %s event", change.TYPE)
             return []
         sends = []
-        async for subscriptions, document in self._pages(change):
+        entity = f"sip:{change.username}@{change.domain}"
+        async for subscriptions, document, rules in self._pages(change):
+            now = datetime.now(UTC)
             for subscription in subscriptions:
-                sends.append(await self._notify(subscription, document))
+                seen = self._as_seen_by(subscription, document, entity, rules, now)
+                sends.append(await self._notify(subscription, seen))
         log.info("%s %s %s: %d NOTIFY", change.TYPE, change.presentity, change.event, len(sends))
         return sends
 
     async def _pages(
         self, change: events.PresentityChanged | events.WatcherChanged
-    ) -> AsyncIterator[tuple[list[Subscription], bytes]]:
+    ) -> AsyncIterator[tuple[list[Subscription], bytes, str | None]]:
         """The subscriptions to notify, a page at a time, each with a freshly allocated
         CSeq and the document to send.
 
@@ -89,7 +95,11 @@ class Fanout:
                 if not rows:
                     return
                 document = await self._document(connection, change, closed)
-            yield [Subscription(**row) for row in sorted(rows, key=lambda r: r["id"])], document
+                rules = await load_pres_rules(
+                    connection, self._settings, change.username, change.domain
+                )
+            page = [Subscription(**row) for row in sorted(rows, key=lambda r: r["id"])]
+            yield page, document, rules
             if isinstance(change, events.WatcherChanged) or len(rows) < PAGE_SIZE:
                 return
             last_id = max(r["id"] for r in rows)
@@ -113,6 +123,23 @@ class Fanout:
         publications = [Publication(r["etag"], r["received_time"], r["body"]) for r in rows]
         ended = [Publication("", 0, body) for body in closed]
         return aggregate(f"sip:{change.username}@{change.domain}", publications, closed=ended)
+
+    def _as_seen_by(
+        self,
+        subscription: Subscription,
+        document: bytes,
+        entity: str,
+        rules: str | None,
+        now: datetime,
+    ) -> bytes:
+        """The document filtered by the presentity's rules for this watcher (judged
+        now, so a rules change shows in the next NOTIFY)."""
+        if self._settings.force_active:
+            return document
+        verdict = judge(rules, subscription.remote_uri, self._settings, now)
+        if verdict.status != "active":
+            return empty_document(entity)
+        return watcher_document(document, entity, verdict, self._settings)
 
     async def _notify(self, subscription: Subscription, document: bytes) -> asyncio.Future[object]:
         notify, _ = build_notify(

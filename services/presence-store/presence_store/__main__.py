@@ -15,6 +15,7 @@ from presence.settings import Settings
 from presence.topics import Topics
 from presence_store.cleaner import Cleaner
 from presence_store.handlers import RequestHandler
+from presence_store.xcap import xcap_router
 
 
 async def body(settings: Settings, stopping: asyncio.Event) -> None:
@@ -45,6 +46,7 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
                 ),
                 cleaner.run(),
             ],
+            routers=(xcap_router(settings, backend.pool, locks, backend.producer),),
         )
     finally:
         await cleaner.resign()

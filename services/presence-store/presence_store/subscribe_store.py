@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import asyncpg
 
+from presence.authorization import Verdict, judge
 from presence.events import SubscribeRequest, WatcherChanged
 from presence.settings import Settings
-from presence.sip.message import parse_uri
+from presence.sip.message import SipUri, parse_uri
+from presence.xcap_documents import load_pres_rules
 from presence_store.outcome import Outcome, Reply
-from presence_store.subscription import grant_expires, initial_status, new_to_tag
+from presence_store.subscription import grant_expires, new_to_tag
 
 
 async def apply_subscribe(
@@ -19,6 +23,10 @@ async def apply_subscribe(
         return Outcome(granted)
     if request.to_tag is None:
         to_tag = await _create(connection, request, settings, now, granted)
+        if to_tag is None:
+            # RFC 5025 block: refused outright (polite-block, by contrast, looks like
+            # an accepted subscription to a presentity that is offline).
+            return Outcome(Reply(403, "Forbidden"))
     else:
         refused = await _refresh(connection, request, settings, now, granted)
         if refused is not None:
@@ -44,10 +52,18 @@ async def _create(
     settings: Settings,
     now: int,
     granted: int,
-) -> str:
+) -> str | None:
+    """The new dialog's To-tag, or None when the presentity's rules block the watcher."""
     watcher = parse_uri(request.from_uri)
+    rules = await load_pres_rules(connection, settings, request.username, request.domain)
+    verdict = judge(rules, request.from_uri, settings, datetime.now(UTC))
+    await record_verdict(
+        connection, settings, request.username, request.domain, watcher, verdict, now
+    )
+    if verdict.status == "terminated":
+        return None
     to_tag = new_to_tag(settings)
-    status = initial_status(settings)
+    status = verdict.status
     await connection.execute(
         f"""INSERT INTO {settings.active_watchers_table} (
                 to_user, to_domain, from_user, from_domain, event, event_id, to_tag, from_tag,
@@ -74,19 +90,33 @@ async def _create(
         request.flow,
         request.edge_id,
     )
+    return to_tag
+
+
+async def record_verdict(
+    connection: asyncpg.Connection,
+    settings: Settings,
+    username: str,
+    domain: str,
+    watcher: SipUri,
+    verdict: Verdict,
+    now: int,
+) -> None:
+    """The decision for this (presentity, watcher) pair, in the seed's watchers table."""
     await connection.execute(
         f"""INSERT INTO {settings.watchers_table}
-                (p_user, p_domain, w_user, w_domain, subs_status, inserted_time)
-            VALUES ($1, $2, $3, $4, $5, $6)
-            ON CONFLICT (p_user, p_domain, w_user, w_domain) DO NOTHING""",
-        request.username,
-        request.domain,
+                (p_user, p_domain, w_user, w_domain, subs_status, reason, inserted_time)
+            VALUES ($1, $2, $3, $4, $5, $6, $7)
+            ON CONFLICT (p_user, p_domain, w_user, w_domain) DO UPDATE
+                SET subs_status = EXCLUDED.subs_status, reason = EXCLUDED.reason""",
+        username,
+        domain,
         watcher.user or "",
         watcher.host.lower(),
-        status,
+        verdict.status,
+        verdict.reason,
         now,
     )
-    return to_tag
 
 
 async def _refresh(

@@ -27,9 +27,3 @@ def grant_expires(request: SubscribeRequest, settings: Settings) -> int | Reply:
 def new_to_tag(settings: Settings) -> str:
     """The seed's to_tag_pref, then randomness (the tag names the dialog)."""
     return settings.to_tag_pref + secrets.token_hex(8)
-
-
-def initial_status(settings: Settings) -> str:
-    """force_active=1: active at once; otherwise pending until the privacy rules
-    (issue 6) decide, and pending subscriptions get NOTIFYs without body (the seed)."""
-    return "active" if settings.force_active else "pending"

@@ -1,0 +1,190 @@
+"""The XCAP server for pres-rules documents (RFC 4825, RFC 5025 §9), on presence-store.
+
+    PUT    /xcap-root/pres-rules/users/{xui}/index   store or replace (201 / 200)
+    GET    /xcap-root/pres-rules/users/{xui}/index   the document (404 when none)
+    DELETE /xcap-root/pres-rules/users/{xui}/index   remove it
+
+xui is the presentity's SIP URI ("sip:alice@example.com", percent-encoded in the
+path). A document that is not well-formed or not a valid ruleset is refused with
+409 and an XCAP error body (RFC 4825 §11), and the stored one stays. Every change
+re-judges the presentity's subscriptions at once: those now allowed become active,
+those no longer allowed end (reason deactivated, or rejected when blocked), and
+every watcher gets a NOTIFY with what it may now see.
+
+Authentication of XCAP clients comes with the SIP authentication work (issue 10);
+until then this API is for trusted networks only, like the rest of the HTTP port.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from datetime import UTC, datetime
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, Request, Response
+
+from presence import events
+from presence.authorization import judge
+from presence.locks import ShardedLocks
+from presence.rules import RulesError, parse_rules
+from presence.settings import Settings
+from presence.sip.message import SipParseError, parse_uri
+from presence.topics import Topics
+from presence.xcap_documents import PRES_RULES_DOC_TYPE, load_pres_rules
+from presence_store.fencing import enter_fence
+
+log = logging.getLogger(__name__)
+
+AUTH_POLICY = "application/auth-policy+xml"
+MAX_DOCUMENT_BYTES = 256 * 1024
+_PATH = "/xcap-root/pres-rules/users/{xui}/index"
+
+
+def _xcap_error(tag: str, status: int = 409) -> Response:
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        f'<xcap-error xmlns="urn:ietf:params:xml:ns:xcap-error"><{tag}/></xcap-error>'
+    )
+    return Response(body, status, media_type="application/xcap-error+xml")
+
+
+def _etag(document: str) -> str:
+    return '"' + hashlib.sha256(document.encode()).hexdigest()[:32] + '"'
+
+
+def xcap_router(
+    settings: Settings, pool: asyncpg.Pool, locks: ShardedLocks, producer: AIOKafkaProducer
+) -> APIRouter:
+    router = APIRouter()
+    topics = Topics.of(settings)
+    table = settings.xcap_table
+
+    def presentity_of(xui: str) -> tuple[str, str] | None:
+        try:
+            uri = parse_uri(xui)
+        except SipParseError:
+            return None
+        return (uri.user, uri.host.lower()) if uri.user else None
+
+    @router.get(_PATH)
+    async def get_rules(xui: str) -> Response:
+        presentity = presentity_of(xui)
+        if presentity is None:
+            return Response("xui must be a SIP URI with a user part", 404)
+        document = await load_pres_rules(pool, settings, *presentity)
+        if document is None:
+            return Response(status_code=404)
+        return Response(document, media_type=AUTH_POLICY, headers={"ETag": _etag(document)})
+
+    @router.put(_PATH)
+    async def put_rules(xui: str, request: Request) -> Response:
+        presentity = presentity_of(xui)
+        if presentity is None:
+            return Response("xui must be a SIP URI with a user part", 404)
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != AUTH_POLICY:
+            return Response(f"Content-Type must be {AUTH_POLICY}", 415)
+        body = await request.body()
+        if len(body) > MAX_DOCUMENT_BYTES:
+            return Response("document too large", 413)
+        try:
+            parse_rules(body)
+        except RulesError as error:
+            not_xml = "well-formed" in str(error).lower() or "xml" in str(error).lower()
+            log.info("XCAP PUT for %s refused: %s", xui, error)
+            return _xcap_error("not-well-formed" if not_xml else "schema-validation-error")
+        try:
+            document = body.decode()
+        except UnicodeDecodeError:
+            return _xcap_error("not-utf-8")
+        created = await _change(presentity, document)
+        return Response(status_code=201 if created else 200, headers={"ETag": _etag(document)})
+
+    @router.delete(_PATH)
+    async def delete_rules(xui: str) -> Response:
+        presentity = presentity_of(xui)
+        if presentity is None:
+            return Response("xui must be a SIP URI with a user part", 404)
+        if await load_pres_rules(pool, settings, *presentity) is None:
+            return Response(status_code=404)
+        await _change(presentity, None)
+        return Response(status_code=200)
+
+    async def _change(presentity: tuple[str, str], document: str | None) -> bool:
+        """Store (or delete) the document and re-judge the subscriptions, in one
+        transaction under the presentity's lock; then tell the notifier."""
+        username, domain = presentity
+        now = int(time.time())
+        notices: list[events.Event] = []
+        async with locks.hold(f"{username}@{domain}") as lease, pool.acquire() as connection:
+            async with connection.transaction():
+                await enter_fence(connection, lease)
+                existed = await connection.fetchval(
+                    f"""DELETE FROM {table}
+                        WHERE username = $1 AND domain = $2 AND doc_type = $3 RETURNING true""",
+                    username,
+                    domain,
+                    PRES_RULES_DOC_TYPE,
+                )
+                if document is not None:
+                    await connection.execute(
+                        f"""INSERT INTO {table} (username, domain, xcap, doc_type)
+                            VALUES ($1, $2, $3, $4)""",
+                        username,
+                        domain,
+                        document,
+                        PRES_RULES_DOC_TYPE,
+                    )
+                notices = await _rejudge(connection, username, domain, document, now)
+        for notice in notices:
+            await producer.send_and_wait(
+                topics.changes, events.encode(notice), key=f"{username}@{domain}".encode()
+            )
+        return not existed
+
+    async def _rejudge(
+        connection: asyncpg.Connection,
+        username: str,
+        domain: str,
+        document: str | None,
+        now: int,
+    ) -> list[events.Event]:
+        watchers = settings.active_watchers_table
+        rows = await connection.fetch(
+            f"""SELECT id, to_tag, remote_uri, status, event FROM {watchers}
+                WHERE to_domain = $1 AND to_user = $2 AND status <> 'terminated'
+                  AND expires > $3 FOR UPDATE""",
+            domain,
+            username,
+            now,
+        )
+        notices: list[events.Event] = []
+        judged_at = datetime.now(UTC)
+        for row in rows:
+            verdict = judge(document, row["remote_uri"], settings, judged_at)
+            status, reason = verdict.status, verdict.reason
+            if row["status"] == "active" and status != "active":
+                # RFC 5025 §3.2.1 / RFC 6665: permission withdrawn.
+                status, reason = "terminated", verdict.reason or "deactivated"
+            if status == row["status"]:
+                continue
+            await connection.execute(
+                f"UPDATE {watchers} SET status = $2, reason = $3 WHERE id = $1",
+                row["id"],
+                status,
+                reason,
+            )
+            if status == "terminated":
+                notices.append(
+                    events.WatcherChanged(
+                        username, domain, row["event"], row["to_tag"], "xcap", time.time()
+                    )
+                )
+        # Every remaining watcher sees the document as the new rules filter it.
+        notices.append(events.PresentityChanged(username, domain, "presence", "xcap", time.time()))
+        return notices
+
+    return router

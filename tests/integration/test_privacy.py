@@ -1,0 +1,131 @@
+"""Privacy on the real stack (force_active=0): pres-rules stored through the XCAP API
+decide each subscription's state and what each watcher sees (RFC 5025)."""
+
+from __future__ import annotations
+
+import secrets
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from lxml import etree
+
+from .conftest import Stack, make_stack
+from .sip_client import SipClient
+from .test_subscribe import WatcherDialog, publish_device
+
+pytestmark = pytest.mark.integration
+
+PIDF = "urn:ietf:params:xml:ns:pidf"
+WATCHER = "sip:watcher@example.com"  # WatcherDialog's From
+
+
+def rules(sub_handling: str, *, transformations: str = "") -> bytes:
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<cr:ruleset xmlns:cr="urn:ietf:params:xml:ns:common-policy"
+            xmlns:pr="urn:ietf:params:xml:ns:pres-rules">
+  <cr:rule id="friends">
+    <cr:conditions><cr:identity><cr:one id="{WATCHER}"/></cr:identity></cr:conditions>
+    <cr:actions><pr:sub-handling>{sub_handling}</pr:sub-handling></cr:actions>
+    <cr:transformations>{transformations}</cr:transformations>
+  </cr:rule>
+</cr:ruleset>""".encode()
+
+
+def xcap(
+    stack: Stack, method: str, presentity: str, body: bytes | None = None
+) -> tuple[int, bytes]:
+    xui = urllib.parse.quote(presentity, safe="")
+    request = urllib.request.Request(
+        stack.http("presence-store", f"/xcap-root/pres-rules/users/{xui}/index"),
+        data=body,
+        method=method,
+        headers={"Content-Type": "application/auth-policy+xml"} if body is not None else {},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+@pytest.fixture(scope="module")
+def private_stack(test_database: str) -> Iterator[Stack]:
+    stack = make_stack(test_database, PRESENCE_FORCE_ACTIVE="0")
+    try:
+        for name in ("presence-store", "notifier", "sip-edge"):
+            stack.start(name)
+        yield stack
+    finally:
+        stack.close()
+
+
+def device_document(entity: str) -> bytes:
+    return (
+        f'<presence xmlns="{PIDF}" entity="{entity}"><tuple id="desk">'
+        f"<status><basic>open</basic></status></tuple><note>in a meeting</note></presence>"
+    ).encode()
+
+
+def test_rules_move_a_watcher_from_pending_to_allowed_to_blocked(private_stack: Stack) -> None:
+    presentity = f"sip:private-{secrets.token_hex(3)}@example.com"
+    assert publish_device(private_stack, presentity, device_document(presentity)).status == 200
+    client = SipClient(private_stack.sip, "udp")
+    try:
+        watcher = WatcherDialog(client, presentity, secrets.token_hex(6), secrets.token_hex(3))
+        assert watcher.subscribe().status == 200
+        pending = watcher.next_notify()
+        assert pending.headers.get("Subscription-State").startswith("pending")
+        assert pending.body == b""
+
+        # allow, with the services (tuples) but not the notes.
+        grant = "<pr:provide-services><pr:all-services/></pr:provide-services>"
+        status, _ = xcap(private_stack, "PUT", presentity, rules("allow", transformations=grant))
+        assert status == 201
+        allowed = watcher.next_notify()
+        assert allowed.headers.get("Subscription-State").startswith("active")
+        root = etree.fromstring(allowed.body)
+        assert root.findtext(f"{{{PIDF}}}tuple/{{{PIDF}}}status/{{{PIDF}}}basic") == "open"
+        assert root.find(f"{{{PIDF}}}note") is None  # provide-note not granted
+
+        status, _ = xcap(private_stack, "PUT", presentity, rules("block"))
+        assert status == 200  # replaced
+        ended = watcher.next_notify()
+        assert ended.headers.get("Subscription-State") == "terminated;reason=rejected"
+
+        again = WatcherDialog(client, presentity, secrets.token_hex(6), secrets.token_hex(3))
+        assert again.subscribe().status == 403  # block refuses a new subscription
+    finally:
+        client.close()
+
+
+def test_polite_block_looks_like_an_offline_presentity(private_stack: Stack) -> None:
+    presentity = f"sip:polite-{secrets.token_hex(3)}@example.com"
+    assert publish_device(private_stack, presentity, device_document(presentity)).status == 200
+    assert xcap(private_stack, "PUT", presentity, rules("polite-block"))[0] == 201
+    client = SipClient(private_stack.sip, "udp")
+    try:
+        watcher = WatcherDialog(client, presentity, secrets.token_hex(6), secrets.token_hex(3))
+        assert watcher.subscribe().status == 200
+        notify = watcher.next_notify()
+    finally:
+        client.close()
+    assert notify.headers.get("Subscription-State").startswith("active")
+    root = etree.fromstring(notify.body)
+    assert [b.text for b in root.iter(f"{{{PIDF}}}basic")] == ["closed"]
+    assert b"meeting" not in notify.body and b"desk" not in notify.body
+
+
+def test_xcap_api_stores_refuses_and_deletes(private_stack: Stack) -> None:
+    presentity = f"sip:api-{secrets.token_hex(3)}@example.com"
+    assert xcap(private_stack, "GET", presentity)[0] == 404
+    assert xcap(private_stack, "PUT", presentity, rules("allow"))[0] == 201
+    status, body = xcap(private_stack, "GET", presentity)
+    assert status == 200 and b"<pr:sub-handling>allow</pr:sub-handling>" in body
+    status, body = xcap(private_stack, "PUT", presentity, b"<ruleset")
+    assert status == 409 and b"xcap-error" in body
+    assert xcap(private_stack, "GET", presentity)[1] == rules("allow")  # unchanged
+    assert xcap(private_stack, "DELETE", presentity)[0] == 200
+    assert xcap(private_stack, "GET", presentity)[0] == 404
