@@ -89,8 +89,9 @@ class Stack:
     def http(self, service: str, path: str) -> str:
         return f"http://127.0.0.1:{self.processes[service].http_port}{path}"
 
-    def start(self, name: str, replica: str = "") -> ServiceProcess:
-        """Start a service; a second replica of it needs a `replica` name of its own."""
+    def start(self, name: str, replica: str = "", **overrides: str) -> ServiceProcess:
+        """Start a service; a second replica of it needs a `replica` name of its own
+        (and, for sip-edge, its own PRESENCE_SIP_PORT and PRESENCE_EDGE_ID)."""
         LOGS.mkdir(parents=True, exist_ok=True)
         key = f"{name}{replica}"
         log_path = LOGS / f"{key}-{self.env['PRESENCE_KAFKA_NAMESPACE']}.log"
@@ -98,6 +99,7 @@ class Stack:
         env = dict(self.env)
         if replica:
             env[port_variable] = str(free_port())
+        env.update(overrides)
         port = int(env[port_variable])
         with log_path.open("ab") as log:
             process = subprocess.Popen(

@@ -299,3 +299,28 @@ def test_store_rides_out_a_redis_outage(test_database: str, tmp_path) -> None:
         stack.close()
         redis.terminate()
         redis.wait(10)
+
+
+def test_each_edge_replica_gets_the_replies_to_its_own_requests(test_database: str) -> None:
+    stack = make_stack(test_database, PRESENCE_FORCE_ACTIVE="1")
+    second_port = free_port()
+    try:
+        stack.start("presence-store")
+        stack.start("sip-edge")
+        stack.start(
+            "sip-edge", replica="-b", PRESENCE_SIP_PORT=str(second_port), PRESENCE_EDGE_ID="edge-b"
+        )
+        statuses = []
+        for server in (stack.sip, ("127.0.0.1", second_port)) * 3:
+            client = SipClient(server, "udp")
+            try:
+                headers = [("Event", "presence"), ("Content-Type", "application/pidf+xml")]
+                uri = f"sip:two-edges-{len(statuses)}@example.com"
+                statuses.append(
+                    client.transact(client.request("PUBLISH", uri, headers, PIDF)).status
+                )
+            finally:
+                client.close()
+    finally:
+        stack.close()
+    assert statuses == [200] * 6
