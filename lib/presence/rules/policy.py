@@ -47,6 +47,8 @@ from urllib.parse import unquote
 
 from lxml import etree
 
+from presence.safexml import XmlRefused, parse_untrusted
+
 COMMON_POLICY_NS = "urn:ietf:params:xml:ns:common-policy"
 PRES_RULES_NS = "urn:ietf:params:xml:ns:pres-rules"
 MAX_RULES_BYTES = 256 * 1024  # a pres-rules document can list many watchers
@@ -75,16 +77,6 @@ ATTRIBUTE_NAMES = frozenset(
 _CP = f"{{{COMMON_POLICY_NS}}}"
 _PR = f"{{{PRES_RULES_NS}}}"
 _Element = etree._Element
-
-_PARSER = etree.XMLParser(
-    resolve_entities=False,
-    no_network=True,
-    load_dtd=False,
-    dtd_validation=False,
-    huge_tree=False,
-    remove_comments=True,
-    remove_pis=True,
-)
 
 
 class RulesError(ValueError):
@@ -239,28 +231,12 @@ def parse_rules(body: bytes) -> tuple[Rule, ...]:
 
 
 def _parse_xml(body: bytes) -> _Element:
-    if len(body) > MAX_RULES_BYTES:
-        raise RulesError("Rules document too large")
-    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
-        raise RulesError("DTDs are not allowed in rules")
     try:
-        root = etree.fromstring(body, _PARSER)
-    except etree.XMLSyntaxError:
-        raise RulesError("Rules document is not well-formed XML") from None
-    if root.getroottree().docinfo.internalDTD is not None:  # e.g. UTF-16 hides the byte check
-        raise RulesError("DTDs are not allowed in rules")
-    if _depth(root) > MAX_DEPTH:
-        raise RulesError("Rules document nested too deeply")
-    return root
-
-
-def _depth(element: _Element) -> int:
-    deepest, stack = 0, [(element, 1)]
-    while stack:
-        node, level = stack.pop()
-        deepest = max(deepest, level)
-        stack.extend((child, level + 1) for child in node)
-    return deepest
+        return parse_untrusted(
+            body, what="Rules document", max_bytes=MAX_RULES_BYTES, max_depth=MAX_DEPTH
+        )
+    except XmlRefused as error:
+        raise RulesError(str(error)) from None
 
 
 def _parse_rule(element: _Element) -> Rule:
