@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help run stop test unit lint bench clean
+.PHONY: help run stop test unit lint bench compose-test clean
 
 help:
 	@echo "make run    install what is missing, start PostgreSQL, Redis, Kafka and the three services"
@@ -12,6 +12,7 @@ help:
 	@echo "make lint   ruff"
 	@echo "make bench  parse/serialize, PUBLISH latency under load, NOTIFY fan-out delay and NOTIFYs/s with 1 and 3 notifiers"
 	@echo "            (BENCH_PARTS=parse,publish,fanout,throughput; knobs in scripts/bench.sh)"
+	@echo "make compose-test  verify docker-compose.yml here: local stand-in images, up, test profile, --scale notifier=3, down"
 
 run:
 	@scripts/stack.sh up
@@ -32,6 +33,9 @@ lint:
 
 bench:
 	@scripts/bench.sh
+
+compose-test:
+	@scripts/compose-test.sh
 
 clean: stop
 	rm -rf var

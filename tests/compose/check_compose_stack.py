@@ -1,0 +1,208 @@
+"""Checks of a running Docker Compose stack, driven from outside over SIP.
+
+    PRESENCE_TEST_SIP=sip-edge:5060 \
+    PRESENCE_TEST_DB_URL=postgresql://presence:presence@postgres:5432/presence \
+    python -m pytest tests/compose/check_compose_stack.py
+
+Run by `docker compose --profile test run --rm tests` (and `make compose-test`).
+The file name does not match `test_*.py` on purpose: `make test` collects
+`tests/` and must not pick these up, since they need a stack it does not start.
+Nothing here is skipped: without the variables, or without a stack answering
+them, every check fails with a message saying so.
+
+The stack must run with PRESENCE_FORCE_ACTIVE=1 (no privacy rules yet: otherwise a
+subscription stays pending and its NOTIFYs carry no document).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+
+import asyncpg
+import pytest
+
+from presence.sip.message import SipRequest, make_response, parse_name_addr
+from presence.sip.parser import serialize
+from tests.integration.sip_client import SipClient
+
+
+def _required(name: str) -> str:
+    value = os.environ.get(name, "")
+    if not value:
+        pytest.fail(f"{name} is not set: point it at the composed stack (see the module docstring)")
+    return value
+
+
+@pytest.fixture(scope="module")
+def sip_server() -> tuple[str, int]:
+    host, _, port = _required("PRESENCE_TEST_SIP").rpartition(":")
+    try:
+        address = socket.gethostbyname(host)
+    except OSError as error:
+        pytest.fail(f"PRESENCE_TEST_SIP: cannot resolve {host!r} ({error}); is the stack up?")
+    return address, int(port)
+
+
+@pytest.fixture(scope="module")
+def db_url() -> str:
+    return _required("PRESENCE_TEST_DB_URL")
+
+
+class StackClient(SipClient):
+    """SipClient on a non-loopback address: the edge runs in another container.
+
+    The socket is bound to every address and the Via names the address this
+    container uses towards the edge, so replies and NOTIFYs find their way back.
+    Responses to the server's NOTIFYs go to the edge we talk to, whatever host
+    its Via advertises (PRESENCE_SERVER_ADDRESS may name one for other clients).
+    """
+
+    def __post_init__(self) -> None:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.connect(self.server)
+        self.local_ip = probe.getsockname()[0]
+        probe.close()
+        if self.transport == "udp":
+            self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self._sock.bind(("0.0.0.0", 0))
+        else:
+            try:
+                self._sock = socket.create_connection(self.server, timeout=self.timeout)
+            except OSError as error:
+                pytest.fail(f"no SIP over TCP at {self.server}: {error}")
+        self.local_port = self._sock.getsockname()[1]
+
+    def request(
+        self,
+        method: str,
+        uri: str,
+        headers: list[tuple[str, str]],
+        body: bytes = b"",
+        **kwargs: object,
+    ) -> bytes:
+        data = super().request(method, uri, headers, body, **kwargs)  # type: ignore[arg-type]
+        here = f"127.0.0.1:{self.local_port}".encode()
+        return data.replace(here, f"{self.local_ip}:{self.local_port}".encode(), 1)
+
+    def answer(self, request: SipRequest, status: int = 200) -> None:
+        data = serialize(make_response(request, status))
+        if self.transport == "udp":
+            self._sock.sendto(data, self.server)
+        else:
+            self._sock.sendall(data)
+
+
+def pidf(entity: str, basic: str) -> bytes:
+    return (
+        f'<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" entity="{entity}">'
+        f'<tuple id="t1"><status><basic>{basic}</basic></status></tuple></presence>'
+    ).encode()
+
+
+def publish(client: StackClient, aor: str, basic: str, etag: str | None = None):
+    headers = [("Event", "presence"), ("Expires", "600"), ("Content-Type", "application/pidf+xml")]
+    if etag:
+        headers.append(("SIP-If-Match", etag))
+    request = client.request("PUBLISH", aor, headers, pidf(aor, basic), from_uri=aor)
+    return client.transact(request)
+
+
+def fetch_publications(db_url: str, user: str, domain: str) -> list[asyncpg.Record]:
+    async def query() -> list[asyncpg.Record]:
+        connection = await asyncpg.connect(db_url, timeout=10)
+        try:
+            return await connection.fetch(
+                "SELECT etag, body FROM presentity WHERE username = $1 AND domain = $2",
+                user,
+                domain,
+            )
+        finally:
+            await connection.close()
+
+    try:
+        return asyncio.run(query())
+    except (OSError, asyncpg.PostgresError) as error:
+        pytest.fail(f"PRESENCE_TEST_DB_URL: cannot read the presentity table ({error})")
+
+
+def fresh_aor() -> tuple[str, str, str]:
+    user, domain = f"compose-{secrets.token_hex(4)}", "example.com"
+    return f"sip:{user}@{domain}", user, domain
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_options_answered(sip_server, transport):
+    client = StackClient(sip_server, transport)
+    try:
+        try:
+            response = client.transact(client.request("OPTIONS", "sip:ping@example.com", []))
+        except TimeoutError:
+            pytest.fail(f"no answer to OPTIONS over {transport} from {sip_server}: is sip-edge up?")
+        assert response.status == 200, response.reason
+    finally:
+        client.close()
+
+
+def test_publish_is_stored(sip_server, db_url):
+    aor, user, domain = fresh_aor()
+    client = StackClient(sip_server, "udp")
+    try:
+        response = publish(client, aor, "open")
+        assert response.status == 200, f"PUBLISH got {response.status} {response.reason}"
+        etag = response.headers.get("SIP-ETag")
+        assert etag
+    finally:
+        client.close()
+    rows = fetch_publications(db_url, user, domain)
+    assert [row["etag"] for row in rows] == [etag]
+    assert "<basic>open</basic>" in rows[0]["body"]
+
+
+def test_subscribe_gets_notify_with_published_state(sip_server):
+    aor, _, _ = fresh_aor()
+    publisher = StackClient(sip_server, "udp")
+    watcher = StackClient(sip_server, "udp", timeout=20)
+    try:
+        published = publish(publisher, aor, "open")
+        assert published.status == 200, f"PUBLISH got {published.status} {published.reason}"
+        subscribe = watcher.request(
+            "SUBSCRIBE",
+            aor,
+            [
+                ("Event", "presence"),
+                ("Accept", "application/pidf+xml"),
+                ("Expires", "600"),
+                ("Contact", f"<sip:watcher@{watcher.local_ip}:{watcher.local_port}>"),
+            ],
+            from_uri="sip:watcher@example.com",
+        )
+        response = watcher.transact(subscribe)
+        assert response.status == 200, f"SUBSCRIBE got {response.status} {response.reason}"
+        to_tag = parse_name_addr(response.headers.get("To") or "").tag
+
+        notify = watcher.next_request()
+        watcher.answer(notify)
+        assert notify.method == "NOTIFY"
+        assert parse_name_addr(notify.headers.get("From") or "").tag == to_tag
+        state = notify.headers.get("Subscription-State") or ""
+        assert state.startswith("active"), (
+            f"subscription is {state!r}: start the stack with PRESENCE_FORCE_ACTIVE=1"
+        )
+        assert b"<basic>open</basic>" in notify.body
+
+        # A change reaches the watcher too (store -> notifier -> edge).
+        changed = publish(publisher, aor, "closed", published.headers.get("SIP-ETag"))
+        assert changed.status == 200, f"modifying PUBLISH got {changed.status} {changed.reason}"
+        cseq = notify.headers.get("CSeq")
+        while True:
+            notify = watcher.next_request()
+            watcher.answer(notify)
+            if notify.headers.get("CSeq") != cseq:  # skip retransmissions of the first
+                break
+        assert b"<basic>closed</basic>" in notify.body
+    finally:
+        publisher.close()
+        watcher.close()
