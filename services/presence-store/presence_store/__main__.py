@@ -44,7 +44,7 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
                     concurrency=settings.lock_set_size,
                     stopping=stopping,
                 ),
-                cleaner.run(),
+                cleaner.run(stopping),
             ],
             routers=(xcap_router(settings, backend.pool, locks, backend.producer),),
         )

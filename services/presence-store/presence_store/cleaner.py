@@ -73,14 +73,15 @@ class Cleaner:
         self._resign = redis.register_script(_RESIGN)
         self.leader = False
 
-    async def run(self) -> None:
+    async def run(self, stopping: asyncio.Event) -> None:
         period = self._settings.clean_period
-        while True:
+        while not stopping.is_set():
             try:
                 await self.run_once()
             except Exception:  # a timer must outlive any one failure (a dependency down)
                 log.exception("cleaner: run failed; trying again in %ss", period)
-            await asyncio.sleep(period)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), period)
 
     async def run_once(self) -> dict[str, int]:
         """Clean if this replica holds (or can take) the lease; counts of what went."""
