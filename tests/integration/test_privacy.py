@@ -35,20 +35,24 @@ def rules(sub_handling: str, *, transformations: str = "") -> bytes:
 
 
 def xcap(
-    stack: Stack, method: str, presentity: str, body: bytes | None = None
-) -> tuple[int, bytes]:
+    stack: Stack, method: str, presentity: str, body: bytes | None = None, **headers: str
+) -> tuple[int, bytes, str | None]:
+    """(status, body, ETag) of one XCAP request; headers with _ for - (If_Match)."""
     xui = urllib.parse.quote(presentity, safe="")
+    sent = {name.replace("_", "-"): value for name, value in headers.items()}
+    if body is not None:
+        sent["Content-Type"] = "application/auth-policy+xml"
     request = urllib.request.Request(
         stack.http("presence-store", f"/xcap-root/pres-rules/users/{xui}/index"),
         data=body,
         method=method,
-        headers={"Content-Type": "application/auth-policy+xml"} if body is not None else {},
+        headers=sent,
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read()
+            return response.status, response.read(), response.headers.get("ETag")
     except urllib.error.HTTPError as error:
-        return error.code, error.read()
+        return error.code, error.read(), error.headers.get("ETag")
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +86,7 @@ def test_rules_move_a_watcher_from_pending_to_allowed_to_blocked(private_stack: 
 
         # allow, with the services (tuples) but not the notes.
         grant = "<pr:provide-services><pr:all-services/></pr:provide-services>"
-        status, _ = xcap(private_stack, "PUT", presentity, rules("allow", transformations=grant))
+        status, _, _ = xcap(private_stack, "PUT", presentity, rules("allow", transformations=grant))
         assert status == 201
         allowed = watcher.next_notify()
         assert allowed.headers.get("Subscription-State").startswith("active")
@@ -90,7 +94,7 @@ def test_rules_move_a_watcher_from_pending_to_allowed_to_blocked(private_stack: 
         assert root.findtext(f"{{{PIDF}}}tuple/{{{PIDF}}}status/{{{PIDF}}}basic") == "open"
         assert root.find(f"{{{PIDF}}}note") is None  # provide-note not granted
 
-        status, _ = xcap(private_stack, "PUT", presentity, rules("block"))
+        status, _, _ = xcap(private_stack, "PUT", presentity, rules("block"))
         assert status == 200  # replaced
         ended = watcher.next_notify()
         assert ended.headers.get("Subscription-State") == "terminated;reason=rejected"
@@ -122,10 +126,16 @@ def test_xcap_api_stores_refuses_and_deletes(private_stack: Stack) -> None:
     presentity = f"sip:api-{secrets.token_hex(3)}@example.com"
     assert xcap(private_stack, "GET", presentity)[0] == 404
     assert xcap(private_stack, "PUT", presentity, rules("allow"))[0] == 201
-    status, body = xcap(private_stack, "GET", presentity)
+    status, body, tag = xcap(private_stack, "GET", presentity)
     assert status == 200 and b"<pr:sub-handling>allow</pr:sub-handling>" in body
-    status, body = xcap(private_stack, "PUT", presentity, b"<ruleset")
+    assert tag is not None
+    assert xcap(private_stack, "GET", presentity, If_None_Match=tag)[0] == 304
+    # Conditional writes: a stale entity tag or "must not exist yet" fail with 412.
+    assert xcap(private_stack, "PUT", presentity, rules("block"), If_Match='"stale"')[0] == 412
+    assert xcap(private_stack, "PUT", presentity, rules("block"), If_None_Match="*")[0] == 412
+    assert xcap(private_stack, "GET", presentity)[1] == rules("allow")  # unchanged
+    status, body, _ = xcap(private_stack, "PUT", presentity, b"<ruleset")
     assert status == 409 and b"xcap-error" in body
     assert xcap(private_stack, "GET", presentity)[1] == rules("allow")  # unchanged
-    assert xcap(private_stack, "DELETE", presentity)[0] == 200
+    assert xcap(private_stack, "DELETE", presentity, If_Match=tag)[0] == 200
     assert xcap(private_stack, "GET", presentity)[0] == 404

@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Request, Response
 
 from presence import events
-from presence.authorization import judge
+from presence.authorization import Verdict, judge
 from presence.locks import ShardedLocks
 from presence.rules import RulesError, parse_rules
 from presence.settings import Settings
@@ -35,6 +35,7 @@ from presence.sip.message import SipParseError, parse_uri
 from presence.topics import Topics
 from presence.xcap_documents import PRES_RULES_DOC_TYPE, load_pres_rules
 from presence_store.fencing import enter_fence
+from presence_store.subscribe_store import record_verdict
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,25 @@ def _etag(document: str) -> str:
     return '"' + hashlib.sha256(document.encode()).hexdigest()[:32] + '"'
 
 
+class PreconditionFailed(Exception):
+    pass
+
+
+def _check_preconditions(request: Request, current: str | None) -> None:
+    """If-Match / If-None-Match (RFC 4825 §7.11, RFC 9110 §13): 412 when not met."""
+    current_tag = _etag(current) if current is not None else None
+    if_match = request.headers.get("if-match")
+    if if_match is not None:
+        tags = {tag.strip() for tag in if_match.split(",")}
+        if current_tag is None or ("*" not in tags and current_tag not in tags):
+            raise PreconditionFailed
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None and current_tag is not None:
+        tags = {tag.strip() for tag in if_none_match.split(",")}
+        if "*" in tags or current_tag in tags:
+            raise PreconditionFailed
+
+
 def xcap_router(
     settings: Settings, pool: asyncpg.Pool, locks: ShardedLocks, producer: AIOKafkaProducer
 ) -> APIRouter:
@@ -70,14 +90,17 @@ def xcap_router(
         return (uri.user, uri.host.lower()) if uri.user else None
 
     @router.get(_PATH)
-    async def get_rules(xui: str) -> Response:
+    async def get_rules(xui: str, request: Request) -> Response:
         presentity = presentity_of(xui)
         if presentity is None:
             return Response("xui must be a SIP URI with a user part", 404)
         document = await load_pres_rules(pool, settings, *presentity)
         if document is None:
             return Response(status_code=404)
-        return Response(document, media_type=AUTH_POLICY, headers={"ETag": _etag(document)})
+        tag = _etag(document)
+        if tag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
+            return Response(status_code=304, headers={"ETag": tag})
+        return Response(document, media_type=AUTH_POLICY, headers={"ETag": tag})
 
     @router.put(_PATH)
     async def put_rules(xui: str, request: Request) -> Response:
@@ -100,28 +123,38 @@ def xcap_router(
             document = body.decode()
         except UnicodeDecodeError:
             return _xcap_error("not-utf-8")
-        created = await _change(presentity, document)
+        try:
+            created = await _change(presentity, document, request)
+        except PreconditionFailed:
+            return Response(status_code=412)
         return Response(status_code=201 if created else 200, headers={"ETag": _etag(document)})
 
     @router.delete(_PATH)
-    async def delete_rules(xui: str) -> Response:
+    async def delete_rules(xui: str, request: Request) -> Response:
         presentity = presentity_of(xui)
         if presentity is None:
             return Response("xui must be a SIP URI with a user part", 404)
         if await load_pres_rules(pool, settings, *presentity) is None:
             return Response(status_code=404)
-        await _change(presentity, None)
+        try:
+            await _change(presentity, None, request)
+        except PreconditionFailed:
+            return Response(status_code=412)
         return Response(status_code=200)
 
-    async def _change(presentity: tuple[str, str], document: str | None) -> bool:
+    async def _change(presentity: tuple[str, str], document: str | None, request: Request) -> bool:
         """Store (or delete) the document and re-judge the subscriptions, in one
-        transaction under the presentity's lock; then tell the notifier."""
+        transaction under the presentity's lock (where the request's preconditions
+        are checked too); then tell the notifier."""
         username, domain = presentity
         now = int(time.time())
         notices: list[events.Event] = []
         async with locks.hold(f"{username}@{domain}") as lease, pool.acquire() as connection:
             async with connection.transaction():
                 await enter_fence(connection, lease)
+                _check_preconditions(
+                    request, await load_pres_rules(connection, settings, username, domain)
+                )
                 existed = await connection.fetchval(
                     f"""DELETE FROM {table}
                         WHERE username = $1 AND domain = $2 AND doc_type = $3 RETURNING true""",
@@ -176,6 +209,15 @@ def xcap_router(
                 row["id"],
                 status,
                 reason,
+            )
+            await record_verdict(
+                connection,
+                settings,
+                username,
+                domain,
+                parse_uri(row["remote_uri"]),
+                Verdict(status, reason),
+                now,
             )
             if status == "terminated":
                 notices.append(
