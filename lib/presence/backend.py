@@ -73,11 +73,17 @@ class Backend:
             "postgresql": lambda: database_ready(self.pool),
             "redis": lambda: redis_ready(self.redis),
         }
-        tasks = [asyncio.create_task(worker) for worker in workers]
         app = make_health_app(name, checks)
         for router in routers:
             app.include_router(router)
-        http = await service.serve_http(app, settings.http_host, http_port, port_variable)
+        # The port first: if it is taken, nothing has started that would need stopping.
+        try:
+            http = await service.serve_http(app, settings.http_host, http_port, port_variable)
+        except service.StartupError:
+            for worker in workers:
+                worker.close()
+            raise
+        tasks = [asyncio.create_task(worker) for worker in workers]
         log.info("%s running", name)
         stop = asyncio.create_task(stopping.wait())
         done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)

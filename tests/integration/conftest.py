@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import secrets
 import signal
 import socket
@@ -36,18 +37,25 @@ SERVICE_MODULES = {
 }
 
 
+_PORTS = random.Random()
+
+
 def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
+    """A port free for both UDP and TCP on 127.0.0.1, chosen below the kernel's
+    ephemeral range (32768 and up), so that no outgoing connection (Kafka and
+    PostgreSQL clients open many) takes it between this check and the service's bind."""
     while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
+        port = _PORTS.randrange(20000, 32000)
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
+        ):
+            try:
+                tcp.bind(("127.0.0.1", port))
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def wait_until(condition, timeout: float, what: str, interval: float = 0.05) -> None:
@@ -116,7 +124,7 @@ class Stack:
         def ready() -> bool:
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited with {process.returncode}:\n{service.log()}")
-            return http_status(url) == 200
+            return http_status(url) == 200 and process.poll() is None
 
         wait_until(ready, 60, f"{name} to be ready")
         return service
