@@ -28,7 +28,8 @@ from presence_store.migrate import DEFAULT_SCHEMA_DIR, migrate
 REPO = Path(__file__).resolve().parents[2]
 LOGS = REPO / "var" / "log" / "tests"
 DEFAULT_DB_URL = "postgresql://presence:presence@127.0.0.1:15432/presence"
-TEST_DATABASE = "presence_test"
+# Its own name per concurrent test run (PRESENCE_TEST_DATABASE), since each run drops it first.
+TEST_DATABASE = os.environ.get("PRESENCE_TEST_DATABASE", "presence_test")
 
 SERVICE_MODULES = {
     "presence-store": "presence_store",
