@@ -9,6 +9,7 @@
 #
 # Environment:
 #   PRESENCE_VAR                    runtime state (default: <repo>/var)
+#   PRESENCE_KAFKA_DIST             where the broker's jars go (default: $PRESENCE_VAR/kafka-dist)
 #   PRESENCE_KAFKA_PORT             client listener on 127.0.0.1 (default 19092)
 #   PRESENCE_KAFKA_CONTROLLER_PORT  KRaft controller listener on 127.0.0.1 (default 19093)
 #   PRESENCE_KAFKA_START_TIMEOUT    seconds to wait for the broker to serve (default 60)
@@ -21,7 +22,7 @@ PRESENCE_KAFKA_HEAP_OPTS="${PRESENCE_KAFKA_HEAP_OPTS:--Xms256m -Xmx768m}"
 
 HOST=127.0.0.1
 POM="$REPO_ROOT/infra/kafka/pom.xml"
-DIST_DIR="$PRESENCE_VAR/kafka-dist"
+DIST_DIR="${PRESENCE_KAFKA_DIST:-$PRESENCE_VAR/kafka-dist}"
 LIBS_DIR="$DIST_DIR/libs"
 KAFKA_DIR="$PRESENCE_VAR/kafka"
 DATA_DIR="$KAFKA_DIR/data"

@@ -30,6 +30,7 @@ SCRIPT_VARIABLES = frozenset(
         "PRESENCE_REDIS_PORT",
         "PRESENCE_KAFKA_PORT",
         "PRESENCE_KAFKA_CONTROLLER_PORT",
+        "PRESENCE_KAFKA_DIST",
     }
 )
 
@@ -182,6 +183,21 @@ class Settings:
     # busy lamps until they re-subscribe).
     notify_timeout_ends_subscription: int = 1
 
+    # --- privacy (RFC 5025) and XCAP ---
+    # How a subscription ends when a rules change withdraws its permission: reason
+    # "deactivated" (the watcher may re-subscribe at once) or "probation" (it should
+    # wait probation_retry_after seconds; RFC 6665 §4.2.2).
+    withdrawn_reason: str = "deactivated"
+    probation_retry_after: int = 3600
+    # Days the watchers table keeps a pending decision (a watcher the user has not
+    # answered yet), counted from when it was first recorded; 0 keeps it forever.
+    pending_watcher_days: int = 30
+    # XCAP clients authenticate with HTTP Basic or Bearer credentials derived from
+    # this secret (see presence_store.xcap_auth); "none" lets anyone change anyone's
+    # rules (development only). With "secret" and no secret set, XCAP answers 503.
+    xcap_auth: str = "secret"
+    xcap_secret: str = ""
+
     # --- bus, cache and HTTP ---
     kafka_bootstrap: str = "127.0.0.1:19092"
     kafka_partitions: int = 12
@@ -239,6 +255,11 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "tcp_idle_timeout": _integer(1, 86400),
     "notify_min_interval": _integer(0, 3600),
     "notify_timeout_ends_subscription": _flag,
+    "withdrawn_reason": _choice("deactivated", "probation"),
+    "probation_retry_after": _integer(1, 86400 * 7),
+    "pending_watcher_days": _integer(0, 36500),
+    "xcap_auth": _choice("secret", "none"),
+    "xcap_secret": _text,
     "kafka_bootstrap": _bootstrap,
     "kafka_partitions": _integer(1, 1000),
     "kafka_namespace": _topic_part,
