@@ -8,7 +8,7 @@ import itertools
 import logging
 import socket
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from presence import events, service
 from presence.health import make_health_app
@@ -21,23 +21,63 @@ from sip_edge.transport import TcpConnections, UdpEndpoint
 log = logging.getLogger("sip_edge")
 
 
-async def consume_inbox(consumer: AIOKafkaConsumer, edge: Edge) -> None:
-    """Replies and NOTIFY requests addressed to this edge replica."""
+INBOX_RETRY_PAUSE = (0.5, 5.0)
+BUS_CHECK_INTERVAL = 1.0
+
+
+async def consume_inbox(consumer: AIOKafkaConsumer, edge: Edge, inbox: str) -> None:
+    """Replies and NOTIFY requests addressed to this edge replica. The committed
+    position stops at the oldest NOTIFY not yet finished (sip_edge.inbox). A
+    failure (Kafka unreachable, a rebalance during a commit) is retried after a
+    pause, so the inbox outlives a broker restart."""
+    partition = TopicPartition(inbox, 0)
+    committed: int | None = None
+    pause = INBOX_RETRY_PAUSE[0]
     while True:
-        batch = await consumer.getmany(timeout_ms=1000, max_records=500)
-        for records in batch.values():
-            for index, record in enumerate(records):
-                try:
-                    event = events.decode(record.value or b"")
-                except events.EventDecodeError as error:
-                    log.error("skipping undecodable inbox record %s: %s", record.offset, error)
-                    continue
-                await edge.on_inbox_event(event)
-                if index % 16 == 15:
-                    # Let the sockets in: the answers to these NOTIFYs are arriving.
-                    await asyncio.sleep(0)
-        if batch:
-            await consumer.commit()
+        try:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=500)
+            for records in batch.values():
+                for index, record in enumerate(records):
+                    try:
+                        event = events.decode(record.value or b"")
+                    except events.EventDecodeError as error:
+                        log.error("skipping undecodable inbox record %s: %s", record.offset, error)
+                    else:
+                        await edge.on_inbox_event(event, record.offset)
+                    edge.inbox.consumed(record.offset)
+                    if index % 16 == 15:
+                        # Let the sockets in: the answers to these NOTIFYs are arriving.
+                        await asyncio.sleep(0)
+            position = edge.inbox.committable()
+            if position is not None and position != committed:
+                await consumer.commit({partition: position})
+                committed = position
+            pause = INBOX_RETRY_PAUSE[0]
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.warning("inbox: %s; trying again in %.1f s", error, pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, INBOX_RETRY_PAUSE[1])
+
+
+async def commit_inbox(consumer: AIOKafkaConsumer, edge: Edge, inbox: str) -> None:
+    """At shutdown: commit what is done with (NOTIFYs still unfinished are re-read)."""
+    position = edge.inbox.committable()
+    if position is None:
+        return
+    try:
+        await asyncio.wait_for(consumer.commit({TopicPartition(inbox, 0): position}), 5)
+    except Exception as error:
+        log.warning("inbox: final commit failed: %s", error)
+
+
+async def watch_bus(producer: AIOKafkaProducer, edge: Edge) -> None:
+    """Whether Kafka answers, every second: while it does not, the edge answers
+    requests 503 at once instead of letting them wait for REPLY_DEADLINE."""
+    while True:
+        edge.set_bus_up(await bus_ready(producer, timeout=3.0))
+        await asyncio.sleep(BUS_CHECK_INTERVAL)
 
 
 async def run_timers(edge: Edge) -> None:
@@ -73,8 +113,9 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
     edge.tcp = TcpConnections(edge.message_received, settings.tcp_idle_timeout)
     await edge.tcp.serve(tcp_sock)
     tasks = [
-        asyncio.create_task(consume_inbox(consumer, edge)),
+        asyncio.create_task(consume_inbox(consumer, edge, inbox)),
         asyncio.create_task(run_timers(edge)),
+        asyncio.create_task(watch_bus(producer, edge)),
     ]
     http = await service.serve_http(
         make_health_app("sip-edge", {"kafka": lambda: bus_ready(producer)}),
@@ -105,6 +146,7 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    await commit_inbox(consumer, edge, inbox)
     await consumer.stop()
     await producer.stop()
 

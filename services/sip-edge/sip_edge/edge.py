@@ -9,6 +9,7 @@ sip_edge.client_transactions and sip_edge.notify.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 import socket
@@ -34,6 +35,7 @@ from presence.sip.routing import response_address, stamp_via
 from presence.topics import Topics
 from sip_edge.checks import LocalAnswer, check_request, options_answer
 from sip_edge.client_transactions import ClientTransaction, ClientTransactions
+from sip_edge.inbox import InboxProgress
 from sip_edge.notify import Hop, build_notify, next_hop
 from sip_edge.notify_pacing import NotifyPacer
 from sip_edge.requests import (
@@ -55,6 +57,9 @@ TRANSLATORS = {
 # RFC 4320 §4.1: no 100 to a non-INVITE over UDP before the client's Timer E has
 # grown to T2 (0.5 + 1 + 2 s); after that a 100 quenches its retransmissions.
 TRYING_AFTER_UDP = 3.5
+# While Kafka is unreachable, requests are answered at once instead of after
+# REPLY_DEADLINE: nothing could carry them to the store.
+BUS_DOWN = LocalAnswer(503, "Service Unavailable", [("Retry-After", "5")])
 
 
 class Edge:
@@ -71,6 +76,9 @@ class Edge:
         self.udp: UdpEndpoint | None = None
         self.tcp: TcpConnections | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # False while Kafka is known to be unreachable (set by watch_bus and failed sends).
+        self.bus_up = True
+        self.inbox = InboxProgress()
         self._pacer_cleaned_at = 0.0
         self._via_host, self._via_port = _advertised_address(settings)
         self._own_addresses = {
@@ -131,7 +139,10 @@ class Edge:
             if existing.last_response is not None:
                 self._send_response(existing.last_response, request, source)
             return
-        transaction = self.transactions.start(key, secrets.token_hex(16), time.monotonic())
+        # The id is derived from the transaction key, so that a retransmission that
+        # reaches a restarted edge (the first copy may be on the bus already) is
+        # recognised by the store as the same request, answered and not applied twice.
+        transaction = self.transactions.start(key, request_id_of(key), time.monotonic())
         transaction.context.update(request=request, source=source)
 
         if request.method == "OPTIONS":
@@ -152,8 +163,10 @@ class Edge:
         )
         if isinstance(event, LocalAnswer):
             self._reply(request_id, event)
+        elif not self.bus_up:
+            self._reply(request_id, BUS_DOWN)
         else:
-            self._produce(self._topics.requests, event, key=event.presentity)
+            self._produce(self._topics.requests, event, key=event.presentity, request_id=request_id)
 
     # --- replies --------------------------------------------------------------
 
@@ -186,12 +199,23 @@ class Edge:
 
     # --- the inbox: replies from the store, NOTIFYs from the notifier ----------
 
-    async def on_inbox_event(self, event: events.Event) -> None:
+    async def on_inbox_event(self, event: events.Event, offset: int | None = None) -> None:
+        """One inbox record; `offset` (its position) is kept until its NOTIFY is done
+        with, so that the inbox is committed only past finished NOTIFYs."""
         if isinstance(event, events.SipReply):
             answer = LocalAnswer(event.status, event.reason, event.headers, event.to_tag)
             self._reply(event.request_id, answer)
         elif isinstance(event, events.NotifyRequest):
+            subscription = event.subscription
+            waiting = self.pacer.queued(subscription)
+            if offset is not None:
+                self.inbox.opened(event.notify_id, offset)
             ready = self.pacer.offer(event, time.monotonic())
+            queued = self.pacer.queued(subscription)
+            if waiting is not None and queued is not waiting:
+                self.inbox.closed(waiting.notify_id)  # superseded by this newer state
+            if ready is None and queued is not event:
+                self.inbox.closed(event.notify_id)  # an older state: dropped
             if ready is not None:
                 await self.send_notify(ready)
 
@@ -260,6 +284,7 @@ class Edge:
             final=notify.final,
         )
         self._produce(self._topics.notify_outcomes, outcome, key=notify.presentity)
+        self.inbox.closed(notify.notify_id)
         following = self.pacer.finished(notify.subscription, time.monotonic())
         if following is not None:
             self._spawn(self.send_notify(following))
@@ -298,21 +323,42 @@ class Edge:
 
     # --- helpers --------------------------------------------------------------
 
-    def _produce(self, topic: str, event: events.Event, *, key: str) -> None:
-        """Hand an event to Kafka without waiting for the acknowledgement; a failure is
-        logged (the transaction's timeout answers the client)."""
-        self._spawn(self._send_event(topic, event, key))
+    def _produce(
+        self, topic: str, event: events.Event, *, key: str, request_id: str | None = None
+    ) -> None:
+        """Hand an event to Kafka without waiting for the acknowledgement. A send that
+        fails at once answers its request (`request_id`) 503; a later failure is left
+        to the transaction's timeout."""
+        self._spawn(self._send_event(topic, event, key, request_id))
 
-    async def _send_event(self, topic: str, event: events.Event, key: str) -> None:
+    async def _send_event(
+        self, topic: str, event: events.Event, key: str, request_id: str | None
+    ) -> None:
         try:
             await self._producer.send(topic, events.encode(event), key=key.encode())
         except Exception as error:
             log.error("could not put %s on %s: %s", event.TYPE, topic, error)
+            self.set_bus_up(False)
+            if request_id is not None:
+                self._reply(request_id, BUS_DOWN)
+
+    def set_bus_up(self, up: bool) -> None:
+        if up != self.bus_up:
+            if up:
+                log.warning("Kafka is reachable again: forwarding requests")
+            else:
+                log.warning("Kafka is unreachable: answering requests 503 until it is back")
+        self.bus_up = up
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def request_id_of(key: tuple[str, ...]) -> str:
+    """The bus id of the request of a server transaction: the same for every copy."""
+    return hashlib.sha256("\x00".join(key).encode()).hexdigest()[:32]
 
 
 def _advertised_address(settings: Settings) -> tuple[str, int]:

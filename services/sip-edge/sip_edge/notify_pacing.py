@@ -73,6 +73,11 @@ class NotifyPacer:
             return None
         return self._in_flight(dialog, notify, now)
 
+    def queued(self, subscription: str) -> NotifyRequest | None:
+        """The NOTIFY of a dialog that waits to be sent, if any."""
+        dialog = self._dialogs.get(subscription)
+        return dialog.queued if dialog is not None else None
+
     def finished(self, subscription: str, now: float) -> NotifyRequest | None:
         """The in-flight NOTIFY of a dialog ended: the queued one, if it may go now."""
         dialog = self._dialogs.get(subscription)
