@@ -26,10 +26,19 @@ class Verdict:
         return self.decision is not None and self.decision.sub_handling == "polite-block"
 
 
-def judge(rules_document: str | None, watcher: str, settings: Settings, now: datetime) -> Verdict:
+def judge(
+    rules_document: str | None,
+    watcher: str,
+    settings: Settings,
+    now: datetime,
+    *,
+    sphere: str | None = None,
+) -> Verdict:
     """The state a subscription of `watcher` gets (the seed's force_active, then RFC 5025):
     allow and polite-block -> active (polite-block sees a neutral document), block ->
-    terminated (rejected), confirm, no rule matching and no document -> pending."""
+    terminated (rejected), confirm, no rule matching and no document -> pending.
+    `sphere` is the presentity's current one (presence.pidf.current_sphere), for
+    rules with sphere conditions; None matches none of them."""
     if settings.force_active:
         return Verdict("active")
     if rules_document is None:
@@ -39,7 +48,7 @@ def judge(rules_document: str | None, watcher: str, settings: Settings, now: dat
     except RulesError as error:
         log.warning("unusable pres-rules document (%s): subscriptions stay pending", error)
         return Verdict("pending")
-    decision = evaluate(rules, watcher, sphere=None, now=now.astimezone(UTC))
+    decision = evaluate(rules, watcher, sphere=sphere, now=now.astimezone(UTC))
     if decision.sub_handling in ("allow", "polite-block"):
         return Verdict("active", decision=decision)
     if decision.sub_handling == "block":

@@ -162,6 +162,28 @@ class WatcherChanged:
 
 
 @dataclass(frozen=True)
+class WatcherInfoChanged:
+    """Watchers of a presentity's `package` changed state (RFC 3857): its winfo
+    subscribers get a partial NOTIFY naming them. Each watcher is (id, uri, status,
+    event) as in presence.watcherinfo.Watcher; carried here, not read back, because
+    a subscription may be gone from the database by the time the notifier runs."""
+
+    TYPE: ClassVar[str] = "watcher_info_changed"
+    VERSION: ClassVar[int] = 1
+
+    username: str
+    domain: str
+    package: str
+    watchers: list[tuple[str, str, str, str]]
+    cause: str
+    received_at: float
+
+    @property
+    def presentity(self) -> str:
+        return f"{self.username}@{self.domain}"
+
+
+@dataclass(frozen=True)
 class NotifyRequest:
     """A NOTIFY for the edge to send within a subscription dialog."""
 
@@ -215,6 +237,7 @@ Event = (
     | SipReply
     | PresentityChanged
     | WatcherChanged
+    | WatcherInfoChanged
     | NotifyRequest
     | NotifyOutcome
 )
@@ -227,6 +250,7 @@ _EVENT_TYPES: dict[str, type[Event]] = {
         SipReply,
         PresentityChanged,
         WatcherChanged,
+        WatcherInfoChanged,
         NotifyRequest,
         NotifyOutcome,
     )
@@ -261,6 +285,8 @@ def decode(data: bytes) -> Event:
     # JSON has no tuples: restore the pairs and triples of the list fields.
     if "headers" in values:
         values["headers"] = [(str(k), str(v)) for k, v in values["headers"]]
+    if "watchers" in values:
+        values["watchers"] = [tuple(str(part) for part in w) for w in values["watchers"]]
     if "contacts" in values:
         values["contacts"] = [tuple(contact) for contact in values["contacts"]]
     return cls(**values)

@@ -3,7 +3,7 @@
 A package names the body type its PUBLISHes and NOTIFYs carry and how a published
 body is checked. The edge refuses any other Event with 489 and lists these in
 Allow-Events; presence-store and notifier look their types up here. Adding a
-package (presence.winfo, dialog, message-summary) is adding an entry and its
+package (dialog, message-summary) is adding an entry and its
 document handling, not touching the request paths.
 """
 
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from presence.pidf import device_marks, parse_pidf
+from presence.watcherinfo import CONTENT_TYPE as WATCHERINFO_TYPE
 
 
 @dataclass(frozen=True)
@@ -25,10 +26,26 @@ class EventPackage:
     # What identifies the publishing device in a checked body (see pidf.device_marks).
     device_marks: Callable[[Any], frozenset[str]] = lambda _: frozenset()
     publishable: bool = True
+    # A template-package (RFC 6665 §8.2.4) about the subscriptions of another
+    # package; only the resource's owner may subscribe (RFC 3857 §5.3).
+    watcher_info_of: str | None = None
+
+
+def _not_publishable(_: bytes) -> None:
+    raise ValueError("this event package cannot be published")
 
 
 PACKAGES: dict[str, EventPackage] = {
     "presence": EventPackage("presence", "application/pidf+xml", parse_pidf, device_marks),
+    # RFC 3857: who watches a presentity; its state comes from the subscriptions,
+    # never from PUBLISH (the edge answers a PUBLISH of it with 489).
+    "presence.winfo": EventPackage(
+        "presence.winfo",
+        WATCHERINFO_TYPE,
+        _not_publishable,
+        publishable=False,
+        watcher_info_of="presence",
+    ),
 }
 
 
@@ -37,4 +54,7 @@ def allow_events() -> str:
 
 
 def accepted_types() -> str:
-    return ", ".join(sorted({package.body_type for package in PACKAGES.values()}))
+    """The body types a PUBLISH may carry (Accept of a 415)."""
+    return ", ".join(
+        sorted({package.body_type for package in PACKAGES.values() if package.publishable})
+    )

@@ -45,3 +45,24 @@ def device_marks(root: etree._Element) -> frozenset[str]:
         if (c.text or "").strip()
     }
     return frozenset(marks)
+
+
+RPID_NS = "urn:ietf:params:xml:ns:pidf:rpid"
+
+
+def current_sphere(document: bytes) -> str | None:
+    """The presentity's sphere (RFC 4480 §3.5: <rpid:sphere>work</rpid:sphere> or
+    <rpid:sphere><rpid:work/></rpid:sphere>) in an aggregated document, which pres-rules'
+    sphere conditions test (RFC 4745 §7.2); None when it states none."""
+    try:
+        root = parse_pidf(document)
+    except PidfError:
+        return None
+    for sphere in root.iter(f"{{{RPID_NS}}}sphere"):
+        text = (sphere.text or "").strip()
+        if text:
+            return text
+        for child in sphere:
+            if isinstance(child.tag, str):
+                return etree.QName(child).localname
+    return None

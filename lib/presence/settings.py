@@ -192,11 +192,6 @@ class Settings:
     # Days the watchers table keeps a pending decision (a watcher the user has not
     # answered yet), counted from when it was first recorded; 0 keeps it forever.
     pending_watcher_days: int = 30
-    # XCAP clients authenticate with HTTP Basic or Bearer credentials derived from
-    # this secret (see presence_store.xcap_auth); "none" lets anyone change anyone's
-    # rules (development only). With "secret" and no secret set, XCAP answers 503.
-    xcap_auth: str = "secret"
-    xcap_secret: str = ""
 
     # --- bus, cache and HTTP ---
     kafka_bootstrap: str = "127.0.0.1:19092"
@@ -258,8 +253,6 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "withdrawn_reason": _choice("deactivated", "probation"),
     "probation_retry_after": _integer(1, 86400 * 7),
     "pending_watcher_days": _integer(0, 36500),
-    "xcap_auth": _choice("secret", "none"),
-    "xcap_secret": _text,
     "kafka_bootstrap": _bootstrap,
     "kafka_partitions": _integer(1, 1000),
     "kafka_namespace": _topic_part,

@@ -12,6 +12,9 @@ from collections.abc import Iterator
 import pytest
 from lxml import etree
 
+from presence.sip.message import SipRequest
+from presence.watcherinfo import WatcherInfo, parse_watcherinfo
+
 from .conftest import Stack, make_stack
 from .sip_client import SipClient
 from .test_subscribe import WatcherDialog, publish_device
@@ -139,3 +142,102 @@ def test_xcap_api_stores_refuses_and_deletes(private_stack: Stack) -> None:
     assert xcap(private_stack, "GET", presentity)[1] == rules("allow")  # unchanged
     assert xcap(private_stack, "DELETE", presentity, If_Match=tag)[0] == 200
     assert xcap(private_stack, "GET", presentity)[0] == 404
+
+
+def winfo(notify: SipRequest) -> WatcherInfo:
+    assert notify.headers.get("Content-Type") == "application/watcherinfo+xml"
+    assert notify.headers.get("Event") == "presence.winfo"
+    return parse_watcherinfo(notify.body)
+
+
+def test_owner_sees_a_pending_watcher_in_winfo_and_approves_it(private_stack: Stack) -> None:
+    """The issue's whole story: a confirm rule keeps a watcher pending (NOTIFY without
+    body); the owner's presence.winfo subscription shows it; the owner PUTs an allow
+    rule over HTTP; the watcher receives the state, and winfo says it was approved."""
+    presentity = f"sip:owner-{secrets.token_hex(3)}@example.com"
+    assert publish_device(private_stack, presentity, device_document(presentity)).status == 200
+    assert xcap(private_stack, "PUT", presentity, rules("confirm"))[0] == 201
+    owner_client = SipClient(private_stack.sip, "udp")
+    watcher_client = SipClient(private_stack.sip, "udp")
+    try:
+        owner = WatcherDialog(
+            owner_client, presentity, secrets.token_hex(6), "o1", from_uri=presentity
+        )
+        assert owner.subscribe(Event="presence.winfo").status == 200
+        first = winfo(owner.next_notify())
+        assert (first.version, first.state, first.resource) == (0, "full", presentity)
+        assert first.package == "presence" and first.watchers == []
+
+        watcher = WatcherDialog(watcher_client, presentity, secrets.token_hex(6), "w1")
+        assert watcher.subscribe().status == 200
+        pending = watcher.next_notify()
+        assert pending.headers.get("Subscription-State").startswith("pending")
+        assert pending.body == b""
+
+        news = winfo(owner.next_notify())
+        assert (news.version, news.state) == (1, "partial")
+        [entry] = news.watchers
+        assert (entry.uri, entry.status, entry.event) == (WATCHER, "pending", "subscribe")
+        assert entry.id == watcher.to_tag
+
+        assert xcap(private_stack, "PUT", presentity, rules("allow"))[0] == 200
+        allowed = watcher.next_notify()
+        assert allowed.headers.get("Subscription-State").startswith("active")
+        assert allowed.headers.get("Content-Type") == "application/pidf+xml"
+        assert etree.fromstring(allowed.body).get("entity") == presentity
+
+        approved = winfo(owner.next_notify())
+        assert (approved.version, approved.state) == (2, "partial")
+        assert [(w.id, w.status, w.event) for w in approved.watchers] == [
+            (watcher.to_tag, "active", "approved")
+        ]
+
+        # A refresh of the winfo subscription brings the full list again (RFC 3858 §4.4).
+        assert owner.subscribe(Event="presence.winfo").status == 200
+        full = winfo(owner.next_notify())
+        assert (full.version, full.state) == (3, "full")
+        assert [(w.uri, w.status, w.event) for w in full.watchers] == [
+            (WATCHER, "active", "approved")
+        ]
+
+        # The watcher leaves: to winfo, its subscription timed out.
+        assert watcher.subscribe(expires=0).status == 200
+        assert watcher.next_notify().headers.get("Subscription-State").startswith("terminated")
+        gone = winfo(owner.next_notify())
+        assert (gone.version, gone.state) == (4, "partial")
+        assert [(w.status, w.event) for w in gone.watchers] == [("terminated", "timeout")]
+    finally:
+        owner_client.close()
+        watcher_client.close()
+
+
+def test_only_the_owner_may_see_the_watcher_list(private_stack: Stack) -> None:
+    presentity = f"sip:secretive-{secrets.token_hex(3)}@example.com"
+    client = SipClient(private_stack.sip, "udp")
+    try:
+        snoop = WatcherDialog(client, presentity, secrets.token_hex(6), "s1")  # From: watcher
+        assert snoop.subscribe(Event="presence.winfo").status == 403
+    finally:
+        client.close()
+
+
+def test_winfo_reports_a_blocked_watcher_as_rejected(private_stack: Stack) -> None:
+    presentity = f"sip:blocker-{secrets.token_hex(3)}@example.com"
+    assert xcap(private_stack, "PUT", presentity, rules("block"))[0] == 201
+    owner_client = SipClient(private_stack.sip, "udp")
+    watcher_client = SipClient(private_stack.sip, "udp")
+    try:
+        owner = WatcherDialog(
+            owner_client, presentity, secrets.token_hex(6), "o1", from_uri=presentity
+        )
+        assert owner.subscribe(Event="presence.winfo").status == 200
+        assert winfo(owner.next_notify()).watchers == []
+        watcher = WatcherDialog(watcher_client, presentity, secrets.token_hex(6), "w1")
+        assert watcher.subscribe().status == 403
+        news = winfo(owner.next_notify())
+        assert [(w.uri, w.status, w.event) for w in news.watchers] == [
+            (WATCHER, "terminated", "rejected")
+        ]
+    finally:
+        owner_client.close()
+        watcher_client.close()

@@ -45,6 +45,7 @@ class WatcherDialog:
     from_tag: str
     to_tag: str | None = None
     cseq: int = 1
+    from_uri: str = "sip:watcher@example.com"
 
     def subscribe(self, expires: int | None = 600, **extra: str) -> SipResponse:
         headers = [
@@ -59,7 +60,7 @@ class WatcherDialog:
             "SUBSCRIBE",
             uri,
             headers,
-            from_uri="sip:watcher@example.com",
+            from_uri=self.from_uri,
             from_tag=self.from_tag,
             to_uri=self.presentity,
             to_tag=self.to_tag,

@@ -42,8 +42,7 @@ def test_options_is_answered_by_the_edge(stack: Stack, transport: str) -> None:
     assert "PUBLISH" in response.headers.get("Allow")
     assert "SUBSCRIBE" in response.headers.get("Allow")
     assert response.headers.get("Accept") == "application/pidf+xml"
-    # Only what is served: presence.winfo joins when watcher info is implemented.
-    assert response.headers.get("Allow-Events") == "presence"
+    assert response.headers.get("Allow-Events") == "presence, presence.winfo"
     # RFC 3581: the edge filled rport and received in the Via it echoed.
     via = response.headers.get("Via")
     assert f"rport={client.local_port};received=127.0.0.1" in via

@@ -34,7 +34,7 @@ def test_options_answer_lists_methods_types_and_packages() -> None:
     assert headers == {
         "Allow": "OPTIONS, PUBLISH, SUBSCRIBE, REGISTER",
         "Accept": "application/pidf+xml",
-        "Allow-Events": "presence",
+        "Allow-Events": "presence, presence.winfo",
     }
 
 
@@ -73,7 +73,15 @@ def test_non_sip_uri_scheme_is_416() -> None:
 def test_unknown_package_is_489_with_allow_events() -> None:
     result = check(request(extra="Event: dialog\r\n"))
     assert result is not None and result[0] == 489
-    assert ("Allow-Events", "presence") in result[1]
+    assert ("Allow-Events", "presence, presence.winfo") in result[1]
+
+
+def test_publish_of_watcher_info_is_489() -> None:
+    # presence.winfo is served to subscribers, but its state comes from subscriptions.
+    result = check(request(extra="Event: presence.winfo\r\n"))
+    assert result is not None and result[0] == 489
+    subscribe = request(method="SUBSCRIBE", extra="Event: presence.winfo\r\n", body=b"")
+    assert check(subscribe) is None
 
 
 def test_max_forwards_zero_is_483() -> None:

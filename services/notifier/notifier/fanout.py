@@ -6,7 +6,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 import asyncpg
@@ -14,10 +14,14 @@ from aiokafka import AIOKafkaProducer
 
 from notifier.notify_builder import Subscription, build_notify
 from presence import events
-from presence.aggregation import Publication, aggregate, empty_document
+from presence.aggregation import empty_document
 from presence.authorization import judge, watcher_document
+from presence.packages import PACKAGES
+from presence.pidf import current_sphere
+from presence.presentity_documents import load_document, needs_sphere
 from presence.settings import Settings
 from presence.topics import Topics
+from presence.watcherinfo import Watcher, watcher_event, watcherinfo_document
 from presence.xcap_documents import load_pres_rules
 
 log = logging.getLogger(__name__)
@@ -28,10 +32,13 @@ PAGE_SIZE = 500
 _COLUMNS = ", ".join(
     [
         "id", "to_user", "to_domain", "event", "event_id", "to_tag", "from_tag", "callid",
-        "local_cseq", "contact", "record_route", "expires", "status", "reason", "local_uri",
-        "remote_uri", "flow", "edge_id",
+        "local_cseq", "version", "contact", "record_route", "expires", "status", "reason",
+        "local_uri", "remote_uri", "flow", "edge_id",
     ]
 )  # fmt: skip
+Change = events.PresentityChanged | events.WatcherChanged | events.WatcherInfoChanged
+# What each subscription of a page is sent, given the subscription.
+View = Callable[[Subscription], bytes]
 
 
 class Fanout:
@@ -43,24 +50,20 @@ class Fanout:
 
     async def handle(self, change: events.Event) -> list[asyncio.Future[object]]:
         """Send the NOTIFYs a change calls for; returns the pending Kafka sends."""
-        if not isinstance(change, events.PresentityChanged | events.WatcherChanged):
+        if not isinstance(change, Change):
             log.warning("ignoring unexpected %s event", change.TYPE)
             return []
         sends = []
-        entity = f"sip:{change.username}@{change.domain}"
-        async for subscriptions, document, rules in self._pages(change):
-            now = datetime.now(UTC)
+        async for subscriptions, view in self._pages(change):
             for subscription in subscriptions:
-                seen = self._as_seen_by(subscription, document, entity, rules, now)
-                sends.append(await self._notify(subscription, seen))
-        log.info("%s %s %s: %d NOTIFY", change.TYPE, change.presentity, change.event, len(sends))
+                sends.append(await self._notify(subscription, view(subscription)))
+        event = getattr(change, "event", None) or f"{change.package} watchers"
+        log.info("%s %s %s: %d NOTIFY", change.TYPE, change.presentity, event, len(sends))
         return sends
 
-    async def _pages(
-        self, change: events.PresentityChanged | events.WatcherChanged
-    ) -> AsyncIterator[tuple[list[Subscription], bytes, str | None]]:
+    async def _pages(self, change: Change) -> AsyncIterator[tuple[list[Subscription], View]]:
         """The subscriptions to notify, a page at a time, each with a freshly allocated
-        CSeq and the document to send.
+        CSeq, and what to send each.
 
         Both come from one transaction, CSeqs first: allocating them locks the
         subscriptions' rows, so another notifier replica working on the same change
@@ -68,19 +71,22 @@ class Fanout:
         higher CSeqs. A higher CSeq therefore always carries a newer-or-equal state,
         which is what lets the edge drop stragglers."""
         table = self._settings.active_watchers_table
-        closed = change.closed if isinstance(change, events.PresentityChanged) else []
+        if isinstance(change, events.WatcherInfoChanged):
+            event = next(n for n, p in PACKAGES.items() if p.watcher_info_of == change.package)
+        else:
+            event = change.event
         last_id = 0
         while True:
             async with self._pool.acquire() as connection, connection.transaction():
                 if isinstance(change, events.WatcherChanged):
                     rows = await connection.fetch(
-                        f"""UPDATE {table} SET local_cseq = local_cseq + 1
+                        f"""UPDATE {table} SET local_cseq = local_cseq + 1, version = version + 1
                             WHERE to_tag = $1 RETURNING {_COLUMNS}""",
                         change.subscription,
                     )
                 else:
                     rows = await connection.fetch(
-                        f"""UPDATE {table} SET local_cseq = local_cseq + 1
+                        f"""UPDATE {table} SET local_cseq = local_cseq + 1, version = version + 1
                             WHERE id IN (SELECT id FROM {table}
                                          WHERE to_domain = $1 AND to_user = $2 AND event = $3
                                            AND status <> 'terminated'
@@ -88,41 +94,88 @@ class Fanout:
                             RETURNING {_COLUMNS}""",
                         change.domain,
                         change.username,
-                        change.event,
+                        event,
                         last_id,
                         PAGE_SIZE,
                     )
                 if not rows:
                     return
-                document = await self._document(connection, change, closed)
-                rules = await load_pres_rules(
-                    connection, self._settings, change.username, change.domain
-                )
-            page = [Subscription(**row) for row in sorted(rows, key=lambda r: r["id"])]
-            yield page, document, rules
+                page = [Subscription(**row) for row in sorted(rows, key=lambda r: r["id"])]
+                watched = PACKAGES[page[0].event].watcher_info_of
+                if watched:
+                    view = await self._watcher_info_view(connection, change, watched, page)
+                else:
+                    view = await self._state_view(connection, change)
+            yield page, view
             if isinstance(change, events.WatcherChanged) or len(rows) < PAGE_SIZE:
                 return
             last_id = max(r["id"] for r in rows)
 
-    async def _document(
+    async def _state_view(self, connection: asyncpg.Connection, change: Change) -> View:
+        """The presentity's document, as the rules let each watcher see it."""
+        assert not isinstance(change, events.WatcherInfoChanged)
+        closed = change.closed if isinstance(change, events.PresentityChanged) else []
+        document = await load_document(
+            connection, self._settings, change.username, change.domain, change.event, closed
+        )
+        rules = await load_pres_rules(connection, self._settings, change.username, change.domain)
+        entity = f"sip:{change.username}@{change.domain}"
+        now = datetime.now(UTC)
+        sphere = current_sphere(document) if needs_sphere(rules) else None
+        return lambda subscription: self._as_seen_by(
+            subscription, document, entity, rules, now, sphere
+        )
+
+    async def _watcher_info_view(
         self,
         connection: asyncpg.Connection,
-        change: events.PresentityChanged | events.WatcherChanged,
-        closed: list[str],
-    ) -> bytes:
-        """The presentity's aggregated document, with just-ended publications closed."""
+        change: Change,
+        package: str,
+        page: list[Subscription],
+    ) -> View:
+        """Watcher information (RFC 3857): full state on a subscription's own change
+        and on its first NOTIFY, otherwise the watchers the change names."""
+        resource = f"sip:{change.username}@{change.domain}"
+        partial: list[Watcher] = []
+        if isinstance(change, events.WatcherInfoChanged):
+            partial = [Watcher(*watcher) for watcher in change.watchers]
+        full: list[Watcher] = []
+        if not partial or any(s.version == 1 for s in page):
+            full = await self._watchers(connection, change.username, change.domain, package)
+
+        def view(subscription: Subscription) -> bytes:
+            version = subscription.version - 1  # counted from 0 (RFC 3858 §4.2)
+            if partial and version > 0:
+                return watcherinfo_document(resource, package, version, "partial", partial)
+            return watcherinfo_document(resource, package, version, "full", full)
+
+        return view
+
+    async def _watchers(
+        self, connection: asyncpg.Connection, username: str, domain: str, package: str
+    ) -> list[Watcher]:
+        now = int(time.time())
         rows = await connection.fetch(
-            f"""SELECT etag, received_time, body FROM {self._settings.presentity_table}
-                WHERE username = $1 AND domain = $2 AND event = $3 AND expires > $4
-                ORDER BY received_time, id""",
-            change.username,
-            change.domain,
-            change.event,
-            int(time.time()),
+            f"""SELECT to_tag, remote_uri, status, reason, watcher_event, expires
+                FROM {self._settings.active_watchers_table}
+                WHERE to_domain = $1 AND to_user = $2 AND event = $3
+                  AND status <> 'terminated' AND expires > $4
+                ORDER BY id""",
+            domain,
+            username,
+            package,
+            now,
         )
-        publications = [Publication(r["etag"], r["received_time"], r["body"]) for r in rows]
-        ended = [Publication("", 0, body) for body in closed]
-        return aggregate(f"sip:{change.username}@{change.domain}", publications, closed=ended)
+        return [
+            Watcher(
+                r["to_tag"],
+                r["remote_uri"],
+                r["status"],
+                watcher_event(r["status"], r["reason"], r["watcher_event"]),
+                r["expires"] - now,
+            )
+            for r in rows
+        ]
 
     def _as_seen_by(
         self,
@@ -131,12 +184,13 @@ class Fanout:
         entity: str,
         rules: str | None,
         now: datetime,
+        sphere: str | None,
     ) -> bytes:
         """The document filtered by the presentity's rules for this watcher (judged
         now, so a rules change shows in the next NOTIFY)."""
         if self._settings.force_active:
             return document
-        verdict = judge(rules, subscription.remote_uri, self._settings, now)
+        verdict = judge(rules, subscription.remote_uri, self._settings, now, sphere=sphere)
         if verdict.status != "active":
             return empty_document(entity)
         return watcher_document(document, entity, verdict, self._settings)
@@ -148,6 +202,7 @@ class Fanout:
             now=int(time.time()),
             contact_uri=self._settings.contact_uri,
             notify_id=secrets.token_hex(12),
+            retry_after=self._settings.probation_retry_after,
         )
         # A final NOTIFY does not delete the subscription here: the store does when the
         # edge reports its outcome, so a crash before it is sent cannot lose it.

@@ -22,6 +22,7 @@ class Subscription:
     from_tag: str
     callid: str
     local_cseq: int  # already allocated for this NOTIFY
+    version: int  # NOTIFYs of this subscription so far, this one included
     contact: str
     record_route: str | None
     expires: int
@@ -37,11 +38,17 @@ class Subscription:
         return f"{self.to_user}@{self.to_domain}"
 
 
-def subscription_state(subscription: Subscription, now: int) -> tuple[str, bool]:
-    """The Subscription-State value, and whether this NOTIFY is the final one."""
+def subscription_state(
+    subscription: Subscription, now: int, retry_after: int = 0
+) -> tuple[str, bool]:
+    """The Subscription-State value, and whether this NOTIFY is the final one. A
+    subscription on probation is told when to come back (RFC 6665 §4.2.2)."""
     remaining = subscription.expires - now
     if subscription.status == "terminated":
-        return f"terminated;reason={subscription.reason or 'deactivated'}", True
+        reason = subscription.reason or "deactivated"
+        if reason == "probation" and retry_after:
+            return f"terminated;reason=probation;retry-after={retry_after}", True
+        return f"terminated;reason={reason}", True
     if remaining <= 0:
         return "terminated;reason=timeout", True
     return f"{subscription.status};expires={remaining}", False
@@ -60,9 +67,10 @@ def build_notify(
     now: int,
     contact_uri: str,
     notify_id: str,
+    retry_after: int = 0,
 ) -> tuple[NotifyRequest, bool]:
     """The NOTIFY for the edge, and whether it ends the subscription."""
-    state, final = subscription_state(subscription, now)
+    state, final = subscription_state(subscription, now, retry_after)
     event = subscription.event
     if subscription.event_id:
         event += f";id={subscription.event_id}"

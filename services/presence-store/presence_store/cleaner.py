@@ -9,7 +9,8 @@ Every clean_period seconds exactly one store replica, the holder of a Redis leas
 - subscriptions: marked terminated (reason timeout) in the same transaction that
   emits their final NOTIFY; the store deletes each when the edge reports that
   NOTIFY's outcome, or here once it is long overdue;
-- registrar bindings and idempotency records past their use.
+- registrar bindings and idempotency records past their use, and pending
+  watcher decisions older than pending_watcher_days.
 
 Expiry compares the stored absolute Unix times with this replica's wall clock
 (time.time(); the replicas' clocks are assumed NTP-synchronized). Work is done in
@@ -33,6 +34,8 @@ from redis.asyncio import Redis
 from presence import events
 from presence.settings import Settings
 from presence.topics import Topics
+from presence.watcherinfo import Watcher
+from presence_store.subscribe_store import watcher_info_notices
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +100,7 @@ class Cleaner:
             "publications": await self._expire_publications(now),
             "subscriptions": await self._expire_subscriptions(now),
             "bindings": await self._delete_in_batches("location", "expires <= $1", now),
+            "pending_watchers": await self._forget_pending_watchers(now),
             "processed_requests": await self._delete_in_batches(
                 "processed_requests", "created_at <= $1", now - PROCESSED_REQUESTS_KEPT
             ),
@@ -152,26 +156,33 @@ class Cleaner:
                         WHERE id IN (SELECT id FROM {table}
                                      WHERE expires <= $1 AND status <> 'terminated'
                                      ORDER BY expires LIMIT $2)
-                        RETURNING to_user, to_domain, event, to_tag""",
+                        RETURNING to_user, to_domain, event, to_tag, remote_uri""",
                     now,
                     BATCH,
                 )
+                notices: list[events.Event] = [
+                    events.WatcherChanged(
+                        row["to_user"], row["to_domain"], row["event"], row["to_tag"],
+                        "expiry", time.time(),
+                    )
+                    for row in rows
+                ]  # fmt: skip
+                timed_out: dict[tuple[str, str, str], list[Watcher]] = defaultdict(list)
+                for row in rows:
+                    timed_out[(row["to_user"], row["to_domain"], row["event"])].append(
+                        Watcher(row["to_tag"], row["remote_uri"], "terminated", "timeout")
+                    )
+                for (username, domain, event), watchers in timed_out.items():
+                    notices += watcher_info_notices(
+                        username, domain, event, watchers, "expiry", time.time()
+                    )
                 sends = [
                     await self._producer.send(
                         self._topics.changes,
-                        events.encode(
-                            events.WatcherChanged(
-                                row["to_user"],
-                                row["to_domain"],
-                                row["event"],
-                                row["to_tag"],
-                                "expiry",
-                                time.time(),
-                            )
-                        ),
-                        key=f"{row['to_user']}@{row['to_domain']}".encode(),
+                        events.encode(notice),
+                        key=notice.presentity.encode(),
                     )
-                    for row in rows
+                    for notice in notices
                 ]
                 # Committed only once the final NOTIFYs are on their way.
                 await asyncio.gather(*sends)
@@ -197,6 +208,18 @@ class Cleaner:
             if deleted < BATCH:
                 return total
             await asyncio.sleep(0)
+
+    async def _forget_pending_watchers(self, now: int) -> int:
+        """Pending decisions the user never made, after pending_watcher_days; a
+        watcher that subscribes again is recorded (and shown to winfo) anew."""
+        days = self._settings.pending_watcher_days
+        if not days:
+            return 0
+        return await self._delete_in_batches(
+            self._settings.watchers_table,
+            "subs_status = 'pending' AND inserted_time <= $1",
+            now - days * 86400,
+        )
 
     async def resign(self) -> None:
         """Give the lease up at shutdown, so another replica takes over at once."""

@@ -18,11 +18,12 @@ from presence import events
 from presence.locks import LockTimeout, ShardedLocks
 from presence.settings import Settings
 from presence.topics import Topics
+from presence.watcherinfo import Watcher
 from presence_store.fencing import FencedOut, enter_fence
 from presence_store.outcome import Outcome, Reply
 from presence_store.publish_store import apply_publish
 from presence_store.registrar import apply_register
-from presence_store.subscribe_store import apply_subscribe
+from presence_store.subscribe_store import apply_subscribe, watcher_info_notices
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,7 @@ class RequestHandler:
         """Apply one request; returns the pending sends of its reply and notices (the
         caller awaits them before committing the Kafka offset)."""
         if isinstance(event, events.NotifyOutcome):
-            await self._notify_outcome(event)
-            return []
+            return await self._send_notices(await self._notify_outcome(event), event.presentity)
         apply = APPLY.get(type(event))
         if apply is None:
             log.warning("ignoring unexpected %s event", event.TYPE)
@@ -87,14 +87,19 @@ class RequestHandler:
             # The edge replica (and its inbox) is gone: nobody waits for this reply.
             # The change notices below must still go out.
             log.warning("reply to %s not sent: %s", event.edge_id, error)
-        for notice in outcome.notices:
-            key = getattr(notice, "presentity", event.presentity)
-            sends.append(
-                await self._producer.send(
-                    self._topics.changes, events.encode(notice), key=key.encode()
-                )
+        return sends + await self._send_notices(outcome.notices, event.presentity)
+
+    async def _send_notices(
+        self, notices: list[events.Event], presentity: str
+    ) -> list[asyncio.Future[object]]:
+        return [
+            await self._producer.send(
+                self._topics.changes,
+                events.encode(notice),
+                key=getattr(notice, "presentity", presentity).encode(),
             )
-        return sends
+            for notice in notices
+        ]
 
     async def _apply_once(self, event: Request, apply: Apply) -> Outcome:
         """Apply the request unless it was applied before (a redelivery after a crash).
@@ -149,7 +154,9 @@ class RequestHandler:
                 )
                 return outcome
 
-    async def _notify_outcome(self, outcome: events.NotifyOutcome) -> None:
+    async def _notify_outcome(self, outcome: events.NotifyOutcome) -> list[events.Event]:
+        """End the subscription when its final NOTIFY is done or the watcher is gone;
+        the notices that tell winfo subscribers about a watcher that went away."""
         # The final NOTIFY was delivered (or failed for good): the dialog ends now, not
         # when it was built, so that a notifier crash before sending cannot lose it.
         dead = outcome.status in DEAD_SUBSCRIPTION_STATUSES or (
@@ -163,21 +170,30 @@ class RequestHandler:
                     outcome.status,
                     outcome.subscription,
                 )
-            return
+            return []
         table = self._settings.active_watchers_table
         async with self._locks.hold(outcome.presentity) as lease, self._pool.acquire() as db:
             async with db.transaction():
                 await enter_fence(db, lease)
-                deleted = await db.execute(
-                    f"DELETE FROM {table} WHERE to_tag = $1", outcome.subscription
+                ended = await db.fetchrow(
+                    f"DELETE FROM {table} WHERE to_tag = $1 RETURNING remote_uri, status",
+                    outcome.subscription,
                 )
         log.info(
-            "NOTIFY %s answered %s: subscription %s ended (%s)",
+            "NOTIFY %s answered %s: subscription %s %s",
             outcome.notify_id,
             outcome.status,
             outcome.subscription,
-            deleted,
+            "ended" if ended else "already gone",
         )
+        if ended is None or outcome.final or ended["status"] == "terminated":
+            return []  # winfo subscribers heard of its end when it was terminated
+        # The watcher vanished mid-subscription (RFC 3857 calls that a timeout).
+        gone = Watcher(outcome.subscription, ended["remote_uri"], "terminated", "timeout")
+        return watcher_info_notices(
+            outcome.username, outcome.domain, outcome.event, [gone], outcome.notify_id,
+            time.time(),
+        )  # fmt: skip
 
 
 def _stored_outcome(reply_json: str, notices_json: str) -> Outcome:

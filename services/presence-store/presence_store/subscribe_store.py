@@ -7,9 +7,12 @@ from datetime import UTC, datetime
 import asyncpg
 
 from presence.authorization import Verdict, judge
-from presence.events import SubscribeRequest, WatcherChanged
+from presence.events import Event, SubscribeRequest, WatcherChanged, WatcherInfoChanged
+from presence.packages import PACKAGES
+from presence.presentity_documents import load_sphere, needs_sphere
 from presence.settings import Settings
 from presence.sip.message import SipUri, parse_uri
+from presence.watcherinfo import Watcher as WinfoWatcher
 from presence.xcap_documents import load_pres_rules
 from presence_store.outcome import Outcome, Reply
 from presence_store.subscription import grant_expires, new_to_tag
@@ -22,16 +25,19 @@ async def apply_subscribe(
     if isinstance(granted, Reply):
         return Outcome(granted)
     if request.to_tag is None:
-        to_tag = await _create(connection, request, settings, now, granted)
+        if PACKAGES[request.event].watcher_info_of and not _is_owner(request):
+            # RFC 3857 §5.3: a user's watcher list is theirs alone to see.
+            return Outcome(Reply(403, "Forbidden"))
+        to_tag, changed = await _create(connection, request, settings, now, granted)
         if to_tag is None:
             # RFC 5025 block: refused outright (polite-block, by contrast, looks like
             # an accepted subscription to a presentity that is offline).
-            return Outcome(Reply(403, "Forbidden"))
+            return Outcome(Reply(403, "Forbidden"), _watcher_info(request, changed))
     else:
-        refused = await _refresh(connection, request, settings, now, granted)
-        if refused is not None:
-            return Outcome(refused)
-        to_tag = request.to_tag
+        refreshed = await _refresh(connection, request, settings, now, granted)
+        if isinstance(refreshed, Reply):
+            return Outcome(refreshed)
+        to_tag, changed = request.to_tag, refreshed
     reply = Reply(200, "OK", [("Expires", str(granted)), ("Contact", f"<{settings.contact_uri}>")])
     # The NOTIFY that follows every accepted SUBSCRIBE (RFC 6665 §4.2.1.1); with
     # Expires 0 it is the final one, carrying the state (a fetch, §4.4.3).
@@ -43,7 +49,38 @@ async def apply_subscribe(
         cause=request.request_id,
         received_at=request.received_at,
     )
-    return Outcome(reply, [notice], to_tag=to_tag)
+    return Outcome(reply, [notice, *_watcher_info(request, changed)], to_tag=to_tag)
+
+
+def _is_owner(request: SubscribeRequest) -> bool:
+    watcher = parse_uri(request.from_uri)
+    return (watcher.user, watcher.host.lower()) == (request.username, request.domain.lower())
+
+
+def _watcher_info(request: SubscribeRequest, changed: WinfoWatcher | None) -> list[Event]:
+    if changed is None:
+        return []
+    return watcher_info_notices(
+        request.username, request.domain, request.event, [changed], request.request_id,
+        request.received_at,
+    )  # fmt: skip
+
+
+def watcher_info_notices(
+    username: str,
+    domain: str,
+    package: str,
+    changed: list[WinfoWatcher],
+    cause: str,
+    received_at: float,
+) -> list[Event]:
+    """The notice that tells the presentity's winfo subscribers (RFC 3857) about
+    watchers of `package` that changed state; none for a package nobody can watch
+    that way (presence.winfo itself)."""
+    if not changed or not any(p.watcher_info_of == package for p in PACKAGES.values()):
+        return []
+    watchers = [(w.id, w.uri, w.status, w.event) for w in changed]
+    return [WatcherInfoChanged(username, domain, package, watchers, cause, received_at)]
 
 
 async def _create(
@@ -52,18 +89,24 @@ async def _create(
     settings: Settings,
     now: int,
     granted: int,
-) -> str | None:
-    """The new dialog's To-tag, or None when the presentity's rules block the watcher."""
+) -> tuple[str | None, WinfoWatcher | None]:
+    """The new dialog's To-tag (None when the presentity's rules block the watcher),
+    and the watcher as winfo subscribers see it."""
     watcher = parse_uri(request.from_uri)
-    rules = await load_pres_rules(connection, settings, request.username, request.domain)
-    verdict = judge(rules, request.from_uri, settings, datetime.now(UTC))
-    await record_verdict(
-        connection, settings, request.username, request.domain, watcher, verdict, now
-    )
+    if PACKAGES[request.event].watcher_info_of:
+        verdict = Verdict("active")  # the owner, checked by the caller
+    else:
+        rules = await load_pres_rules(connection, settings, request.username, request.domain)
+        sphere = None
+        if needs_sphere(rules):
+            sphere = await load_sphere(connection, settings, request.username, request.domain)
+        verdict = judge(rules, request.from_uri, settings, datetime.now(UTC), sphere=sphere)
+        await record_verdict(
+            connection, settings, request.username, request.domain, watcher, verdict, now
+        )
     if verdict.status == "terminated":
-        return None
+        return None, WinfoWatcher(request.request_id, request.from_uri, "terminated", "rejected")
     to_tag = new_to_tag(settings)
-    status = verdict.status
     await connection.execute(
         f"""INSERT INTO {settings.active_watchers_table} (
                 to_user, to_domain, from_user, from_domain, event, event_id, to_tag, from_tag,
@@ -84,13 +127,13 @@ async def _create(
         request.contact,
         ", ".join(request.record_route) or None,
         now + granted,
-        status,
+        verdict.status,
         request.to_uri,
         request.from_uri,
         request.flow,
         request.edge_id,
     )
-    return to_tag
+    return to_tag, WinfoWatcher(to_tag, request.from_uri, verdict.status, "subscribe", granted)
 
 
 async def record_verdict(
@@ -125,11 +168,12 @@ async def _refresh(
     settings: Settings,
     now: int,
     granted: int,
-) -> Reply | None:
-    """Refresh or end an existing dialog; a Reply when the request is refused."""
+) -> Reply | WinfoWatcher | None:
+    """Refresh or end an existing dialog: a Reply when the request is refused, the
+    watcher as winfo subscribers see it when it ends (Expires: 0)."""
     table = settings.active_watchers_table
     row = await connection.fetchrow(
-        f"""SELECT id, callid, from_tag, remote_cseq FROM {table}
+        f"""SELECT id, callid, from_tag, remote_cseq, remote_uri FROM {table}
             WHERE to_tag = $1 AND expires > $2 FOR UPDATE""",
         request.to_tag,
         now,
@@ -150,4 +194,7 @@ async def _refresh(
         request.flow,
         request.edge_id,
     )
+    if granted == 0:
+        # The watcher unsubscribed: to winfo that is the subscription timing out.
+        return WinfoWatcher(request.to_tag or "", row["remote_uri"], "terminated", "timeout")
     return None

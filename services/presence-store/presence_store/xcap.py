@@ -29,13 +29,15 @@ from fastapi import APIRouter, Request, Response
 from presence import events
 from presence.authorization import Verdict, judge
 from presence.locks import ShardedLocks
+from presence.presentity_documents import load_sphere, needs_sphere
 from presence.rules import RulesError, parse_rules
 from presence.settings import Settings
 from presence.sip.message import SipParseError, parse_uri
 from presence.topics import Topics
+from presence.watcherinfo import Watcher
 from presence.xcap_documents import PRES_RULES_DOC_TYPE, load_pres_rules
 from presence_store.fencing import enter_fence
-from presence_store.subscribe_store import record_verdict
+from presence_store.subscribe_store import record_verdict, watcher_info_notices
 
 log = logging.getLogger(__name__)
 
@@ -189,26 +191,35 @@ def xcap_router(
         rows = await connection.fetch(
             f"""SELECT id, to_tag, remote_uri, status, event FROM {watchers}
                 WHERE to_domain = $1 AND to_user = $2 AND status <> 'terminated'
-                  AND expires > $3 FOR UPDATE""",
+                  AND expires > $3 AND event = 'presence' FOR UPDATE""",
             domain,
             username,
             now,
         )
         notices: list[events.Event] = []
+        changed: list[Watcher] = []
         judged_at = datetime.now(UTC)
+        sphere = None
+        if rows and needs_sphere(document):
+            sphere = await load_sphere(connection, settings, username, domain)
         for row in rows:
-            verdict = judge(document, row["remote_uri"], settings, judged_at)
+            verdict = judge(document, row["remote_uri"], settings, judged_at, sphere=sphere)
             status, reason = verdict.status, verdict.reason
             if row["status"] == "active" and status != "active":
                 # RFC 5025 §3.2.1 / RFC 6665: permission withdrawn.
-                status, reason = "terminated", verdict.reason or "deactivated"
+                status, reason = "terminated", verdict.reason or settings.withdrawn_reason
             if status == row["status"]:
                 continue
+            # RFC 3857 §3.4: pending -> active is an approval; an end says its reason.
+            event = "approved" if status == "active" else reason or "deactivated"
             await connection.execute(
-                f"UPDATE {watchers} SET status = $2, reason = $3 WHERE id = $1",
+                f"""UPDATE {watchers}
+                    SET status = $2, reason = $3, watcher_event = COALESCE($4, watcher_event)
+                    WHERE id = $1""",
                 row["id"],
                 status,
                 reason,
+                "approved" if status == "active" else None,
             )
             await record_verdict(
                 connection,
@@ -219,6 +230,7 @@ def xcap_router(
                 Verdict(status, reason),
                 now,
             )
+            changed.append(Watcher(row["to_tag"], row["remote_uri"], status, event))
             if status == "terminated":
                 notices.append(
                     events.WatcherChanged(
@@ -227,6 +239,8 @@ def xcap_router(
                 )
         # Every remaining watcher sees the document as the new rules filter it.
         notices.append(events.PresentityChanged(username, domain, "presence", "xcap", time.time()))
-        return notices
+        return notices + watcher_info_notices(
+            username, domain, "presence", changed, "xcap", time.time()
+        )
 
     return router

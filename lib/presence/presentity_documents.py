@@ -1,0 +1,50 @@
+"""Reading a presentity's aggregated document from the presentity table, for the
+notifier (NOTIFY bodies) and the store (the sphere that pres-rules may test)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import asyncpg
+
+from presence.aggregation import Publication, aggregate
+from presence.pidf import current_sphere
+from presence.settings import Settings
+
+
+async def load_document(
+    connection: asyncpg.Connection,
+    settings: Settings,
+    username: str,
+    domain: str,
+    event: str,
+    closed: Sequence[str] = (),
+) -> bytes:
+    """The live publications aggregated, with the `closed` bodies (publications that
+    just ended) shown closed once."""
+    rows = await connection.fetch(
+        f"""SELECT etag, received_time, body FROM {settings.presentity_table}
+            WHERE username = $1 AND domain = $2 AND event = $3 AND expires > $4
+            ORDER BY received_time, id""",
+        username,
+        domain,
+        event,
+        int(time.time()),
+    )
+    publications = [Publication(r["etag"], r["received_time"], r["body"]) for r in rows]
+    ended = [Publication("", 0, body) for body in closed]
+    return aggregate(f"sip:{username}@{domain}", publications, closed=ended)
+
+
+def needs_sphere(rules: str | None) -> bool:
+    """Whether judging with these rules needs the presentity's sphere (a cheap test
+    that spares the document read for the many rule sets without one)."""
+    return rules is not None and "sphere" in rules
+
+
+async def load_sphere(
+    connection: asyncpg.Connection, settings: Settings, username: str, domain: str
+) -> str | None:
+    document = await load_document(connection, settings, username, domain, "presence")
+    return current_sphere(document)
