@@ -12,14 +12,35 @@
 #      profile again, `down -v`.
 #
 # Environment:
-#   COMPOSE_TEST_SIP_PORT   host port published for SIP (default 25060: 5060 may be `make run`'s)
+#   COMPOSE_TEST_SIP_PORT   host port published for SIP (default: the first of 25060-25159 free
+#                           for TCP and UDP; 5060 may be `make run`'s, 25060 someone else's)
+#   COMPOSE_TEST_COMPOSE    the compose command (default: `docker compose` when it answers, else
+#                           docker-compose; e.g. COMPOSE_TEST_COMPOSE=docker-compose)
 #   COMPOSE_TEST_KEEP=1     leave the stack (and a dockerd started here) running at the end
 #   DEBIAN_MIRROR           mirror for debootstrap (default: the host's apt source)
 #   PRESENCE_VAR            where images, the wheelhouse and dockerd's data go (default var/)
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
-SIP_PORT="${COMPOSE_TEST_SIP_PORT:-25060}"
+# sip_port_free PORT: nothing is bound to PORT, TCP or UDP, on any address (docker
+# publishes on 0.0.0.0, which a listener on 127.0.0.1 alone would block).
+sip_port_free() {
+    python3 - "$1" <<'PY'
+import socket, sys
+for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+    s = socket.socket(socket.AF_INET, kind)
+    try:
+        s.bind(("0.0.0.0", int(sys.argv[1])))
+    except OSError:
+        sys.exit(1)
+    finally:
+        s.close()
+PY
+}
+SIP_PORT="${COMPOSE_TEST_SIP_PORT:-}"
+if [ -z "$SIP_PORT" ]; then
+    for SIP_PORT in $(seq 25060 25159); do sip_port_free "$SIP_PORT" && break; done
+fi
 IMAGES_DIR="$PRESENCE_VAR/images"
 WHEELHOUSE="$PRESENCE_VAR/wheelhouse"
 CONTEXT="$PRESENCE_VAR/compose-build/context"
@@ -72,11 +93,12 @@ ensure_engine() {
 
 COMPOSE=()
 pick_compose() {
-    if docker compose version >/dev/null 2>&1; then COMPOSE=(docker compose)
+    if [ -n "${COMPOSE_TEST_COMPOSE:-}" ]; then read -ra COMPOSE <<<"$COMPOSE_TEST_COMPOSE"
+    elif docker compose version >/dev/null 2>&1; then COMPOSE=(docker compose)
     elif command -v docker-compose >/dev/null; then COMPOSE=(docker-compose)
     else die "neither 'docker compose' nor docker-compose found: apt-get install -y docker-compose"
     fi
-    say "compose: ${COMPOSE[*]} ($("${COMPOSE[@]}" version --short 2>/dev/null || echo '?')), docker engine $(docker version -f '{{.Server.Version}}')"
+    say "compose: ${COMPOSE[*]} ($("${COMPOSE[@]}" version --short 2>/dev/null || echo '?')), docker engine $(docker version -f '{{.Server.Version}}'), SIP on host port $SIP_PORT"
 }
 
 # --- stand-in images --------------------------------------------------------------
@@ -250,7 +272,9 @@ PY
 
 wait_stack() { wait_healthy sip-edge 1 180; wait_healthy presence-store 1 10; wait_healthy notifier 1 10; }
 
-run_tests() { compose --profile test run --rm tests; }
+# --no-deps: the stack is up and healthy; without it Compose v2 reconciles the
+# dependencies first, which scales notifier back to the file's one replica.
+run_tests() { compose --profile test run --rm --no-deps tests; }
 
 cleanup() {
     local rc=$?
@@ -277,7 +301,7 @@ trap cleanup EXIT
 main() {
     step "Docker engine" ensure_engine
     pick_compose
-    if port_in_use "$SIP_PORT" || port_in_use "$SIP_PORT" udp; then
+    if ! sip_port_free "$SIP_PORT"; then
         die "port $SIP_PORT is in use on the host: set COMPOSE_TEST_SIP_PORT to a free port"
     fi
     step "stand-in images (debootstrap, Debian packages, Maven jars)" stand_in_images
