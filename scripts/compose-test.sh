@@ -9,7 +9,8 @@
 #      a chroot on the host, `docker import`, then the Dockerfiles in infra/images;
 #   3. the service and test images, built offline from a wheelhouse made on the host;
 #   4. `up -d`, wait for health, the test profile, `--scale notifier=3`, the test
-#      profile again, `down -v`.
+#      profile again, the notifier-replica checks from the host (change events spread
+#      over the three; one killed mid-load loses no NOTIFY), `down -v`.
 #
 # Environment:
 #   COMPOSE_TEST_SIP_PORT   host port published for SIP (default: the first of 25060-25159 free
@@ -270,6 +271,14 @@ sys.exit(0 if all([options("UDP"), options("TCP")]) else 1)
 PY
 }
 
+# After --scale notifier=3, from the host (tests/compose/notifier_replicas.py): change
+# events spread over the replicas (counts per replica printed), then one replica
+# killed while PUBLISHes flow, and every watcher still gets the last state.
+notifier_replicas() {
+    "$REPO_ROOT/scripts/venv.sh"
+    "$REPO_ROOT/.venv/bin/python" "$REPO_ROOT/tests/compose/notifier_replicas.py" --project "$COMPOSE_PROJECT_NAME"
+}
+
 wait_stack() { wait_healthy sip-edge 1 180; wait_healthy presence-store 1 10; wait_healthy notifier 1 10; }
 
 # --no-deps: the stack is up and healthy; without it Compose v2 reconciles the
@@ -315,6 +324,7 @@ main() {
     step "docker compose up -d --scale notifier=3" compose up -d --no-build --scale notifier=3
     step "waiting for 3 healthy notifiers" wait_healthy notifier 3 120
     step "test profile (3 notifiers)" run_tests
+    step "notifier replicas: change events spread, one killed mid-load" notifier_replicas
     say "all checks passed"
 }
 main "$@"
