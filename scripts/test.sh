@@ -9,8 +9,12 @@ source "$(dirname "$0")/common.sh"
 S="$REPO_ROOT/scripts"
 
 "$S/venv.sh"
-# A real SIP client for the interoperability test (tests/integration/test_interop_baresip.py).
-command -v baresip >/dev/null || apt_install baresip-core
+# Real SIP clients for the interoperability tests (tests/integration/test_interop_*.py);
+# PJSIP's comes from PyPI with the venv (requirements-dev.txt).
+clients=()
+command -v baresip >/dev/null || clients+=(baresip-core)
+command -v linphonec >/dev/null || clients+=(linphone-cli)
+[ "${#clients[@]}" -eq 0 ] || apt_install "${clients[@]}"
 "$REPO_ROOT/.venv/bin/ruff" check "$REPO_ROOT/lib" "$REPO_ROOT/services" "$REPO_ROOT/tests"
 
 started=()
