@@ -1,0 +1,208 @@
+"""PJSIP against the real stack: two pjsua2 user agents (PyPI's pjsua2-python, pinned
+in requirements-dev.txt), each a child process (tests/integration/pjsua_agent.py).
+carol registers and publishes; dave registers and subscribes to carol as a buddy and
+must see what she publishes: online, busy, offline, and her publication's removal.
+
+PJSIP sends its requests through a pre-loaded Route to the edge (`;lr`), publishes
+with RPID person elements, and at shutdown un-PUBLISHes, unregisters and
+unsubscribes: the server must end up with nothing of either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import re
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from .conftest import LOGS, Stack
+
+pytestmark = pytest.mark.integration
+
+# requirements-dev.txt installs pjsua2-python wherever PyPI has a wheel of it; there the
+# test runs (and fails if the package is missing), nowhere else.
+if not (sys.platform == "linux" and platform.machine() == "x86_64" and sys.version_info < (3, 13)):
+    pytest.skip(
+        "pjsua2-python has wheels only for CPython 3.11/3.12 on linux x86_64",
+        allow_module_level=True,
+    )
+
+AGENT = Path(__file__).with_name("pjsua_agent.py")
+
+
+class Agent:
+    """One pjsua_agent.py process: commands on its stdin, events read from its stdout."""
+
+    def __init__(self, stack: Stack, user: str, *options: str) -> None:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        self.user = user
+        self.uri = f"sip:{user}@127.0.0.1"
+        self.log = LOGS / f"pjsua-{user}-{stack.env['PRESENCE_KAFKA_NAMESPACE']}.log"
+        host, port = stack.sip
+        command = [sys.executable, str(AGENT), "--server", f"{host}:{port}", "--user", user]
+        self.process = subprocess.Popen(
+            [*command, "--log", str(self.log), *options],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._finished = False
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.port = int(self.wait_for(r"ready (\d+)").group(1))
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._finished = True
+            self._changed.notify_all()
+
+    def events(self) -> str:
+        with self._changed:
+            return "\n".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = 15, after: int = 0) -> re.Match[str]:
+        """The first line from index `after` on that matches `pattern`, within `timeout`."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.lines[after:]:
+                    if found := re.fullmatch(pattern, line):
+                        return found
+                left = deadline - time.monotonic()
+                if left <= 0 or self._finished:
+                    raise AssertionError(
+                        f"{self.user}: no line {pattern!r} within {timeout}s; saw:\n"
+                        f"{chr(10).join(self.lines)}\n(SIP trace: {self.log})"
+                    )
+                self._changed.wait(left)
+
+    def mark(self) -> int:
+        with self._changed:
+            return len(self.lines)
+
+    def send(self, command: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+
+    def quit(self) -> None:
+        """Ask PJSIP to shut down cleanly (un-PUBLISH, unregister, unsubscribe)."""
+        self.send("quit")
+        self.wait_for("bye", timeout=20)
+        self.process.wait(10)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+
+async def eventually(
+    fetch: Callable[[], Awaitable[object]],
+    condition: Callable[[object], bool],
+    what: str,
+    timeout: float = 15,
+) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await fetch()
+        if condition(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {value!r}")
+        await asyncio.sleep(0.1)
+
+
+def buddy_line(presentity: Agent, status: str, text: str = r"\S+") -> str:
+    return rf"buddy {re.escape(presentity.uri)} {status} ACTIVE {text}"
+
+
+async def test_pjsua_watcher_sees_pjsua_presentity(stack: Stack, db: asyncpg.Connection) -> None:
+    # Names of their own: the test database is shared by every module of the session.
+    suffix = secrets.token_hex(3)
+    carol = Agent(stack, f"carol-{suffix}", "--publish")
+    dave = None
+
+    def count(sql: str, user: Agent) -> Callable[[], Awaitable[object]]:
+        return lambda: db.fetchval(sql, user.user)
+
+    try:
+        carol.wait_for("reg 200 OK")
+        location = await db.fetch("SELECT contact FROM location WHERE username = $1", carol.user)
+        assert [row["contact"] for row in location] == [f"{carol.uri}:{carol.port};ob"]
+
+        carol.send("online")
+        body = await eventually(
+            lambda: db.fetchval("SELECT body FROM presentity WHERE username = $1", carol.user),
+            lambda body: body is not None,
+            "carol's publication",
+        )
+        assert "<basic>open</basic>" in str(body)
+
+        dave = Agent(stack, f"dave-{suffix}", "--buddy", carol.uri)
+        dave.wait_for("reg 200 OK")
+        dave.wait_for(buddy_line(carol, "online", "Online"))
+        watcher = await db.fetchrow(
+            "SELECT status, from_user, contact FROM active_watchers"
+            " WHERE to_user = $1 AND event = 'presence'",
+            carol.user,
+        )
+        assert watcher is not None
+        assert tuple(watcher) == ("active", dave.user, f"{dave.uri}:{dave.port};ob")
+
+        # RPID: PJSIP's "busy" is an rpid activity plus a note, which dave must get back.
+        seen = dave.mark()
+        carol.send("busy")
+        dave.wait_for(buddy_line(carol, "online", "Busy"), after=seen)
+
+        seen = dave.mark()
+        carol.send("offline")
+        dave.wait_for(buddy_line(carol, "offline"), after=seen)
+
+        # carol quits: her un-PUBLISH removes her publication and dave sees her closed.
+        seen = dave.mark()
+        carol.send("online")
+        dave.wait_for(buddy_line(carol, "online", "Online"), after=seen)
+        seen = dave.mark()
+        carol.quit()
+        dave.wait_for(buddy_line(carol, "offline"), after=seen)
+        await eventually(
+            count("SELECT count(*) FROM presentity WHERE username = $1", carol),
+            lambda n: n == 0,
+            "carol's publication to be removed",
+        )
+        assert await count("SELECT count(*) FROM location WHERE username = $1", carol)() == 0
+
+        # dave quits: his un-SUBSCRIBE ends the dialog at once (Expires 0; the row goes
+        # when its final NOTIFY is answered or times out), his un-REGISTER his binding.
+        dave.quit()
+        await eventually(
+            count(
+                "SELECT count(*) FROM active_watchers"
+                " WHERE from_user = $1 AND expires > extract(epoch FROM now())",
+                dave,
+            ),
+            lambda n: n == 0,
+            "dave's subscription to end",
+        )
+        assert await count("SELECT count(*) FROM location WHERE username = $1", dave)() == 0
+    finally:
+        carol.kill()
+        if dave is not None:
+            dave.kill()
