@@ -11,7 +11,7 @@ module_of() { case "$1" in sip-edge) echo sip_edge ;; presence-store) echo prese
 http_port_of() {
     case "$1" in
         sip-edge) echo "${PRESENCE_EDGE_HTTP_PORT:-18081}" ;;
-        presence-store) echo "${PRESENCE_STORE_HTTP_PORT:-18082}" ;;
+        presence-store) echo "${PRESENCE_STORE_HTTP_PORT:-8080}" ;;
         notifier) echo "${PRESENCE_NOTIFIER_HTTP_PORT:-18083}" ;;
     esac
 }

@@ -15,6 +15,20 @@ if [ -z "${PRESENCE_ENV_FILE:-}" ] && [ -f "$REPO_ROOT/presence.env" ]; then
     export PRESENCE_ENV_FILE="$REPO_ROOT/presence.env"
 fi
 
+# XCAP passwords derive from this secret (lib/presence/xcap_credentials.py): one is
+# made for this installation at the first start and kept with its data.
+xcap_secret() {
+    [ -n "${PRESENCE_ENV_FILE:-}" ] && grep -q '^PRESENCE_XCAP_SECRET=.' "$PRESENCE_ENV_FILE" && return
+    if [ -z "${PRESENCE_XCAP_SECRET:-}" ] && [ "${PRESENCE_XCAP_AUTH:-secret}" = secret ]; then
+        local file="$PRESENCE_VAR/xcap-secret"
+        if [ ! -s "$file" ]; then
+            (umask 077; "$PY" -c "import secrets; print(secrets.token_urlsafe(32))" >"$file")
+        fi
+        PRESENCE_XCAP_SECRET="$(cat "$file")"
+        export PRESENCE_XCAP_SECRET
+    fi
+}
+
 infra_up() {
     "$S/venv.sh"
     "$S/postgres.sh" start
@@ -30,6 +44,7 @@ up() {
     "$S/venv.sh"
     "$PY" -m presence.settings || exit 1
     infra_up
+    xcap_secret
     "$S/services.sh" start
     local sip_port="${PRESENCE_SIP_PORT:-5060}" sip_host="${PRESENCE_SIP_HOST:-127.0.0.1}"
     cat <<MSG
@@ -37,7 +52,10 @@ up() {
 The presence server is up.
   SIP (sip-edge)    udp+tcp $sip_host:$sip_port
   sip-edge          http://127.0.0.1:${PRESENCE_EDGE_HTTP_PORT:-18081}/health/ready
-  presence-store    http://127.0.0.1:${PRESENCE_STORE_HTTP_PORT:-18082}/health/ready
+  presence-store    http://127.0.0.1:${PRESENCE_STORE_HTTP_PORT:-8080}/health/ready
+  XCAP pres-rules   http://127.0.0.1:${PRESENCE_STORE_HTTP_PORT:-8080}/xcap-root/pres-rules/users/<sip:user@domain>/index
+                    a user's password (HTTP Basic, user name = the AOR):
+                    PRESENCE_XCAP_SECRET=\$(cat $PRESENCE_VAR/xcap-secret) .venv/bin/python -m presence.xcap_credentials sip:alice@127.0.0.1
   notifier          http://127.0.0.1:${PRESENCE_NOTIFIER_HTTP_PORT:-18083}/health/ready
   PostgreSQL        127.0.0.1:$PRESENCE_PG_PORT (database presence, user presence)
   Redis             127.0.0.1:$PRESENCE_REDIS_PORT

@@ -13,7 +13,8 @@ ReadinessCheck = Callable[[], Awaitable[bool]]
 
 def make_health_app(service: str, checks: dict[str, ReadinessCheck]) -> FastAPI:
     """An app whose /health/ready is 200 only while every dependency check passes."""
-    app = FastAPI(title=service, docs_url=None, redoc_url=None)
+    # OpenAPI at /openapi.json, browsable at /docs (the store's XCAP API is there).
+    app = FastAPI(title=service)
 
     @app.get("/health/live")
     async def live() -> dict[str, str]:

@@ -192,6 +192,11 @@ class Settings:
     # Days the watchers table keeps a pending decision (a watcher the user has not
     # answered yet), counted from when it was first recorded; 0 keeps it forever.
     pending_watcher_days: int = 30
+    # XCAP clients authenticate with HTTP Basic or Bearer credentials derived from
+    # this secret (see presence.xcap_credentials); "none" lets anyone change anyone's
+    # rules (development only). With "secret" and no secret set, XCAP answers 503.
+    xcap_auth: str = "secret"
+    xcap_secret: str = ""
 
     # --- bus, cache and HTTP ---
     kafka_bootstrap: str = "127.0.0.1:19092"
@@ -200,7 +205,8 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:16379/0"
     http_host: str = "127.0.0.1"
     edge_http_port: int = 18081
-    store_http_port: int = 18082
+    # Also serves XCAP (RFC 4825) at /xcap-root, on the port XCAP clients expect.
+    store_http_port: int = 8080
     notifier_http_port: int = 18083
     # Identifies one sip-edge replica: replies and NOTIFYs for its transactions
     # and TCP connections come back on its own inbox topic.
@@ -253,6 +259,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "withdrawn_reason": _choice("deactivated", "probation"),
     "probation_retry_after": _integer(1, 86400 * 7),
     "pending_watcher_days": _integer(0, 36500),
+    "xcap_auth": _choice("secret", "none"),
+    "xcap_secret": _text,
     "kafka_bootstrap": _bootstrap,
     "kafka_partitions": _integer(1, 1000),
     "kafka_namespace": _topic_part,

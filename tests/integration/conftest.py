@@ -39,6 +39,9 @@ SERVICE_MODULES = {
 
 
 _PORTS = random.Random()
+# The test stacks' XCAP secret (users' XCAP passwords derive from it); kept in the
+# environment so that every import of this module agrees on it.
+XCAP_SECRET = os.environ.setdefault("TEST_XCAP_SECRET", secrets.token_urlsafe(16))
 
 
 def free_port() -> int:
@@ -161,6 +164,7 @@ def base_env() -> dict[str, str]:
         PRESENCE_KAFKA_BOOTSTRAP=os.environ.get("PRESENCE_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
         PRESENCE_KAFKA_PARTITIONS="4",
         PRESENCE_LOG_LEVEL="INFO",
+        PRESENCE_XCAP_SECRET=XCAP_SECRET,
     )
     return env
 

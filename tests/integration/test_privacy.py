@@ -3,6 +3,8 @@ decide each subscription's state and what each watcher sees (RFC 5025)."""
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
 import urllib.error
 import urllib.parse
@@ -14,8 +16,9 @@ from lxml import etree
 
 from presence.sip.message import SipRequest
 from presence.watcherinfo import WatcherInfo, parse_watcherinfo
+from presence.xcap_credentials import password_for
 
-from .conftest import Stack, make_stack
+from .conftest import XCAP_SECRET, Stack, make_stack
 from .sip_client import SipClient
 from .test_subscribe import WatcherDialog, publish_device
 
@@ -37,14 +40,30 @@ def rules(sub_handling: str, *, transformations: str = "") -> bytes:
 </cr:ruleset>""".encode()
 
 
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
 def xcap(
-    stack: Stack, method: str, presentity: str, body: bytes | None = None, **headers: str
+    stack: Stack,
+    method: str,
+    presentity: str,
+    body: bytes | None = None,
+    *,
+    authorization: str | None = "owner",
+    content_type: str = "application/auth-policy+xml",
+    **headers: str,
 ) -> tuple[int, bytes, str | None]:
-    """(status, body, ETag) of one XCAP request; headers with _ for - (If_Match)."""
+    """(status, body, ETag) of one XCAP request, by default with the presentity's own
+    credentials (HTTP Basic); headers with _ for - (If_Match)."""
     xui = urllib.parse.quote(presentity, safe="")
     sent = {name.replace("_", "-"): value for name, value in headers.items()}
+    if authorization == "owner":
+        authorization = basic(presentity, password_for(XCAP_SECRET, presentity))
+    if authorization is not None:
+        sent["Authorization"] = authorization
     if body is not None:
-        sent["Content-Type"] = "application/auth-policy+xml"
+        sent["Content-Type"] = content_type
     request = urllib.request.Request(
         stack.http("presence-store", f"/xcap-root/pres-rules/users/{xui}/index"),
         data=body,
@@ -241,3 +260,83 @@ def test_winfo_reports_a_blocked_watcher_as_rejected(private_stack: Stack) -> No
     finally:
         owner_client.close()
         watcher_client.close()
+
+
+def test_xcap_requires_the_owners_credentials(private_stack: Stack) -> None:
+    alice = f"sip:alice-{secrets.token_hex(3)}@example.com"
+    bob = f"sip:bob-{secrets.token_hex(3)}@example.com"
+    # No credentials: a challenge (RFC 9110 §11.6.1).
+    request = urllib.request.Request(
+        private_stack.http(
+            "presence-store",
+            f"/xcap-root/pres-rules/users/{urllib.parse.quote(alice, safe='')}/index",
+        )
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 401
+    assert refused.value.headers.get("WWW-Authenticate").startswith('Basic realm="presence-xcap"')
+    assert xcap(private_stack, "PUT", alice, rules("allow"), authorization=None)[0] == 401
+    # A wrong password, or bob's own valid credentials on alice's document.
+    assert (
+        xcap(private_stack, "PUT", alice, rules("allow"), authorization=basic(alice, "x"))[0] == 401
+    )
+    bobs = basic(bob, password_for(XCAP_SECRET, bob))
+    assert xcap(private_stack, "PUT", alice, rules("allow"), authorization=bobs)[0] == 403
+    assert xcap(private_stack, "GET", alice, authorization=bobs)[0] == 403
+    # Alice's password under bob's name opens nothing either.
+    alices_password_as_bob = basic(bob, password_for(XCAP_SECRET, alice))
+    assert xcap(private_stack, "GET", alice, authorization=alices_password_as_bob)[0] == 401
+    assert xcap(private_stack, "GET", alice)[0] == 404  # nothing stored by the refusals
+    # The owner, by Basic (user name with or without "sip:") or as a Bearer token.
+    without_scheme = basic(alice.removeprefix("sip:"), password_for(XCAP_SECRET, alice))
+    assert xcap(private_stack, "PUT", alice, rules("allow"), authorization=without_scheme)[0] == 201
+    bearer = "Bearer " + password_for(XCAP_SECRET, alice)
+    assert xcap(private_stack, "GET", alice, authorization=bearer)[0] == 200
+    assert xcap(private_stack, "DELETE", alice, authorization=bearer)[0] == 200
+
+
+def xcap_error(body: bytes) -> str:
+    root = etree.fromstring(body)
+    assert root.tag == "{urn:ietf:params:xml:ns:xcap-error}xcap-error"
+    return etree.QName(root[0]).localname
+
+
+def test_xcap_error_cases(private_stack: Stack) -> None:
+    presentity = f"sip:errors-{secrets.token_hex(3)}@example.com"
+    # RFC 4825 §8.2.1: a body that is not XML at all, and one that is XML but not a
+    # common-policy ruleset, are both 409 with the condition named in the body.
+    status, body, _ = xcap(private_stack, "PUT", presentity, b"<cr:ruleset")
+    assert (status, xcap_error(body)) == (409, "not-well-formed")
+    not_rules = b'<other xmlns="urn:example"/>'
+    status, body, _ = xcap(private_stack, "PUT", presentity, not_rules)
+    assert (status, xcap_error(body)) == (409, "schema-validation-error")
+    unknown_action = rules("allow").replace(b"pr:sub-handling>allow<", b"pr:sub-handling>maybe<")
+    status, body, _ = xcap(private_stack, "PUT", presentity, unknown_action)
+    assert (status, xcap_error(body)) == (409, "schema-validation-error")
+    # The wrong media type (RFC 4825 §8.2.1: 415), an xui that names no user (404).
+    assert xcap(private_stack, "PUT", presentity, rules("allow"), content_type="text/xml")[0] == 415
+    assert xcap(private_stack, "GET", "sip:example.com", authorization=None)[0] in (401, 404)
+    assert xcap(private_stack, "GET", presentity)[0] == 404  # nothing was stored
+    assert xcap(private_stack, "DELETE", presentity)[0] == 404
+
+
+def test_openapi_describes_the_xcap_api(private_stack: Stack) -> None:
+    with urllib.request.urlopen(private_stack.http("presence-store", "/openapi.json")) as answer:
+        schema = json.loads(answer.read())
+    assert "/xcap-root/pres-rules/users/{xui}/index" in schema["paths"]
+    assert {"get", "put", "delete"} <= set(
+        schema["paths"]["/xcap-root/pres-rules/users/{xui}/index"]
+    )
+    with urllib.request.urlopen(private_stack.http("presence-store", "/docs")) as answer:
+        assert answer.status == 200 and b"swagger" in answer.read().lower()
+
+
+def test_xcap_without_a_secret_is_closed(test_database: str) -> None:
+    stack = make_stack(test_database, PRESENCE_XCAP_SECRET="")
+    try:
+        stack.start("presence-store")
+        status, body, _ = xcap(stack, "GET", "sip:anyone@example.com")
+        assert status == 503 and b"PRESENCE_XCAP_SECRET" in body
+    finally:
+        stack.close()

@@ -11,8 +11,11 @@ re-judges the presentity's subscriptions at once: those now allowed become activ
 those no longer allowed end (reason deactivated, or rejected when blocked), and
 every watcher gets a NOTIFY with what it may now see.
 
-Authentication of XCAP clients comes with the SIP authentication work (issue 10);
-until then this API is for trusted networks only, like the rest of the HTTP port.
+Every request is authenticated (presence.xcap_credentials): HTTP Basic or Bearer
+with the user's XCAP password, derived from PRESENCE_XCAP_SECRET; a user reads and
+changes only their own document (401 without valid credentials, 403 with someone
+else's). Without a secret XCAP answers 503; PRESENCE_XCAP_AUTH=none opens it to
+anyone, for development.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from presence.settings import Settings
 from presence.sip.message import SipParseError, parse_uri
 from presence.topics import Topics
 from presence.watcherinfo import Watcher
+from presence.xcap_credentials import REALM, authorizes, parse_authorization
 from presence.xcap_documents import PRES_RULES_DOC_TYPE, load_pres_rules
 from presence_store.fencing import enter_fence
 from presence_store.subscribe_store import record_verdict, watcher_info_notices
@@ -83,6 +87,28 @@ def xcap_router(
     router = APIRouter()
     topics = Topics.of(settings)
     table = settings.xcap_table
+    if settings.xcap_auth == "none":
+        log.warning("XCAP: PRESENCE_XCAP_AUTH=none, anyone may read and change anyone's rules")
+    elif not settings.xcap_secret:
+        log.warning("XCAP: disabled (503) until PRESENCE_XCAP_SECRET is set")
+
+    def refusal(xui: str, request: Request) -> Response | None:
+        """Why this request may not touch xui's document, or None when it may."""
+        if settings.xcap_auth == "none":
+            return None
+        if not settings.xcap_secret:
+            return Response("XCAP is disabled: PRESENCE_XCAP_SECRET is not set", 503)
+        credentials = parse_authorization(request.headers.get("authorization"))
+        if credentials is not None and authorizes(credentials, settings.xcap_secret, xui):
+            return None
+        if (
+            credentials is not None
+            and credentials.user is not None
+            and authorizes(credentials, settings.xcap_secret, credentials.user)
+        ):
+            return Response("these credentials open only their own user's documents", 403)
+        challenge = f'Basic realm="{REALM}", charset="UTF-8"'
+        return Response(status_code=401, headers={"WWW-Authenticate": challenge})
 
     def presentity_of(xui: str) -> tuple[str, str] | None:
         try:
@@ -93,6 +119,8 @@ def xcap_router(
 
     @router.get(_PATH)
     async def get_rules(xui: str, request: Request) -> Response:
+        if (refused := refusal(xui, request)) is not None:
+            return refused
         presentity = presentity_of(xui)
         if presentity is None:
             return Response("xui must be a SIP URI with a user part", 404)
@@ -106,6 +134,8 @@ def xcap_router(
 
     @router.put(_PATH)
     async def put_rules(xui: str, request: Request) -> Response:
+        if (refused := refusal(xui, request)) is not None:
+            return refused
         presentity = presentity_of(xui)
         if presentity is None:
             return Response("xui must be a SIP URI with a user part", 404)
@@ -133,6 +163,8 @@ def xcap_router(
 
     @router.delete(_PATH)
     async def delete_rules(xui: str, request: Request) -> Response:
+        if (refused := refusal(xui, request)) is not None:
+            return refused
         presentity = presentity_of(xui)
         if presentity is None:
             return Response("xui must be a SIP URI with a user part", 404)
