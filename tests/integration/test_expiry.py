@@ -12,6 +12,8 @@ from collections.abc import Iterator
 import asyncpg
 import pytest
 
+from presence.watcherinfo import parse_watcherinfo
+
 from .conftest import Stack, make_stack, wait_until
 from .sip_client import SipClient
 from .test_subscribe import WatcherDialog, publish_device, tuples
@@ -130,3 +132,63 @@ def test_one_leader_and_a_takeover_when_it_dies(test_database: str) -> None:
         assert leaders() != [leader]
     finally:
         stack.close()
+
+
+def test_an_expired_subscription_shows_in_the_owners_watcher_info(fast_clean: Stack) -> None:
+    presentity = f"sip:winfo-exp-{secrets.token_hex(3)}@example.com"
+    owner_client = SipClient(fast_clean.sip, "udp")
+    watcher_client = SipClient(fast_clean.sip, "udp")
+    try:
+        owner = WatcherDialog(
+            owner_client, presentity, secrets.token_hex(6), "o", from_uri=presentity
+        )
+        assert owner.subscribe(Event="presence.winfo").status == 200
+        assert parse_watcherinfo(owner.next_notify().body).watchers == []
+        watcher = WatcherDialog(watcher_client, presentity, secrets.token_hex(6), "w")
+        assert watcher.subscribe(expires=2).status == 200
+        watcher.next_notify()
+        joined = parse_watcherinfo(owner.next_notify().body)
+        assert [(w.status, w.event) for w in joined.watchers] == [("active", "subscribe")]
+        assert watcher.next_notify().headers.get("Subscription-State") == (
+            "terminated;reason=timeout"
+        )
+        left = parse_watcherinfo(owner.next_notify().body)
+    finally:
+        owner_client.close()
+        watcher_client.close()
+    assert (left.state, left.version) == ("partial", 2)
+    assert [(w.id, w.status, w.event) for w in left.watchers] == [
+        (watcher.to_tag, "terminated", "timeout")
+    ]
+
+
+def test_pending_decisions_are_forgotten_after_pending_watcher_days(fast_clean: Stack) -> None:
+    user = "forgetful-" + secrets.token_hex(3)
+    long_ago = int(time.time()) - 31 * 86400  # PRESENCE_PENDING_WATCHER_DAYS is 30
+
+    async def decisions(seed: bool) -> dict[str, str]:
+        connection = await asyncpg.connect(fast_clean.db_url)
+        try:
+            if seed:
+                await connection.executemany(
+                    """INSERT INTO watchers
+                           (p_user, p_domain, w_user, w_domain, subs_status, inserted_time)
+                       VALUES ($1, 'example.com', $2, 'example.com', $3, $4)""",
+                    [
+                        (user, "old-pending", "pending", long_ago),
+                        (user, "old-active", "active", long_ago),
+                        (user, "new-pending", "pending", int(time.time())),
+                    ],
+                )
+            rows = await connection.fetch(
+                "SELECT w_user, subs_status FROM watchers WHERE p_user = $1", user
+            )
+            return {row["w_user"]: row["subs_status"] for row in rows}
+        finally:
+            await connection.close()
+
+    assert len(asyncio.run(decisions(True))) == 3
+    wait_until(
+        lambda: "old-pending" not in asyncio.run(decisions(False)), 10, "the old pending decision"
+    )
+    assert asyncio.run(decisions(False)) == {"old-active": "active", "new-pending": "pending"}

@@ -340,3 +340,42 @@ def test_xcap_without_a_secret_is_closed(test_database: str) -> None:
         assert status == 503 and b"PRESENCE_XCAP_SECRET" in body
     finally:
         stack.close()
+
+
+def test_withdrawn_permission_can_mean_probation(test_database: str) -> None:
+    stack = make_stack(
+        test_database,
+        PRESENCE_FORCE_ACTIVE="0",
+        PRESENCE_WITHDRAWN_REASON="probation",
+        PRESENCE_PROBATION_RETRY_AFTER="120",
+    )
+    presentity = f"sip:moody-{secrets.token_hex(3)}@example.com"
+    try:
+        for name in ("presence-store", "notifier", "sip-edge"):
+            stack.start(name)
+        assert xcap(stack, "PUT", presentity, rules("allow"))[0] == 201
+        owner_client = SipClient(stack.sip, "udp")
+        watcher_client = SipClient(stack.sip, "udp")
+        try:
+            owner = WatcherDialog(
+                owner_client, presentity, secrets.token_hex(6), "o", from_uri=presentity
+            )
+            assert owner.subscribe(Event="presence.winfo").status == 200
+            owner.next_notify()
+            watcher = WatcherDialog(watcher_client, presentity, secrets.token_hex(6), "w")
+            assert watcher.subscribe().status == 200
+            assert watcher.next_notify().headers.get("Subscription-State").startswith("active")
+            assert winfo(owner.next_notify()).watchers[0].status == "active"
+
+            assert xcap(stack, "PUT", presentity, rules("confirm"))[0] == 200
+            ended = watcher.next_notify()
+            assert ended.headers.get("Subscription-State") == (
+                "terminated;reason=probation;retry-after=120"
+            )
+            told = winfo(owner.next_notify())
+            assert [(w.status, w.event) for w in told.watchers] == [("terminated", "probation")]
+        finally:
+            owner_client.close()
+            watcher_client.close()
+    finally:
+        stack.close()
