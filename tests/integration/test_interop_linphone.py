@@ -119,11 +119,17 @@ async def eventually(
         await asyncio.sleep(0.1)
 
 
-def notify_about(watcher: Linphone, presentity: Linphone, basic: str) -> str:
-    for notify in reversed(watcher.received("NOTIFY")):
-        if f"From: <{presentity.uri}>" in notify and f"<basic>{basic}</basic>" in notify:
-            return notify
-    raise AssertionError(f"no NOTIFY with {basic}: {watcher.received('NOTIFY')}")
+def notify_about(watcher: Linphone, presentity: Linphone, basic: str, timeout: float = 5) -> str:
+    """The last NOTIFY in the watcher's log about the presentity with this status
+    (polled: liblinphone writes its log as it goes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for notify in reversed(watcher.received("NOTIFY")):
+            if f"From: <{presentity.uri}>" in notify and f"<basic>{basic}</basic>" in notify:
+                return notify
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no NOTIFY with {basic}: {watcher.received('NOTIFY')}")
+        time.sleep(0.1)
 
 
 async def test_linphone_watcher_sees_linphone_presentity(
