@@ -52,10 +52,12 @@ def xcap(
     *,
     authorization: str | None = "owner",
     content_type: str = "application/auth-policy+xml",
+    node: str | None = None,
     **headers: str,
 ) -> tuple[int, bytes, str | None]:
     """(status, body, ETag) of one XCAP request, by default with the presentity's own
-    credentials (HTTP Basic); headers with _ for - (If_Match)."""
+    credentials (HTTP Basic); `node` is a node selector with its namespace bindings
+    ("cr:ruleset/cr:rule[@id=\"x\"]?xmlns(cr=...)"); headers with _ for - (If_Match)."""
     xui = urllib.parse.quote(presentity, safe="")
     sent = {name.replace("_", "-"): value for name, value in headers.items()}
     if authorization == "owner":
@@ -64,8 +66,13 @@ def xcap(
         sent["Authorization"] = authorization
     if body is not None:
         sent["Content-Type"] = content_type
+    path = f"/xcap-root/pres-rules/users/{xui}/index"
+    if node is not None:
+        selector, _, query = node.partition("?")
+        path += "/~~/" + urllib.parse.quote(selector, safe="/:@")
+        path += "?" + urllib.parse.quote(query, safe="=()") if query else ""
     request = urllib.request.Request(
-        stack.http("presence-store", f"/xcap-root/pres-rules/users/{xui}/index"),
+        stack.http("presence-store", path),
         data=body,
         method=method,
         headers=sent,
@@ -379,3 +386,53 @@ def test_withdrawn_permission_can_mean_probation(test_database: str) -> None:
             watcher_client.close()
     finally:
         stack.close()
+
+
+CP_BINDINGS = (
+    "?xmlns(cr=urn:ietf:params:xml:ns:common-policy)xmlns(pr=urn:ietf:params:xml:ns:pres-rules)"
+)
+
+
+def test_xcap_element_selectors_change_one_rule(private_stack: Stack) -> None:
+    presentity = f"sip:selective-{secrets.token_hex(3)}@example.com"
+    handling = 'cr:ruleset/cr:rule[@id="friends"]/cr:actions/pr:sub-handling' + CP_BINDINGS
+    element = "application/xcap-el+xml"
+    assert xcap(private_stack, "PUT", presentity, rules("confirm"))[0] == 201
+    status, body, document_tag = xcap(private_stack, "GET", presentity, node=handling)
+    assert status == 200 and b">confirm<" in body and document_tag is not None
+
+    client = SipClient(private_stack.sip, "udp")
+    try:
+        watcher = WatcherDialog(client, presentity, secrets.token_hex(6), secrets.token_hex(3))
+        assert watcher.subscribe().status == 200
+        assert watcher.next_notify().headers.get("Subscription-State").startswith("pending")
+        allow = (
+            b'<pr:sub-handling xmlns:pr="urn:ietf:params:xml:ns:pres-rules">allow</pr:sub-handling>'
+        )
+        status, _, new_tag = xcap(
+            private_stack, "PUT", presentity, allow, content_type=element, node=handling
+        )
+        assert status == 200 and new_tag not in (None, document_tag)
+        # Changing one element re-judges the subscriptions like a whole document.
+        assert watcher.next_notify().headers.get("Subscription-State").startswith("active")
+    finally:
+        client.close()
+    assert b">allow<" in xcap(private_stack, "GET", presentity)[1]
+
+    # A value the schema does not allow leaves the document as it was.
+    maybe = allow.replace(b">allow<", b">maybe<")
+    status, body, _ = xcap(
+        private_stack, "PUT", presentity, maybe, content_type=element, node=handling
+    )
+    assert status == 409 and b"schema-validation-error" in body
+    # A new rule is created under the ruleset; an attribute can be read alone.
+    second = 'cr:ruleset/cr:rule[@id="others"]' + CP_BINDINGS
+    rule = b'<cr:rule xmlns:cr="urn:ietf:params:xml:ns:common-policy" id="others"/>'
+    assert xcap(private_stack, "PUT", presentity, rule, content_type=element, node=second)[0] == 201
+    attribute = xcap(
+        private_stack, "GET", presentity, node="cr:ruleset/cr:rule[2]/@id" + CP_BINDINGS
+    )
+    assert attribute[:2] == (200, b"others")
+    assert xcap(private_stack, "DELETE", presentity, node=second)[0] == 200
+    assert xcap(private_stack, "GET", presentity, node=second)[0] == 404
+    assert xcap(private_stack, "GET", presentity, node="cr:ruleset/x:y" + CP_BINDINGS)[0] == 404

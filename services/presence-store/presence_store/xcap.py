@@ -3,6 +3,8 @@
     PUT    /xcap-root/pres-rules/users/{xui}/index   store or replace (201 / 200)
     GET    /xcap-root/pres-rules/users/{xui}/index   the document (404 when none)
     DELETE /xcap-root/pres-rules/users/{xui}/index   remove it
+    GET|PUT|DELETE .../index/~~/<node selector>      one element (or GET an attribute),
+                                                      RFC 4825 §6.3 (presence.xcap_selectors)
 
 xui is the presentity's SIP URI ("sip:alice@example.com", percent-encoded in the
 path). A document that is not well-formed or not a valid ruleset is refused with
@@ -23,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import asyncpg
@@ -30,10 +33,12 @@ from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Request, Response
 
 from presence import events
+from presence import xcap_selectors as selectors
 from presence.authorization import Verdict, judge
 from presence.locks import ShardedLocks
 from presence.presentity_documents import load_sphere, needs_sphere
 from presence.rules import RulesError, parse_rules
+from presence.safexml import XmlRefused, parse_untrusted
 from presence.settings import Settings
 from presence.sip.message import SipParseError, parse_uri
 from presence.topics import Topics
@@ -48,6 +53,11 @@ log = logging.getLogger(__name__)
 AUTH_POLICY = "application/auth-policy+xml"
 MAX_DOCUMENT_BYTES = 256 * 1024
 _PATH = "/xcap-root/pres-rules/users/{xui}/index"
+# RFC 4825 §6: the document URI, "~~", then the node selector (element steps and
+# an optional final @attribute; namespace prefixes bound in the query string).
+_NODE_PATH = _PATH + "/~~/{selector:path}"
+# pres-rules' default namespace for unprefixed selector steps (RFC 5025 §9.4).
+COMMON_POLICY_NS = "urn:ietf:params:xml:ns:common-policy"
 
 
 def _xcap_error(tag: str, status: int = 409) -> Response:
@@ -64,6 +74,37 @@ def _etag(document: str) -> str:
 
 class PreconditionFailed(Exception):
     pass
+
+
+class NotFound(Exception):
+    pass
+
+
+class InvalidDocument(Exception):
+    """The result is not a pres-rules document; tag names the RFC 4825 §11.2 error."""
+
+    def __init__(self, tag: str, detail: str) -> None:
+        super().__init__(detail)
+        self.tag, self.detail = tag, detail
+
+
+# From the stored document (None: there is none) to the new one (None: delete it),
+# and whether the change creates the document or element (201) or not (200).
+Derive = Callable[[bytes | None], tuple[bytes | None, bool]]
+
+
+def _valid_document(document: bytes) -> str:
+    """The document as text once it is well-formed XML and a valid ruleset
+    (RFC 4825 §8.2.1 and §8.2.5: 409 with not-well-formed or schema-validation-error)."""
+    try:
+        parse_untrusted(document, what="document", max_bytes=MAX_DOCUMENT_BYTES, max_depth=64)
+    except XmlRefused as error:
+        raise InvalidDocument("not-well-formed", str(error)) from None
+    try:
+        parse_rules(document)
+    except RulesError as error:
+        raise InvalidDocument("schema-validation-error", str(error)) from None
+    return document.decode()
 
 
 def _check_preconditions(request: Request, current: str | None) -> None:
@@ -119,6 +160,10 @@ def xcap_router(
 
     @router.get(_PATH)
     async def get_rules(xui: str, request: Request) -> Response:
+        return await get_node(xui, None, request)
+
+    @router.get(_NODE_PATH)
+    async def get_node(xui: str, selector: str | None, request: Request) -> Response:
         if (refused := refusal(xui, request)) is not None:
             return refused
         presentity = presentity_of(xui)
@@ -130,68 +175,128 @@ def xcap_router(
         tag = _etag(document)
         if tag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
             return Response(status_code=304, headers={"ETag": tag})
-        return Response(document, media_type=AUTH_POLICY, headers={"ETag": tag})
+        if selector is None:
+            return Response(document, media_type=AUTH_POLICY, headers={"ETag": tag})
+        try:
+            node = selectors.get_node(document.encode(), _selector(selector, request))
+        except selectors.SelectorError as error:
+            return Response(str(error), 404)
+        if node is None:
+            return Response(status_code=404)
+        media_type, body = node
+        return Response(body, media_type=media_type, headers={"ETag": tag})
 
     @router.put(_PATH)
     async def put_rules(xui: str, request: Request) -> Response:
+        return await put_node(xui, None, request)
+
+    @router.put(_NODE_PATH)
+    async def put_node(xui: str, selector: str | None, request: Request) -> Response:
         if (refused := refusal(xui, request)) is not None:
             return refused
         presentity = presentity_of(xui)
         if presentity is None:
             return Response("xui must be a SIP URI with a user part", 404)
+        expected = AUTH_POLICY if selector is None else selectors.XCAP_EL
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type != AUTH_POLICY:
-            return Response(f"Content-Type must be {AUTH_POLICY}", 415)
+        if media_type != expected:
+            return Response(f"Content-Type must be {expected}", 415)
         body = await request.body()
         if len(body) > MAX_DOCUMENT_BYTES:
             return Response("document too large", 413)
         try:
-            parse_rules(body)
-        except RulesError as error:
-            not_xml = "well-formed" in str(error).lower() or "xml" in str(error).lower()
-            log.info("XCAP PUT for %s refused: %s", xui, error)
-            return _xcap_error("not-well-formed" if not_xml else "schema-validation-error")
-        try:
-            document = body.decode()
+            body.decode()
         except UnicodeDecodeError:
             return _xcap_error("not-utf-8")
+        if selector is None:
+            return await _store(xui, presentity, request, lambda current: (body, current is None))
         try:
-            created = await _change(presentity, document, request)
-        except PreconditionFailed:
-            return Response(status_code=412)
-        return Response(status_code=201 if created else 200, headers={"ETag": _etag(document)})
+            node = _selector(selector, request)
+        except selectors.SelectorError as error:
+            return Response(str(error), 404)
+
+        def with_element(current: bytes | None) -> tuple[bytes, bool]:
+            if current is None:
+                raise selectors.XcapConflict("no-parent")
+            return selectors.put_element(current, node, body)
+
+        return await _store(xui, presentity, request, with_element)
 
     @router.delete(_PATH)
     async def delete_rules(xui: str, request: Request) -> Response:
+        return await delete_node(xui, None, request)
+
+    @router.delete(_NODE_PATH)
+    async def delete_node(xui: str, selector: str | None, request: Request) -> Response:
         if (refused := refusal(xui, request)) is not None:
             return refused
         presentity = presentity_of(xui)
         if presentity is None:
             return Response("xui must be a SIP URI with a user part", 404)
-        if await load_pres_rules(pool, settings, *presentity) is None:
-            return Response(status_code=404)
         try:
-            await _change(presentity, None, request)
+            node = None if selector is None else _selector(selector, request)
+        except selectors.SelectorError as error:
+            return Response(str(error), 404)
+
+        def without(current: bytes | None) -> tuple[bytes | None, bool]:
+            if current is None:
+                raise NotFound
+            if node is None:
+                return None, False
+            changed = selectors.delete_node(current, node)
+            if changed is None:
+                raise NotFound
+            return changed, False
+
+        return await _store(xui, presentity, request, without)
+
+    def _selector(selector: str, request: Request) -> selectors.NodeSelector:
+        return selectors.parse_selector(selector, request.url.query, COMMON_POLICY_NS)
+
+    async def _store(
+        xui: str,
+        presentity: tuple[str, str],
+        request: Request,
+        derive: Derive,
+    ) -> Response:
+        """Apply a change and answer it: 201 when the document or element is new, 200
+        when replaced or deleted; RFC 4825 409s when the result would not be a
+        well-formed, valid pres-rules document."""
+        try:
+            created, document = await _change(presentity, derive, request)
         except PreconditionFailed:
             return Response(status_code=412)
-        return Response(status_code=200)
+        except NotFound:
+            return Response(status_code=404)
+        except selectors.XcapConflict as conflict:
+            log.info("XCAP %s for %s refused: %s", request.method, xui, conflict.tag)
+            return _xcap_error(conflict.tag)
+        except InvalidDocument as invalid:
+            log.info("XCAP %s for %s refused: %s", request.method, xui, invalid.detail)
+            return _xcap_error(invalid.tag)
+        headers = {} if document is None else {"ETag": _etag(document)}
+        return Response(status_code=201 if created else 200, headers=headers)
 
-    async def _change(presentity: tuple[str, str], document: str | None, request: Request) -> bool:
-        """Store (or delete) the document and re-judge the subscriptions, in one
-        transaction under the presentity's lock (where the request's preconditions
-        are checked too); then tell the notifier."""
+    async def _change(
+        presentity: tuple[str, str], derive: Derive, request: Request
+    ) -> tuple[bool, str | None]:
+        """Derive the new document from the stored one, check it, store it (or delete
+        it) and re-judge the subscriptions, in one transaction under the presentity's
+        lock, where the request's preconditions are checked too; then tell the
+        notifier. Returns whether the change created something, and the new document."""
         username, domain = presentity
         now = int(time.time())
         notices: list[events.Event] = []
         async with locks.hold(f"{username}@{domain}") as lease, pool.acquire() as connection:
             async with connection.transaction():
                 await enter_fence(connection, lease)
-                _check_preconditions(
-                    request, await load_pres_rules(connection, settings, username, domain)
-                )
-                existed = await connection.fetchval(
+                current = await load_pres_rules(connection, settings, username, domain)
+                _check_preconditions(request, current)
+                derived, created = derive(None if current is None else current.encode())
+                document = None if derived is None else _valid_document(derived)
+                await connection.execute(
                     f"""DELETE FROM {table}
-                        WHERE username = $1 AND domain = $2 AND doc_type = $3 RETURNING true""",
+                        WHERE username = $1 AND domain = $2 AND doc_type = $3""",
                     username,
                     domain,
                     PRES_RULES_DOC_TYPE,
@@ -210,7 +315,7 @@ def xcap_router(
             await producer.send_and_wait(
                 topics.changes, events.encode(notice), key=f"{username}@{domain}".encode()
             )
-        return not existed
+        return created, document
 
     async def _rejudge(
         connection: asyncpg.Connection,
