@@ -514,3 +514,28 @@ def test_oversized_and_overly_deep_documents_are_refused() -> None:
     )
     with pytest.raises(RulesError, match="deeply"):
         parse_rules(deep)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "activities", "class", "deviceID", "mood", "note", "place-is", "place-type",
+        "privacy", "relationship", "sphere", "status-icon", "time-offset",
+    ],
+)  # fmt: skip
+def test_each_boolean_transformation_is_read_from_the_document(name: str) -> None:
+    granted = decide(
+        ruleset(rule("r", transforms=f"<pr:provide-{name}>true</pr:provide-{name}>")), None
+    ).transformations
+    assert granted.attributes == frozenset({name}) and granted.declared
+    refused = decide(
+        ruleset(rule("r", transforms=f"<pr:provide-{name}>false</pr:provide-{name}>")), None
+    ).transformations
+    assert refused.attributes == frozenset() and refused.declared
+
+
+def test_all_attributes_is_read_from_the_document() -> None:
+    granted = decide(
+        ruleset(rule("r", transforms="<pr:provide-all-attributes/>")), None
+    ).transformations
+    assert granted.all_attributes and granted.grants_attribute("mood")
