@@ -107,6 +107,7 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
         [inbox],
         group_id=topics.group(f"sip-edge.{edge_id}"),
         client_id=edge_id,
+        assign=True,  # one reader: no group to rejoin after a crash
     )
     edge = Edge(settings, producer)
     edge.udp = UdpEndpoint(udp_sock, edge.message_received)
