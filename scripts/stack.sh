@@ -29,6 +29,23 @@ xcap_secret() {
     fi
 }
 
+# SIP authentication: `make run` is a development system on 127.0.0.1, so it runs
+# without (PRESENCE_AUTH=none, warned about at start) unless told otherwise; with
+# PRESENCE_AUTH=digest it gets a nonce secret kept with its data.
+auth_defaults() {
+    in_env_file() { [ -n "${PRESENCE_ENV_FILE:-}" ] && grep -q "^$1=." "$PRESENCE_ENV_FILE"; }
+    if [ -z "${PRESENCE_AUTH:-}" ] && ! in_env_file PRESENCE_AUTH; then
+        export PRESENCE_AUTH=none
+    fi
+    if [ "${PRESENCE_AUTH:-}" = digest ] && [ -z "${PRESENCE_AUTH_SECRET:-}" ] \
+            && ! in_env_file PRESENCE_AUTH_SECRET; then
+        local file="$PRESENCE_VAR/auth-secret"
+        [ -s "$file" ] || (umask 077; "$PY" -c "import secrets; print(secrets.token_urlsafe(32))" >"$file")
+        PRESENCE_AUTH_SECRET="$(cat "$file")"
+        export PRESENCE_AUTH_SECRET
+    fi
+}
+
 infra_up() {
     "$S/venv.sh"
     "$S/postgres.sh" start
@@ -45,6 +62,7 @@ up() {
     "$PY" -m presence.settings || exit 1
     infra_up
     xcap_secret
+    auth_defaults
     "$S/services.sh" start
     local sip_port="${PRESENCE_SIP_PORT:-5060}" sip_host="${PRESENCE_SIP_HOST:-127.0.0.1}"
     cat <<MSG
@@ -57,6 +75,8 @@ The presence server is up.
                     a user's password (HTTP Basic, user name = the AOR):
                     PRESENCE_XCAP_SECRET=\$(cat $PRESENCE_VAR/xcap-secret) .venv/bin/python -m presence.xcap_credentials sip:alice@127.0.0.1
   notifier          http://127.0.0.1:${PRESENCE_NOTIFIER_HTTP_PORT:-18083}/health/ready
+  SIP auth          ${PRESENCE_AUTH:-digest} (PRESENCE_AUTH=digest make run to require passwords;
+                    users: .venv/bin/python -m presence_store.credentials add alice@127.0.0.1)
   PostgreSQL        127.0.0.1:$PRESENCE_PG_PORT (database presence, user presence)
   Redis             127.0.0.1:$PRESENCE_REDIS_PORT
   Kafka             127.0.0.1:$PRESENCE_KAFKA_PORT

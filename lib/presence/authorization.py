@@ -26,6 +26,12 @@ class Verdict:
         return self.decision is not None and self.decision.sub_handling == "polite-block"
 
 
+def watcher_identity(user: str, domain: str) -> str:
+    """The watcher as pres-rules and winfo see it, from active_watchers' from_user and
+    from_domain: the authenticated identity (or, without authentication, From)."""
+    return f"sip:{user}@{domain}" if user else f"sip:{domain}"
+
+
 def judge(
     rules_document: str | None,
     watcher: str,

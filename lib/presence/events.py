@@ -41,6 +41,12 @@ class PublishRequest:
     content_type: str | None
     body: str
     source: str  # "udp:203.0.113.5:5060", for logs
+    # Authentication: the Authorization header for the store to check (digest mode)
+    # against the request-URI it covers, or the identity the edge established
+    # (trusted-proxy mode: P-Asserted-Identity); None when there is none.
+    request_uri: str = ""
+    authorization: str | None = None
+    identity: str | None = None  # "sip:user@domain", once authenticated
 
     @property
     def presentity(self) -> str:
@@ -66,6 +72,12 @@ class RegisterRequest:
     call_id: str
     cseq: int
     flow: str  # "udp:203.0.113.5:5060"
+    # Authentication: the Authorization header for the store to check (digest mode)
+    # against the request-URI it covers, or the identity the edge established
+    # (trusted-proxy mode: P-Asserted-Identity); None when there is none.
+    request_uri: str = ""
+    authorization: str | None = None
+    identity: str | None = None  # "sip:user@domain", once authenticated
 
     @property
     def presentity(self) -> str:
@@ -97,6 +109,12 @@ class SubscribeRequest:
     contact: str | None  # remote target
     record_route: list[str]  # Record-Route values, in order
     flow: str
+    # Authentication: the Authorization header for the store to check (digest mode)
+    # against the request-URI it covers, or the identity the edge established
+    # (trusted-proxy mode: P-Asserted-Identity); None when there is none.
+    request_uri: str = ""
+    authorization: str | None = None
+    identity: str | None = None  # "sip:user@domain", once authenticated
 
     @property
     def presentity(self) -> str:

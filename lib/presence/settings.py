@@ -9,6 +9,7 @@ message names the variable and the problem in one line.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -133,6 +134,15 @@ def _text(text: str) -> str:
     return text
 
 
+def _address_list(text: str) -> str:
+    for address in filter(None, (a.strip() for a in text.split(","))):
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ValueError(f"must be comma-separated IP addresses, got {address!r}") from None
+    return text
+
+
 @dataclass(frozen=True)
 class Settings:
     # --- the seed module's parameters (names, meanings and defaults kept) ---
@@ -198,6 +208,24 @@ class Settings:
     xcap_auth: str = "secret"
     xcap_secret: str = ""
 
+    # --- SIP authentication (RFC 3261 §22) ---
+    # "digest": PUBLISH, SUBSCRIBE and REGISTER are challenged (401) and checked
+    # against the credentials table; "trusted-proxy": accepted only from
+    # trusted_proxies, the identity taken from P-Asserted-Identity (RFC 3325);
+    # "none": anyone may publish for anyone (development only; logged at start).
+    auth: str = "digest"
+    # Signs the stateless nonces; the same on every edge and store replica.
+    auth_secret: str = ""
+    # Seconds a nonce stays fresh; an older one gets 401 with stale=true.
+    auth_nonce_ttl: int = 300
+    trusted_proxies: str = ""  # comma-separated IP addresses
+    # Identities (user@domain) that may PUBLISH for others: gateways, a PBX's busy lamps.
+    publish_for_others: str = ""
+    # After this many failed authentications from one address within
+    # auth_block_seconds, its requests are refused (403) until the window ends.
+    auth_max_failures: int = 10
+    auth_block_seconds: int = 300
+
     # --- bus, cache and HTTP ---
     kafka_bootstrap: str = "127.0.0.1:19092"
     kafka_partitions: int = 12
@@ -220,6 +248,34 @@ class Settings:
             return self.server_address
         host = f"[{self.sip_host}]" if ":" in self.sip_host else self.sip_host
         return f"sip:{host}:{self.sip_port}"
+
+    def check_authentication(self) -> None:
+        """Raise SettingsError when the authentication mode lacks what it needs; the
+        services that authenticate (sip-edge, presence-store) call it at start."""
+        if self.auth == "digest" and not self.auth_secret:
+            raise SettingsError(
+                "PRESENCE_AUTH_SECRET: must be set when PRESENCE_AUTH=digest (the default); "
+                "PRESENCE_AUTH=none turns authentication off, for development only"
+            )
+        if self.auth == "trusted-proxy" and not self.trusted_proxies:
+            raise SettingsError(
+                "PRESENCE_TRUSTED_PROXIES: must be set when PRESENCE_AUTH=trusted-proxy"
+            )
+
+    @property
+    def trusted_proxy_addresses(self) -> frozenset[str]:
+        return frozenset(
+            str(ipaddress.ip_address(a.strip()))
+            for a in self.trusted_proxies.split(",")
+            if a.strip()
+        )
+
+    @property
+    def publishers_for_others(self) -> frozenset[str]:
+        return frozenset(
+            a.strip().lower().removeprefix("sip:") for a in self.publish_for_others.split(",")
+            if a.strip()
+        )  # fmt: skip
 
     @property
     def served_domains(self) -> frozenset[str]:
@@ -261,6 +317,13 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "pending_watcher_days": _integer(0, 36500),
     "xcap_auth": _choice("secret", "none"),
     "xcap_secret": _text,
+    "auth": _choice("digest", "trusted-proxy", "none"),
+    "auth_secret": _text,
+    "auth_nonce_ttl": _integer(10, 86400),
+    "trusted_proxies": _address_list,
+    "publish_for_others": _text,
+    "auth_max_failures": _integer(1, 1_000_000),
+    "auth_block_seconds": _integer(1, 86400),
     "kafka_bootstrap": _bootstrap,
     "kafka_partitions": _integer(1, 1000),
     "kafka_namespace": _topic_part,

@@ -165,6 +165,8 @@ def base_env() -> dict[str, str]:
         PRESENCE_KAFKA_PARTITIONS="4",
         PRESENCE_LOG_LEVEL="INFO",
         PRESENCE_XCAP_SECRET=XCAP_SECRET,
+        # SIP authentication is tested by its own stacks (test_authentication.py).
+        PRESENCE_AUTH="none",
     )
     return env
 

@@ -24,6 +24,7 @@ class SipClient:
     server: tuple[str, int]
     transport: str = "udp"
     timeout: float = 10.0
+    local_host: str = "127.0.0.1"  # any 127/8 address: tests of trusted proxies use another
     _sock: socket.socket = field(init=False)
     _framer: StreamFramer = field(init=False, default_factory=StreamFramer)
     _pending: list[bytes] = field(init=False, default_factory=list)
@@ -34,7 +35,7 @@ class SipClient:
     def __post_init__(self) -> None:
         if self.transport == "udp":
             self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            self._sock.bind(("127.0.0.1", 0))
+            self._sock.bind((self.local_host, 0))
         else:
             self._sock = socket.create_connection(self.server, timeout=self.timeout)
         self.local_port = self._sock.getsockname()[1]
@@ -60,7 +61,7 @@ class SipClient:
         to = f"<{to_uri or uri}>" + (f";tag={to_tag}" if to_tag else "")
         lines = [
             f"{method} {uri} SIP/2.0",
-            f"Via: SIP/2.0/{self.transport.upper()} 127.0.0.1:{self.local_port}"
+            f"Via: SIP/2.0/{self.transport.upper()} {self.local_host}:{self.local_port}"
             f";branch={new_branch()};rport",
             "Max-Forwards: 70",
             f"From: <{from_uri}>;tag={from_tag or secrets.token_hex(4)}",

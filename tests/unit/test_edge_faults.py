@@ -34,7 +34,7 @@ class FakeProducer:
 
 
 def make_edge(producer: FakeProducer) -> Edge:
-    settings = settings_module.load({"PRESENCE_EDGE_ID": "e1"})
+    settings = settings_module.load({"PRESENCE_EDGE_ID": "e1", "PRESENCE_AUTH": "none"})
     return Edge(settings, producer)  # type: ignore[arg-type]
 
 

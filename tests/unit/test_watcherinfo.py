@@ -120,7 +120,8 @@ def subscription(**overrides: object) -> Subscription:
         id=1, to_user="alice", to_domain="example.com", event="presence.winfo", event_id=None,
         to_tag="tt", from_tag="ft", callid="c", local_cseq=3, version=1,
         contact="sip:alice@192.0.2.1", record_route=None, expires=2_000, status="active",
-        reason=None, local_uri=RESOURCE, remote_uri=RESOURCE, flow="", edge_id="e",
+        reason=None, local_uri=RESOURCE, remote_uri=RESOURCE, from_user="alice",
+        from_domain="example.com", flow="", edge_id="e",
     )  # fmt: skip
     values.update(overrides)
     return Subscription(**values)  # type: ignore[arg-type]

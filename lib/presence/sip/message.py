@@ -201,6 +201,7 @@ _LIST_HEADERS = frozenset(
         "Accept-Language",
         "Path",
         "Service-Route",
+        "P-Asserted-Identity",  # RFC 3325: a sip URI and a tel URI may both be given
     )
 )
 

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 from notifier.notify_builder import Subscription, build_notify
 from presence import events
 from presence.aggregation import empty_document
-from presence.authorization import judge, watcher_document
+from presence.authorization import judge, watcher_document, watcher_identity
 from presence.packages import PACKAGES
 from presence.pidf import current_sphere
 from presence.presentity_documents import load_document, needs_sphere
@@ -33,7 +33,7 @@ _COLUMNS = ", ".join(
     [
         "id", "to_user", "to_domain", "event", "event_id", "to_tag", "from_tag", "callid",
         "local_cseq", "version", "contact", "record_route", "expires", "status", "reason",
-        "local_uri", "remote_uri", "flow", "edge_id",
+        "local_uri", "remote_uri", "from_user", "from_domain", "flow", "edge_id",
     ]
 )  # fmt: skip
 Change = events.PresentityChanged | events.WatcherChanged | events.WatcherInfoChanged
@@ -156,7 +156,7 @@ class Fanout:
     ) -> list[Watcher]:
         now = int(time.time())
         rows = await connection.fetch(
-            f"""SELECT to_tag, remote_uri, status, reason, watcher_event, expires
+            f"""SELECT to_tag, from_user, from_domain, status, reason, watcher_event, expires
                 FROM {self._settings.active_watchers_table}
                 WHERE to_domain = $1 AND to_user = $2 AND event = $3
                   AND status <> 'terminated' AND expires > $4
@@ -169,7 +169,7 @@ class Fanout:
         return [
             Watcher(
                 r["to_tag"],
-                r["remote_uri"],
+                watcher_identity(r["from_user"], r["from_domain"]),
                 r["status"],
                 watcher_event(r["status"], r["reason"], r["watcher_event"]),
                 r["expires"] - now,
@@ -190,7 +190,8 @@ class Fanout:
         now, so a rules change shows in the next NOTIFY)."""
         if self._settings.force_active:
             return document
-        verdict = judge(rules, subscription.remote_uri, self._settings, now, sphere=sphere)
+        watcher = watcher_identity(subscription.from_user, subscription.from_domain)
+        verdict = judge(rules, watcher, self._settings, now, sphere=sphere)
         if verdict.status != "active":
             return empty_document(entity)
         return watcher_document(document, entity, verdict, self._settings)

@@ -30,6 +30,8 @@ class Subscription:
     reason: str | None
     local_uri: str
     remote_uri: str
+    from_user: str  # the watcher's identity (authenticated, else From)
+    from_domain: str
     flow: str
     edge_id: str
 

@@ -11,14 +11,19 @@ from presence import service
 from presence.backend import Backend
 from presence.kafka import consume_in_batches
 from presence.locks import ShardedLocks
-from presence.settings import Settings
+from presence.settings import Settings, SettingsError
 from presence.topics import Topics
+from presence_store.authentication import Authenticator
 from presence_store.cleaner import Cleaner
 from presence_store.handlers import RequestHandler
 from presence_store.xcap import xcap_router
 
 
 async def body(settings: Settings, stopping: asyncio.Event) -> None:
+    try:
+        settings.check_authentication()  # the store checks digest responses
+    except SettingsError as error:
+        raise service.StartupError(str(error)) from None
     topics = Topics.of(settings)
     backend = await Backend.open(
         settings,
@@ -27,7 +32,8 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
         client_id="presence-store",
     )
     locks = ShardedLocks(backend.redis, settings.lock_set_size, prefix=topics.lock_prefix)
-    handler = RequestHandler(settings, backend.pool, locks, backend.producer)
+    authenticator = Authenticator(settings, backend.redis)
+    handler = RequestHandler(settings, backend.pool, locks, backend.producer, authenticator)
     cleaner = Cleaner(settings, backend.pool, backend.redis, backend.producer)
     try:
         await backend.serve(

@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from presence import events
+from presence.authorization import watcher_identity
 from presence.settings import Settings
 from presence.topics import Topics
 from presence.watcherinfo import Watcher
@@ -156,7 +157,7 @@ class Cleaner:
                         WHERE id IN (SELECT id FROM {table}
                                      WHERE expires <= $1 AND status <> 'terminated'
                                      ORDER BY expires LIMIT $2)
-                        RETURNING to_user, to_domain, event, to_tag, remote_uri""",
+                        RETURNING to_user, to_domain, event, to_tag, from_user, from_domain""",
                     now,
                     BATCH,
                 )
@@ -170,7 +171,12 @@ class Cleaner:
                 timed_out: dict[tuple[str, str, str], list[Watcher]] = defaultdict(list)
                 for row in rows:
                     timed_out[(row["to_user"], row["to_domain"], row["event"])].append(
-                        Watcher(row["to_tag"], row["remote_uri"], "terminated", "timeout")
+                        Watcher(
+                            row["to_tag"],
+                            watcher_identity(row["from_user"], row["from_domain"]),
+                            "terminated",
+                            "timeout",
+                        )
                     )
                 for (username, domain, event), watchers in timed_out.items():
                     notices += watcher_info_notices(

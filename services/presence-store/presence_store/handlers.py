@@ -15,10 +15,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from presence import events
+from presence.authorization import watcher_identity
 from presence.locks import LockTimeout, ShardedLocks
 from presence.settings import Settings
 from presence.topics import Topics
 from presence.watcherinfo import Watcher
+from presence_store.authentication import Authenticator, may_act_for
 from presence_store.fencing import FencedOut, enter_fence
 from presence_store.outcome import Outcome, Reply
 from presence_store.publish_store import apply_publish
@@ -47,8 +49,10 @@ class RequestHandler:
         pool: asyncpg.Pool,
         locks: ShardedLocks,
         producer: AIOKafkaProducer,
+        authenticator: Authenticator,
     ) -> None:
         self._settings = settings
+        self._authenticator = authenticator
         self._pool = pool
         self._locks = locks
         self._producer = producer
@@ -127,7 +131,17 @@ class RequestHandler:
                     log.warning("%s %s too old, not applied", event.TYPE, event.presentity)
                     return Outcome(Reply(503, "Request Expired", [("Retry-After", "1")]))
                 now = int(time.time())
-                outcome = await apply(connection, event, self._settings, now)
+                identity = await self._authenticator.identify(connection, event)
+                if isinstance(identity, Reply):
+                    outcome = Outcome(identity)
+                elif not isinstance(event, events.SubscribeRequest) and not may_act_for(
+                    identity, event.presentity, self._settings
+                ):
+                    # RFC 3261 §22.1 / issue: only alice publishes (registers) alice.
+                    outcome = Outcome(Reply(403, "Not Your Address-Of-Record"))
+                else:
+                    event = replace(event, identity=identity)
+                    outcome = await apply(connection, event, self._settings, now)
                 outcome = replace(
                     outcome,
                     notices=[
@@ -176,7 +190,8 @@ class RequestHandler:
             async with db.transaction():
                 await enter_fence(db, lease)
                 ended = await db.fetchrow(
-                    f"DELETE FROM {table} WHERE to_tag = $1 RETURNING remote_uri, status",
+                    f"""DELETE FROM {table} WHERE to_tag = $1
+                        RETURNING from_user, from_domain, status""",
                     outcome.subscription,
                 )
         log.info(
@@ -189,7 +204,8 @@ class RequestHandler:
         if ended is None or outcome.final or ended["status"] == "terminated":
             return []  # winfo subscribers heard of its end when it was terminated
         # The watcher vanished mid-subscription (RFC 3857 calls that a timeout).
-        gone = Watcher(outcome.subscription, ended["remote_uri"], "terminated", "timeout")
+        watcher = watcher_identity(ended["from_user"], ended["from_domain"])
+        gone = Watcher(outcome.subscription, watcher, "terminated", "timeout")
         return watcher_info_notices(
             outcome.username, outcome.domain, outcome.event, [gone], outcome.notify_id,
             time.time(),

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from presence.authorization import Verdict, judge
+from presence.authorization import Verdict, judge, watcher_identity
 from presence.events import Event, SubscribeRequest, WatcherChanged, WatcherInfoChanged
 from presence.packages import PACKAGES
 from presence.presentity_documents import load_sphere, needs_sphere
@@ -53,7 +53,7 @@ async def apply_subscribe(
 
 
 def _is_owner(request: SubscribeRequest) -> bool:
-    watcher = parse_uri(request.from_uri)
+    watcher = parse_uri(request.identity or request.from_uri)
     return (watcher.user, watcher.host.lower()) == (request.username, request.domain.lower())
 
 
@@ -91,8 +91,10 @@ async def _create(
     granted: int,
 ) -> tuple[str | None, WinfoWatcher | None]:
     """The new dialog's To-tag (None when the presentity's rules block the watcher),
-    and the watcher as winfo subscribers see it."""
-    watcher = parse_uri(request.from_uri)
+    and the watcher as winfo subscribers see it. The watcher is who authenticated,
+    From only when authentication is off."""
+    watcher = parse_uri(request.identity or request.from_uri)
+    identity = watcher_identity(watcher.user or "", watcher.host.lower())
     if PACKAGES[request.event].watcher_info_of:
         verdict = Verdict("active")  # the owner, checked by the caller
     else:
@@ -100,12 +102,12 @@ async def _create(
         sphere = None
         if needs_sphere(rules):
             sphere = await load_sphere(connection, settings, request.username, request.domain)
-        verdict = judge(rules, request.from_uri, settings, datetime.now(UTC), sphere=sphere)
+        verdict = judge(rules, identity, settings, datetime.now(UTC), sphere=sphere)
         await record_verdict(
             connection, settings, request.username, request.domain, watcher, verdict, now
         )
     if verdict.status == "terminated":
-        return None, WinfoWatcher(request.request_id, request.from_uri, "terminated", "rejected")
+        return None, WinfoWatcher(request.request_id, identity, "terminated", "rejected")
     to_tag = new_to_tag(settings)
     await connection.execute(
         f"""INSERT INTO {settings.active_watchers_table} (
@@ -133,7 +135,7 @@ async def _create(
         request.flow,
         request.edge_id,
     )
-    return to_tag, WinfoWatcher(to_tag, request.from_uri, verdict.status, "subscribe", granted)
+    return to_tag, WinfoWatcher(to_tag, identity, verdict.status, "subscribe", granted)
 
 
 async def record_verdict(
@@ -173,7 +175,7 @@ async def _refresh(
     watcher as winfo subscribers see it when it ends (Expires: 0)."""
     table = settings.active_watchers_table
     row = await connection.fetchrow(
-        f"""SELECT id, callid, from_tag, remote_cseq, remote_uri FROM {table}
+        f"""SELECT id, callid, from_tag, remote_cseq, from_user, from_domain FROM {table}
             WHERE to_tag = $1 AND expires > $2 FOR UPDATE""",
         request.to_tag,
         now,
@@ -196,5 +198,6 @@ async def _refresh(
     )
     if granted == 0:
         # The watcher unsubscribed: to winfo that is the subscription timing out.
-        return WinfoWatcher(request.to_tag or "", row["remote_uri"], "terminated", "timeout")
+        watcher = watcher_identity(row["from_user"], row["from_domain"])
+        return WinfoWatcher(request.to_tag or "", watcher, "terminated", "timeout")
     return None

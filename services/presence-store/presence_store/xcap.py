@@ -34,7 +34,7 @@ from fastapi import APIRouter, Request, Response
 
 from presence import events
 from presence import xcap_selectors as selectors
-from presence.authorization import Verdict, judge
+from presence.authorization import Verdict, judge, watcher_identity
 from presence.locks import ShardedLocks
 from presence.presentity_documents import load_sphere, needs_sphere
 from presence.rules import RulesError, parse_rules
@@ -326,7 +326,7 @@ def xcap_router(
     ) -> list[events.Event]:
         watchers = settings.active_watchers_table
         rows = await connection.fetch(
-            f"""SELECT id, to_tag, remote_uri, status, event FROM {watchers}
+            f"""SELECT id, to_tag, from_user, from_domain, status, event FROM {watchers}
                 WHERE to_domain = $1 AND to_user = $2 AND status <> 'terminated'
                   AND expires > $3 AND event = 'presence' FOR UPDATE""",
             domain,
@@ -340,7 +340,8 @@ def xcap_router(
         if rows and needs_sphere(document):
             sphere = await load_sphere(connection, settings, username, domain)
         for row in rows:
-            verdict = judge(document, row["remote_uri"], settings, judged_at, sphere=sphere)
+            watcher = watcher_identity(row["from_user"], row["from_domain"])
+            verdict = judge(document, watcher, settings, judged_at, sphere=sphere)
             status, reason = verdict.status, verdict.reason
             if row["status"] == "active" and status != "active":
                 # RFC 5025 §3.2.1 / RFC 6665: permission withdrawn.
@@ -363,11 +364,11 @@ def xcap_router(
                 settings,
                 username,
                 domain,
-                parse_uri(row["remote_uri"]),
+                parse_uri(watcher),
                 Verdict(status, reason),
                 now,
             )
-            changed.append(Watcher(row["to_tag"], row["remote_uri"], status, event))
+            changed.append(Watcher(row["to_tag"], watcher, status, event))
             if status == "terminated":
                 notices.append(
                     events.WatcherChanged(

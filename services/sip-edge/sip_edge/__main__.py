@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from presence import events, service
 from presence.health import make_health_app
 from presence.kafka import bus_ready, ensure_topics, start_consumer, start_producer
-from presence.settings import Settings
+from presence.settings import Settings, SettingsError
 from presence.topics import Topics, shared_topics
 from sip_edge.edge import Edge
 from sip_edge.transport import TcpConnections, UdpEndpoint
@@ -90,6 +90,12 @@ async def run_timers(edge: Edge) -> None:
 
 
 async def body(settings: Settings, stopping: asyncio.Event) -> None:
+    try:
+        settings.check_authentication()
+    except SettingsError as error:
+        raise service.StartupError(str(error)) from None
+    if settings.auth == "none":
+        log.warning("PRESENCE_AUTH=none: anyone may publish for anyone (development only)")
     # Bind first: a taken port is the most common start-up problem and the cheapest to report.
     udp_sock = service.bind_socket(
         settings.sip_host, settings.sip_port, socket.SOCK_DGRAM, "PRESENCE_SIP_PORT"

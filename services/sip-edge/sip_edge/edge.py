@@ -15,6 +15,7 @@ import secrets
 import socket
 import time
 from collections.abc import Coroutine
+from dataclasses import replace
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -33,6 +34,7 @@ from presence.sip.message import (
 from presence.sip.parser import parse_message, serialize
 from presence.sip.routing import response_address, stamp_via
 from presence.topics import Topics
+from sip_edge.authentication import authenticate
 from sip_edge.checks import LocalAnswer, check_request, options_answer
 from sip_edge.client_transactions import ClientTransaction, ClientTransactions
 from sip_edge.inbox import InboxProgress
@@ -158,14 +160,25 @@ class Edge:
         """Put the request on the bus as its typed event (or answer what cannot be)."""
         translate = TRANSLATORS[request.method]
         strip_own_routes(request, self._own_addresses)
+        now = time.time()
+        sender = authenticate(request, source.host, self.settings, now)
+        if isinstance(sender, LocalAnswer):
+            self._reply(request_id, sender)
+            return
         event = translate(
-            request, request_id=request_id, edge_id=self.edge_id, flow=str(source), now=time.time()
+            request, request_id=request_id, edge_id=self.edge_id, flow=str(source), now=now
         )
         if isinstance(event, LocalAnswer):
             self._reply(request_id, event)
         elif not self.bus_up:
             self._reply(request_id, BUS_DOWN)
         else:
+            event = replace(
+                event,
+                request_uri=request.uri,
+                authorization=sender.authorization,
+                identity=sender.identity,
+            )
             self._produce(self._topics.requests, event, key=event.presentity, request_id=request_id)
 
     # --- replies --------------------------------------------------------------

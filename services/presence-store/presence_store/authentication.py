@@ -1,0 +1,136 @@
+"""Who sent a request: the digest check against the credentials table (RFC 3261
+§22), the identity rules, and the brute-force brake.
+
+The edge has already challenged requests without credentials and refused stale or
+foreign nonces (sip_edge.authentication); what reaches the store carries an
+Authorization header with a nonce of ours. Here the response is checked against
+the stored HA1, a nonce-count that does not grow is refused as a replay (qop=auth),
+and failures are counted per source address in Redis: past auth_max_failures in
+auth_block_seconds, the address gets 403 without a check.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import asyncpg
+from redis.asyncio import Redis
+
+from presence import events
+from presence.settings import Settings
+from presence.sip.digest import (
+    DigestCredentials,
+    DigestError,
+    challenge_headers,
+    parse_credentials,
+    response_matches,
+)
+from presence.topics import Topics
+from presence_store.outcome import Reply
+
+Request = events.PublishRequest | events.RegisterRequest | events.SubscribeRequest
+
+# The highest nonce-count seen for a nonce, kept as long as the nonce lives: a
+# count that does not grow is a replay (RFC 7616 §3.4.6).
+_NONCE_COUNT = """
+local seen = tonumber(redis.call('get', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) <= seen then return 0 end
+redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+_FAILURE = """
+local count = redis.call('incr', KEYS[1])
+if count == 1 then redis.call('expire', KEYS[1], ARGV[1]) end
+return count
+"""
+
+
+@dataclass(frozen=True)
+class HA1:
+    md5: str
+    sha256: str
+
+    def of(self, algorithm: str) -> str:
+        return self.sha256 if algorithm == "SHA-256" else self.md5
+
+
+class Authenticator:
+    def __init__(self, settings: Settings, redis: Redis) -> None:
+        self._settings = settings
+        self._redis = redis
+        self._prefix = Topics.of(settings).lock_prefix + "auth:"
+        self._nonce_count = redis.register_script(_NONCE_COUNT)
+        self._failure = redis.register_script(_FAILURE)
+
+    async def identify(
+        self, connection: asyncpg.Connection, request: Request
+    ) -> str | Reply | None:
+        """The sender's identity ("sip:user@domain"), None when authentication is off,
+        or the refusal to send instead of applying the request."""
+        settings = self._settings
+        if settings.auth == "none":
+            return None
+        if settings.auth == "trusted-proxy":
+            return request.identity or Reply(403, "No Asserted Identity")
+        source = source_host(request)
+        failures_key = f"{self._prefix}failures:{source}"
+        failures = int(await self._redis.get(failures_key) or 0)
+        if failures >= settings.auth_max_failures:
+            retry = [("Retry-After", str(settings.auth_block_seconds))]
+            return Reply(403, "Too Many Failed Authentications", retry)
+        try:
+            credentials = parse_credentials(request.authorization or "")
+        except DigestError:
+            return Reply(400, "Bad Authorization")
+        if credentials.uri != request.request_uri:
+            return Reply(400, "Digest URI Mismatch")  # RFC 7616 §3.4.6
+        stored = await load_ha1(connection, credentials.username, credentials.realm)
+        if stored is None or not response_matches(
+            credentials, stored.of(credentials.algorithm), method_of(request)
+        ):
+            await self._failure(keys=[failures_key], args=[settings.auth_block_seconds])
+            return self._challenge(credentials)
+        if credentials.qop == "auth" and not await self._fresh_count(credentials):
+            return self._challenge(credentials, stale=True)
+        return f"sip:{credentials.username}@{credentials.realm.lower()}"
+
+    async def _fresh_count(self, credentials: DigestCredentials) -> bool:
+        key = f"{self._prefix}nc:{credentials.realm}:{credentials.username}:{credentials.nonce}"
+        ttl = 2 * self._settings.auth_nonce_ttl
+        return bool(await self._nonce_count(keys=[key], args=[credentials.nonce_count, ttl]))
+
+    def _challenge(self, credentials: DigestCredentials, stale: bool = False) -> Reply:
+        headers = challenge_headers(
+            self._settings.auth_secret, credentials.realm.lower(), time.time(), stale
+        )
+        return Reply(401, "Unauthorized", headers)
+
+
+def may_act_for(identity: str | None, aor: str, settings: Settings) -> bool:
+    """Whether the sender may PUBLISH or REGISTER for `aor` (user@domain): its own,
+    or anyone's when it is one of publish_for_others (a gateway, a PBX)."""
+    if identity is None:
+        return True  # authentication is off
+    own = identity.removeprefix("sip:").lower()
+    return own == aor.lower() or own in settings.publishers_for_others
+
+
+def method_of(request: Request) -> str:
+    return request.TYPE.upper()
+
+
+def source_host(request: Request) -> str:
+    """The sender's address, from the flow ("udp:203.0.113.5:5060", "tcp:[::1]:5060")."""
+    flow = request.source if isinstance(request, events.PublishRequest) else request.flow
+    host = flow.partition(":")[2].rpartition(":")[0]
+    return host.strip("[]") or "unknown"
+
+
+async def load_ha1(connection: asyncpg.Connection, username: str, realm: str) -> HA1 | None:
+    row = await connection.fetchrow(
+        "SELECT ha1_md5, ha1_sha256 FROM credentials WHERE username = $1 AND domain = $2",
+        username,
+        realm.lower(),
+    )
+    return None if row is None else HA1(row["ha1_md5"], row["ha1_sha256"])
