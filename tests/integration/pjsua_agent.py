@@ -68,6 +68,7 @@ def main() -> int:
     parser.add_argument("--buddy", action="append", default=[])
     parser.add_argument("--publish", action="store_true")
     parser.add_argument("--log", default="")
+    parser.add_argument("--password", help="digest credentials for any realm")
     args = parser.parse_args()
 
     endpoint = pj.Endpoint()
@@ -95,6 +96,10 @@ def main() -> int:
     account_config.regConfig.registrarUri = server
     account_config.sipConfig.proxies.append(f"{server};lr")
     account_config.presConfig.publishEnabled = args.publish
+    if args.password:
+        account_config.sipConfig.authCreds.append(
+            pj.AuthCredInfo("digest", "*", args.user, 0, args.password)
+        )
     account = Account()
     account.create(account_config)
 

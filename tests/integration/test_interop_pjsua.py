@@ -18,13 +18,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from .conftest import LOGS, Stack
+from presence_store.credentials import set_password
+
+from .conftest import LOGS, Stack, make_stack
 
 pytestmark = pytest.mark.integration
 
@@ -206,3 +208,60 @@ async def test_pjsua_watcher_sees_pjsua_presentity(stack: Stack, db: asyncpg.Con
         carol.kill()
         if dave is not None:
             dave.kill()
+
+
+@pytest.fixture(scope="module")
+def digest_stack(test_database: str) -> Iterator[Stack]:
+    stack = make_stack(
+        test_database,
+        PRESENCE_FORCE_ACTIVE="1",
+        PRESENCE_AUTH="digest",
+        PRESENCE_AUTH_SECRET=secrets.token_hex(16),
+    )
+    try:
+        for name in ("presence-store", "notifier", "sip-edge"):
+            stack.start(name)
+        yield stack
+    finally:
+        stack.close()
+
+
+async def test_pjsua_publishes_and_watches_with_digest_credentials(
+    digest_stack: Stack,
+) -> None:
+    """PJSIP answers the 401 challenges (SHA-256 or MD5) with its credentials: it
+    registers, publishes and watches; an account with a wrong password gets nowhere."""
+    suffix = secrets.token_hex(3)
+    erin, frank, password = f"erin-{suffix}", f"frank-{suffix}", secrets.token_urlsafe(9)
+    db = await asyncpg.connect(digest_stack.db_url)
+    agents: list[Agent] = []
+    try:
+        for user in (erin, frank):
+            await set_password(db, user, "127.0.0.1", password)
+        publisher = Agent(digest_stack, erin, "--publish", "--password", password)
+        agents.append(publisher)
+        publisher.wait_for("reg 200 OK")
+        publisher.send("online")
+        body = await eventually(
+            lambda: db.fetchval("SELECT body FROM presentity WHERE username = $1", erin),
+            lambda body: body is not None,
+            "erin's authenticated publication",
+        )
+        assert "<basic>open</basic>" in str(body)
+
+        watcher = Agent(digest_stack, frank, "--buddy", publisher.uri, "--password", password)
+        agents.append(watcher)
+        watcher.wait_for("reg 200 OK")
+        watcher.wait_for(buddy_line(publisher, "online", "Online"))
+        row = await db.fetchrow(
+            "SELECT from_user, from_domain FROM active_watchers WHERE to_user = $1", erin
+        )
+        assert row is not None and tuple(row) == (frank, "127.0.0.1")  # the authenticated one
+
+        impostor = Agent(digest_stack, f"mallory-{suffix}", "--publish", "--password", "guess")
+        agents.append(impostor)
+        impostor.wait_for(r"reg 401 .*")
+    finally:
+        for agent in agents:
+            agent.kill()
+        await db.close()
