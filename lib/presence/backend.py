@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fastapi import APIRouter
 from redis.asyncio import Redis
 
-from presence import service
+from presence import metrics, service
 from presence.cache import connect_redis, redis_ready
 from presence.db import create_pool, database_ready
 from presence.health import make_health_app
@@ -47,6 +47,8 @@ class Backend:
         consumer = await start_consumer(
             settings.kafka_bootstrap, topics, group_id=group, client_id=client_id
         )
+        metrics.watch_pool(pool)
+        metrics.watch_consumer(consumer)
         return cls(pool, redis, producer, consumer)
 
     async def close(self) -> None:

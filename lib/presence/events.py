@@ -136,6 +136,11 @@ class SipReply:
     to_tag: str | None = None
 
 
+# Causes of a PresentityChanged that no PUBLISH is behind: the cleaner's expiry, a
+# pres-rules change over XCAP, an operator's request through the admin API.
+LOCAL_CAUSES = frozenset({"expiry", "xcap", "admin"})
+
+
 @dataclass(frozen=True)
 class PresentityChanged:
     """The publication state of one presentity changed; its watchers need NOTIFYs."""
@@ -146,7 +151,7 @@ class PresentityChanged:
     username: str
     domain: str
     event: str
-    cause: str  # request_id of the PUBLISH, or "expiry"/"admin"
+    cause: str  # request_id of the PUBLISH, or one of LOCAL_CAUSES
     received_at: float  # when the cause reached the edge, for the publish-to-notify delay
     # Bodies of publications that just ended: their tuples are shown closed once.
     closed: list[str] = field(default_factory=list)
@@ -221,6 +226,9 @@ class NotifyRequest:
     # there is no route set, so that phones behind NAT are reached. "" resolves the URI.
     flow: str
     final: bool = False  # Subscription-State: terminated; the dialog ends with it
+    # When the PUBLISH whose change this NOTIFY carries reached the edge (its
+    # received_at); 0 when no PUBLISH caused it. For the publish-to-notify delay.
+    published_at: float = 0.0
 
     @property
     def presentity(self) -> str:

@@ -1,4 +1,4 @@
-"""The HTTP face every service shares: /health/live and /health/ready (FastAPI)."""
+"""The HTTP face every service shares: /health/live, /health/ready and /metrics (FastAPI)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+
+from presence import metrics
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
@@ -27,6 +29,12 @@ def make_health_app(service: str, checks: dict[str, ReadinessCheck]) -> FastAPI:
         report = {name: "ok" if ok else "down" for name, ok in zip(names, results, strict=True)}
         status = 200 if all(results) else 503
         return JSONResponse({"service": service, "ready": status == 200, "checks": report}, status)
+
+    @app.get("/metrics", response_class=Response)
+    async def prometheus_metrics() -> Response:
+        """Prometheus text exposition (presence.metrics lists what is measured)."""
+        body, content_type = await metrics.exposition()
+        return Response(body, media_type=content_type)
 
     return app
 

@@ -29,7 +29,8 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
 )
 
-from presence import events
+from presence import events, metrics
+from presence.logs import correlated, from_kafka_headers, kafka_headers
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,26 @@ def _unavailable(bootstrap: str, error: BaseException) -> BusUnavailable:
     )
 
 
+class CorrelatingProducer(AIOKafkaProducer):
+    """A producer whose records carry the current correlation id in a header
+    (presence.logs), so the consumer logs its work under the same id."""
+
+    async def send(  # type: ignore[override]
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[object]:
+        if headers is None:
+            headers = kafka_headers() or None
+        return await super().send(topic, value, key, partition, timestamp_ms, headers)
+
+
 async def start_producer(bootstrap: str) -> AIOKafkaProducer:
-    producer = AIOKafkaProducer(
+    producer = CorrelatingProducer(
         bootstrap_servers=bootstrap,
         acks="all",
         enable_idempotence=True,
@@ -189,7 +208,14 @@ async def consume_in_batches(
                         error,
                     )
                     continue
-                produced += await handle(event)
+                metrics.BUS_EVENTS.labels(event.TYPE).inc()
+                # The id of the SIP transaction that caused the record (its header),
+                # else the request's own id: logs and produced records carry it.
+                correlation_id = from_kafka_headers(record.headers) or getattr(
+                    event, "request_id", ""
+                )
+                with correlated(correlation_id):
+                    produced += await handle(event)
         return produced
 
     while not stopping.is_set():

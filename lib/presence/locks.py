@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+
+from presence.metrics import LOCK_WAIT_SECONDS
 
 # The fence counter starts at the Redis server's clock in microseconds, so that
 # after a Redis restart (which loses the counter) new tokens still exceed old ones.
@@ -81,18 +84,20 @@ class ShardedLocks:
     async def hold(self, presentity: str, timeout: float = 5.0) -> AsyncIterator[Lease]:
         key = self.key(presentity)
         local = self._local.setdefault(key, asyncio.Lock())
+        started = time.monotonic()
         try:
             await asyncio.wait_for(local.acquire(), timeout)
         except TimeoutError:
+            LOCK_WAIT_SECONDS.labels("timeout").observe(time.monotonic() - started)
             raise LockTimeout(f"lock {key} not acquired within {timeout}s") from None
         try:
-            async with self._hold_shared(key, timeout) as lease:
+            async with self._hold_shared(key, timeout, started) as lease:
                 yield lease
         finally:
             local.release()
 
     @asynccontextmanager
-    async def _hold_shared(self, key: str, timeout: float) -> AsyncIterator[Lease]:
+    async def _hold_shared(self, key: str, timeout: float, started: float) -> AsyncIterator[Lease]:
         token = secrets.token_hex(16)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -103,9 +108,12 @@ class ShardedLocks:
             )
         ):
             if loop.time() >= deadline:
+                LOCK_WAIT_SECONDS.labels("timeout").observe(time.monotonic() - started)
                 raise LockTimeout(f"lock {key} not acquired within {timeout}s")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
+        # The wait includes queueing behind this process's own holders of the shard.
+        LOCK_WAIT_SECONDS.labels("acquired").observe(time.monotonic() - started)
         try:
             yield Lease(key, fence)
         finally:

@@ -9,7 +9,6 @@ with one line on stderr and a non-zero exit, not a traceback.
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import socket
 import sys
@@ -18,6 +17,7 @@ from collections.abc import Awaitable, Callable
 import uvicorn
 from fastapi import FastAPI
 
+from presence import logs
 from presence import settings as settings_module
 from presence.cache import CacheUnavailable
 from presence.db import DatabaseUnavailable
@@ -54,20 +54,19 @@ def bind_socket(host: str, port: int, kind: int, variable: str) -> socket.socket
 async def serve_http(app: FastAPI, host: str, port: int, variable: str) -> uvicorn.Server:
     """Start uvicorn on an already-bound socket (so a taken port is a clear error)."""
     sock = bind_socket(host, port, socket.SOCK_STREAM, variable)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    # log_config=None: uvicorn's few lines go through ours (JSON, correlation ids).
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="off", log_config=None
+    )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # ours handle them
     asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     return server
 
 
-def configure_logging(service: str, level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+def configure_logging(service: str, settings: Settings) -> None:
+    """JSON lines with correlation ids, or text on a terminal (presence.logs)."""
+    logs.configure(service, settings.log_level, fmt=settings.log_format, levels=settings.log_levels)
 
 
 def run(service: str, body: ServiceBody) -> None:
@@ -75,7 +74,7 @@ def run(service: str, body: ServiceBody) -> None:
         settings = settings_module.load()
     except settings_module.SettingsError as error:
         sys.exit(f"{service}: configuration error: {error}")
-    configure_logging(service, settings.log_level)
+    configure_logging(service, settings)
     try:
         asyncio.run(_run_until_signal(settings, body))
     except _FIXABLE as error:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from presence.logs import parse_levels
+
 PREFIX = "PRESENCE_"
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9_.:\[\]-]+$")
@@ -130,6 +132,11 @@ def _log_level(text: str) -> str:
     return level
 
 
+def _log_levels(text: str) -> str:
+    parse_levels(text)
+    return text
+
+
 def _text(text: str) -> str:
     return text
 
@@ -240,6 +247,11 @@ class Settings:
     # and TCP connections come back on its own inbox topic.
     edge_id: str = ""
     log_level: str = "INFO"
+    # "json" lines, "text", or "auto": text when stderr is a terminal, else JSON.
+    log_format: str = "auto"
+    # Per-service levels ("notifier=DEBUG"), so one env file can serve every service;
+    # other names are Python loggers ("aiokafka=INFO").
+    log_levels: str = ""
 
     @property
     def contact_uri(self) -> str:
@@ -334,6 +346,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "notifier_http_port": _integer(1, 65535),
     "edge_id": _topic_part,
     "log_level": _log_level,
+    "log_format": _choice("auto", "json", "text"),
+    "log_levels": _log_levels,
 }
 
 

@@ -7,13 +7,14 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from notifier.notify_builder import Subscription, build_notify
-from presence import events
+from presence import events, metrics
 from presence.aggregation import empty_document
 from presence.authorization import judge, watcher_document, watcher_identity
 from presence.packages import PACKAGES
@@ -54,9 +55,19 @@ class Fanout:
             log.warning("ignoring unexpected %s event", change.TYPE)
             return []
         sends = []
+        # The publish-to-notify delay is measured from the PUBLISH's arrival at the edge.
+        published_at = (
+            change.received_at
+            if isinstance(change, events.PresentityChanged)
+            and change.cause not in events.LOCAL_CAUSES
+            else 0.0
+        )
         async for subscriptions, view in self._pages(change):
             for subscription in subscriptions:
-                sends.append(await self._notify(subscription, view(subscription)))
+                sends.append(
+                    await self._notify(subscription, view(subscription), published_at)
+                )
+                metrics.NOTIFIES_BUILT.labels(subscription.event).inc()
         event = getattr(change, "event", None) or f"{change.package} watchers"
         log.info("%s %s %s: %d NOTIFY", change.TYPE, change.presentity, event, len(sends))
         return sends
@@ -196,7 +207,9 @@ class Fanout:
             return empty_document(entity)
         return watcher_document(document, entity, verdict, self._settings)
 
-    async def _notify(self, subscription: Subscription, document: bytes) -> asyncio.Future[object]:
+    async def _notify(
+        self, subscription: Subscription, document: bytes, published_at: float
+    ) -> asyncio.Future[object]:
         notify, _ = build_notify(
             subscription,
             document=document,
@@ -205,6 +218,8 @@ class Fanout:
             notify_id=secrets.token_hex(12),
             retry_after=self._settings.probation_retry_after,
         )
+        if published_at:
+            notify = replace(notify, published_at=published_at)
         # A final NOTIFY does not delete the subscription here: the store does when the
         # edge reports its outcome, so a crash before it is sent cannot lose it.
         return await self._producer.send(

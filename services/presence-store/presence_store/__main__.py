@@ -15,6 +15,7 @@ from presence.settings import Settings, SettingsError
 from presence.topics import Topics
 from presence_store.authentication import Authenticator
 from presence_store.cleaner import Cleaner
+from presence_store.gauges import watch_tables
 from presence_store.handlers import RequestHandler
 from presence_store.xcap import xcap_router
 
@@ -35,6 +36,7 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
     authenticator = Authenticator(settings, backend.redis)
     handler = RequestHandler(settings, backend.pool, locks, backend.producer, authenticator)
     cleaner = Cleaner(settings, backend.pool, backend.redis, backend.producer)
+    watch_tables(settings, backend.pool)
     try:
         await backend.serve(
             "presence-store",

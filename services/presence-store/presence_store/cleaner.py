@@ -31,8 +31,9 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
-from presence import events
+from presence import events, metrics
 from presence.authorization import watcher_identity
+from presence.logs import correlated, new_correlation_id
 from presence.settings import Settings
 from presence.topics import Topics
 from presence.watcherinfo import Watcher
@@ -76,6 +77,7 @@ class Cleaner:
         self._renew = redis.register_script(_RENEW)
         self._resign = redis.register_script(_RESIGN)
         self.leader = False
+        self._running = asyncio.Lock()
 
     async def run(self, stopping: asyncio.Event) -> None:
         period = self._settings.clean_period
@@ -88,7 +90,13 @@ class Cleaner:
                 await asyncio.wait_for(stopping.wait(), period)
 
     async def run_once(self) -> dict[str, int]:
-        """Clean if this replica holds (or can take) the lease; counts of what went."""
+        """Clean if this replica holds (or can take) the lease; counts of what went.
+        The change events of one run share a correlation id ("expiry-…")."""
+        async with self._running:  # the timer and the admin API's "cleanup now"
+            with correlated(new_correlation_id("expiry")):
+                return await self._run_once()
+
+    async def _run_once(self) -> dict[str, int]:
         lease_ms = 3 * self._settings.clean_period * 1000
         leader = bool(await self._renew(keys=[self._lease_key], args=[self._identity, lease_ms]))
         if leader != self.leader:
@@ -108,6 +116,8 @@ class Cleaner:
         }
         if any(counts.values()):
             log.info("cleaner: removed %s", ", ".join(f"{v} {k}" for k, v in counts.items()))
+        for kind, count in counts.items():
+            metrics.CLEANER_REMOVED.labels(kind).inc(count)
         return counts
 
     async def _expire_publications(self, now: int) -> int:

@@ -14,7 +14,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from presence import events
+from presence import events, metrics
 from presence.authorization import watcher_identity
 from presence.locks import LockTimeout, ShardedLocks
 from presence.settings import Settings
@@ -77,6 +77,7 @@ class RequestHandler:
             outcome = Outcome(Reply(500, "Presentity Busy", [("Retry-After", "1")]))
         reply = outcome.reply
         log.info("%s %s -> %s %s", event.TYPE, event.presentity, reply.status, reply.reason)
+        metrics.STORE_REQUESTS.labels(event.TYPE, str(reply.status)).inc()
         answer = events.SipReply(
             event.request_id, reply.status, reply.reason, reply.headers, outcome.to_tag
         )

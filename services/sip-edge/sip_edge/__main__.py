@@ -10,9 +10,10 @@ import socket
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from presence import events, service
+from presence import events, metrics, service
 from presence.health import make_health_app
 from presence.kafka import bus_ready, ensure_topics, start_consumer, start_producer
+from presence.logs import correlated, from_kafka_headers
 from presence.settings import Settings, SettingsError
 from presence.topics import Topics, shared_topics
 from sip_edge.edge import Edge
@@ -43,7 +44,9 @@ async def consume_inbox(consumer: AIOKafkaConsumer, edge: Edge, inbox: str) -> N
                     except events.EventDecodeError as error:
                         log.error("skipping undecodable inbox record %s: %s", record.offset, error)
                     else:
-                        await edge.on_inbox_event(event, record.offset)
+                        # The NOTIFY or reply is handled under the id of what caused it.
+                        with correlated(from_kafka_headers(record.headers)):
+                            await edge.on_inbox_event(event, record.offset)
                     edge.inbox.consumed(record.offset)
                     if index % 16 == 15:
                         # Let the sockets in: the answers to these NOTIFYs are arriving.
@@ -116,6 +119,13 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
         assign=True,  # one reader: no group to rejoin after a crash
     )
     edge = Edge(settings, producer)
+    metrics.watch_consumer(consumer)
+
+    async def in_flight() -> None:
+        metrics.SIP_TRANSACTIONS_IN_FLIGHT.labels("server").set(edge.transactions.unanswered())
+        metrics.SIP_TRANSACTIONS_IN_FLIGHT.labels("client").set(len(edge.client_transactions))
+
+    metrics.on_scrape(in_flight)
     edge.udp = UdpEndpoint(udp_sock, edge.message_received)
     edge.tcp = TcpConnections(edge.message_received, settings.tcp_idle_timeout)
     await edge.tcp.serve(tcp_sock)

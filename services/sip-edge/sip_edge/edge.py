@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import secrets
 import socket
 import time
@@ -20,7 +21,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from presence import events
+from presence import events, metrics
+from presence.logs import correlated, correlation
 from presence.settings import Settings
 from presence.sip.message import (
     SipParseError,
@@ -62,6 +64,8 @@ TRYING_AFTER_UDP = 3.5
 # While Kafka is unreachable, requests are answered at once instead of after
 # REPLY_DEADLINE: nothing could carry them to the store.
 BUS_DOWN = LocalAnswer(503, "Service Unavailable", [("Retry-After", "5")])
+# A password in a URI's user part (deprecated, RFC 3261 §19.1.1) never reaches a log.
+_URI_PASSWORD = re.compile(r"^(sips?:[^:@;]*):[^@]*@")
 
 
 class Edge:
@@ -82,6 +86,9 @@ class Edge:
         self.bus_up = True
         self.inbox = InboxProgress()
         self._pacer_cleaned_at = 0.0
+        # The correlation id (presence.logs) of each NOTIFY read from the inbox and not
+        # done with yet: the pacer may send it later, outside the inbox's context.
+        self._notify_correlation: dict[str, str] = {}
         self._via_host, self._via_port = _advertised_address(settings)
         self._own_addresses = {
             (self._via_host.strip("[]").lower(), self._via_port),
@@ -147,14 +154,17 @@ class Edge:
         transaction = self.transactions.start(key, request_id_of(key), time.monotonic())
         transaction.context.update(request=request, source=source)
 
-        if request.method == "OPTIONS":
-            answer: LocalAnswer | None = options_answer(self.settings)
-        else:
-            answer = check_request(request, self.settings)
-        if answer is not None:
-            self._reply(transaction.request_id, answer)
-        else:
-            self._forward(request, source, transaction.request_id)
+        # The transaction's id is its correlation id: the records it puts on the bus
+        # carry it, and so the store's and notifier's logs of what it caused.
+        with correlated(transaction.request_id):
+            if request.method == "OPTIONS":
+                answer: LocalAnswer | None = options_answer(self.settings)
+            else:
+                answer = check_request(request, self.settings)
+            if answer is not None:
+                self._reply(transaction.request_id, answer)
+            else:
+                self._forward(request, source, transaction.request_id)
 
     def _forward(self, request: SipRequest, source: Source, request_id: str) -> None:
         """Put the request on the bus as its typed event (or answer what cannot be)."""
@@ -198,13 +208,33 @@ class Edge:
         )
         data = serialize(response)
         self._send_response(data, request, source)
+        now = time.monotonic()
         self.transactions.respond(
-            transaction,
-            data,
-            final=answer.status >= 200,
-            reliable=source.reliable,
-            now=time.monotonic(),
+            transaction, data, final=answer.status >= 200, reliable=source.reliable, now=now
         )
+        if answer.status >= 200:
+            self._answered(request, source, answer, request_id, now - transaction.started_at)
+
+    def _answered(
+        self, request: SipRequest, source: Source, answer: LocalAnswer, request_id: str, took: float
+    ) -> None:
+        """Count and log a final response (OPTIONS keep-alives only at DEBUG)."""
+        method = metrics.method_label(request.method)
+        metrics.SIP_REQUESTS.labels(method, str(answer.status)).inc()
+        metrics.SIP_TRANSACTION_SECONDS.labels(method).observe(took)
+        level = logging.DEBUG if request.method == "OPTIONS" else logging.INFO
+        if log.isEnabledFor(level):
+            with correlated(request_id):
+                log.log(
+                    level,
+                    "%s %s from %s -> %d %s (%.1f ms)",
+                    request.method,
+                    _URI_PASSWORD.sub(r"\1@", request.uri),
+                    source,
+                    answer.status,
+                    answer.reason,
+                    took * 1000,
+                )
 
     def _send_response(self, data: bytes, request: SipRequest, source: Source) -> None:
         via = parse_via(request.headers.get_all("Via")[0])
@@ -223,23 +253,33 @@ class Edge:
             waiting = self.pacer.queued(subscription)
             if offset is not None:
                 self.inbox.opened(event.notify_id, offset)
+            if correlation.get():
+                self._notify_correlation[event.notify_id] = correlation.get()
             ready = self.pacer.offer(event, time.monotonic())
             queued = self.pacer.queued(subscription)
             if waiting is not None and queued is not waiting:
-                self.inbox.closed(waiting.notify_id)  # superseded by this newer state
+                self._notify_done(waiting.notify_id)  # superseded by this newer state
             if ready is None and queued is not event:
-                self.inbox.closed(event.notify_id)  # an older state: dropped
+                self._notify_done(event.notify_id)  # an older state: dropped
             if ready is not None:
                 await self.send_notify(ready)
 
+    def _notify_done(self, notify_id: str) -> None:
+        self.inbox.closed(notify_id)
+        self._notify_correlation.pop(notify_id, None)
+
     async def send_notify(self, notify: events.NotifyRequest) -> None:
         """Send a NOTIFY the pacer released (one in flight per dialog)."""
+        with correlated(self._notify_correlation.get(notify.notify_id)):
+            await self._send_notify(notify)
+
+    async def _send_notify(self, notify: events.NotifyRequest) -> None:
         try:
             hop = next_hop(notify)
             address = await _resolve(hop)
         except (SipParseError, OSError) as error:
             log.warning("NOTIFY %s has no reachable next hop: %s", notify.notify_id, error)
-            self._notify_ended(notify, 503, "Unresolvable Next Hop")
+            self._notify_ended(notify, 503, "Unresolvable Next Hop", "unroutable")
             return
         branch = "z9hG4bK" + secrets.token_hex(12)
         via = (
@@ -252,6 +292,11 @@ class Edge:
         )
         transaction.context.update(notify=notify, transport=hop.transport, address=address)
         await self._transmit(transaction)
+        metrics.NOTIFIES_SENT.labels(notify.event).inc()
+        if notify.published_at:
+            metrics.PUBLISH_TO_NOTIFY_SECONDS.labels(notify.event).observe(
+                max(0.0, time.time() - notify.published_at)
+            )
 
     async def _transmit(self, transaction: ClientTransaction) -> None:
         address = transaction.context["address"]
@@ -267,7 +312,9 @@ class Edge:
             # §8.1.3.1: a transport error is treated as a 503.
             log.info("NOTIFY to %s failed: %s", address, error)
             if self.client_transactions.response(transaction.branch, 503, time.monotonic()):
-                self._client_transaction_ended(transaction, 503, "Transport Error")
+                self._client_transaction_ended(
+                    transaction, 503, "Transport Error", "transport_error"
+                )
 
     def _response_received(self, response: SipResponse) -> None:
         vias = response.headers.get_all("Via")
@@ -279,13 +326,35 @@ class Edge:
             self._client_transaction_ended(transaction, response.status, response.reason)
 
     def _client_transaction_ended(
-        self, transaction: ClientTransaction, status: int, reason: str
+        self,
+        transaction: ClientTransaction,
+        status: int,
+        reason: str,
+        outcome: str | None = None,
     ) -> None:
         notify = transaction.context["notify"]
         assert isinstance(notify, events.NotifyRequest)
-        self._notify_ended(notify, status, reason)
+        self._notify_ended(notify, status, reason, outcome)
 
-    def _notify_ended(self, notify: events.NotifyRequest, status: int, reason: str) -> None:
+    def _notify_ended(
+        self, notify: events.NotifyRequest, status: int, reason: str, outcome: str | None = None
+    ) -> None:
+        """`outcome` (metrics): delivered or rejected by the status, unless the edge
+        ended it itself (timeout, transport_error, unroutable)."""
+        outcome = outcome or ("delivered" if status < 300 else "rejected")
+        metrics.NOTIFY_OUTCOMES.labels(notify.event, outcome).inc()
+        with correlated(self._notify_correlation.get(notify.notify_id)):
+            log.info(
+                "NOTIFY %s of %s (%s) -> %d %s",
+                notify.event,
+                notify.presentity,
+                notify.subscription,
+                status,
+                reason,
+            )
+            self._report_outcome(notify, status, reason)
+
+    def _report_outcome(self, notify: events.NotifyRequest, status: int, reason: str) -> None:
         outcome = events.NotifyOutcome(
             notify_id=notify.notify_id,
             username=notify.username,
@@ -297,7 +366,7 @@ class Edge:
             final=notify.final,
         )
         self._produce(self._topics.notify_outcomes, outcome, key=notify.presentity)
-        self.inbox.closed(notify.notify_id)
+        self._notify_done(notify.notify_id)
         following = self.pacer.finished(notify.subscription, time.monotonic())
         if following is not None:
             self._spawn(self.send_notify(following))
@@ -308,9 +377,12 @@ class Edge:
         """Called often (every few tens of ms): retransmit NOTIFYs, time them out."""
         retransmit, timed_out = self.client_transactions.due(time.monotonic())
         for transaction in retransmit:
+            notify = transaction.context["notify"]
+            assert isinstance(notify, events.NotifyRequest)
+            metrics.NOTIFY_RETRANSMISSIONS.labels(notify.event).inc()
             self._spawn(self._transmit(transaction))
         for transaction in timed_out:
-            self._client_transaction_ended(transaction, 408, "Request Timeout")
+            self._client_transaction_ended(transaction, 408, "Request Timeout", "timeout")
         for notify in self.pacer.due(time.monotonic()):
             self._spawn(self.send_notify(notify))
 
