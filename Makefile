@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help run stop test unit lint bench compose-test clean
+.PHONY: help run stop test unit lint bench chaos compose-test clean
 
 help:
 	@echo "make run    install what is missing, start PostgreSQL, Redis, Kafka and the three services"
@@ -12,6 +12,8 @@ help:
 	@echo "make lint   ruff"
 	@echo "make bench  parse/serialize, PUBLISH latency under load, NOTIFY fan-out delay and NOTIFYs/s with 1 and 3 notifiers"
 	@echo "            (BENCH_PARTS=parse,publish,fanout,throughput; knobs in scripts/bench.sh)"
+	@echo "make chaos  fault suite: SIGKILL and restart each service and PostgreSQL, Redis, Kafka under"
+	@echo "            SIP load; checks nothing is lost and prints a table (own servers, var/chaos)"
 	@echo "make compose-test  verify docker-compose.yml here: local stand-in images, up, test profile, --scale notifier=3, down"
 
 run:
@@ -33,6 +35,9 @@ lint:
 
 bench:
 	@scripts/bench.sh
+
+chaos:
+	@scripts/chaos.sh
 
 compose-test:
 	@scripts/compose-test.sh
