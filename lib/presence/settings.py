@@ -252,6 +252,9 @@ class Settings:
     # Per-service levels ("notifier=DEBUG"), so one env file can serve every service;
     # other names are Python loggers ("aiokafka=INFO").
     log_levels: str = ""
+    # Bearer token of presence-store's admin API (/admin, presencectl); empty: the
+    # admin API answers 503.
+    admin_token: str = ""
 
     @property
     def contact_uri(self) -> str:
@@ -348,6 +351,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_level": _log_level,
     "log_format": _choice("auto", "json", "text"),
     "log_levels": _log_levels,
+    "admin_token": _text,
 }
 
 

@@ -13,6 +13,7 @@ from presence.kafka import consume_in_batches
 from presence.locks import ShardedLocks
 from presence.settings import Settings, SettingsError
 from presence.topics import Topics
+from presence_store.admin import admin_router
 from presence_store.authentication import Authenticator
 from presence_store.cleaner import Cleaner
 from presence_store.gauges import watch_tables
@@ -54,7 +55,10 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
                 ),
                 cleaner.run(stopping),
             ],
-            routers=(xcap_router(settings, backend.pool, locks, backend.producer),),
+            routers=(
+                xcap_router(settings, backend.pool, locks, backend.producer),
+                admin_router(settings, backend.pool, locks, backend.producer, cleaner),
+            ),
         )
     finally:
         await cleaner.resign()

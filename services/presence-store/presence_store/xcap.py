@@ -26,7 +26,6 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -34,19 +33,17 @@ from fastapi import APIRouter, Request, Response
 
 from presence import events
 from presence import xcap_selectors as selectors
-from presence.authorization import Verdict, judge, watcher_identity
 from presence.locks import ShardedLocks
-from presence.presentity_documents import load_sphere, needs_sphere
+from presence.logs import correlated, new_correlation_id
 from presence.rules import RulesError, parse_rules
 from presence.safexml import XmlRefused, parse_untrusted
 from presence.settings import Settings
 from presence.sip.message import SipParseError, parse_uri
 from presence.topics import Topics
-from presence.watcherinfo import Watcher
 from presence.xcap_credentials import REALM, authorizes, parse_authorization
 from presence.xcap_documents import PRES_RULES_DOC_TYPE, load_pres_rules
 from presence_store.fencing import enter_fence
-from presence_store.subscribe_store import record_verdict, watcher_info_notices
+from presence_store.rejudge import rejudge
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +260,8 @@ def xcap_router(
         when replaced or deleted; RFC 4825 409s when the result would not be a
         well-formed, valid pres-rules document."""
         try:
-            created, document = await _change(presentity, derive, request)
+            with correlated(new_correlation_id("xcap")):
+                created, document = await _change(presentity, derive, request)
         except PreconditionFailed:
             return Response(status_code=412)
         except NotFound:
@@ -310,75 +308,14 @@ def xcap_router(
                         document,
                         PRES_RULES_DOC_TYPE,
                     )
-                notices = await _rejudge(connection, username, domain, document, now)
+                rejudged = await rejudge(
+                    connection, settings, username, domain, document, now, "xcap"
+                )
+                notices = rejudged.notices
         for notice in notices:
             await producer.send_and_wait(
                 topics.changes, events.encode(notice), key=f"{username}@{domain}".encode()
             )
         return created, document
-
-    async def _rejudge(
-        connection: asyncpg.Connection,
-        username: str,
-        domain: str,
-        document: str | None,
-        now: int,
-    ) -> list[events.Event]:
-        watchers = settings.active_watchers_table
-        rows = await connection.fetch(
-            f"""SELECT id, to_tag, from_user, from_domain, status, event FROM {watchers}
-                WHERE to_domain = $1 AND to_user = $2 AND status <> 'terminated'
-                  AND expires > $3 AND event = 'presence' FOR UPDATE""",
-            domain,
-            username,
-            now,
-        )
-        notices: list[events.Event] = []
-        changed: list[Watcher] = []
-        judged_at = datetime.now(UTC)
-        sphere = None
-        if rows and needs_sphere(document):
-            sphere = await load_sphere(connection, settings, username, domain)
-        for row in rows:
-            watcher = watcher_identity(row["from_user"], row["from_domain"])
-            verdict = judge(document, watcher, settings, judged_at, sphere=sphere)
-            status, reason = verdict.status, verdict.reason
-            if row["status"] == "active" and status != "active":
-                # RFC 5025 §3.2.1 / RFC 6665: permission withdrawn.
-                status, reason = "terminated", verdict.reason or settings.withdrawn_reason
-            if status == row["status"]:
-                continue
-            # RFC 3857 §3.4: pending -> active is an approval; an end says its reason.
-            event = "approved" if status == "active" else reason or "deactivated"
-            await connection.execute(
-                f"""UPDATE {watchers}
-                    SET status = $2, reason = $3, watcher_event = COALESCE($4, watcher_event)
-                    WHERE id = $1""",
-                row["id"],
-                status,
-                reason,
-                "approved" if status == "active" else None,
-            )
-            await record_verdict(
-                connection,
-                settings,
-                username,
-                domain,
-                parse_uri(watcher),
-                Verdict(status, reason),
-                now,
-            )
-            changed.append(Watcher(row["to_tag"], watcher, status, event))
-            if status == "terminated":
-                notices.append(
-                    events.WatcherChanged(
-                        username, domain, row["event"], row["to_tag"], "xcap", time.time()
-                    )
-                )
-        # Every remaining watcher sees the document as the new rules filter it.
-        notices.append(events.PresentityChanged(username, domain, "presence", "xcap", time.time()))
-        return notices + watcher_info_notices(
-            username, domain, "presence", changed, "xcap", time.time()
-        )
 
     return router

@@ -1,0 +1,474 @@
+"""The admin API of presence-store: what Kamailio's presence RPC commands give an
+operator (presence.presentity_list, presence.watcher_list, presence.refreshWatchers,
+presence.updateWatchers, presence.cleanup), on the store's HTTP port under /admin.
+
+    GET  /admin/presentities                       presentities with publications (paged;
+                                                   ?domain= ?event= ?limit= ?offset=)
+    GET  /admin/presentities/{aor}                 each publication (ETag, expiry, device)
+                                                   and the aggregated document
+    GET  /admin/presentities/{aor}/watchers        its subscriptions with their status, and
+                                                   the authorization decisions
+    GET  /admin/watchers/{aor}/subscriptions       what one watcher subscribes to
+    POST /admin/presentities/{aor}/refresh         re-send the current state to its watchers
+    POST /admin/presentities/{aor}/update-watchers re-judge its subscriptions by its rules
+    POST /admin/cleanup                            run the clean_period timer now
+    POST /admin/subscriptions/{id}/terminate       end a subscription (final NOTIFY)
+
+{aor} is "sip:alice@example.com" (or "alice@example.com"); {id} is the dialog's
+To-tag. Every request carries `Authorization: Bearer <PRESENCE_ADMIN_TOKEN>`
+(401 without it; 503 while no token is configured). Errors are JSON
+{"error": "...", "field": "..."} naming the parameter at fault, 400 for a bad
+one. Actions answer with the correlation id their log lines and change events
+carry (also in the X-Correlation-Id header). OpenAPI: /openapi.json, /docs.
+
+More endpoints (the credentials of SIP authentication, say) join by adding routes
+to the router `admin_router` returns: they get the token check, the JSON errors
+and the correlation id for free.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from presence import events
+from presence.authorization import watcher_identity
+from presence.locks import ShardedLocks
+from presence.logs import correlated, correlation, new_correlation_id
+from presence.packages import PACKAGES
+from presence.presentity_documents import load_document
+from presence.settings import Settings
+from presence.sip.message import SipParseError, parse_uri
+from presence.topics import Topics
+from presence.watcherinfo import Watcher
+from presence_store.cleaner import Cleaner
+from presence_store.fencing import enter_fence
+from presence_store.rejudge import rejudge_presentity
+from presence_store.subscribe_store import watcher_info_notices
+
+log = logging.getLogger(__name__)
+
+# RFC 6665 §4.2.2 reasons an operator may end a subscription with.
+TERMINATE_REASONS = ("deactivated", "probation", "rejected", "timeout", "giveup", "noresource")
+MAX_PAGE = 1000
+
+
+class AdminError(Exception):
+    """An answer other than success: its status, and the parameter at fault if any."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+    def response(self) -> JSONResponse:
+        body: dict[str, str] = {"error": self.message}
+        if self.field:
+            body["field"] = self.field
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        return JSONResponse(body, self.status, headers=headers)
+
+
+class AdminRoute(APIRoute):
+    """Every admin request runs under a correlation id of its own; bad parameters and
+    AdminErrors become JSON errors that name the field (FastAPI's own are 422s)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            with correlated(new_correlation_id("admin")) as correlation_id:
+                try:
+                    response = await handler(request)
+                except RequestValidationError as error:
+                    response = _validation_error(error).response()
+                except AdminError as error:
+                    response = error.response()
+                response.headers["X-Correlation-Id"] = correlation_id
+                return response
+
+        return route
+
+
+def _validation_error(error: RequestValidationError) -> AdminError:
+    first = error.errors()[0]
+    location = [str(part) for part in first.get("loc", ())]
+    field = location[-1] if location else "request"
+    return AdminError(400, f"{field}: {first.get('msg', 'invalid')}", field)
+
+
+def parse_aor(text: str, field: str = "aor") -> tuple[str, str]:
+    """(user, domain) of "sip:alice@example.com", "sips:…" or "alice@example.com"."""
+    uri = text if text.startswith(("sip:", "sips:")) else f"sip:{text}"
+    try:
+        parsed = parse_uri(uri)
+    except SipParseError as error:
+        raise AdminError(400, f"{field}: not a SIP address ({error})", field) from None
+    if not parsed.user or not parsed.host:
+        raise AdminError(400, f"{field}: must be a SIP address with a user, got {text!r}", field)
+    return parsed.user, parsed.host.lower()
+
+
+def _check_event(event: str, field: str = "event") -> str:
+    if event not in PACKAGES:
+        known = ", ".join(sorted(PACKAGES))
+        raise AdminError(400, f"{field}: unknown event package {event!r} (one of {known})", field)
+    return event
+
+
+# At module level: the annotations are strings (PEP 563), resolved in this namespace.
+_BEARER = HTTPBearer(auto_error=False, description="PRESENCE_ADMIN_TOKEN")
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="page size")]
+Offset = Annotated[int, Query(ge=0, description="rows to skip")]
+Event = Annotated[str, Query(max_length=64, description="event package")]
+Aor = Annotated[str, Path(max_length=320, description="sip:user@domain")]
+
+
+def admin_router(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    locks: ShardedLocks,
+    producer: AIOKafkaProducer,
+    cleaner: Cleaner,
+) -> APIRouter:
+    if not settings.admin_token:
+        log.warning("admin API: disabled (503) until PRESENCE_ADMIN_TOKEN is set")
+
+    async def require_token(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+    ) -> None:
+        if not settings.admin_token:
+            raise AdminError(503, "the admin API is disabled: PRESENCE_ADMIN_TOKEN is not set")
+        if credentials is None or not secrets.compare_digest(
+            credentials.credentials.encode(), settings.admin_token.encode()
+        ):
+            raise AdminError(401, "a valid admin token is needed (Authorization: Bearer …)")
+
+    router = APIRouter(
+        prefix="/admin",
+        tags=["admin"],
+        route_class=AdminRoute,
+        dependencies=[Depends(require_token)],
+    )
+    presentities = settings.presentity_table
+    subscriptions = settings.active_watchers_table
+    topics = Topics.of(settings)
+
+    @router.get("/presentities", summary="Presentities with publications (presentity_list)")
+    async def list_presentities(
+        domain: Annotated[str | None, Query(max_length=128)] = None,
+        event: Annotated[str | None, Query(max_length=64)] = None,
+        limit: Limit = 100,
+        offset: Offset = 0,
+    ) -> dict[str, Any]:
+        if event is not None:
+            _check_event(event)
+        now = int(time.time())
+        rows = await pool.fetch(
+            f"""SELECT p.username, p.domain, p.event, p.publications, p.expires,
+                       (SELECT count(*) FROM {subscriptions} w
+                        WHERE w.to_domain = p.domain AND w.to_user = p.username
+                          AND w.event = p.event AND w.status <> 'terminated') AS watchers
+                FROM (SELECT username, domain, event, count(*) AS publications,
+                             max(expires) AS expires
+                      FROM {presentities}
+                      WHERE ($1::text IS NULL OR domain = $1)
+                        AND ($2::text IS NULL OR event = $2)
+                      GROUP BY domain, username, event
+                      ORDER BY domain, username, event
+                      LIMIT $3 OFFSET $4) p
+                ORDER BY p.domain, p.username, p.event""",
+            domain.lower() if domain else None,
+            event,
+            limit + 1,
+            offset,
+        )
+        items = [
+            {
+                "presentity": f"sip:{r['username']}@{r['domain']}",
+                "event": r["event"],
+                "publications": r["publications"],
+                "watchers": r["watchers"],
+                "expires": r["expires"],
+                "expires_in": r["expires"] - now,
+            }
+            for r in rows[:limit]
+        ]
+        more = len(rows) > limit
+        return {
+            "items": items,
+            "offset": offset,
+            "limit": limit,
+            "next_offset": offset + limit if more else None,
+        }
+
+    @router.get("/presentities/{aor}", summary="One presentity: publications and document")
+    async def show_presentity(aor: Aor, event: Event = "presence") -> dict[str, Any]:
+        user, domain = parse_aor(aor)
+        _check_event(event)
+        now = int(time.time())
+        async with pool.acquire() as connection:
+            rows = await connection.fetch(
+                f"""SELECT etag, expires, received_time, device_marks FROM {presentities}
+                    WHERE username = $1 AND domain = $2 AND event = $3
+                    ORDER BY received_time, id""",
+                user,
+                domain,
+                event,
+            )
+            watchers = await connection.fetchval(
+                f"""SELECT count(*) FROM {subscriptions}
+                    WHERE to_domain = $1 AND to_user = $2 AND event = $3
+                      AND status <> 'terminated'""",
+                domain,
+                user,
+                event,
+            )
+            if not rows and not watchers:
+                raise AdminError(
+                    404, f"sip:{user}@{domain} has no {event} publication or watcher", "aor"
+                )
+            document = await load_document(connection, settings, user, domain, event)
+        return {
+            "presentity": f"sip:{user}@{domain}",
+            "event": event,
+            "publications": [
+                {
+                    "etag": r["etag"],
+                    "expires": r["expires"],
+                    "expires_in": r["expires"] - now,
+                    "received_time": r["received_time"],
+                    "device": list(r["device_marks"]),
+                }
+                for r in rows
+            ],
+            "watchers": watchers,
+            "document": document.decode(),
+        }
+
+    @router.get("/presentities/{aor}/watchers", summary="Its subscriptions (watcher_list)")
+    async def list_watchers(
+        aor: Aor, event: Event = "presence", limit: Limit = 100, offset: Offset = 0
+    ) -> dict[str, Any]:
+        user, domain = parse_aor(aor)
+        _check_event(event)
+        now = int(time.time())
+        rows = await pool.fetch(
+            f"""SELECT to_tag, from_user, from_domain, remote_uri, status, reason, expires,
+                       contact, flow, edge_id, local_cseq
+                FROM {subscriptions}
+                WHERE to_domain = $1 AND to_user = $2 AND event = $3
+                ORDER BY id LIMIT $4 OFFSET $5""",
+            domain,
+            user,
+            event,
+            limit + 1,
+            offset,
+        )
+        decisions = await pool.fetch(
+            f"""SELECT w_user, w_domain, subs_status, reason, inserted_time
+                FROM {settings.watchers_table}
+                WHERE p_user = $1 AND p_domain = $2 ORDER BY id LIMIT $3""",
+            user,
+            domain,
+            MAX_PAGE,
+        )
+        return {
+            "presentity": f"sip:{user}@{domain}",
+            "event": event,
+            "items": [
+                {
+                    "subscription": r["to_tag"],
+                    "watcher": watcher_identity(r["from_user"], r["from_domain"]),
+                    "from": r["remote_uri"],
+                    "status": r["status"],
+                    "reason": r["reason"],
+                    "expires": r["expires"],
+                    "expires_in": r["expires"] - now,
+                    "contact": r["contact"],
+                    "flow": r["flow"],
+                    "edge": r["edge_id"],
+                    "notifies": r["local_cseq"],
+                }
+                for r in rows[:limit]
+            ],
+            "offset": offset,
+            "limit": limit,
+            "next_offset": offset + limit if len(rows) > limit else None,
+            "decisions": [
+                {
+                    "watcher": watcher_identity(r["w_user"], r["w_domain"]),
+                    "status": r["subs_status"],
+                    "reason": r["reason"],
+                    "since": r["inserted_time"],
+                }
+                for r in decisions
+            ],
+        }
+
+    @router.get("/watchers/{aor}/subscriptions", summary="What one watcher subscribes to")
+    async def list_subscriptions(
+        aor: Aor, limit: Limit = 100, offset: Offset = 0
+    ) -> dict[str, Any]:
+        user, domain = parse_aor(aor)
+        now = int(time.time())
+        # No index serves this (operators ask it rarely; the hot paths are per presentity).
+        rows = await pool.fetch(
+            f"""SELECT to_user, to_domain, event, to_tag, status, reason, expires, edge_id
+                FROM {subscriptions}
+                WHERE from_user = $1 AND from_domain = $2
+                ORDER BY id LIMIT $3 OFFSET $4""",
+            user,
+            domain,
+            limit + 1,
+            offset,
+        )
+        return {
+            "watcher": f"sip:{user}@{domain}",
+            "items": [
+                {
+                    "subscription": r["to_tag"],
+                    "presentity": f"sip:{r['to_user']}@{r['to_domain']}",
+                    "event": r["event"],
+                    "status": r["status"],
+                    "reason": r["reason"],
+                    "expires": r["expires"],
+                    "expires_in": r["expires"] - now,
+                    "edge": r["edge_id"],
+                }
+                for r in rows[:limit]
+            ],
+            "offset": offset,
+            "limit": limit,
+            "next_offset": offset + limit if len(rows) > limit else None,
+        }
+
+    @router.post(
+        "/presentities/{aor}/refresh", summary="Re-send the current state (refreshWatchers)"
+    )
+    async def refresh_watchers(aor: Aor, event: Event = "presence") -> dict[str, Any]:
+        user, domain = parse_aor(aor)
+        _check_event(event)
+        watchers = await pool.fetchval(
+            f"""SELECT count(*) FROM {subscriptions}
+                WHERE to_domain = $1 AND to_user = $2 AND event = $3
+                  AND status <> 'terminated'""",
+            domain,
+            user,
+            event,
+        )
+        change = events.PresentityChanged(user, domain, event, "admin", time.time())
+        await producer.send_and_wait(
+            topics.changes, events.encode(change), key=change.presentity.encode()
+        )
+        log.info("admin: refresh %s %s (%d watchers)", change.presentity, event, watchers)
+        return {
+            "presentity": f"sip:{user}@{domain}",
+            "event": event,
+            "watchers": watchers,
+            "correlation_id": correlation.get(),
+        }
+
+    @router.post(
+        "/presentities/{aor}/update-watchers",
+        summary="Re-judge its subscriptions by its pres-rules (updateWatchers)",
+    )
+    async def update_watchers(aor: Aor) -> dict[str, Any]:
+        user, domain = parse_aor(aor)
+        result = await rejudge_presentity(settings, pool, locks, producer, user, domain, "admin")
+        log.info("admin: update-watchers %s@%s: %d changed", user, domain, len(result.changed))
+        return {
+            "presentity": f"sip:{user}@{domain}",
+            "changed": [
+                {
+                    "subscription": w.id,
+                    "watcher": w.uri,
+                    "from": result.before.get(w.id),
+                    "to": w.status,
+                    "event": w.event,
+                }
+                for w in result.changed
+            ],
+            "correlation_id": correlation.get(),
+        }
+
+    @router.post("/cleanup", summary="Run the clean_period timer now (cleanup)")
+    async def cleanup() -> dict[str, Any]:
+        removed = await cleaner.run_once()
+        if not cleaner.leader:
+            raise AdminError(
+                409,
+                "another store replica holds the cleaner lease: ask it (or wait for clean_period)",
+            )
+        return {"removed": removed, "correlation_id": correlation.get()}
+
+    @router.post("/subscriptions/{subscription}/terminate", summary="End a subscription")
+    async def terminate(
+        subscription: Annotated[str, Path(max_length=128, description="the dialog's To-tag")],
+        reason: Annotated[str, Query(max_length=16)] = "deactivated",
+    ) -> dict[str, Any]:
+        if reason not in TERMINATE_REASONS:
+            raise AdminError(
+                400, f"reason: must be one of {', '.join(TERMINATE_REASONS)}", "reason"
+            )
+        row = await pool.fetchrow(
+            f"SELECT to_user, to_domain FROM {subscriptions} WHERE to_tag = $1", subscription
+        )
+        if row is None:
+            raise AdminError(404, f"no subscription {subscription!r}", "subscription")
+        user, domain = row["to_user"], row["to_domain"]
+        async with locks.hold(f"{user}@{domain}") as lease, pool.acquire() as connection:
+            async with connection.transaction():
+                await enter_fence(connection, lease)
+                ended = await connection.fetchrow(
+                    f"""UPDATE {subscriptions} SET status = 'terminated', reason = $2
+                        WHERE to_tag = $1 AND status <> 'terminated'
+                        RETURNING event, from_user, from_domain""",
+                    subscription,
+                    reason,
+                )
+                if ended is None:
+                    raise AdminError(
+                        409, f"subscription {subscription!r} has ended already", "subscription"
+                    )
+                watcher = watcher_identity(ended["from_user"], ended["from_domain"])
+                notices: list[events.Event] = [
+                    events.WatcherChanged(
+                        user, domain, ended["event"], subscription, "admin", time.time()
+                    ),
+                    *watcher_info_notices(
+                        user,
+                        domain,
+                        ended["event"],
+                        [Watcher(subscription, watcher, "terminated", reason)],
+                        "admin",
+                        time.time(),
+                    ),
+                ]
+                # Committed only once the final NOTIFY is on its way, as the cleaner does.
+                for notice in notices:
+                    await producer.send_and_wait(
+                        topics.changes, events.encode(notice), key=f"{user}@{domain}".encode()
+                    )
+        log.info("admin: terminated subscription %s of %s@%s (%s)", subscription, user, domain,
+                 reason)  # fmt: skip
+        return {
+            "subscription": subscription,
+            "presentity": f"sip:{user}@{domain}",
+            "watcher": watcher,
+            "event": ended["event"],
+            "reason": reason,
+            "correlation_id": correlation.get(),
+        }
+
+    return router

@@ -1,0 +1,139 @@
+"""Re-judging a presentity's subscriptions by its pres-rules (RFC 5025), after the
+rules changed: by XCAP (presence_store.xcap, in the transaction that stores the new
+document) or on an operator's request (the admin API's update-watchers, Kamailio's
+presence.updateWatchers, for rules changed behind the server's back)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from presence import events
+from presence.authorization import Verdict, judge, watcher_identity
+from presence.locks import ShardedLocks
+from presence.presentity_documents import load_sphere, needs_sphere
+from presence.settings import Settings
+from presence.sip.message import parse_uri
+from presence.topics import Topics
+from presence.watcherinfo import Watcher
+from presence.xcap_documents import load_pres_rules
+from presence_store.fencing import enter_fence
+from presence_store.subscribe_store import record_verdict, watcher_info_notices
+
+
+@dataclass
+class Rejudged:
+    """What re-judging changed: each subscription whose state changed (its new
+    status and watcher-info event), its former status, and the events to emit."""
+
+    changed: list[Watcher] = field(default_factory=list)
+    before: dict[str, str] = field(default_factory=dict)  # to_tag -> former status
+    notices: list[events.Event] = field(default_factory=list)
+
+
+async def rejudge(
+    connection: asyncpg.Connection,
+    settings: Settings,
+    username: str,
+    domain: str,
+    document: str | None,
+    now: int,
+    cause: str,
+) -> Rejudged:
+    """Apply `document` (None: no rules) to the presentity's live presence
+    subscriptions, in the caller's transaction under the presentity's lock: pending
+    -> active when allowed, active -> terminated (deactivated, or probation) when no
+    longer allowed, rejected when blocked; each decision recorded in the watchers
+    table. The notices tell the notifier: a final NOTIFY for each ended
+    subscription, the document as the rules now filter it for everyone else, and
+    winfo subscribers the watchers that changed."""
+    watchers = settings.active_watchers_table
+    rows = await connection.fetch(
+        f"""SELECT id, to_tag, from_user, from_domain, status, event FROM {watchers}
+            WHERE to_domain = $1 AND to_user = $2 AND status <> 'terminated'
+              AND expires > $3 AND event = 'presence' FOR UPDATE""",
+        domain,
+        username,
+        now,
+    )
+    result = Rejudged()
+    judged_at = datetime.now(UTC)
+    sphere = None
+    if rows and needs_sphere(document):
+        sphere = await load_sphere(connection, settings, username, domain)
+    for row in rows:
+        watcher = watcher_identity(row["from_user"], row["from_domain"])
+        verdict = judge(document, watcher, settings, judged_at, sphere=sphere)
+        status, reason = verdict.status, verdict.reason
+        if row["status"] == "active" and status != "active":
+            # RFC 5025 §3.2.1 / RFC 6665: permission withdrawn.
+            status, reason = "terminated", verdict.reason or settings.withdrawn_reason
+        if status == row["status"]:
+            continue
+        # RFC 3857 §3.4: pending -> active is an approval; an end says its reason.
+        event = "approved" if status == "active" else reason or "deactivated"
+        await connection.execute(
+            f"""UPDATE {watchers}
+                SET status = $2, reason = $3, watcher_event = COALESCE($4, watcher_event)
+                WHERE id = $1""",
+            row["id"],
+            status,
+            reason,
+            "approved" if status == "active" else None,
+        )
+        await record_verdict(
+            connection,
+            settings,
+            username,
+            domain,
+            parse_uri(watcher),
+            Verdict(status, reason),
+            now,
+        )
+        result.changed.append(Watcher(row["to_tag"], watcher, status, event))
+        result.before[row["to_tag"]] = row["status"]
+        if status == "terminated":
+            result.notices.append(
+                events.WatcherChanged(
+                    username, domain, row["event"], row["to_tag"], cause, time.time()
+                )
+            )
+    # Every remaining watcher sees the document as the new rules filter it.
+    result.notices.append(
+        events.PresentityChanged(username, domain, "presence", cause, time.time())
+    )
+    result.notices += watcher_info_notices(
+        username, domain, "presence", result.changed, cause, time.time()
+    )
+    return result
+
+
+async def rejudge_presentity(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    locks: ShardedLocks,
+    producer: AIOKafkaProducer,
+    username: str,
+    domain: str,
+    cause: str,
+) -> Rejudged:
+    """Re-judge with the stored rules, under the presentity's lock in one
+    transaction, then emit the notices (acknowledged by Kafka before returning)."""
+    async with locks.hold(f"{username}@{domain}") as lease, pool.acquire() as connection:
+        async with connection.transaction():
+            await enter_fence(connection, lease)
+            document = await load_pres_rules(connection, settings, username, domain)
+            result = await rejudge(
+                connection, settings, username, domain, document, int(time.time()), cause
+            )
+    for notice in result.notices:
+        await producer.send_and_wait(
+            Topics.of(settings).changes,
+            events.encode(notice),
+            key=f"{username}@{domain}".encode(),
+        )
+    return result
