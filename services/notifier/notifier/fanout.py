@@ -17,6 +17,7 @@ from notifier.notify_builder import Subscription, build_notify
 from presence import events, metrics
 from presence.aggregation import empty_document
 from presence.authorization import judge, watcher_document, watcher_identity
+from presence.expiry import seconds_left
 from presence.packages import PACKAGES
 from presence.pidf import current_sphere
 from presence.presentity_documents import load_document, needs_sphere
@@ -183,7 +184,7 @@ class Fanout:
                 watcher_identity(r["from_user"], r["from_domain"]),
                 r["status"],
                 watcher_event(r["status"], r["reason"], r["watcher_event"]),
-                r["expires"] - now,
+                seconds_left(r["expires"], now),
             )
             for r in rows
         ]

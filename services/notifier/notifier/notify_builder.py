@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from presence.events import NotifyRequest
+from presence.expiry import seconds_left
 from presence.packages import PACKAGES
 from presence.sip.message import split_list
 
@@ -53,7 +54,9 @@ def subscription_state(
         return f"terminated;reason={reason}", True
     if remaining <= 0:
         return "terminated;reason=timeout", True
-    return f"{subscription.status};expires={remaining}", False
+    # Never more than was granted (the stored expiry is rounded up, presence.expiry).
+    told = max(seconds_left(subscription.expires, now), 1)
+    return f"{subscription.status};expires={told}", False
 
 
 def shows_state(subscription: Subscription) -> bool:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from presence.events import PresentityChanged, PublishRequest
+from presence.expiry import expires_at
 from presence.settings import Settings
 from presence_store.outcome import Outcome, Reply
 from presence_store.publication import (
@@ -86,7 +87,7 @@ async def _apply_initial(
         request.domain,
         request.event,
         entity_tag,
-        now + decision.expires,
+        expires_at(now, decision.expires),
         now,
         decision.body,
         sorted(decision.marks),
@@ -132,7 +133,7 @@ async def _apply_conditional(
                 WHERE id = $1""",
             row_id,
             entity_tag,
-            now + decision.expires,
+            expires_at(now, decision.expires),
             grace_until,
         )
         return Applied(success_reply(entity_tag, decision.expires, settings))
@@ -142,7 +143,7 @@ async def _apply_conditional(
             WHERE id = $1""",
         row_id,
         entity_tag,
-        now + decision.expires,
+        expires_at(now, decision.expires),
         now,
         decision.body,
         grace_until,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from presence.events import RegisterRequest
+from presence.expiry import expires_at, seconds_left
 from presence.settings import Settings
 from presence_store.outcome import Outcome, Reply
 
@@ -84,7 +85,7 @@ async def apply_register(
                    q = EXCLUDED.q, received = EXCLUDED.received""",
             *aor,
             binding.contact,
-            now + binding.expires,
+            expires_at(now, binding.expires),
             request.call_id,
             request.cseq,
             binding.q,
@@ -97,5 +98,8 @@ async def apply_register(
         now,
     )
     # §10.3 step 8: the 200 lists every current binding with its remaining time.
-    headers = [("Contact", f"<{row['contact']}>;expires={row['expires'] - now}") for row in current]
+    headers = [
+        ("Contact", f"<{row['contact']}>;expires={seconds_left(row['expires'], now)}")
+        for row in current
+    ]
     return Outcome(Reply(200, "OK", headers))

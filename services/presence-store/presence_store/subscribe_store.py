@@ -8,6 +8,7 @@ import asyncpg
 
 from presence.authorization import Verdict, judge, watcher_identity
 from presence.events import Event, SubscribeRequest, WatcherChanged, WatcherInfoChanged
+from presence.expiry import expires_at
 from presence.packages import PACKAGES
 from presence.presentity_documents import load_sphere, needs_sphere
 from presence.settings import Settings
@@ -128,7 +129,7 @@ async def _create(
         request.cseq,
         request.contact,
         ", ".join(request.record_route) or None,
-        now + granted,
+        expires_at(now, granted),
         verdict.status,
         request.to_uri,
         request.from_uri,
@@ -191,7 +192,7 @@ async def _refresh(
             WHERE id = $1""",
         row["id"],
         request.cseq,
-        now + granted,
+        expires_at(now, granted),
         request.contact,
         request.flow,
         request.edge_id,

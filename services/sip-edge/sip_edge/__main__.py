@@ -97,8 +97,6 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
         settings.check_authentication()
     except SettingsError as error:
         raise service.StartupError(str(error)) from None
-    if settings.auth == "none":
-        log.warning("PRESENCE_AUTH=none: anyone may publish for anyone (development only)")
     # Bind first: a taken port is the most common start-up problem and the cheapest to report.
     udp_sock = service.bind_socket(
         settings.sip_host, settings.sip_port, socket.SOCK_DGRAM, "PRESENCE_SIP_PORT"
@@ -106,6 +104,8 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
     tcp_sock = service.bind_socket(
         settings.sip_host, settings.sip_port, socket.SOCK_STREAM, "PRESENCE_SIP_PORT"
     )
+    if settings.auth == "none":
+        log.warning("PRESENCE_AUTH=none: anyone may publish for anyone (development only)")
     edge_id = settings.edge_name
     topics = Topics.of(settings)
     inbox = topics.edge_inbox(edge_id)
