@@ -97,6 +97,12 @@ STORE_REQUESTS = Counter(
     "Requests the store applied or answered, by type (publish, subscribe, register) and code",
     ["type", "code"],
 )
+AUTH_FAILURES = Counter(
+    "presence_auth_failures_total",
+    "SIP requests the store refused on authentication, by reason (bad_credentials, "
+    "replayed_nonce_count, blocked, not_own_aor, bad_authorization)",
+    ["reason"],
+)
 CLEANER_REMOVED = Counter(
     "presence_cleaner_removed_total",
     "What the clean_period timer removed or ended, by kind",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import asyncpg
@@ -252,10 +253,25 @@ def test_repeated_failures_from_one_address_are_blocked(test_database: str) -> N
             right = authorization(user, password, "PUBLISH", aor, nonce, nc=10)
             blocked = publish(client, aor, aor, right)
             assert blocked.status == 403 and blocked.headers.get("Retry-After") == "600"
+            counted = metric_values(stack, "presence_auth_failures_total")
+            assert counted.get('reason="bad_credentials"') == 3.0
+            assert counted.get('reason="blocked"') == 1.0
         finally:
             client.close()
     finally:
         stack.close()
+
+
+def metric_values(stack: Stack, name: str) -> dict[str, float]:
+    """The samples of one metric family from presence-store's /metrics, by labels."""
+    with urllib.request.urlopen(stack.http("presence-store", "/metrics"), timeout=10) as answer:
+        text = answer.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels, _, value = line[len(name) + 1 :].partition("} ")
+            samples[labels] = float(value)
+    return samples
 
 
 def test_trusted_proxy_mode_takes_the_asserted_identity(test_database: str) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import asyncpg
 from redis.asyncio import Redis
 
-from presence import events
+from presence import events, metrics
 from presence.settings import Settings
 from presence.sip.digest import (
     DigestCredentials,
@@ -77,21 +77,26 @@ class Authenticator:
         failures_key = f"{self._prefix}failures:{source}"
         failures = int(await self._redis.get(failures_key) or 0)
         if failures >= settings.auth_max_failures:
+            metrics.AUTH_FAILURES.labels("blocked").inc()
             retry = [("Retry-After", str(settings.auth_block_seconds))]
             return Reply(403, "Too Many Failed Authentications", retry)
         try:
             credentials = parse_credentials(request.authorization or "")
         except DigestError:
+            metrics.AUTH_FAILURES.labels("bad_authorization").inc()
             return Reply(400, "Bad Authorization")
         if credentials.uri != request.request_uri:
+            metrics.AUTH_FAILURES.labels("bad_authorization").inc()
             return Reply(400, "Digest URI Mismatch")  # RFC 7616 §3.4.6
         stored = await load_ha1(connection, credentials.username, credentials.realm)
         if stored is None or not response_matches(
             credentials, stored.of(credentials.algorithm), method_of(request)
         ):
             await self._failure(keys=[failures_key], args=[settings.auth_block_seconds])
+            metrics.AUTH_FAILURES.labels("bad_credentials").inc()
             return self._challenge(credentials)
         if credentials.qop == "auth" and not await self._fresh_count(credentials):
+            metrics.AUTH_FAILURES.labels("replayed_nonce_count").inc()
             return self._challenge(credentials, stale=True)
         return f"sip:{credentials.username}@{credentials.realm.lower()}"
 

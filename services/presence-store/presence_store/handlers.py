@@ -138,7 +138,8 @@ class RequestHandler:
                 elif not isinstance(event, events.SubscribeRequest) and not may_act_for(
                     identity, event.presentity, self._settings
                 ):
-                    # RFC 3261 §22.1 / issue: only alice publishes (registers) alice.
+                    # Only alice publishes (and registers) alice, RFC 3261 §22.
+                    metrics.AUTH_FAILURES.labels("not_own_aor").inc()
                     outcome = Outcome(Reply(403, "Not Your Address-Of-Record"))
                 else:
                     event = replace(event, identity=identity)
