@@ -46,6 +46,18 @@ auth_defaults() {
     fi
 }
 
+# The admin API's bearer token (presence-store /admin, presencectl): one is made for
+# this installation at the first start and kept with its data, unless one is given.
+admin_token() {
+    [ -n "${PRESENCE_ENV_FILE:-}" ] && grep -q '^PRESENCE_ADMIN_TOKEN=.' "$PRESENCE_ENV_FILE" && return
+    if [ -z "${PRESENCE_ADMIN_TOKEN:-}" ]; then
+        local file="$PRESENCE_VAR/admin-token"
+        [ -s "$file" ] || (umask 077; "$PY" -c "import secrets; print(secrets.token_urlsafe(32))" >"$file")
+        PRESENCE_ADMIN_TOKEN="$(cat "$file")"
+        export PRESENCE_ADMIN_TOKEN
+    fi
+}
+
 infra_up() {
     "$S/venv.sh"
     "$S/postgres.sh" start
@@ -63,6 +75,7 @@ up() {
     infra_up
     xcap_secret
     auth_defaults
+    admin_token
     "$S/services.sh" start
     local sip_port="${PRESENCE_SIP_PORT:-5060}" sip_host="${PRESENCE_SIP_HOST:-127.0.0.1}"
     cat <<MSG
@@ -75,6 +88,9 @@ The presence server is up.
                     a user's password (HTTP Basic, user name = the AOR):
                     PRESENCE_XCAP_SECRET=\$(cat $PRESENCE_VAR/xcap-secret) .venv/bin/python -m presence.xcap_credentials sip:alice@127.0.0.1
   notifier          http://127.0.0.1:${PRESENCE_NOTIFIER_HTTP_PORT:-18083}/health/ready
+  metrics           /metrics on each of the three HTTP ports (Prometheus)
+  admin API         http://127.0.0.1:${PRESENCE_STORE_HTTP_PORT:-8080}/docs, or the command line:
+                    PRESENCE_ADMIN_TOKEN=\$(cat $PRESENCE_VAR/admin-token) .venv/bin/presencectl presentities
   SIP auth          ${PRESENCE_AUTH:-digest} (PRESENCE_AUTH=digest make run to require passwords;
                     users: .venv/bin/python -m presence_store.credentials add alice@127.0.0.1)
   PostgreSQL        127.0.0.1:$PRESENCE_PG_PORT (database presence, user presence)

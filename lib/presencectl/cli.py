@@ -269,6 +269,9 @@ def cmd_update_watchers(client: AdminClient, args: argparse.Namespace, out: IO[s
     progress.finish(f"{len(targets)} presentities re-judged, {changed} subscriptions changed")
     if args.json:
         return results
+    if not changed:
+        out.write("no subscription changed state\n")
+        return None
     table(
         [
             (r["presentity"], c["subscription"], c["watcher"], c["from"], c["to"])
