@@ -161,7 +161,7 @@ async def bus_ready(producer: AIOKafkaProducer, timeout: float = 2.0) -> bool:
 
 
 FIRST_RETRY_PAUSE = 0.5
-LAST_RETRY_PAUSE = 30.0
+LAST_RETRY_PAUSE = 5.0
 EventHandler = Callable[[events.Event], Awaitable[list[asyncio.Future[object]]]]
 
 
@@ -184,7 +184,7 @@ async def consume_in_batches(
     `stopping` is set, the batch in hand is finished and committed, then it returns.
 
     A batch that fails (PostgreSQL, Redis or Kafka unreachable) is handled again
-    from its first record after a growing pause (0.5 s doubling to 30 s), so the
+    from its first record after a growing pause (0.5 s doubling to 5 s), so the
     service rides out an outage of a dependency instead of exiting; the handlers
     are idempotent, so what the failed attempt did apply is answered, not redone.
     """
