@@ -148,15 +148,18 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
         inbox,
     )
     await stopping.wait()
-    # Stop taking requests, then give the ones in flight the time the store has to
-    # answer them (their replies still arrive on the inbox), then go.
+    # Stop taking requests (new ones get 503, no new TCP connections), give the ones
+    # in flight the time the store has to answer them (their replies still arrive on
+    # the inbox and leave through the sockets, which stay open until then), then go.
     log.info("stopping: %d transactions in flight", edge.transactions.unanswered())
-    edge.udp.close()
-    edge.tcp.close()
+    edge.draining = True
+    edge.tcp.stop_listening()
     for _ in range(int(events.REPLY_DEADLINE / 0.05)):
         if not edge.transactions.unanswered():
             break
         await asyncio.sleep(0.05)
+    edge.udp.close()
+    edge.tcp.close()
     http.should_exit = True
     for task in tasks:
         task.cancel()

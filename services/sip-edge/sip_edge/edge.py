@@ -64,6 +64,7 @@ TRYING_AFTER_UDP = 3.5
 # While Kafka is unreachable, requests are answered at once instead of after
 # REPLY_DEADLINE: nothing could carry them to the store.
 BUS_DOWN = LocalAnswer(503, "Service Unavailable", [("Retry-After", "5")])
+SHUTTING_DOWN = LocalAnswer(503, "Shutting Down", [("Retry-After", "5")])
 # A password in a URI's user part (deprecated, RFC 3261 §19.1.1) never reaches a log.
 _URI_PASSWORD = re.compile(r"^(sips?:[^:@;]*):[^@]*@")
 
@@ -84,6 +85,9 @@ class Edge:
         self._tasks: set[asyncio.Task[None]] = set()
         # False while Kafka is known to be unreachable (set by watch_bus and failed sends).
         self.bus_up = True
+        # Set at SIGTERM: requests that start a transaction get 503; the sockets stay
+        # open for the replies of those in flight and for retransmissions.
+        self.draining = False
         self.inbox = InboxProgress()
         self._pacer_cleaned_at = 0.0
         # The correlation id (presence.logs) of each NOTIFY read from the inbox and not
@@ -157,8 +161,11 @@ class Edge:
         # The transaction's id is its correlation id: the records it puts on the bus
         # carry it, and so the store's and notifier's logs of what it caused.
         with correlated(transaction.request_id):
-            if request.method == "OPTIONS":
-                answer: LocalAnswer | None = options_answer(self.settings)
+            if self.draining and request.method != "OPTIONS":
+                # SIGTERM: no new work; the client retries elsewhere or after the restart.
+                answer: LocalAnswer | None = SHUTTING_DOWN
+            elif request.method == "OPTIONS":
+                answer = options_answer(self.settings)
             else:
                 answer = check_request(request, self.settings)
             if answer is not None:

@@ -155,6 +155,11 @@ class TcpConnections:
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
+    def stop_listening(self) -> None:
+        """No new connections; those open stay, for the replies still due on them."""
+        if self._server is not None:
+            self._server.close()
+
     def close(self) -> None:
         if self._server is not None:
             self._server.close()
