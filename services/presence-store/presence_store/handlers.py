@@ -40,6 +40,20 @@ APPLY: dict[type, Apply] = {
 # ends. 408 (no answer at all) too, unless PRESENCE_NOTIFY_TIMEOUT_ENDS_SUBSCRIPTION=0.
 DEAD_SUBSCRIPTION_STATUSES = frozenset({404, 410, 480, 481})
 FENCED_OUT_ATTEMPTS = 3
+# The store commits a request only while it is younger than the edge's
+# REPLY_DEADLINE by this margin: the time its reply has to reach the edge before
+# the edge answers the client 503 itself. Without it a request committed just
+# before the deadline was applied although its client had been told it failed.
+APPLY_MARGIN = 1.0
+REQUEST_EXPIRED = Reply(503, "Request Expired", [("Retry-After", "1")])
+
+
+class _TooLate(Exception):
+    pass
+
+
+def too_old(event: Request) -> bool:
+    return time.time() - event.received_at > events.REPLY_DEADLINE - APPLY_MARGIN
 
 
 class RequestHandler:
@@ -118,57 +132,64 @@ class RequestHandler:
 
     async def _apply_under_lock(self, event: Request, apply: Apply) -> Outcome:
         async with self._locks.hold(event.presentity) as lease, self._pool.acquire() as connection:
-            async with connection.transaction():
-                await enter_fence(connection, lease)
-                done = await connection.fetchrow(
-                    "SELECT reply, notices FROM processed_requests WHERE request_id = $1",
-                    event.request_id,
-                )
-                if done is not None:
-                    return _stored_outcome(done["reply"], done["notices"])
-                if time.time() - event.received_at > events.REPLY_DEADLINE:
-                    # The edge has answered 503 already; applying it now would change
-                    # state behind the back of a client that was told it failed.
-                    log.warning("%s %s too old, not applied", event.TYPE, event.presentity)
-                    return Outcome(Reply(503, "Request Expired", [("Retry-After", "1")]))
-                now = int(time.time())
-                identity = await self._authenticator.identify(connection, event)
-                if isinstance(identity, Reply):
-                    outcome = Outcome(identity)
-                elif not isinstance(event, events.SubscribeRequest) and not may_act_for(
-                    identity, event.presentity, self._settings
-                ):
-                    # Only alice publishes (and registers) alice, RFC 3261 §22.
-                    metrics.AUTH_FAILURES.labels("not_own_aor").inc()
-                    outcome = Outcome(Reply(403, "Not Your Address-Of-Record"))
-                else:
-                    event = replace(event, identity=identity)
-                    outcome = await apply(connection, event, self._settings, now)
-                outcome = replace(
-                    outcome,
-                    notices=[
-                        replace(n, version=lease.fence)
-                        if isinstance(n, events.PresentityChanged)
-                        else n
-                        for n in outcome.notices
-                    ],
-                )
-                await connection.execute(
-                    """INSERT INTO processed_requests (request_id, reply, notices, created_at)
-                       VALUES ($1, $2, $3, $4)""",
-                    event.request_id,
-                    json.dumps(
-                        {
-                            "status": outcome.reply.status,
-                            "reason": outcome.reply.reason,
-                            "headers": outcome.reply.headers,
-                            "to_tag": outcome.to_tag,
-                        }
-                    ),
-                    json.dumps([events.encode(n).decode() for n in outcome.notices]),
-                    now,
-                )
-                return outcome
+            try:
+                async with connection.transaction():
+                    await enter_fence(connection, lease)
+                    done = await connection.fetchrow(
+                        "SELECT reply, notices FROM processed_requests WHERE request_id = $1",
+                        event.request_id,
+                    )
+                    if done is not None:
+                        return _stored_outcome(done["reply"], done["notices"])
+                    if too_old(event):
+                        # The edge answers 503 (or has already); applying it now would
+                        # change state behind the back of a client told it failed.
+                        log.warning("%s %s too old, not applied", event.TYPE, event.presentity)
+                        return Outcome(REQUEST_EXPIRED)
+                    now = int(time.time())
+                    identity = await self._authenticator.identify(connection, event)
+                    if isinstance(identity, Reply):
+                        outcome = Outcome(identity)
+                    elif not isinstance(event, events.SubscribeRequest) and not may_act_for(
+                        identity, event.presentity, self._settings
+                    ):
+                        # Only alice publishes (and registers) alice, RFC 3261 §22.
+                        metrics.AUTH_FAILURES.labels("not_own_aor").inc()
+                        outcome = Outcome(Reply(403, "Not Your Address-Of-Record"))
+                    else:
+                        event = replace(event, identity=identity)
+                        outcome = await apply(connection, event, self._settings, now)
+                    outcome = replace(
+                        outcome,
+                        notices=[
+                            replace(n, version=lease.fence)
+                            if isinstance(n, events.PresentityChanged)
+                            else n
+                            for n in outcome.notices
+                        ],
+                    )
+                    if too_old(event):
+                        raise _TooLate  # the applying itself took too long
+                    await connection.execute(
+                        """INSERT INTO processed_requests (request_id, reply, notices, created_at)
+                           VALUES ($1, $2, $3, $4)""",
+                        event.request_id,
+                        json.dumps(
+                            {
+                                "status": outcome.reply.status,
+                                "reason": outcome.reply.reason,
+                                "headers": outcome.reply.headers,
+                                "to_tag": outcome.to_tag,
+                            }
+                        ),
+                        json.dumps([events.encode(n).decode() for n in outcome.notices]),
+                        now,
+                    )
+                    return outcome
+            except _TooLate:
+                # Rolled back: the reply would reach the edge after its own 503.
+                log.warning("%s %s applied too late, rolled back", event.TYPE, event.presentity)
+                return Outcome(REQUEST_EXPIRED)
 
     async def _notify_outcome(self, outcome: events.NotifyOutcome) -> list[events.Event]:
         """End the subscription when its final NOTIFY is done or the watcher is gone;
