@@ -5,6 +5,7 @@ stderr. Exit status: 0 done, 1 the API refused or could not be reached, 2 usage.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -29,12 +30,15 @@ class AdminClient:
     def __init__(self, url: str, token: str, timeout: float) -> None:
         self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
 
-    def call(self, method: str, path: str, **query: Any) -> Any:
+    def call(self, method: str, path: str, body: Any = None, **query: Any) -> Any:
         params = {k: v for k, v in query.items() if v is not None}
         full = self.url + "/admin" + path + ("?" + urllib.parse.urlencode(params) if params else "")
-        request = urllib.request.Request(
-            full, method=method, data=b"" if method == "POST" else None
-        )
+        data = json.dumps(body).encode() if body is not None else None
+        if data is None and method in ("POST", "PUT"):
+            data = b""
+        request = urllib.request.Request(full, method=method, data=data)
+        if body is not None:
+            request.add_header("Content-Type", "application/json")
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
@@ -304,6 +308,47 @@ def cmd_terminate(client: AdminClient, args: argparse.Namespace, out: IO[str]) -
     return None
 
 
+def cmd_users(client: AdminClient, args: argparse.Namespace, out: IO[str]) -> Any:
+    items: list[dict[str, Any]] = []
+    for page in client.pages("/users", everything=args.all, limit=args.limit, domain=args.domain):
+        items += page["items"]
+    if args.json:
+        return items
+    table(
+        [(u["user"], time.strftime("%Y-%m-%d %H:%M", time.gmtime(u["updated_at"]))) for u in items],
+        ["USER", "PASSWORD SET (UTC)"],
+        out,
+    )
+    return None
+
+
+def cmd_user_add(client: AdminClient, args: argparse.Namespace, out: IO[str]) -> Any:
+    """Add a SIP user or set a password: asked on the terminal (twice), or one line
+    on stdin with --password-stdin; never on the command line, where ps shows it."""
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {args.aor}: ")
+        if getpass.getpass("again: ") != password:
+            raise ApiError("the passwords differ", "password")
+    if not password:
+        raise ApiError("an empty password is refused", "password")
+    result = client.call("PUT", f"/users/{aor_path(args.aor)}", {"password": password})
+    if args.json:
+        return result
+    verb = "added" if result["created"] else "changed the password of"
+    out.write(f"{verb} {result['user']}\n")
+    return None
+
+
+def cmd_user_remove(client: AdminClient, args: argparse.Namespace, out: IO[str]) -> Any:
+    result = client.call("DELETE", f"/users/{aor_path(args.aor)}")
+    if args.json:
+        return result
+    out.write(f"removed {result['user']}\n")
+    return None
+
+
 Command = Callable[[AdminClient, argparse.Namespace, IO[str]], Any]
 
 
@@ -361,6 +406,14 @@ def parser() -> argparse.ArgumentParser:
     sub = command("terminate", cmd_terminate, "end a subscription with a final NOTIFY")
     sub.add_argument("subscription", help="its id (the dialog's To-tag)")
     sub.add_argument("--reason", default="deactivated")
+    sub = command("users", cmd_users, "the SIP digest users (credentials)")
+    sub.add_argument("--domain")
+    paged(sub)
+    sub = command("user-add", cmd_user_add, "add a SIP user, or set their password")
+    sub.add_argument("aor", help="sip:user@domain (the realm is the domain)")
+    sub.add_argument("--password-stdin", action="store_true", help="read it from stdin")
+    sub = command("user-remove", cmd_user_remove, "remove a SIP user")
+    sub.add_argument("aor")
     return top
 
 

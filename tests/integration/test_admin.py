@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from presence.sip.digest import ha1
 from presence.sip.message import SipRequest
 
 from .conftest import Stack, make_stack, wait_until
@@ -376,3 +377,49 @@ def test_presencectl_session(admin_stack: Stack, scene: Scene) -> None:
         [sys.executable, "-m", "presencectl", "--help"], capture_output=True, text=True
     )
     assert module.returncode == 0 and "update-watchers" in module.stdout
+
+
+def test_sip_users_through_the_api_and_presencectl(admin_stack: Stack) -> None:
+    """Credentials of SIP digest authentication: the table keeps HA1s, never the password."""
+    domain = f"users-{secrets.token_hex(3)}.example.com"
+    aor = f"sip:carol@{domain}"
+    added = subprocess.run(
+        [str(Path(sys.executable).parent / "presencectl"), "user-add", aor, "--password-stdin"],
+        input="s3cret\n",
+        env={
+            **os.environ,
+            "PRESENCE_ADMIN_TOKEN": TOKEN,
+            "PRESENCECTL_URL": admin_stack.http("presence-store", ""),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert added.returncode == 0, added.stderr
+    assert added.stdout == f"added {aor}\n"
+
+    async def stored() -> asyncpg.Record | None:
+        connection = await asyncpg.connect(admin_stack.db_url)
+        try:
+            return await connection.fetchrow(
+                "SELECT * FROM credentials WHERE username = 'carol' AND domain = $1", domain
+            )
+        finally:
+            await connection.close()
+
+    row = asyncio.run(stored())
+    assert row is not None
+    assert row["ha1_md5"] == ha1("MD5", "carol", domain, "s3cret")
+    assert row["ha1_sha256"] == ha1("SHA-256", "carol", domain, "s3cret")
+    assert "s3cret" not in " ".join(str(value) for value in row.values())
+
+    listing = ctl(admin_stack, "users", "--domain", domain)
+    assert listing.returncode == 0 and listing.stdout.splitlines()[1].split()[0] == aor
+    status, body, _ = api(admin_stack, "GET", "/admin/users", domain=domain)
+    assert status == 200 and [u["user"] for u in body["items"]] == [aor]
+    assert ctl(admin_stack, "user-remove", aor).stdout == f"removed {aor}\n"
+    again = ctl(admin_stack, "user-remove", aor)
+    assert again.returncode == 1 and again.stderr.rstrip().endswith("[aor]")
+    status, body, _ = api(admin_stack, "DELETE", f"/admin/users/{quoted('not an aor')}")
+    assert status == 400 and body["field"] == "aor"
+    assert asyncio.run(stored()) is None

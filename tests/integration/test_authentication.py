@@ -6,10 +6,14 @@ with P-Asserted-Identity (RFC 3325)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -26,6 +30,7 @@ from .test_subscribe import WatcherDialog, pidf
 pytestmark = pytest.mark.integration
 
 AUTH_SECRET = "nonce-secret-for-tests"
+ADMIN_TOKEN = "admin-" + secrets.token_hex(8)
 DOMAIN = "example.com"
 
 
@@ -38,6 +43,7 @@ def digest_stack(test_database: str) -> Iterator[Stack]:
         PRESENCE_FORCE_ACTIVE="0",
         PRESENCE_PUBLISH_FOR_OTHERS=f"pbx@{DOMAIN}",
         PRESENCE_AUTH_MAX_FAILURES="1000",
+        PRESENCE_ADMIN_TOKEN=ADMIN_TOKEN,
     )
     try:
         for name in ("presence-store", "notifier", "sip-edge"):
@@ -302,3 +308,30 @@ def test_trusted_proxy_mode_takes_the_asserted_identity(test_database: str) -> N
             stranger.close()
     finally:
         stack.close()
+
+
+def test_a_user_added_with_presencectl_can_publish(digest_stack: Stack) -> None:
+    user, password = f"dana-{secrets.token_hex(3)}", secrets.token_urlsafe(10)
+    aor = f"sip:{user}@{DOMAIN}"
+    added = subprocess.run(
+        [str(Path(sys.executable).parent / "presencectl"), "user-add", aor, "--password-stdin"],
+        input=password + "\n",
+        env={
+            **os.environ,
+            "PRESENCE_ADMIN_TOKEN": ADMIN_TOKEN,
+            "PRESENCECTL_URL": digest_stack.http("presence-store", ""),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert added.returncode == 0, added.stderr
+    client = SipClient(digest_stack.sip, "udp")
+    try:
+        nonce = challenges(publish(client, aor, aor))["SHA-256"]["nonce"]
+        assert (
+            publish(client, aor, aor, authorization(user, password, "PUBLISH", aor, nonce)).status
+            == 200
+        )
+    finally:
+        client.close()

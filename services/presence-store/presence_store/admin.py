@@ -13,6 +13,10 @@ presence.updateWatchers, presence.cleanup), on the store's HTTP port under /admi
     POST /admin/presentities/{aor}/update-watchers re-judge its subscriptions by its rules
     POST /admin/cleanup                            run the clean_period timer now
     POST /admin/subscriptions/{id}/terminate       end a subscription (final NOTIFY)
+    GET  /admin/users                              SIP digest users (paged; ?domain=)
+    PUT  /admin/users/{aor}                        add a user or set the password
+                                                   ({"password": ...}; HA1s are stored)
+    DELETE /admin/users/{aor}                      remove a user
 
 {aor} is "sip:alice@example.com" (or "alice@example.com"); {id} is the dialog's
 To-tag. Every request carries `Authorization: Bearer <PRESENCE_ADMIN_TOKEN>`
@@ -21,9 +25,8 @@ To-tag. Every request carries `Authorization: Bearer <PRESENCE_ADMIN_TOKEN>`
 one. Actions answer with the correlation id their log lines and change events
 carry (also in the X-Correlation-Id header). OpenAPI: /openapi.json, /docs.
 
-More endpoints (the credentials of SIP authentication, say) join by adding routes
-to the router `admin_router` returns: they get the token check, the JSON errors
-and the correlation id for free.
+More endpoints join by adding routes to the router `admin_router` returns: they
+get the token check, the JSON errors and the correlation id for free.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
 
 from presence import events
 from presence.authorization import watcher_identity
@@ -52,6 +56,7 @@ from presence.settings import Settings
 from presence.sip.message import SipParseError, parse_uri
 from presence.topics import Topics
 from presence.watcherinfo import Watcher
+from presence_store import credentials
 from presence_store.cleaner import Cleaner
 from presence_store.fencing import enter_fence
 from presence_store.rejudge import rejudge_presentity
@@ -132,6 +137,10 @@ Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="page size")]
 Offset = Annotated[int, Query(ge=0, description="rows to skip")]
 Event = Annotated[str, Query(max_length=64, description="event package")]
 Aor = Annotated[str, Path(max_length=320, description="sip:user@domain")]
+
+
+class NewPassword(BaseModel):
+    password: str = Field(min_length=1, max_length=256)
 
 
 def admin_router(
@@ -470,5 +479,40 @@ def admin_router(
             "reason": reason,
             "correlation_id": correlation.get(),
         }
+
+    @router.get("/users", summary="SIP digest users (the credentials table)")
+    async def list_users(
+        domain: Annotated[str | None, Query(max_length=128)] = None,
+        limit: Limit = 100,
+        offset: Offset = 0,
+    ) -> dict[str, Any]:
+        rows = await credentials.list_users(pool, domain, limit + 1, offset)
+        items = [
+            {"user": f"sip:{user}@{realm}", "updated_at": updated} for user, realm, updated in rows
+        ]
+        more = len(items) > limit
+        return {
+            "items": items[:limit],
+            "offset": offset,
+            "limit": limit,
+            "next_offset": offset + limit if more else None,
+        }
+
+    @router.put("/users/{aor}", summary="Add a SIP user or set their password (HA1 only)")
+    async def put_user(aor: Aor, body: NewPassword, response: Response) -> dict[str, Any]:
+        user, domain = parse_aor(aor)
+        created = await credentials.set_password(pool, user, domain, body.password)
+        response.status_code = 201 if created else 200
+        log.info("admin: %s SIP user %s@%s", "added" if created else "new password for",
+                 user, domain)  # fmt: skip
+        return {"user": f"sip:{user}@{domain}", "created": created}
+
+    @router.delete("/users/{aor}", summary="Remove a SIP user")
+    async def delete_user(aor: Aor) -> dict[str, Any]:
+        user, domain = parse_aor(aor)
+        if not await credentials.remove_user(pool, user, domain):
+            raise AdminError(404, f"no SIP user {user}@{domain}", "aor")
+        log.info("admin: removed SIP user %s@%s", user, domain)
+        return {"user": f"sip:{user}@{domain}", "removed": True}
 
     return router
