@@ -31,8 +31,8 @@ that needs it turns false while it is down ("not ready after": seconds from the
 kill), that requests meanwhile get 503 with Retry-After, and, for Kafka, that
 the edge answers them within a second; only then is it restarted ("down": from
 the kill to the restart; a service is restarted at once). "recovery" is the time
-from the restart until every service is ready again and a PUBLISH sent after
-the restart got 200.
+from the restart (the start command) until every service is ready again and a
+PUBLISH sent after the restart got 200: start-up included.
 
 Every wait is on a condition with a deadline; nothing is synchronized by sleeping.
 """
@@ -479,6 +479,7 @@ async def fault_phase(
         say(f"{fault}: SIGKILL")
         if fault in SERVICES:
             await system.kill_service(fault)
+            restarted_at = time.monotonic()
             await system.start_service(fault)
         else:
             await system.kill_dependency(fault)
@@ -514,8 +515,8 @@ async def fault_phase(
                         "for its 503"
                     )
             say(f"{fault}: restarting")
+            restarted_at = time.monotonic()
             await system.script(fault, "start")
-        restarted_at = time.monotonic()
         row.down_s = restarted_at - killed_at
 
         async def recovered() -> bool:
