@@ -167,3 +167,51 @@ def test_inbox_progress_without_notifies_follows_the_records() -> None:
     assert progress.committable() == 5
     progress.closed("n")
     assert progress.committable() == 7
+
+
+class FakeRecord:
+    def __init__(self, offset: int, value: bytes) -> None:
+        self.offset = offset
+        self.value = value
+        self.headers: list[tuple[str, bytes]] = []
+
+
+class OneBatchConsumer:
+    """Hands out one batch, then stops the loop; records what was committed."""
+
+    def __init__(self, records: list[FakeRecord]) -> None:
+        self.records = records
+        self.calls = 0
+        self.committed: list[dict[object, int]] = []
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[object, list[FakeRecord]]:
+        self.calls += 1
+        if self.calls > 1:
+            raise asyncio.CancelledError
+        return {"inbox": self.records}
+
+    async def commit(self, offsets: dict[object, int]) -> None:
+        self.committed.append(offsets)
+
+
+async def test_a_record_that_fails_costs_only_itself() -> None:
+    from presence.events import SipReply, encode
+    from sip_edge.__main__ import consume_inbox
+
+    handled: list[int] = []
+    edge = make_edge(FakeProducer())
+
+    async def on_inbox_event(event: object, offset: int) -> None:
+        if offset == 0:
+            raise RuntimeError("a bug in handling one record")
+        handled.append(offset)
+
+    edge.on_inbox_event = on_inbox_event  # type: ignore[method-assign]
+    reply = encode(SipReply("r", 200, "OK", [], None))
+    consumer = OneBatchConsumer([FakeRecord(0, reply), FakeRecord(1, reply)])
+    try:
+        await consume_inbox(consumer, edge, "inbox")  # type: ignore[arg-type]
+    except asyncio.CancelledError:
+        pass
+    assert handled == [1]
+    assert [list(c.values()) for c in consumer.committed] == [[2]]

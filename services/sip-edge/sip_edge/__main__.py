@@ -46,7 +46,12 @@ async def consume_inbox(consumer: AIOKafkaConsumer, edge: Edge, inbox: str) -> N
                     else:
                         # The NOTIFY or reply is handled under the id of what caused it.
                         with correlated(from_kafka_headers(record.headers)):
-                            await edge.on_inbox_event(event, record.offset)
+                            try:
+                                await edge.on_inbox_event(event, record.offset)
+                            except Exception:
+                                # One record that cannot be handled must not cost the
+                                # rest of the batch (they are not fetched again).
+                                log.exception("inbox record %s not handled", record.offset)
                     edge.inbox.consumed(record.offset)
                     if index % 16 == 15:
                         # Let the sockets in: the answers to these NOTIFYs are arriving.
