@@ -489,7 +489,8 @@ async def fault_phase(
             async def not_ready() -> bool:
                 return not any([await system.ready(name) for name in DEPENDENTS[fault]])
 
-            row.not_ready_s = await until(not_ready, 30, f"readiness to turn false without {fault}")
+            await until(not_ready, 30, f"readiness to turn false without {fault}")
+            row.not_ready_s = time.monotonic() - killed_at
             await until(
                 lambda: any(
                     status in (500, 503) and start >= killed_at
