@@ -45,7 +45,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -59,6 +58,7 @@ import asyncpg
 
 from presence.settings import Settings
 from tests.chaos.load import DOMAIN, Device, Recorder, Stats, Watcher, seqs
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 VAR = Path(os.environ.get("CHAOS_VAR", REPO / "var" / "chaos"))
@@ -88,22 +88,6 @@ DEPENDENTS = {
 
 def say(*parts: object) -> None:
     print(time.strftime("%H:%M:%S"), *parts, flush=True)
-
-
-def free_port() -> int:
-    """Free for TCP and UDP on 127.0.0.1, below the ephemeral range (see tests/integration)."""
-    while True:
-        port = random.randrange(20000, 32000)
-        with (
-            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp,
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
-        ):
-            try:
-                tcp.bind(("127.0.0.1", port))
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 async def until(

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from presence import settings as settings_module
 from presence_store.migrate import DEFAULT_SCHEMA_DIR, migrate
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 LOGS = REPO / "var" / "log" / "tests"
@@ -31,35 +31,15 @@ DEFAULT_DB_URL = "postgresql://presence:presence@127.0.0.1:15432/presence"
 # Its own name per concurrent test run (PRESENCE_TEST_DATABASE), since each run drops it first.
 TEST_DATABASE = os.environ.get("PRESENCE_TEST_DATABASE", "presence_test")
 
+# The test stacks' XCAP secret (users' XCAP passwords derive from it); kept in the
+# environment so that every import of this module agrees on it.
+XCAP_SECRET = os.environ.setdefault("TEST_XCAP_SECRET", secrets.token_urlsafe(16))
+
 SERVICE_MODULES = {
     "presence-store": "presence_store",
     "notifier": "notifier",
     "sip-edge": "sip_edge",
 }
-
-
-_PORTS = random.Random()
-# The test stacks' XCAP secret (users' XCAP passwords derive from it); kept in the
-# environment so that every import of this module agrees on it.
-XCAP_SECRET = os.environ.setdefault("TEST_XCAP_SECRET", secrets.token_urlsafe(16))
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1, chosen below the kernel's
-    ephemeral range (32768 and up), so that no outgoing connection (Kafka and
-    PostgreSQL clients open many) takes it between this check and the service's bind."""
-    while True:
-        port = _PORTS.randrange(20000, 32000)
-        with (
-            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp,
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
-        ):
-            try:
-                tcp.bind(("127.0.0.1", port))
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 def wait_until(condition, timeout: float, what: str, interval: float = 0.05) -> None:
@@ -132,6 +112,12 @@ class Stack:
 
         wait_until(ready, 60, f"{name} to be ready")
         return service
+
+    def start_all(self) -> None:
+        """The three services, each ready before the next starts (the edge last, so
+        that no request arrives before the store can answer it)."""
+        for name in ("presence-store", "notifier", "sip-edge"):
+            self.start(name)
 
     def close(self) -> None:
         """Stop every service and delete this stack's Kafka topics."""
@@ -215,16 +201,22 @@ async def delete_namespace_topics(bootstrap: str, namespace: str) -> None:
         await admin.close()
 
 
+@contextmanager
+def running_stack(test_database: str, **overrides: str) -> Iterator[Stack]:
+    """A stack of its own with all three services running, closed afterwards."""
+    stack = make_stack(test_database, **overrides)
+    try:
+        stack.start_all()
+        yield stack
+    finally:
+        stack.close()
+
+
 @pytest.fixture(scope="module")
 def stack(test_database: str) -> Iterator[Stack]:
-    """All three services, configured with force_active=1 (no XCAP server here)."""
-    running = make_stack(test_database, PRESENCE_FORCE_ACTIVE="1")
-    try:
-        for name in ("presence-store", "notifier", "sip-edge"):
-            running.start(name)
+    """All three services, configured with force_active=1 (no privacy rules)."""
+    with running_stack(test_database, PRESENCE_FORCE_ACTIVE="1") as running:
         yield running
-    finally:
-        running.close()
 
 
 @pytest.fixture

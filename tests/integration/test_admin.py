@@ -24,7 +24,7 @@ import pytest
 from presence.sip.digest import ha1
 from presence.sip.message import SipRequest
 
-from .conftest import Stack, make_stack, wait_until
+from .conftest import Stack, running_stack, wait_until
 from .sip_client import SipClient
 from .test_subscribe import WatcherDialog, publish_device
 
@@ -36,13 +36,10 @@ PIDF_NS = "urn:ietf:params:xml:ns:pidf"
 
 @pytest.fixture(scope="module")
 def admin_stack(test_database: str) -> Iterator[Stack]:
-    stack = make_stack(test_database, PRESENCE_ADMIN_TOKEN=TOKEN, PRESENCE_FORCE_ACTIVE="0")
-    try:
-        for name in ("presence-store", "notifier", "sip-edge"):
-            stack.start(name)
+    with running_stack(
+        test_database, PRESENCE_ADMIN_TOKEN=TOKEN, PRESENCE_FORCE_ACTIVE="0"
+    ) as stack:
         yield stack
-    finally:
-        stack.close()
 
 
 def api(
@@ -65,12 +62,16 @@ def quoted(aor: str) -> str:
     return urllib.parse.quote(aor, safe="")
 
 
-def ctl(stack: Stack, *args: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
+def ctl(
+    stack: Stack, *args: str, token: str = TOKEN, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """presencectl as installed with the project (the venv's console script)."""
     script = Path(sys.executable).parent / "presencectl"
     env = {**os.environ, "PRESENCE_ADMIN_TOKEN": token}
     env["PRESENCECTL_URL"] = stack.http("presence-store", "")
-    return subprocess.run([str(script), *args], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [str(script), *args], env=env, input=stdin, capture_output=True, text=True, timeout=60
+    )
 
 
 def pidf(entity: str, tuple_id: str, basic: str) -> bytes:
@@ -383,18 +384,7 @@ def test_sip_users_through_the_api_and_presencectl(admin_stack: Stack) -> None:
     """Credentials of SIP digest authentication: the table keeps HA1s, never the password."""
     domain = f"users-{secrets.token_hex(3)}.example.com"
     aor = f"sip:carol@{domain}"
-    added = subprocess.run(
-        [str(Path(sys.executable).parent / "presencectl"), "user-add", aor, "--password-stdin"],
-        input="s3cret\n",
-        env={
-            **os.environ,
-            "PRESENCE_ADMIN_TOKEN": TOKEN,
-            "PRESENCECTL_URL": admin_stack.http("presence-store", ""),
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    added = ctl(admin_stack, "user-add", aor, "--password-stdin", stdin="s3cret\n")
     assert added.returncode == 0, added.stderr
     assert added.stdout == f"added {aor}\n"
 

@@ -6,14 +6,10 @@ with P-Asserted-Identity (RFC 3325)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -22,8 +18,9 @@ from presence.sip.digest import ha1, hash_hex, make_nonce
 from presence.sip.message import SipResponse
 from presence_store.credentials import set_password
 
-from .conftest import Stack, make_stack
+from .conftest import Stack, make_stack, running_stack
 from .sip_client import SipClient
+from .test_admin import ctl
 from .test_privacy import rules, xcap
 from .test_subscribe import WatcherDialog, pidf
 
@@ -36,7 +33,7 @@ DOMAIN = "example.com"
 
 @pytest.fixture(scope="module")
 def digest_stack(test_database: str) -> Iterator[Stack]:
-    stack = make_stack(
+    with running_stack(
         test_database,
         PRESENCE_AUTH="digest",
         PRESENCE_AUTH_SECRET=AUTH_SECRET,
@@ -44,13 +41,8 @@ def digest_stack(test_database: str) -> Iterator[Stack]:
         PRESENCE_PUBLISH_FOR_OTHERS=f"pbx@{DOMAIN}",
         PRESENCE_AUTH_MAX_FAILURES="1000",
         PRESENCE_ADMIN_TOKEN=ADMIN_TOKEN,
-    )
-    try:
-        for name in ("presence-store", "notifier", "sip-edge"):
-            stack.start(name)
+    ) as stack:
         yield stack
-    finally:
-        stack.close()
 
 
 def add_user(stack: Stack, user: str, password: str) -> None:
@@ -244,8 +236,7 @@ def test_repeated_failures_from_one_address_are_blocked(test_database: str) -> N
         PRESENCE_AUTH_BLOCK_SECONDS="600",
     )
     try:
-        for name in ("presence-store", "notifier", "sip-edge"):
-            stack.start(name)
+        stack.start_all()
         user, password = new_user(stack, "victim")
         aor = f"sip:{user}@{DOMAIN}"
         client = SipClient(stack.sip, "udp")
@@ -286,8 +277,7 @@ def test_trusted_proxy_mode_takes_the_asserted_identity(test_database: str) -> N
     )
     presentity = f"sip:carol-{secrets.token_hex(3)}@{DOMAIN}"
     try:
-        for name in ("presence-store", "notifier", "sip-edge"):
-            stack.start(name)
+        stack.start_all()
         proxy = SipClient(stack.sip, "udp", local_host="127.0.0.2")
         stranger = SipClient(stack.sip, "udp")
         try:
@@ -313,18 +303,8 @@ def test_trusted_proxy_mode_takes_the_asserted_identity(test_database: str) -> N
 def test_a_user_added_with_presencectl_can_publish(digest_stack: Stack) -> None:
     user, password = f"dana-{secrets.token_hex(3)}", secrets.token_urlsafe(10)
     aor = f"sip:{user}@{DOMAIN}"
-    added = subprocess.run(
-        [str(Path(sys.executable).parent / "presencectl"), "user-add", aor, "--password-stdin"],
-        input=password + "\n",
-        env={
-            **os.environ,
-            "PRESENCE_ADMIN_TOKEN": ADMIN_TOKEN,
-            "PRESENCECTL_URL": digest_stack.http("presence-store", ""),
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    added = ctl(digest_stack, "user-add", aor, "--password-stdin", token=ADMIN_TOKEN,
+                stdin=password + "\n")  # fmt: skip
     assert added.returncode == 0, added.stderr
     client = SipClient(digest_stack.sip, "udp")
     try:

@@ -14,7 +14,7 @@ import pytest
 
 from presence.watcherinfo import parse_watcherinfo
 
-from .conftest import Stack, make_stack, wait_until
+from .conftest import Stack, make_stack, running_stack, wait_until
 from .sip_client import SipClient
 from .test_subscribe import WatcherDialog, publish_device, tuples
 
@@ -23,13 +23,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def fast_clean(test_database: str) -> Iterator[Stack]:
-    stack = make_stack(test_database, PRESENCE_FORCE_ACTIVE="1", PRESENCE_CLEAN_PERIOD="1")
-    try:
-        for name in ("presence-store", "notifier", "sip-edge"):
-            stack.start(name)
+    with running_stack(
+        test_database, PRESENCE_FORCE_ACTIVE="1", PRESENCE_CLEAN_PERIOD="1"
+    ) as stack:
         yield stack
-    finally:
-        stack.close()
 
 
 def device(entity: str, tuple_id: str) -> bytes:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Stack, free_port, make_stack
+from .conftest import Stack, free_port, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -84,13 +84,8 @@ def _free(port: int) -> bool:
 
 @pytest.fixture
 def stack(test_database: str) -> Iterator[Stack]:
-    running = make_stack(test_database, PRESENCE_FORCE_ACTIVE="1")
-    try:
-        for name in ("presence-store", "notifier", "sip-edge"):
-            running.start(name)
+    with running_stack(test_database, PRESENCE_FORCE_ACTIVE="1") as running:
         yield running
-    finally:
-        running.close()
 
 
 def alice_as_bob_sees_her(bob: Baresip, timeout: float = 20) -> str:

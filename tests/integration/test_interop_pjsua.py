@@ -26,7 +26,7 @@ import pytest
 
 from presence_store.credentials import set_password
 
-from .conftest import LOGS, Stack, make_stack
+from .conftest import LOGS, Stack, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -212,18 +212,13 @@ async def test_pjsua_watcher_sees_pjsua_presentity(stack: Stack, db: asyncpg.Con
 
 @pytest.fixture(scope="module")
 def digest_stack(test_database: str) -> Iterator[Stack]:
-    stack = make_stack(
+    with running_stack(
         test_database,
         PRESENCE_FORCE_ACTIVE="1",
         PRESENCE_AUTH="digest",
         PRESENCE_AUTH_SECRET=secrets.token_hex(16),
-    )
-    try:
-        for name in ("presence-store", "notifier", "sip-edge"):
-            stack.start(name)
+    ) as stack:
         yield stack
-    finally:
-        stack.close()
 
 
 async def test_pjsua_publishes_and_watches_with_digest_credentials(

@@ -18,7 +18,7 @@ from presence.sip.message import SipRequest
 from presence.watcherinfo import WatcherInfo, parse_watcherinfo
 from presence.xcap_credentials import password_for
 
-from .conftest import XCAP_SECRET, Stack, make_stack
+from .conftest import XCAP_SECRET, Stack, make_stack, running_stack
 from .sip_client import SipClient
 from .test_subscribe import WatcherDialog, publish_device
 
@@ -86,13 +86,8 @@ def xcap(
 
 @pytest.fixture(scope="module")
 def private_stack(test_database: str) -> Iterator[Stack]:
-    stack = make_stack(test_database, PRESENCE_FORCE_ACTIVE="0")
-    try:
-        for name in ("presence-store", "notifier", "sip-edge"):
-            stack.start(name)
+    with running_stack(test_database, PRESENCE_FORCE_ACTIVE="0") as stack:
         yield stack
-    finally:
-        stack.close()
 
 
 def device_document(entity: str) -> bytes:
@@ -358,8 +353,7 @@ def test_withdrawn_permission_can_mean_probation(test_database: str) -> None:
     )
     presentity = f"sip:moody-{secrets.token_hex(3)}@example.com"
     try:
-        for name in ("presence-store", "notifier", "sip-edge"):
-            stack.start(name)
+        stack.start_all()
         assert xcap(stack, "PUT", presentity, rules("allow"))[0] == 201
         owner_client = SipClient(stack.sip, "udp")
         watcher_client = SipClient(stack.sip, "udp")

@@ -76,8 +76,7 @@ def test_sigterm_edge_answers_the_request_in_flight_and_refuses_new_ones(
     late = SipClient(stack.sip, "udp", timeout=5)
     store = None
     try:
-        for name in ("presence-store", "notifier", "sip-edge"):
-            stack.start(name)
+        stack.start_all()
         store = stack.processes["presence-store"].process
         store.send_signal(signal.SIGSTOP)
         client.send(publish_request(client, "term-edge"))
@@ -104,8 +103,7 @@ def test_sigterm_store_and_notifier_commit_what_they_handled(test_database: str)
     stack = make_stack(test_database, PRESENCE_FORCE_ACTIVE="1")
     topics = Topics.of(settings_module.load(stack.env))
     try:
-        for name in ("presence-store", "notifier", "sip-edge"):
-            stack.start(name)
+        stack.start_all()
         client = SipClient(stack.sip, "udp", timeout=15)
         try:
             statuses = [

@@ -339,8 +339,7 @@ def test_without_force_active_a_subscription_is_pending_and_sees_no_document(
     stack = make_stack(test_database, PRESENCE_FORCE_ACTIVE="0")
     client = SipClient(stack.sip, "udp")
     try:
-        for name in ("presence-store", "notifier", "sip-edge"):
-            stack.start(name)
+        stack.start_all()
         presentity = f"sip:private-{secrets.token_hex(3)}@example.com"
         assert publish(stack, presentity, "open").status == 200
         watcher = WatcherDialog(client, presentity, secrets.token_hex(6), secrets.token_hex(3))

@@ -240,8 +240,7 @@ def test_registrar_binds_refreshes_and_removes(stack: Stack) -> None:
 def test_sigterm_stops_every_service_cleanly_and_soon(test_database: str) -> None:
     stack = make_stack(test_database)
     try:
-        for name in ("presence-store", "notifier", "sip-edge"):
-            stack.start(name)
+        stack.start_all()
         client = SipClient(stack.sip, "udp")
         try:  # some work in flight before the stop
             client.send(client.request("OPTIONS", "sip:example.com", []))
@@ -280,8 +279,7 @@ def test_store_rides_out_a_redis_outage(test_database: str, tmp_path) -> None:
 
     try:
         wait_until(lambda: redis_answers(port), 10, "the private redis-server")
-        for name in ("presence-store", "notifier", "sip-edge"):
-            stack.start(name)
+        stack.start_all()
         assert publish().status == 200
         redis.terminate()
         redis.wait(10)

@@ -173,6 +173,19 @@ def admin_router(
     subscriptions = settings.active_watchers_table
     topics = Topics.of(settings)
 
+    async def count_watchers(
+        connection: asyncpg.Connection | asyncpg.Pool, user: str, domain: str, event: str
+    ) -> int:
+        """The live subscriptions to a presentity's event package."""
+        return await connection.fetchval(
+            f"""SELECT count(*) FROM {subscriptions}
+                WHERE to_domain = $1 AND to_user = $2 AND event = $3
+                  AND status <> 'terminated'""",
+            domain,
+            user,
+            event,
+        )
+
     @router.get("/presentities", summary="Presentities with publications (presentity_list)")
     async def list_presentities(
         domain: Annotated[str | None, Query(max_length=128)] = None,
@@ -235,14 +248,7 @@ def admin_router(
                 domain,
                 event,
             )
-            watchers = await connection.fetchval(
-                f"""SELECT count(*) FROM {subscriptions}
-                    WHERE to_domain = $1 AND to_user = $2 AND event = $3
-                      AND status <> 'terminated'""",
-                domain,
-                user,
-                event,
-            )
+            watchers = await count_watchers(connection, user, domain, event)
             if not rows and not watchers:
                 raise AdminError(
                     404, f"sip:{user}@{domain} has no {event} publication or watcher", "aor"
@@ -368,14 +374,7 @@ def admin_router(
     async def refresh_watchers(aor: Aor, event: Event = "presence") -> dict[str, Any]:
         user, domain = parse_aor(aor)
         _check_event(event)
-        watchers = await pool.fetchval(
-            f"""SELECT count(*) FROM {subscriptions}
-                WHERE to_domain = $1 AND to_user = $2 AND event = $3
-                  AND status <> 'terminated'""",
-            domain,
-            user,
-            event,
-        )
+        watchers = await count_watchers(pool, user, domain, event)
         change = events.PresentityChanged(user, domain, event, "admin", time.time())
         await producer.send_and_wait(
             topics.changes, events.encode(change), key=change.presentity.encode()
