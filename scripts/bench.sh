@@ -139,6 +139,7 @@ service_env=(
     PRESENCE_NOTIFIER_HTTP_PORT="$NOTIFIER_HTTP"
     PRESENCE_EDGE_ID=bench-edge
     PRESENCE_FORCE_ACTIVE=1
+    PRESENCE_AUTH=none  # the protocol path itself; digest adds a challenge round trip
     PRESENCE_LOG_LEVEL="$BENCH_LOG_LEVEL"
 )
 http_port_of() {
