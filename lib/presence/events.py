@@ -23,8 +23,20 @@ class EventDecodeError(ValueError):
     pass
 
 
+@dataclass(frozen=True, kw_only=True)
+class Sender:
+    """Who sent a SIP request, carried by the request events (keyword fields, after
+    each event's own): the Authorization header for the store to check (digest
+    mode) against the request-URI it covers, or the identity the edge established
+    (trusted-proxy mode: P-Asserted-Identity); None when there is none."""
+
+    request_uri: str = ""
+    authorization: str | None = None
+    identity: str | None = None  # "sip:user@domain", once authenticated
+
+
 @dataclass(frozen=True)
-class PublishRequest:
+class PublishRequest(Sender):
     """A PUBLISH (RFC 3903) the edge accepted for processing."""
 
     TYPE: ClassVar[str] = "publish"
@@ -41,12 +53,6 @@ class PublishRequest:
     content_type: str | None
     body: str
     source: str  # "udp:203.0.113.5:5060", for logs
-    # Authentication: the Authorization header for the store to check (digest mode)
-    # against the request-URI it covers, or the identity the edge established
-    # (trusted-proxy mode: P-Asserted-Identity); None when there is none.
-    request_uri: str = ""
-    authorization: str | None = None
-    identity: str | None = None  # "sip:user@domain", once authenticated
 
     @property
     def presentity(self) -> str:
@@ -54,7 +60,7 @@ class PublishRequest:
 
 
 @dataclass(frozen=True)
-class RegisterRequest:
+class RegisterRequest(Sender):
     """A REGISTER for the built-in registrar (RFC 3261 §10.3)."""
 
     TYPE: ClassVar[str] = "register"
@@ -72,12 +78,6 @@ class RegisterRequest:
     call_id: str
     cseq: int
     flow: str  # "udp:203.0.113.5:5060"
-    # Authentication: the Authorization header for the store to check (digest mode)
-    # against the request-URI it covers, or the identity the edge established
-    # (trusted-proxy mode: P-Asserted-Identity); None when there is none.
-    request_uri: str = ""
-    authorization: str | None = None
-    identity: str | None = None  # "sip:user@domain", once authenticated
 
     @property
     def presentity(self) -> str:
@@ -85,7 +85,7 @@ class RegisterRequest:
 
 
 @dataclass(frozen=True)
-class SubscribeRequest:
+class SubscribeRequest(Sender):
     """A SUBSCRIBE (RFC 6665): a new subscription dialog, a refresh or an unsubscribe."""
 
     TYPE: ClassVar[str] = "subscribe"
@@ -109,12 +109,6 @@ class SubscribeRequest:
     contact: str | None  # remote target
     record_route: list[str]  # Record-Route values, in order
     flow: str
-    # Authentication: the Authorization header for the store to check (digest mode)
-    # against the request-URI it covers, or the identity the edge established
-    # (trusted-proxy mode: P-Asserted-Identity); None when there is none.
-    request_uri: str = ""
-    authorization: str | None = None
-    identity: str | None = None  # "sip:user@domain", once authenticated
 
     @property
     def presentity(self) -> str:
