@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +48,23 @@ def wait_until(condition, timeout: float, what: str, interval: float = 0.05) -> 
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+async def eventually(
+    fetch: Callable[[], Awaitable[object]],
+    condition: Callable[[object], bool],
+    what: str,
+    timeout: float = 20,
+) -> object:
+    """The first value of `fetch()` that meets `condition`, polled under a deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await fetch()
+        if condition(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {value!r}")
+        await asyncio.sleep(0.1)
 
 
 def http_status(url: str) -> int | None:

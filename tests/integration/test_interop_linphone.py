@@ -13,7 +13,6 @@ back to the watcher in the NOTIFY.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import secrets
@@ -25,7 +24,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from .conftest import Stack
+from .conftest import Stack, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -101,22 +100,6 @@ class Linphone:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(5)
-
-
-async def eventually(
-    fetch: Callable[[], Awaitable[object]],
-    condition: Callable[[object], bool],
-    what: str,
-    timeout: float = 20,
-) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await fetch()
-        if condition(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {value!r}")
-        await asyncio.sleep(0.1)
 
 
 def notify_about(watcher: Linphone, presentity: Linphone, basic: str, timeout: float = 5) -> str:

@@ -10,7 +10,6 @@ unsubscribes: the server must end up with nothing of either.
 
 from __future__ import annotations
 
-import asyncio
 import platform
 import re
 import secrets
@@ -26,7 +25,7 @@ import pytest
 
 from presence_store.credentials import set_password
 
-from .conftest import LOGS, Stack, running_stack
+from .conftest import LOGS, Stack, eventually, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -113,22 +112,6 @@ class Agent:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(5)
-
-
-async def eventually(
-    fetch: Callable[[], Awaitable[object]],
-    condition: Callable[[object], bool],
-    what: str,
-    timeout: float = 15,
-) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await fetch()
-        if condition(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {value!r}")
-        await asyncio.sleep(0.1)
 
 
 def buddy_line(presentity: Agent, status: str, text: str = r"\S+") -> str:
