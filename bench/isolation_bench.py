@@ -299,9 +299,7 @@ async def record(task: object, outcomes: list[str]) -> None:
 async def bad_publish(scenario: str, mallory: User) -> SipResponse | None:
     """A PUBLISH with a fresh nonce of ours and a malformed Authorization."""
     headers = [("Event", "presence"), ("Content-Type", "application/pidf+xml")]
-    challenge = await mallory.agent.transact(
-        mallory.server, *_built(mallory, headers, None)
-    )
+    challenge = await mallory.agent.transact(mallory.server, *_built(mallory, headers, None))
     nonce = sha256_nonce(challenge) if challenge is not None else None
     if nonce is None:
         return challenge  # no digest on this stack: nothing malformed to send
@@ -317,7 +315,11 @@ def _built(
     user: User, headers: list[tuple[str, str]], authorization: str | None
 ) -> tuple[bytes, str, str]:
     return user.build(
-        "PUBLISH", user.aor, headers, pidf(user.aor, "x"), authorization=authorization,
+        "PUBLISH",
+        user.aor,
+        headers,
+        pidf(user.aor, "x"),
+        authorization=authorization,
         call_id=secrets.token_hex(8),
     )
 
@@ -344,13 +346,16 @@ def percentile(values: list[float], q: float) -> float | None:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", default="none",
-                        choices=["none", "auth-nul", "auth-nonascii", "tcp-blackhole"])
+    parser.add_argument(
+        "--scenario", default="none", choices=["none", "auth-nul", "auth-nonascii", "tcp-blackhole"]
+    )
     parser.add_argument("--sip", default="127.0.0.1:5060")
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--rate", type=float, default=40.0, help="good PUBLISH/s in all")
     parser.add_argument("--duration", type=float, default=30.0)
-    parser.add_argument("--db-url", default="postgresql://presence:presence@127.0.0.1:15432/presence")
+    parser.add_argument(
+        "--db-url", default="postgresql://presence:presence@127.0.0.1:15432/presence"
+    )
     parser.add_argument("--out", default="var/bench")
     args = parser.parse_args()
     host, _, port = args.sip.rpartition(":")
