@@ -133,7 +133,9 @@ class Fanout:
         rules = await load_pres_rules(connection, self._settings, change.username, change.domain)
         entity = f"sip:{change.username}@{change.domain}"
         now = datetime.now(UTC)
-        sphere = current_sphere(document) if needs_sphere(rules) else None
+        sphere = None
+        if needs_sphere(rules):
+            sphere = current_sphere(document, max_bytes=self._settings.max_document_bytes)
         return lambda subscription: self._as_seen_by(
             subscription, document, entity, rules, now, sphere
         )
