@@ -23,7 +23,12 @@ from presence.pidf import current_sphere
 from presence.presentity_documents import load_document, needs_sphere
 from presence.settings import Settings
 from presence.topics import Topics
-from presence.watcherinfo import Watcher, watcher_event, watcherinfo_document
+from presence.watcherinfo import (
+    Watcher,
+    bounded_watcherinfo_document,
+    by_priority,
+    watcher_event,
+)
 from presence.xcap_documents import load_pres_rules
 
 log = logging.getLogger(__name__)
@@ -156,12 +161,23 @@ class Fanout:
         full: list[Watcher] = []
         if not partial or any(s.version == 1 for s in page):
             full = await self._watchers(connection, change.username, change.domain, package)
+        partial, full = by_priority(partial), by_priority(full)
+        limit = self._settings.max_winfo_bytes
 
         def view(subscription: Subscription) -> bytes:
             version = subscription.version - 1  # counted from 0 (RFC 3858 §4.2)
-            if partial and version > 0:
-                return watcherinfo_document(resource, package, version, "partial", partial)
-            return watcherinfo_document(resource, package, version, "full", full)
+            state, watchers = ("partial", partial) if partial and version > 0 else ("full", full)
+            document, omitted = bounded_watcherinfo_document(
+                resource, package, version, state, watchers, limit
+            )
+            if omitted:
+                # PRESENCE_MAX_WINFO_BYTES: never a NOTIFY (nor a bus record) without bound.
+                metrics.WINFO_TRUNCATED.labels(state).inc()
+                log.warning(
+                    "winfo NOTIFY for %s: %d of %d watchers left out (%s state over %d bytes)",
+                    resource, omitted, len(watchers), state, limit,
+                )  # fmt: skip
+            return document
 
         return view
 
