@@ -123,6 +123,12 @@ NOTIFIES_BUILT = Counter(
     ["event"],
 )
 
+DOCUMENTS_WITHHELD = Counter(
+    "presence_notifier_documents_withheld_total",
+    "NOTIFYs sent with an empty document because the presentity's could not be "
+    "filtered (larger than PRESENCE_MAX_DOCUMENT_BYTES, e.g. after lowering it)",
+    ["event"],
+)
 WINFO_TRUNCATED = Counter(
     "presence_winfo_truncated_total",
     "Watcherinfo NOTIFY bodies cut to PRESENCE_MAX_WINFO_BYTES, by state (full, partial)",

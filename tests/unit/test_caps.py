@@ -143,7 +143,8 @@ def test_winfo_notices_are_chunked() -> None:
 
 
 def big_document(size: int) -> bytes:
-    head = f'<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="{RESOURCE}"><note>'
+    head = f'<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="{RESOURCE}">'
+    head += '<tuple id="t"><status><basic>open</basic></status></tuple><note>'
     tail = "</note></presence>"
     return (head + "n" * (size - len(head) - len(tail)) + tail).encode()
 
@@ -159,3 +160,42 @@ def test_the_notifier_parses_documents_up_to_the_configured_limit() -> None:
     assert filtered == document
     with pytest.raises(PidfError):
         filter_document(document, everything, max_bytes=65536)
+
+
+ALLOW_ALL = b"""<?xml version="1.0" encoding="UTF-8"?>
+<cr:ruleset xmlns:cr="urn:ietf:params:xml:ns:common-policy"
+            xmlns:pr="urn:ietf:params:xml:ns:pres-rules">
+  <cr:rule id="all"><cr:conditions/>
+    <cr:actions><pr:sub-handling>allow</pr:sub-handling></cr:actions>
+    <cr:transformations><pr:provide-services><pr:all-services/></pr:provide-services>
+    </cr:transformations>
+  </cr:rule>
+</cr:ruleset>"""
+
+
+def test_a_document_over_a_lowered_limit_is_withheld_not_a_failed_change() -> None:
+    """A document stored before PRESENCE_MAX_DOCUMENT_BYTES was lowered cannot be
+    filtered: the watcher gets "nothing known" and the notifier goes on."""
+    from datetime import UTC, datetime
+
+    from notifier.fanout import Fanout
+    from notifier.notify_builder import Subscription
+
+    settings = load({"PRESENCE_MAX_DOCUMENT_BYTES": "4096"})
+    fanout = Fanout(settings, None, None)  # type: ignore[arg-type]
+    subscription = Subscription(
+        1, "alice", "example.com", "presence", None, "tt", "ft", "c", 1, 1, "sip:b@h", None,
+        2**40, "active", None, RESOURCE, "sip:bob@example.com", "bob", "example.com", "udp:h",
+        "e",
+    )  # fmt: skip
+    seen = fanout._as_seen_by(
+        subscription, big_document(5000), RESOURCE, ALLOW_ALL.decode(), datetime.now(UTC), None
+    )
+    root = parse_pidf(seen)
+    assert root.get("entity") == RESOURCE and len(root) == 0
+    # Within the limit the same rules show the document.
+    small = big_document(3000)
+    shown = fanout._as_seen_by(
+        subscription, small, RESOURCE, ALLOW_ALL.decode(), datetime.now(UTC), None
+    )
+    assert b'<tuple id="t">' in shown

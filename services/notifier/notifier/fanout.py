@@ -19,7 +19,7 @@ from presence.aggregation import empty_document
 from presence.authorization import judge, watcher_document, watcher_identity
 from presence.expiry import seconds_left
 from presence.packages import PACKAGES
-from presence.pidf import current_sphere
+from presence.pidf import PidfError, current_sphere
 from presence.presentity_documents import load_document, needs_sphere
 from presence.settings import Settings
 from presence.topics import Topics
@@ -224,7 +224,15 @@ class Fanout:
         verdict = judge(rules, watcher, self._settings, now, sphere=sphere)
         if verdict.status != "active":
             return empty_document(entity)
-        return watcher_document(document, entity, verdict, self._settings)
+        try:
+            return watcher_document(document, entity, verdict, self._settings)
+        except PidfError as error:
+            # Only a document stored under a larger PRESENCE_MAX_DOCUMENT_BYTES gets
+            # here (the store refuses a PUBLISH that would make one): the watcher is
+            # told nothing is known rather than the change failing on every retry.
+            metrics.DOCUMENTS_WITHHELD.labels(subscription.event).inc()
+            log.error("document of %s withheld from a watcher: %s", entity, error)
+            return empty_document(entity)
 
     async def _notify(
         self, subscription: Subscription, document: bytes, published_at: float
