@@ -215,10 +215,11 @@ class Settings:
     max_contacts: int = 16
     # The largest aggregated presence document, in bytes: a PUBLISH that would make
     # the merged document larger gets 413; the notifier parses documents up to it.
-    max_document_bytes: int = 65536
+    # 60 KiB: a NOTIFY with it and 4 KiB of headers still fits one UDP datagram.
+    max_document_bytes: int = 61440
     # The largest watcherinfo document (RFC 3858) of a NOTIFY: a longer watcher list
     # is cut (pending watchers first, newest first), logged and counted.
-    max_winfo_bytes: int = 65536
+    max_winfo_bytes: int = 61440
 
     # --- privacy (RFC 5025) and XCAP ---
     # How a subscription ends when a rules change withdraws its permission: reason
