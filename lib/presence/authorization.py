@@ -69,4 +69,9 @@ def watcher_document(document: bytes, entity: str, verdict: Verdict, settings: S
     if verdict.polite_block:
         return polite_document(entity)
     default = "kamailio" if settings.transformation_default == "kamailio" else "rfc5025"
-    return filter_document(document, verdict.decision.transformations, default=default)
+    return filter_document(
+        document,
+        verdict.decision.transformations,
+        default=default,
+        max_bytes=settings.max_document_bytes,
+    )

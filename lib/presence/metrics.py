@@ -103,6 +103,12 @@ AUTH_FAILURES = Counter(
     "replayed_nonce_count, blocked, not_own_aor, bad_authorization)",
     ["reason"],
 )
+CAP_REFUSALS = Counter(
+    "presence_cap_refusals_total",
+    "Requests refused because they would pass a configured cap, by cap (publications, "
+    "document_size, subscriptions_per_watcher, subscriptions_per_presentity, contacts)",
+    ["cap"],
+)
 CLEANER_REMOVED = Counter(
     "presence_cleaner_removed_total",
     "What the clean_period timer removed or ended, by kind",
@@ -115,6 +121,18 @@ NOTIFIES_BUILT = Counter(
     "presence_notifier_notifies_total",
     "NOTIFY requests the notifier built and handed to an edge, by event package",
     ["event"],
+)
+
+DOCUMENTS_WITHHELD = Counter(
+    "presence_notifier_documents_withheld_total",
+    "NOTIFYs sent with an empty document because the presentity's could not be "
+    "filtered (larger than PRESENCE_MAX_DOCUMENT_BYTES, e.g. after lowering it)",
+    ["event"],
+)
+WINFO_TRUNCATED = Counter(
+    "presence_winfo_truncated_total",
+    "Watcherinfo NOTIFY bodies cut to PRESENCE_MAX_WINFO_BYTES, by state (full, partial)",
+    ["state"],
 )
 
 # --- shared: locks, bus, database -----------------------------------------------

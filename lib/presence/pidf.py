@@ -12,6 +12,9 @@ from lxml import etree
 from presence.safexml import XmlRefused, parse_untrusted
 
 PIDF_NS = "urn:ietf:params:xml:ns:pidf"
+# The largest body of one PUBLISH. The aggregated document of all of a presentity's
+# publications has its own limit, PRESENCE_MAX_DOCUMENT_BYTES (Settings.max_document_bytes):
+# the store refuses a PUBLISH that would pass it, the notifier parses up to it.
 MAX_DOCUMENT_BYTES = 64 * 1024
 MAX_DEPTH = 32
 
@@ -20,11 +23,9 @@ class PidfError(ValueError):
     """Why a document is not acceptable, short enough for a SIP reason phrase."""
 
 
-def parse_pidf(body: bytes) -> etree._Element:
+def parse_pidf(body: bytes, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> etree._Element:
     try:
-        root = parse_untrusted(
-            body, what="PIDF document", max_bytes=MAX_DOCUMENT_BYTES, max_depth=MAX_DEPTH
-        )
+        root = parse_untrusted(body, what="PIDF document", max_bytes=max_bytes, max_depth=MAX_DEPTH)
     except XmlRefused as error:
         raise PidfError(str(error)) from None
     if root.tag != f"{{{PIDF_NS}}}presence":
@@ -50,12 +51,12 @@ def device_marks(root: etree._Element) -> frozenset[str]:
 RPID_NS = "urn:ietf:params:xml:ns:pidf:rpid"
 
 
-def current_sphere(document: bytes) -> str | None:
+def current_sphere(document: bytes, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> str | None:
     """The presentity's sphere (RFC 4480 §3.5: <rpid:sphere>work</rpid:sphere> or
     <rpid:sphere><rpid:work/></rpid:sphere>) in an aggregated document, which pres-rules'
     sphere conditions test (RFC 4745 §7.2); None when it states none."""
     try:
-        root = parse_pidf(document)
+        root = parse_pidf(document, max_bytes=max_bytes)
     except PidfError:
         return None
     for sphere in root.iter(f"{{{RPID_NS}}}sphere"):

@@ -47,4 +47,4 @@ async def load_sphere(
     connection: asyncpg.Connection, settings: Settings, username: str, domain: str
 ) -> str | None:
     document = await load_document(connection, settings, username, domain, "presence")
-    return current_sphere(document)
+    return current_sphere(document, max_bytes=settings.max_document_bytes)

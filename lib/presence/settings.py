@@ -21,6 +21,8 @@ from typing import Any
 from presence.logs import parse_levels
 
 PREFIX = "PRESENCE_"
+# The highest PRESENCE_MAX_DOCUMENT_BYTES and PRESENCE_MAX_WINFO_BYTES accepted.
+MAX_BODY_BYTES = 256 * 1024
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9_.:\[\]-]+$")
 # Read by the scripts that start the local infrastructure (scripts/*.sh), not by
@@ -200,6 +202,25 @@ class Settings:
     # busy lamps until they re-subscribe).
     notify_timeout_ends_subscription: int = 1
 
+    # --- caps on what clients create (each refusal: a SIP code, a metric) ---
+    # Live publications of one presentity and event package; an initial PUBLISH
+    # beyond it gets 403 "Too Many Publications" (the other devices keep theirs).
+    max_publications: int = 32
+    # Live subscriptions of one watcher (all presentities) and of one presentity and
+    # event package; a new SUBSCRIBE beyond either gets 403 (refreshes always pass).
+    max_subscriptions_per_watcher: int = 1000
+    max_subscriptions_per_presentity: int = 1000
+    # Registrar bindings of one address-of-record (Kamailio's max_contacts): 503
+    # "Too Many Registered Contacts" beyond it.
+    max_contacts: int = 16
+    # The largest aggregated presence document, in bytes: a PUBLISH that would make
+    # the merged document larger gets 413; the notifier parses documents up to it.
+    # 60 KiB: a NOTIFY with it and 4 KiB of headers still fits one UDP datagram.
+    max_document_bytes: int = 61440
+    # The largest watcherinfo document (RFC 3858) of a NOTIFY: a longer watcher list
+    # is cut (pending watchers first, newest first), logged and counted.
+    max_winfo_bytes: int = 61440
+
     # --- privacy (RFC 5025) and XCAP ---
     # How a subscription ends when a rules change withdraws its permission: reason
     # "deactivated" (the watcher may re-subscribe at once) or "probation" (it should
@@ -327,6 +348,14 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "tcp_idle_timeout": _integer(1, 86400),
     "notify_min_interval": _integer(0, 3600),
     "notify_timeout_ends_subscription": _flag,
+    "max_publications": _integer(1, 10_000),
+    "max_subscriptions_per_watcher": _integer(1, 1_000_000),
+    "max_subscriptions_per_presentity": _integer(1, 1_000_000),
+    "max_contacts": _integer(1, 10_000),
+    # Bounded so that a NOTIFY record stays far below Kafka's 1 MiB default even
+    # after JSON escaping (at most doubling: quotes, tabs and line ends).
+    "max_document_bytes": _integer(1024, MAX_BODY_BYTES),
+    "max_winfo_bytes": _integer(1024, MAX_BODY_BYTES),
     "withdrawn_reason": _choice("deactivated", "probation"),
     "probation_retry_after": _integer(1, 86400 * 7),
     "pending_watcher_days": _integer(0, 36500),

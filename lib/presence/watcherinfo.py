@@ -13,7 +13,7 @@ deactivated, probation, rejected, timeout, giveup, noresource).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from lxml import etree
@@ -73,6 +73,43 @@ def watcherinfo_document(
             element.set("expiration", str(max(watcher.expiration, 0)))
         element.text = watcher.uri
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def by_priority(watchers: Sequence[Watcher]) -> list[Watcher]:
+    """The order in which a bounded list keeps watchers (given oldest first): pending
+    ones first (they wait for the owner's decision, what winfo is for), then the
+    others, each newest first."""
+    newest_first = list(reversed(watchers))
+    return [w for w in newest_first if w.status == "pending"] + [
+        w for w in newest_first if w.status != "pending"
+    ]
+
+
+def bounded_watcherinfo_document(
+    resource: str,
+    package: str,
+    version: int,
+    state: str,
+    watchers: Sequence[Watcher],
+    max_bytes: int,
+) -> tuple[bytes, int]:
+    """The document with as many of `watchers` as fit in `max_bytes` (a prefix, so the
+    caller orders them by priority), and how many were left out. A full-state list
+    cut this way is a bounded full list: the subscriber learns of the others when
+    they change (partial NOTIFYs) or when the list gets shorter."""
+    document = watcherinfo_document(resource, package, version, state, watchers)
+    if len(document) <= max_bytes:
+        return document, 0
+    fits, too_many = 0, len(watchers)  # the largest count known to fit, the smallest not
+    best = watcherinfo_document(resource, package, version, state, [])
+    while too_many - fits > 1:
+        middle = (fits + too_many) // 2
+        candidate = watcherinfo_document(resource, package, version, state, watchers[:middle])
+        if len(candidate) <= max_bytes:
+            fits, best = middle, candidate
+        else:
+            too_many = middle
+    return best, len(watchers) - fits
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ from typing import Literal
 
 from lxml import etree
 
-from presence.pidf import PIDF_NS, parse_pidf
+from presence.pidf import MAX_DOCUMENT_BYTES, PIDF_NS, parse_pidf
 from presence.rules.policy import (
     ATTRIBUTE_NAMES,
     ComponentGrant,
@@ -83,12 +83,17 @@ Default = Literal["rfc5025", "kamailio"]
 
 
 def filter_document(
-    pidf: bytes, transformations: Transformations, *, default: Default = "rfc5025"
+    pidf: bytes,
+    transformations: Transformations,
+    *,
+    default: Default = "rfc5025",
+    max_bytes: int = MAX_DOCUMENT_BYTES,
 ) -> bytes:
-    """The part of ``pidf`` the watcher may see; raises PidfError if it does not parse."""
+    """The part of ``pidf`` the watcher may see; raises PidfError if it does not parse
+    (or is larger than ``max_bytes``: the aggregated document's limit)."""
     if default not in ("rfc5025", "kamailio"):
         raise ValueError(f"unknown default {default!r}")
-    root = parse_pidf(pidf)
+    root = parse_pidf(pidf, max_bytes=max_bytes)
     if default == "kamailio" and not transformations.declared:
         return pidf
     for child in list(root):

@@ -19,11 +19,16 @@ from presence.aggregation import empty_document
 from presence.authorization import judge, watcher_document, watcher_identity
 from presence.expiry import seconds_left
 from presence.packages import PACKAGES
-from presence.pidf import current_sphere
+from presence.pidf import PidfError, current_sphere
 from presence.presentity_documents import load_document, needs_sphere
 from presence.settings import Settings
 from presence.topics import Topics
-from presence.watcherinfo import Watcher, watcher_event, watcherinfo_document
+from presence.watcherinfo import (
+    Watcher,
+    bounded_watcherinfo_document,
+    by_priority,
+    watcher_event,
+)
 from presence.xcap_documents import load_pres_rules
 
 log = logging.getLogger(__name__)
@@ -133,7 +138,9 @@ class Fanout:
         rules = await load_pres_rules(connection, self._settings, change.username, change.domain)
         entity = f"sip:{change.username}@{change.domain}"
         now = datetime.now(UTC)
-        sphere = current_sphere(document) if needs_sphere(rules) else None
+        sphere = None
+        if needs_sphere(rules):
+            sphere = current_sphere(document, max_bytes=self._settings.max_document_bytes)
         return lambda subscription: self._as_seen_by(
             subscription, document, entity, rules, now, sphere
         )
@@ -154,12 +161,23 @@ class Fanout:
         full: list[Watcher] = []
         if not partial or any(s.version == 1 for s in page):
             full = await self._watchers(connection, change.username, change.domain, package)
+        partial, full = by_priority(partial), by_priority(full)
+        limit = self._settings.max_winfo_bytes
 
         def view(subscription: Subscription) -> bytes:
             version = subscription.version - 1  # counted from 0 (RFC 3858 §4.2)
-            if partial and version > 0:
-                return watcherinfo_document(resource, package, version, "partial", partial)
-            return watcherinfo_document(resource, package, version, "full", full)
+            state, watchers = ("partial", partial) if partial and version > 0 else ("full", full)
+            document, omitted = bounded_watcherinfo_document(
+                resource, package, version, state, watchers, limit
+            )
+            if omitted:
+                # PRESENCE_MAX_WINFO_BYTES: never a NOTIFY (nor a bus record) without bound.
+                metrics.WINFO_TRUNCATED.labels(state).inc()
+                log.warning(
+                    "winfo NOTIFY for %s: %d of %d watchers left out (%s state over %d bytes)",
+                    resource, omitted, len(watchers), state, limit,
+                )  # fmt: skip
+            return document
 
         return view
 
@@ -206,7 +224,15 @@ class Fanout:
         verdict = judge(rules, watcher, self._settings, now, sphere=sphere)
         if verdict.status != "active":
             return empty_document(entity)
-        return watcher_document(document, entity, verdict, self._settings)
+        try:
+            return watcher_document(document, entity, verdict, self._settings)
+        except PidfError as error:
+            # Only a document stored under a larger PRESENCE_MAX_DOCUMENT_BYTES gets
+            # here (the store refuses a PUBLISH that would make one): the watcher is
+            # told nothing is known rather than the change failing on every retry.
+            metrics.DOCUMENTS_WITHHELD.labels(subscription.event).inc()
+            log.error("document of %s withheld from a watcher: %s", entity, error)
+            return empty_document(entity)
 
     async def _notify(
         self, subscription: Subscription, document: bytes, published_at: float

@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from presence import metrics
 from presence.events import PresentityChanged, PublishRequest
 from presence.expiry import expires_at
+from presence.presentity_documents import load_document
 from presence.settings import Settings
 from presence_store.outcome import Outcome, Reply
 from presence_store.publication import (
@@ -18,6 +20,21 @@ from presence_store.publication import (
     new_entity_tag,
     success_reply,
 )
+
+# Beyond PRESENCE_MAX_PUBLICATIONS the new publication is refused, never the oldest
+# replaced: replacing would silently show another device (often a real one, the
+# flood's victim) offline; a refusal tells the one client that adds too many.
+TOO_MANY_PUBLICATIONS = Reply(403, "Too Many Publications")
+# A merged document the notifier could not parse (PRESENCE_MAX_DOCUMENT_BYTES) would
+# leave every watcher without NOTIFY; the PUBLISH that would make it is refused.
+DOCUMENT_TOO_LARGE = Reply(413, "Aggregated Document Too Large")
+
+
+class _OverCap(Exception):
+    def __init__(self, reply: Reply, cap: str) -> None:
+        super().__init__(cap)
+        self.reply = reply
+        self.cap = cap
 
 
 @dataclass(frozen=True)
@@ -52,9 +69,51 @@ async def _apply(
     decision = classify(request, settings)
     if isinstance(decision, Reply):
         return Applied(decision)
+    if decision.kind in (PublishKind.REFRESH, PublishKind.REMOVE):
+        # Neither adds a publication nor grows the document: never refused by a cap.
+        return await _apply_conditional(connection, request, decision, settings, now)
+    # A new or modified document is applied in a savepoint and undone when the result
+    # passes a cap: counted after the same-device replacement, so a device that
+    # re-publishes at the cap replaces its own publication instead of being refused.
+    try:
+        async with connection.transaction():
+            if decision.kind is PublishKind.INITIAL:
+                applied = await _apply_initial(connection, request, decision, settings, now)
+            else:
+                applied = await _apply_conditional(connection, request, decision, settings, now)
+            if applied.changed:
+                await _check_caps(connection, request, decision, settings, now)
+    except _OverCap as over:
+        metrics.CAP_REFUSALS.labels(over.cap).inc()
+        return Applied(over.reply)
+    return applied
+
+
+async def _check_caps(
+    connection: asyncpg.Connection,
+    request: PublishRequest,
+    decision: Accepted,
+    settings: Settings,
+    now: int,
+) -> None:
+    """Raise _OverCap when the presentity's state, with this request applied, has more
+    publications or a larger aggregated document than the settings allow."""
     if decision.kind is PublishKind.INITIAL:
-        return await _apply_initial(connection, request, decision, settings, now)
-    return await _apply_conditional(connection, request, decision, settings, now)
+        live = await connection.fetchval(
+            f"""SELECT count(*) FROM {settings.presentity_table}
+                WHERE username = $1 AND domain = $2 AND event = $3 AND expires > $4""",
+            request.username,
+            request.domain,
+            request.event,
+            now,
+        )
+        if live > settings.max_publications:
+            raise _OverCap(TOO_MANY_PUBLICATIONS, "publications")
+    document = await load_document(
+        connection, settings, request.username, request.domain, request.event
+    )
+    if len(document) > settings.max_document_bytes:
+        raise _OverCap(DOCUMENT_TOO_LARGE, "document_size")
 
 
 async def _apply_initial(

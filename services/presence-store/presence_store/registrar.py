@@ -6,16 +6,20 @@ successful REGISTER; it routes nothing. PRESENCE_REGISTRAR=0 turns it off (405).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import asyncpg
 
+from presence import metrics
 from presence.events import RegisterRequest
 from presence.expiry import expires_at, seconds_left
 from presence.settings import Settings
 from presence_store.outcome import Outcome, Reply
 
 WILDCARD = "*"
+# Kamailio's registrar answers its max_contacts the same way, which phones know.
+TOO_MANY_CONTACTS = Reply(503, "Too Many Registered Contacts")
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,25 @@ def plan_bindings(request: RegisterRequest, settings: Settings) -> list[Binding]
     return bindings
 
 
+def bindings_after(live: Iterable[str], plan: list[Binding]) -> int:
+    """How many live bindings the address-of-record has once `plan` is applied."""
+    contacts = set(live)
+    for binding in plan:
+        if binding.expires == 0:
+            contacts.discard(binding.contact)
+        else:
+            contacts.add(binding.contact)
+    return len(contacts)
+
+
+def over_contact_cap(live: Iterable[str], plan: list[Binding], settings: Settings) -> bool:
+    """Whether `plan` adds bindings beyond PRESENCE_MAX_CONTACTS. A request that does
+    not add any (a refresh, a removal) passes even when a lowered cap is already passed."""
+    live = set(live)
+    after = bindings_after(live, plan)
+    return after > settings.max_contacts and after > len(live)
+
+
 async def apply_register(
     connection: asyncpg.Connection, request: RegisterRequest, settings: Settings, now: int
 ) -> Outcome:
@@ -57,7 +80,8 @@ async def apply_register(
     existing = {
         row["contact"]: row
         for row in await connection.fetch(
-            "SELECT contact, callid, cseq FROM location WHERE username = $1 AND domain = $2",
+            """SELECT contact, callid, cseq, expires FROM location
+               WHERE username = $1 AND domain = $2""",
             *aor,
         )
     }
@@ -69,6 +93,10 @@ async def apply_register(
         # request arriving late; the whole update is aborted.
         if row is not None and row["callid"] == request.call_id and row["cseq"] >= request.cseq:
             return Outcome(Reply(500, "Stale CSeq For Binding"))
+    live = [contact for contact, row in existing.items() if row["expires"] > now]
+    if over_contact_cap(live, plan, settings):
+        metrics.CAP_REFUSALS.labels("contacts").inc()
+        return Outcome(TOO_MANY_CONTACTS)
     for binding in plan:
         if binding.expires == 0:
             await connection.execute(

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from presence import metrics
 from presence.authorization import Verdict, judge, watcher_identity
 from presence.events import Event, SubscribeRequest, WatcherChanged, WatcherInfoChanged
 from presence.expiry import expires_at
@@ -18,6 +19,19 @@ from presence.xcap_documents import load_pres_rules
 from presence_store.outcome import Outcome, Reply
 from presence_store.subscription import grant_expires, new_to_tag
 
+# Caps on new dialogs (refreshes and unsubscribes always pass). 403, not 503: the
+# condition does not clear in seconds, a Retry-After would invite the retry loop a
+# flood already is, and RFC 3263 clients treat 503 as "try the next server", which
+# answers the same.
+TOO_MANY_SUBSCRIPTIONS = Reply(403, "Too Many Subscriptions")  # the watcher's
+TOO_MANY_WATCHERS = Reply(403, "Too Many Watchers")  # the presentity's
+# Serializes the count-then-insert of one watcher's dialogs across presentities
+# (each presentity has its own lock): the two-key advisory lock space, this class.
+_WATCHER_LOCK_CLASS = 0x57415443  # "WATC"
+# WatcherInfoChanged notices carry at most this many watchers each (a rules change
+# can touch thousands), so that no bus record nears Kafka's 1 MiB limit.
+WATCHER_INFO_CHUNK = 100
+
 
 async def apply_subscribe(
     connection: asyncpg.Connection, request: SubscribeRequest, settings: Settings, now: int
@@ -29,6 +43,10 @@ async def apply_subscribe(
         if PACKAGES[request.event].watcher_info_of and not _is_owner(request):
             # RFC 3857 §5.3: a user's watcher list is theirs alone to see.
             return Outcome(Reply(403, "Forbidden"))
+        if granted:  # a fetch (Expires: 0) leaves no dialog behind
+            refused = await _over_cap(connection, request, settings, now)
+            if refused is not None:
+                return Outcome(refused)
         to_tag, changed = await _create(connection, request, settings, now, granted)
         if to_tag is None:
             # RFC 5025 block: refused outright (polite-block, by contrast, looks like
@@ -58,6 +76,43 @@ def _is_owner(request: SubscribeRequest) -> bool:
     return (watcher.user, watcher.host.lower()) == (request.username, request.domain.lower())
 
 
+async def _over_cap(
+    connection: asyncpg.Connection, request: SubscribeRequest, settings: Settings, now: int
+) -> Reply | None:
+    """The refusal when a new dialog would pass the watcher's or the presentity's cap
+    on live subscriptions."""
+    table = settings.active_watchers_table
+    watcher = parse_uri(request.identity or request.from_uri)
+    user, domain = watcher.user or "", watcher.host.lower()
+    await connection.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))", _WATCHER_LOCK_CLASS, f"{user}@{domain}"
+    )
+    held = await connection.fetchval(
+        f"""SELECT count(*) FROM {table}
+            WHERE from_domain = $1 AND from_user = $2 AND status <> 'terminated'
+              AND expires > $3""",
+        domain,
+        user,
+        now,
+    )
+    if held >= settings.max_subscriptions_per_watcher:
+        metrics.CAP_REFUSALS.labels("subscriptions_per_watcher").inc()
+        return TOO_MANY_SUBSCRIPTIONS
+    watched = await connection.fetchval(
+        f"""SELECT count(*) FROM {table}
+            WHERE to_domain = $1 AND to_user = $2 AND event = $3 AND status <> 'terminated'
+              AND expires > $4""",
+        request.domain,
+        request.username,
+        request.event,
+        now,
+    )
+    if watched >= settings.max_subscriptions_per_presentity:
+        metrics.CAP_REFUSALS.labels("subscriptions_per_presentity").inc()
+        return TOO_MANY_WATCHERS
+    return None
+
+
 def _watcher_info(request: SubscribeRequest, changed: WinfoWatcher | None) -> list[Event]:
     if changed is None:
         return []
@@ -81,7 +136,13 @@ def watcher_info_notices(
     if not changed or not any(p.watcher_info_of == package for p in PACKAGES.values()):
         return []
     watchers = [(w.id, w.uri, w.status, w.event) for w in changed]
-    return [WatcherInfoChanged(username, domain, package, watchers, cause, received_at)]
+    return [
+        WatcherInfoChanged(
+            username, domain, package, watchers[start : start + WATCHER_INFO_CHUNK], cause,
+            received_at,
+        )
+        for start in range(0, len(watchers), WATCHER_INFO_CHUNK)
+    ]  # fmt: skip
 
 
 async def _create(
