@@ -13,11 +13,18 @@ re-judges the presentity's subscriptions at once: those now allowed become activ
 those no longer allowed end (reason deactivated, or rejected when blocked), and
 every watcher gets a NOTIFY with what it may now see.
 
+Because of that, writes are limited per presentity: beyond
+PRESENCE_XCAP_WRITES_PER_MINUTE PUTs and DELETEs in a minute, 429 with Retry-After
+(a Redis counter, shared by the store replicas). A body is read with its limit
+(MAX_DOCUMENT_BYTES) enforced while it arrives: 413 as soon as it is passed, or at
+once when Content-Length says so.
+
 Every request is authenticated (presence.xcap_credentials): HTTP Basic or Bearer
 with the user's XCAP password, derived from PRESENCE_XCAP_SECRET; a user reads and
 changes only their own document (401 without valid credentials, 403 with someone
-else's). Without a secret XCAP answers 503; PRESENCE_XCAP_AUTH=none opens it to
-anyone, for development.
+else's). Credentials that cannot be read (not ASCII, bad base64, no colon) are no
+credentials: 401. Without a secret XCAP answers 503; PRESENCE_XCAP_AUTH=none opens it
+to anyone, for development.
 """
 
 from __future__ import annotations
@@ -30,9 +37,12 @@ from collections.abc import Callable
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Request, Response
+from redis.asyncio import Redis
 
-from presence import events
+from presence import events, metrics
 from presence import xcap_selectors as selectors
+from presence.counters import WindowCounter
+from presence.http_limits import storable_address
 from presence.locks import ShardedLocks
 from presence.logs import correlated, new_correlation_id
 from presence.rules import RulesError, parse_rules
@@ -120,10 +130,17 @@ def _check_preconditions(request: Request, current: str | None) -> None:
 
 
 def xcap_router(
-    settings: Settings, pool: asyncpg.Pool, locks: ShardedLocks, producer: AIOKafkaProducer
+    settings: Settings,
+    pool: asyncpg.Pool,
+    locks: ShardedLocks,
+    producer: AIOKafkaProducer,
+    redis: Redis,
 ) -> APIRouter:
-    router = APIRouter()
+    # A body over the limit is refused with 413 while it is read (presence.http_limits).
+    router = APIRouter(max_body_size=MAX_DOCUMENT_BYTES)
     topics = Topics.of(settings)
+    writes = WindowCounter(redis)
+    writes_prefix = topics.lock_prefix + "xcap-writes:"
     table = settings.xcap_table
     if settings.xcap_auth == "none":
         log.warning("XCAP: PRESENCE_XCAP_AUTH=none, anyone may read and change anyone's rules")
@@ -136,7 +153,8 @@ def xcap_router(
             return None
         if not settings.xcap_secret:
             return Response("XCAP is disabled: PRESENCE_XCAP_SECRET is not set", 503)
-        credentials = parse_authorization(request.headers.get("authorization"))
+        header = request.headers.get("authorization")
+        credentials = parse_authorization(header)
         if credentials is not None and authorizes(credentials, settings.xcap_secret, xui):
             return None
         if (
@@ -144,16 +162,38 @@ def xcap_router(
             and credentials.user is not None
             and authorizes(credentials, settings.xcap_secret, credentials.user)
         ):
+            metrics.XCAP_AUTH_FAILURES.labels("other_user").inc()
             return Response("these credentials open only their own user's documents", 403)
+        reason = "missing" if not header else "unreadable" if credentials is None else "wrong"
+        metrics.XCAP_AUTH_FAILURES.labels(reason).inc()
         challenge = f'Basic realm="{REALM}", charset="UTF-8"'
         return Response(status_code=401, headers={"WWW-Authenticate": challenge})
 
+    async def throttled(presentity: tuple[str, str], method: str) -> Response | None:
+        """429 once the presentity's writes this minute are used up (each write
+        re-judges every watcher), else None."""
+        limit = settings.xcap_writes_per_minute
+        if not limit:
+            return None
+        hit = await writes.hit(writes_prefix + "@".join(presentity), 60)
+        if not hit.over(limit):
+            return None
+        metrics.XCAP_RATE_LIMITED.labels(method).inc()
+        return Response(
+            f"more than {limit} XCAP writes a minute for this user",
+            429,
+            headers={"Retry-After": str(hit.window_left)},
+        )
+
     def presentity_of(xui: str) -> tuple[str, str] | None:
+        """(user, domain) of a SIP URI that the tables can hold, else None."""
         try:
             uri = parse_uri(xui)
         except SipParseError:
             return None
-        return (uri.user, uri.host.lower()) if uri.user else None
+        if not uri.user or storable_address(uri.user, uri.host) is not None:
+            return None
+        return uri.user, uri.host.lower()
 
     @router.get(_PATH)
     async def get_rules(xui: str, request: Request) -> Response:
@@ -199,8 +239,8 @@ def xcap_router(
         if media_type != expected:
             return Response(f"Content-Type must be {expected}", 415)
         body = await request.body()
-        if len(body) > MAX_DOCUMENT_BYTES:
-            return Response("document too large", 413)
+        if (limited := await throttled(presentity, "PUT")) is not None:
+            return limited
         try:
             body.decode()
         except UnicodeDecodeError:
@@ -230,6 +270,8 @@ def xcap_router(
         presentity = presentity_of(xui)
         if presentity is None:
             return Response("xui must be a SIP URI with a user part", 404)
+        if (limited := await throttled(presentity, "DELETE")) is not None:
+            return limited
         try:
             node = None if selector is None else _selector(selector, request)
         except selectors.SelectorError as error:
