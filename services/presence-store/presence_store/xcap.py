@@ -38,12 +38,13 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Request, Response
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from presence import events, metrics
 from presence import xcap_selectors as selectors
 from presence.counters import WindowCounter
 from presence.http_limits import storable_address
-from presence.locks import ShardedLocks
+from presence.locks import LockTimeout, ShardedLocks
 from presence.logs import correlated, new_correlation_id
 from presence.rules import RulesError, parse_rules
 from presence.safexml import XmlRefused, parse_untrusted
@@ -73,6 +74,11 @@ def _xcap_error(tag: str, status: int = 409) -> Response:
         f'<xcap-error xmlns="urn:ietf:params:xml:ns:xcap-error"><{tag}/></xcap-error>'
     )
     return Response(body, status, media_type="application/xcap-error+xml")
+
+
+def _unavailable(what: str) -> Response:
+    """503 while Redis (the write counter, the presentity locks) cannot be used."""
+    return Response(f"XCAP writes are unavailable for now: {what}", 503, {"Retry-After": "5"})
 
 
 def _etag(document: str) -> str:
@@ -175,7 +181,10 @@ def xcap_router(
         limit = settings.xcap_writes_per_minute
         if not limit:
             return None
-        hit = await writes.hit(writes_prefix + "@".join(presentity), 60)
+        try:
+            hit = await writes.hit(writes_prefix + "@".join(presentity), 60)
+        except RedisError:
+            return _unavailable("cannot count writes (Redis unreachable)")
         if not hit.over(limit):
             return None
         metrics.XCAP_RATE_LIMITED.labels(method).inc()
@@ -306,6 +315,10 @@ def xcap_router(
                 created, document = await _change(presentity, derive, request)
         except PreconditionFailed:
             return Response(status_code=412)
+        except LockTimeout:
+            return _unavailable("the user's lock is busy")
+        except RedisError:
+            return _unavailable("cannot lock the user's document (Redis unreachable)")
         except NotFound:
             return Response(status_code=404)
         except selectors.XcapConflict as conflict:
