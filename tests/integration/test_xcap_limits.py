@@ -6,8 +6,10 @@ are limited per user (429 with Retry-After) without touching anyone else."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import secrets
 import socket
+import threading
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ import pytest
 
 from presence.xcap_credentials import password_for
 
-from .conftest import XCAP_SECRET, Stack, running_stack
+from .conftest import XCAP_SECRET, Stack, base_env, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -250,3 +252,60 @@ def test_writes_beyond_the_rate_get_429_and_others_are_not_affected(
     assert rules_put(limits_stack, bob).status == 201
     assert metric(limits_stack, 'presence_xcap_rate_limited_total{method="PUT"}') >= 1
     assert metric(limits_stack, 'presence_xcap_rate_limited_total{method="DELETE"}') >= 1
+
+
+class TcpRelay:
+    """A TCP relay to Redis that the test can cut: its listening socket and every
+    relayed connection close at once, as when Redis goes away."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self.sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.listener.close()
+        for end in self.sockets:
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+
+def test_without_redis_writes_get_503_and_reads_still_work(test_database: str) -> None:
+    redis = urllib.parse.urlsplit(base_env()["PRESENCE_REDIS_URL"])
+    relay = TcpRelay((redis.hostname or "127.0.0.1", redis.port or 6379))
+    url = f"redis://127.0.0.1:{relay.port}{redis.path}"
+    with running_stack(test_database, PRESENCE_REDIS_URL=url) as stack:
+        alice = new_user()
+        assert rules_put(stack, alice).status == 201
+        relay.cut()
+        refused = rules_put(stack, alice)
+        assert refused.status == 503
+        assert refused.headers["retry-after"] == "5"
+        assert b"Redis" in refused.body
+        read = request(stack, "GET", xcap_path(alice), owner(alice))
+        assert read.status == 200 and read.body == RULES
