@@ -66,6 +66,10 @@ _PATH = "/xcap-root/pres-rules/users/{xui}/index"
 _NODE_PATH = _PATH + "/~~/{selector:path}"
 # pres-rules' default namespace for unprefixed selector steps (RFC 5025 §9.4).
 COMMON_POLICY_NS = "urn:ietf:params:xml:ns:common-policy"
+_NO_PRESENTITY = (
+    "xui must be a SIP URI with a user part of at most 64 characters and a domain of at "
+    "most 128, without control characters"
+)
 
 
 def _xcap_error(tag: str, status: int = 409) -> Response:
@@ -214,7 +218,7 @@ def xcap_router(
             return refused
         presentity = presentity_of(xui)
         if presentity is None:
-            return Response("xui must be a SIP URI with a user part", 404)
+            return Response(_NO_PRESENTITY, 404)
         document = await load_pres_rules(pool, settings, *presentity)
         if document is None:
             return Response(status_code=404)
@@ -242,7 +246,7 @@ def xcap_router(
             return refused
         presentity = presentity_of(xui)
         if presentity is None:
-            return Response("xui must be a SIP URI with a user part", 404)
+            return Response(_NO_PRESENTITY, 404)
         expected = AUTH_POLICY if selector is None else selectors.XCAP_EL
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != expected:
@@ -278,7 +282,7 @@ def xcap_router(
             return refused
         presentity = presentity_of(xui)
         if presentity is None:
-            return Response("xui must be a SIP URI with a user part", 404)
+            return Response(_NO_PRESENTITY, 404)
         if (limited := await throttled(presentity, "DELETE")) is not None:
             return limited
         try:
