@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from presence import metrics
+from presence.http_limits import DEFAULT_MAX_BODY
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
@@ -16,7 +17,8 @@ ReadinessCheck = Callable[[], Awaitable[bool]]
 def make_health_app(service: str, checks: dict[str, ReadinessCheck]) -> FastAPI:
     """An app whose /health/ready is 200 only while every dependency check passes."""
     # OpenAPI at /openapi.json, browsable at /docs (the store's XCAP API is there).
-    app = FastAPI(title=service)
+    # Every route's request body is bounded; a router may set its own limit (XCAP).
+    app = FastAPI(title=service, max_body_size=DEFAULT_MAX_BODY)
 
     @app.get("/health/live")
     async def live() -> dict[str, str]:

@@ -109,6 +109,24 @@ CAP_REFUSALS = Counter(
     "document_size, subscriptions_per_watcher, subscriptions_per_presentity, contacts)",
     ["cap"],
 )
+XCAP_RATE_LIMITED = Counter(
+    "presence_xcap_rate_limited_total",
+    "XCAP writes refused with 429 because the presentity's writes per minute "
+    "(PRESENCE_XCAP_WRITES_PER_MINUTE) were used up, by HTTP method",
+    ["method"],
+)
+XCAP_AUTH_FAILURES = Counter(
+    "presence_xcap_auth_failures_total",
+    "XCAP requests refused on their credentials, by reason (missing, unreadable: "
+    "401; wrong: 401; other_user: 403)",
+    ["reason"],
+)
+HTTP_BODY_TOO_LARGE = Counter(
+    "presence_http_body_too_large_total",
+    "HTTP requests answered 413 because their body passed the limit of their area "
+    "(xcap, admin, other), declared in Content-Length or counted while reading",
+    ["area"],
+)
 CLEANER_REMOVED = Counter(
     "presence_cleaner_removed_total",
     "What the clean_period timer removed or ended, by kind",

@@ -21,6 +21,7 @@ from presence import logs
 from presence import settings as settings_module
 from presence.cache import CacheUnavailable
 from presence.db import DatabaseUnavailable
+from presence.http_limits import RefusedBodies
 from presence.kafka import BusUnavailable
 from presence.settings import Settings
 
@@ -56,7 +57,11 @@ async def serve_http(app: FastAPI, host: str, port: int, variable: str) -> uvico
     sock = bind_socket(host, port, socket.SOCK_STREAM, variable)
     # log_config=None: uvicorn's few lines go through ours (JSON, correlation ids).
     config = uvicorn.Config(
-        app, log_level="warning", access_log=False, lifespan="off", log_config=None
+        RefusedBodies(app),
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        log_config=None,
     )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # ours handle them

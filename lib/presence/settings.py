@@ -36,6 +36,9 @@ SCRIPT_VARIABLES = frozenset(
         "PRESENCE_KAFKA_PORT",
         "PRESENCE_KAFKA_CONTROLLER_PORT",
         "PRESENCE_KAFKA_DIST",
+        # docker-compose.yml: the address the observability profile publishes
+        # Prometheus and Grafana on (127.0.0.1 unless told otherwise).
+        "PRESENCE_OBSERVABILITY_BIND",
     }
 )
 
@@ -143,6 +146,22 @@ def _text(text: str) -> str:
     return text
 
 
+# A secret shorter than this is refused at start: the nonce key, the XCAP
+# passwords' key and the admin token must not be guessable.
+MIN_SECRET_LENGTH = 16
+
+
+def _secret(text: str) -> str:
+    """Empty (the feature that needs it stays off) or at least MIN_SECRET_LENGTH
+    characters; the message never repeats the value."""
+    if text and len(text) < MIN_SECRET_LENGTH:
+        raise ValueError(
+            f"must be at least {MIN_SECRET_LENGTH} characters, got {len(text)} "
+            "(make one with `openssl rand -hex 16`)"
+        )
+    return text
+
+
 def _address_list(text: str) -> str:
     for address in filter(None, (a.strip() for a in text.split(","))):
         try:
@@ -235,6 +254,9 @@ class Settings:
     # rules (development only). With "secret" and no secret set, XCAP answers 503.
     xcap_auth: str = "secret"
     xcap_secret: str = ""
+    # XCAP PUTs and DELETEs per presentity per minute (each one re-judges every
+    # watcher); beyond it 429 with Retry-After. 0: no limit.
+    xcap_writes_per_minute: int = 60
 
     # --- SIP authentication (RFC 3261 §22) ---
     # "digest": PUBLISH, SUBSCRIBE and REGISTER are challenged (401) and checked
@@ -360,9 +382,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "probation_retry_after": _integer(1, 86400 * 7),
     "pending_watcher_days": _integer(0, 36500),
     "xcap_auth": _choice("secret", "none"),
-    "xcap_secret": _text,
+    "xcap_secret": _secret,
+    "xcap_writes_per_minute": _integer(0, 1_000_000),
     "auth": _choice("digest", "trusted-proxy", "none"),
-    "auth_secret": _text,
+    "auth_secret": _secret,
     "auth_nonce_ttl": _integer(10, 86400),
     "trusted_proxies": _address_list,
     "publish_for_others": _text,
@@ -380,7 +403,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_level": _log_level,
     "log_format": _choice("auto", "json", "text"),
     "log_levels": _log_levels,
-    "admin_token": _text,
+    "admin_token": _secret,
 }
 
 

@@ -13,7 +13,6 @@ it opens that AOR's documents and no other's. When SIP digest credentials exist
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import sys
@@ -45,10 +44,15 @@ class Credentials:
     password: str
 
 
+# Longer headers are no credentials of ours (a password is 32 characters).
+MAX_AUTHORIZATION = 1024
+
+
 def parse_authorization(header: str | None) -> Credentials | None:
     """Basic or Bearer credentials from an Authorization header; None when absent or
-    unreadable."""
-    if not header:
+    unreadable: over-long, not ASCII, with control characters, bad base64 or a
+    decoded Basic value that is not UTF-8 or lacks its colon. Never raises."""
+    if not header or len(header) > MAX_AUTHORIZATION or not _printable_ascii(header):
         return None
     scheme, _, value = header.strip().partition(" ")
     value = value.strip()
@@ -58,7 +62,9 @@ def parse_authorization(header: str | None) -> Credentials | None:
         return None
     try:
         decoded = base64.b64decode(value, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):  # binascii.Error is a ValueError
+        return None
+    if not decoded.isprintable():
         return None
     # A Basic user-id cannot hold a colon (RFC 7617), but clients that send the XUI
     # as their user name ("sip:alice@example.com:password") exist: drop the scheme.
@@ -77,7 +83,13 @@ def authorizes(credentials: Credentials, secret: str, xui: str) -> bool:
     (compared in constant time), and a Basic user name, when given, must name it."""
     if credentials.user is not None and credentials.user != aor_of(xui):
         return False
-    return hmac.compare_digest(credentials.password, password_for(secret, xui))
+    # As bytes: compare_digest refuses str that is not ASCII.
+    given = credentials.password.encode("utf-8", "surrogatepass")
+    return hmac.compare_digest(given, password_for(secret, xui).encode())
+
+
+def _printable_ascii(text: str) -> bool:
+    return all(" " <= c <= "~" or c == "\t" for c in text)
 
 
 def main() -> None:

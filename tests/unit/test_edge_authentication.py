@@ -8,7 +8,7 @@ from presence.sip.parser import parse_message
 from sip_edge.authentication import Credentials, authenticate
 from sip_edge.checks import LocalAnswer
 
-SECRET = "s"
+SECRET = "nonce-secret-for-unit-tests"
 NOW = 1_000_000.0
 DIGEST = load({"PRESENCE_AUTH": "digest", "PRESENCE_AUTH_SECRET": SECRET})
 

@@ -86,3 +86,27 @@ def test_env_file_syntax_error_names_the_line(tmp_path: Path) -> None:
 def test_settings_are_immutable() -> None:
     with pytest.raises(AttributeError):
         Settings().max_expires = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "variable", ["PRESENCE_AUTH_SECRET", "PRESENCE_XCAP_SECRET", "PRESENCE_ADMIN_TOKEN"]
+)
+def test_secrets_have_a_minimum_length_and_are_never_echoed(variable: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        load({variable: "hunter2-short"})
+    message = str(error.value)
+    assert message.startswith(f"{variable}: must be at least 16 characters, got 13")
+    assert "hunter2" not in message
+    assert load({variable: "x" * 16}) is not None
+    assert load({variable: ""}) is not None  # empty: the feature stays off
+
+
+def test_xcap_write_rate_setting() -> None:
+    assert load({}).xcap_writes_per_minute == 60
+    assert load({"PRESENCE_XCAP_WRITES_PER_MINUTE": "0"}).xcap_writes_per_minute == 0
+    with pytest.raises(SettingsError, match="PRESENCE_XCAP_WRITES_PER_MINUTE: must be between"):
+        load({"PRESENCE_XCAP_WRITES_PER_MINUTE": "-1"})
+
+
+def test_the_observability_bind_address_is_a_compose_variable_not_a_typo() -> None:
+    assert load({"PRESENCE_OBSERVABILITY_BIND": "0.0.0.0"}) is not None

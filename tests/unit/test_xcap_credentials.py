@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from presence.xcap_credentials import (
     Credentials,
     aor_of,
@@ -56,3 +59,37 @@ def test_credentials_open_only_their_own_aor() -> None:
     assert not authorizes(Credentials(None, password), SECRET, "sip:bob@example.com")
     assert not authorizes(Credentials("bob@example.com", password), SECRET, ALICE)
     assert not authorizes(Credentials("alice@example.com", "guess"), SECRET, ALICE)
+
+
+def test_headers_that_are_not_ascii_or_hold_control_characters_are_no_credentials() -> None:
+    password = password_for(SECRET, ALICE)
+    for header in (
+        "Basic ééé",  # Latin-1 letters where base64 belongs (how a server decodes bytes)
+        "Bearer " + password + "é",
+        "Basic " + base64.b64encode(b"\xff\xfe:\xff").decode(),  # not UTF-8 once decoded
+        basic("ali\x00ce@example.com:" + password),  # NUL once decoded
+        "Bearer a\x00b",
+        "Basic " + "A" * 4096,
+    ):
+        assert parse_authorization(header) is None, header
+
+
+def test_a_password_that_is_not_ascii_is_refused_not_an_error() -> None:
+    assert not authorizes(Credentials("alice@example.com", "pässword"), SECRET, ALICE)
+    assert not authorizes(Credentials(None, "\udcff"), SECRET, ALICE)
+
+
+@given(st.text(max_size=200) | st.binary(max_size=200).map(lambda b: b.decode("latin-1")))
+def test_reading_and_checking_any_header_never_raises(header: str) -> None:
+    for candidate in (header, "Basic " + header, "Bearer " + header):
+        credentials = parse_authorization(candidate)
+        if credentials is not None:
+            authorizes(credentials, SECRET, ALICE)
+
+
+@given(st.text(max_size=60), st.text(max_size=60))
+def test_any_decoded_basic_value_is_read_or_refused_without_raising(user: str, pw: str) -> None:
+    header = "Basic " + base64.b64encode(f"{user}:{pw}".encode("utf-8", "surrogatepass")).decode()
+    credentials = parse_authorization(header)
+    if credentials is not None:
+        authorizes(credentials, SECRET, ALICE)

@@ -56,7 +56,7 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
                 cleaner.run(stopping),
             ],
             routers=(
-                xcap_router(settings, backend.pool, locks, backend.producer),
+                xcap_router(settings, backend.pool, locks, backend.producer, backend.redis),
                 admin_router(settings, backend.pool, locks, backend.producer, cleaner),
             ),
         )

@@ -48,6 +48,7 @@ from pydantic import BaseModel, Field
 
 from presence import events
 from presence.authorization import watcher_identity
+from presence.http_limits import storable_address
 from presence.locks import ShardedLocks
 from presence.logs import correlated, correlation, new_correlation_id
 from presence.packages import PACKAGES
@@ -121,6 +122,8 @@ def parse_aor(text: str, field: str = "aor") -> tuple[str, str]:
         raise AdminError(400, f"{field}: not a SIP address ({error})", field) from None
     if not parsed.user or not parsed.host:
         raise AdminError(400, f"{field}: must be a SIP address with a user, got {text!r}", field)
+    if (problem := storable_address(parsed.user, parsed.host)) is not None:
+        raise AdminError(400, f"{field}: {problem}", field)
     return parsed.user, parsed.host.lower()
 
 

@@ -18,6 +18,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from presence import events, metrics
+from presence.counters import WindowCounter
 from presence.settings import Settings
 from presence.sip.digest import (
     DigestCredentials,
@@ -39,11 +40,6 @@ if tonumber(ARGV[1]) <= seen then return 0 end
 redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
-_FAILURE = """
-local count = redis.call('incr', KEYS[1])
-if count == 1 then redis.call('expire', KEYS[1], ARGV[1]) end
-return count
-"""
 
 
 @dataclass(frozen=True)
@@ -61,7 +57,7 @@ class Authenticator:
         self._redis = redis
         self._prefix = Topics.of(settings).lock_prefix + "auth:"
         self._nonce_count = redis.register_script(_NONCE_COUNT)
-        self._failure = redis.register_script(_FAILURE)
+        self._failures = WindowCounter(redis)
 
     async def identify(
         self, connection: asyncpg.Connection, request: Request
@@ -75,7 +71,7 @@ class Authenticator:
             return request.identity or Reply(403, "No Asserted Identity")
         source = source_host(request)
         failures_key = f"{self._prefix}failures:{source}"
-        failures = int(await self._redis.get(failures_key) or 0)
+        failures = await self._failures.count(failures_key)
         if failures >= settings.auth_max_failures:
             metrics.AUTH_FAILURES.labels("blocked").inc()
             retry = [("Retry-After", str(settings.auth_block_seconds))]
@@ -92,7 +88,7 @@ class Authenticator:
         if stored is None or not response_matches(
             credentials, stored.of(credentials.algorithm), method_of(request)
         ):
-            await self._failure(keys=[failures_key], args=[settings.auth_block_seconds])
+            await self._failures.hit(failures_key, settings.auth_block_seconds)
             metrics.AUTH_FAILURES.labels("bad_credentials").inc()
             return self._challenge(credentials)
         if credentials.qop == "auth" and not await self._fresh_count(credentials):

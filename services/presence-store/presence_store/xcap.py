@@ -13,11 +13,18 @@ re-judges the presentity's subscriptions at once: those now allowed become activ
 those no longer allowed end (reason deactivated, or rejected when blocked), and
 every watcher gets a NOTIFY with what it may now see.
 
+Because of that, writes are limited per presentity: beyond
+PRESENCE_XCAP_WRITES_PER_MINUTE PUTs and DELETEs in a minute, 429 with Retry-After
+(a Redis counter, shared by the store replicas). A body is read with its limit
+(MAX_DOCUMENT_BYTES) enforced while it arrives: 413 as soon as it is passed, or at
+once when Content-Length says so.
+
 Every request is authenticated (presence.xcap_credentials): HTTP Basic or Bearer
 with the user's XCAP password, derived from PRESENCE_XCAP_SECRET; a user reads and
 changes only their own document (401 without valid credentials, 403 with someone
-else's). Without a secret XCAP answers 503; PRESENCE_XCAP_AUTH=none opens it to
-anyone, for development.
+else's). Credentials that cannot be read (not ASCII, bad base64, no colon) are no
+credentials: 401. Without a secret XCAP answers 503; PRESENCE_XCAP_AUTH=none opens it
+to anyone, for development.
 """
 
 from __future__ import annotations
@@ -30,10 +37,14 @@ from collections.abc import Callable
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Request, Response
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from presence import events
+from presence import events, metrics
 from presence import xcap_selectors as selectors
-from presence.locks import ShardedLocks
+from presence.counters import WindowCounter
+from presence.http_limits import storable_address
+from presence.locks import LockTimeout, ShardedLocks
 from presence.logs import correlated, new_correlation_id
 from presence.rules import RulesError, parse_rules
 from presence.safexml import XmlRefused, parse_untrusted
@@ -55,6 +66,10 @@ _PATH = "/xcap-root/pres-rules/users/{xui}/index"
 _NODE_PATH = _PATH + "/~~/{selector:path}"
 # pres-rules' default namespace for unprefixed selector steps (RFC 5025 §9.4).
 COMMON_POLICY_NS = "urn:ietf:params:xml:ns:common-policy"
+_NO_PRESENTITY = (
+    "xui must be a SIP URI with a user part of at most 64 characters and a domain of at "
+    "most 128, without control characters"
+)
 
 
 def _xcap_error(tag: str, status: int = 409) -> Response:
@@ -63,6 +78,11 @@ def _xcap_error(tag: str, status: int = 409) -> Response:
         f'<xcap-error xmlns="urn:ietf:params:xml:ns:xcap-error"><{tag}/></xcap-error>'
     )
     return Response(body, status, media_type="application/xcap-error+xml")
+
+
+def _unavailable(what: str) -> Response:
+    """503 while Redis (the write counter, the presentity locks) cannot be used."""
+    return Response(f"XCAP writes are unavailable for now: {what}", 503, {"Retry-After": "5"})
 
 
 def _etag(document: str) -> str:
@@ -120,10 +140,17 @@ def _check_preconditions(request: Request, current: str | None) -> None:
 
 
 def xcap_router(
-    settings: Settings, pool: asyncpg.Pool, locks: ShardedLocks, producer: AIOKafkaProducer
+    settings: Settings,
+    pool: asyncpg.Pool,
+    locks: ShardedLocks,
+    producer: AIOKafkaProducer,
+    redis: Redis,
 ) -> APIRouter:
-    router = APIRouter()
+    # A body over the limit is refused with 413 while it is read (presence.http_limits).
+    router = APIRouter(max_body_size=MAX_DOCUMENT_BYTES)
     topics = Topics.of(settings)
+    writes = WindowCounter(redis)
+    writes_prefix = topics.lock_prefix + "xcap-writes:"
     table = settings.xcap_table
     if settings.xcap_auth == "none":
         log.warning("XCAP: PRESENCE_XCAP_AUTH=none, anyone may read and change anyone's rules")
@@ -136,7 +163,8 @@ def xcap_router(
             return None
         if not settings.xcap_secret:
             return Response("XCAP is disabled: PRESENCE_XCAP_SECRET is not set", 503)
-        credentials = parse_authorization(request.headers.get("authorization"))
+        header = request.headers.get("authorization")
+        credentials = parse_authorization(header)
         if credentials is not None and authorizes(credentials, settings.xcap_secret, xui):
             return None
         if (
@@ -144,16 +172,41 @@ def xcap_router(
             and credentials.user is not None
             and authorizes(credentials, settings.xcap_secret, credentials.user)
         ):
+            metrics.XCAP_AUTH_FAILURES.labels("other_user").inc()
             return Response("these credentials open only their own user's documents", 403)
+        reason = "missing" if not header else "unreadable" if credentials is None else "wrong"
+        metrics.XCAP_AUTH_FAILURES.labels(reason).inc()
         challenge = f'Basic realm="{REALM}", charset="UTF-8"'
         return Response(status_code=401, headers={"WWW-Authenticate": challenge})
 
+    async def throttled(presentity: tuple[str, str], method: str) -> Response | None:
+        """429 once the presentity's writes this minute are used up (each write
+        re-judges every watcher), else None."""
+        limit = settings.xcap_writes_per_minute
+        if not limit:
+            return None
+        try:
+            hit = await writes.hit(writes_prefix + "@".join(presentity), 60)
+        except RedisError:
+            return _unavailable("cannot count writes (Redis unreachable)")
+        if not hit.over(limit):
+            return None
+        metrics.XCAP_RATE_LIMITED.labels(method).inc()
+        return Response(
+            f"more than {limit} XCAP writes a minute for this user",
+            429,
+            headers={"Retry-After": str(hit.window_left)},
+        )
+
     def presentity_of(xui: str) -> tuple[str, str] | None:
+        """(user, domain) of a SIP URI that the tables can hold, else None."""
         try:
             uri = parse_uri(xui)
         except SipParseError:
             return None
-        return (uri.user, uri.host.lower()) if uri.user else None
+        if not uri.user or storable_address(uri.user, uri.host) is not None:
+            return None
+        return uri.user, uri.host.lower()
 
     @router.get(_PATH)
     async def get_rules(xui: str, request: Request) -> Response:
@@ -165,7 +218,7 @@ def xcap_router(
             return refused
         presentity = presentity_of(xui)
         if presentity is None:
-            return Response("xui must be a SIP URI with a user part", 404)
+            return Response(_NO_PRESENTITY, 404)
         document = await load_pres_rules(pool, settings, *presentity)
         if document is None:
             return Response(status_code=404)
@@ -193,14 +246,14 @@ def xcap_router(
             return refused
         presentity = presentity_of(xui)
         if presentity is None:
-            return Response("xui must be a SIP URI with a user part", 404)
+            return Response(_NO_PRESENTITY, 404)
         expected = AUTH_POLICY if selector is None else selectors.XCAP_EL
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != expected:
             return Response(f"Content-Type must be {expected}", 415)
         body = await request.body()
-        if len(body) > MAX_DOCUMENT_BYTES:
-            return Response("document too large", 413)
+        if (limited := await throttled(presentity, "PUT")) is not None:
+            return limited
         try:
             body.decode()
         except UnicodeDecodeError:
@@ -229,7 +282,9 @@ def xcap_router(
             return refused
         presentity = presentity_of(xui)
         if presentity is None:
-            return Response("xui must be a SIP URI with a user part", 404)
+            return Response(_NO_PRESENTITY, 404)
+        if (limited := await throttled(presentity, "DELETE")) is not None:
+            return limited
         try:
             node = None if selector is None else _selector(selector, request)
         except selectors.SelectorError as error:
@@ -264,6 +319,10 @@ def xcap_router(
                 created, document = await _change(presentity, derive, request)
         except PreconditionFailed:
             return Response(status_code=412)
+        except LockTimeout:
+            return _unavailable("the user's lock is busy")
+        except RedisError:
+            return _unavailable("cannot lock the user's document (Redis unreachable)")
         except NotFound:
             return Response(status_code=404)
         except selectors.XcapConflict as conflict:

@@ -1,0 +1,67 @@
+"""What an HTTP request to a service (XCAP, the admin API) may carry: a body no larger
+than its area's limit, and user and domain parts that the tables can hold.
+
+The body limits are FastAPI's own (`max_body_size` of the app and of a router, which
+is Starlette's RequestBodyLimitMiddleware): a Content-Length over the limit is
+answered 413 before a byte of the body is read, and a body without one (chunked) is
+counted as it arrives and refused with 413 as soon as it passes the limit, so no
+more than the limit is ever held. `RefusedBodies` adds what they lack: the 413
+closes the connection (so the rest of an endless body is not read and thrown away
+for ever), and each one is counted by area.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from presence import metrics
+
+# Every HTTP route's body (the admin API's JSON); XCAP documents have their own.
+DEFAULT_MAX_BODY = 64 * 1024
+# The tables' user and domain columns (schema/0001_seed_tables.sql: varchar(64),
+# varchar(128)); PostgreSQL refuses longer values, and NUL in any text.
+MAX_USER = 64
+MAX_DOMAIN = 128
+# The metric's area label of a path: its first segment when known.
+_AREAS = {"xcap-root": "xcap", "admin": "admin"}
+
+
+def area_of(path: str) -> str:
+    """The metric label of a request path: "xcap", "admin" or "other"."""
+    return _AREAS.get(path.lstrip("/").partition("/")[0], "other")
+
+
+class RefusedBodies:
+    """ASGI middleware around an application with body limits: a 413 answer gets
+    `Connection: close` and is counted (presence_http_body_too_large_total)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def closing(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 413:
+                headers = [
+                    (name, value)
+                    for name, value in message.get("headers", [])
+                    if name.lower() != b"connection"
+                ]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+                metrics.HTTP_BODY_TOO_LARGE.labels(area_of(scope["path"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, closing)
+
+
+def storable_address(user: str, domain: str) -> str | None:
+    """Why the tables could not hold this user and domain, or None when they can."""
+    for part, text, longest in (("user", user, MAX_USER), ("domain", domain, MAX_DOMAIN)):
+        if len(text) > longest:
+            return f"the {part} part is longer than {longest} characters"
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+            return f"the {part} part holds a control character"
+    return None
