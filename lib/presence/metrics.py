@@ -73,6 +73,13 @@ NOTIFY_RETRANSMISSIONS = Counter(
     "NOTIFY retransmissions over UDP (Timer E)",
     ["event"],
 )
+INPUT_REFUSALS = Counter(
+    "presence_sip_input_refusals_total",
+    "Requests the edge refused with 400 before the bus because a header holds what the "
+    "system cannot read or store, by header and defect (control, non_ascii, digits, "
+    "brackets, malformed, length)",
+    ["header", "defect"],
+)
 PUBLISH_TO_NOTIFY_SECONDS = Histogram(
     "presence_publish_to_notify_seconds",
     "From the edge's receipt of a PUBLISH to a NOTIFY it caused leaving the edge",
