@@ -65,7 +65,9 @@ class Fanout:
         )
         async for subscriptions, view in self._pages(change):
             for subscription in subscriptions:
-                sends.append(await self._notify(subscription, view(subscription), published_at))
+                sends.append(
+                    await self._notify(subscription, view(subscription), published_at)
+                )
                 metrics.NOTIFIES_BUILT.labels(subscription.event).inc()
         event = getattr(change, "event", None) or f"{change.package} watchers"
         log.info("%s %s %s: %d NOTIFY", change.TYPE, change.presentity, event, len(sends))
