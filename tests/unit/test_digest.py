@@ -60,12 +60,12 @@ def test_nonces_are_recognised_aged_and_bound_to_realm_and_secret() -> None:
 def test_parse_credentials_with_quotes_escapes_and_token_values() -> None:
     value = (
         'Digest username="ali\\"ce", realm="example.com", nonce="abc", '
-        'uri="sip:alice@example.com", response="0123ABCD", algorithm=SHA-256, '
+        'uri="sip:alice@example.com", response="0123ABCD' + "0" * 56 + '", algorithm=SHA-256, '
         'qop=auth, nc=0000000a, cnonce="xyz"'
     )
     credentials = parse_credentials(value)
     assert credentials.username == 'ali"ce'
-    assert credentials.algorithm == "SHA-256" and credentials.response == "0123abcd"
+    assert credentials.algorithm == "SHA-256" and credentials.response == "0123abcd" + "0" * 56
     assert credentials.nonce_count == 10
 
 

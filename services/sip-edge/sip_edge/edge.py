@@ -184,7 +184,7 @@ class Edge:
         translate = TRANSLATORS[request.method]
         strip_own_routes(request, self._own_addresses)
         now = time.time()
-        sender = authenticate(request, source.host, self.settings, now)
+        sender = authenticate(request, source.host, self.settings, now, reliable=source.reliable)
         if isinstance(sender, LocalAnswer):
             self._reply(request_id, sender)
             return
