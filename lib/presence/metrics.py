@@ -106,8 +106,10 @@ STORE_REQUESTS = Counter(
 )
 AUTH_FAILURES = Counter(
     "presence_auth_failures_total",
-    "SIP requests the store refused on authentication, by reason (bad_credentials, "
-    "replayed_nonce_count, blocked, not_own_aor, bad_authorization)",
+    "SIP requests refused on authentication, by reason: at the store bad_credentials, "
+    "replayed_nonce_count, blocked_account, blocked_source, qop_required, not_own_aor, "
+    "not_own_subscription, bad_authorization; at the edge bad_authorization, "
+    "trusted_proxy_udp",
     ["reason"],
 )
 CLEANER_REMOVED = Counter(

@@ -5,8 +5,19 @@ The edge has already challenged requests without credentials and refused stale o
 foreign nonces (sip_edge.authentication); what reaches the store carries an
 Authorization header with a nonce of ours. Here the response is checked against
 the stored HA1, a nonce-count that does not grow is refused as a replay (qop=auth),
-and failures are counted per source address in Redis: past auth_max_failures in
-auth_block_seconds, the address gets 403 without a check.
+and failures are counted in Redis, per account and per source address, each over
+auth_block_seconds:
+
+- past auth_max_failures failures of one account (user@realm, from anywhere), that
+  account's requests get 403 without a check; other accounts are not affected;
+- past auth_max_source_failures failures from one address (any account), that
+  address gets 403 without a check. This limit is much higher, because many users
+  may share one NAT address and over UDP anyone can spoof failures from it.
+
+Verification never raises on what a client sent: the credentials are read by
+presence.sip.digest.parse_credentials (DigestError only, lengths within the
+credentials table's columns, no NUL) before the HA1 lookup, and the response is
+compared as bytes.
 """
 
 from __future__ import annotations
@@ -74,31 +85,45 @@ class Authenticator:
         if settings.auth == "trusted-proxy":
             return request.identity or Reply(403, "No Asserted Identity")
         source = source_host(request)
-        failures_key = f"{self._prefix}failures:{source}"
-        failures = int(await self._redis.get(failures_key) or 0)
-        if failures >= settings.auth_max_failures:
-            metrics.AUTH_FAILURES.labels("blocked").inc()
-            retry = [("Retry-After", str(settings.auth_block_seconds))]
-            return Reply(403, "Too Many Failed Authentications", retry)
+        source_key = f"{self._prefix}failures:source:{source}"
+        if await self._count(source_key) >= settings.auth_max_source_failures:
+            metrics.AUTH_FAILURES.labels("blocked_source").inc()
+            return self._blocked()
         try:
             credentials = parse_credentials(request.authorization or "")
-        except DigestError:
+        except DigestError:  # the edge refuses these; this is the backstop
             metrics.AUTH_FAILURES.labels("bad_authorization").inc()
             return Reply(400, "Bad Authorization")
+        if credentials.qop is None and settings.auth_require_qop:
+            metrics.AUTH_FAILURES.labels("qop_required").inc()
+            return self._challenge(credentials)
         if credentials.uri != request.request_uri:
             metrics.AUTH_FAILURES.labels("bad_authorization").inc()
             return Reply(400, "Digest URI Mismatch")  # RFC 7616 §3.4.6
+        account = f"{credentials.username}@{credentials.realm.lower()}"
+        account_key = f"{self._prefix}failures:account:{account}"
+        if await self._count(account_key) >= settings.auth_max_failures:
+            metrics.AUTH_FAILURES.labels("blocked_account").inc()
+            return self._blocked()
         stored = await load_ha1(connection, credentials.username, credentials.realm)
         if stored is None or not response_matches(
             credentials, stored.of(credentials.algorithm), method_of(request)
         ):
-            await self._failure(keys=[failures_key], args=[settings.auth_block_seconds])
+            for key in (source_key, account_key):
+                await self._failure(keys=[key], args=[settings.auth_block_seconds])
             metrics.AUTH_FAILURES.labels("bad_credentials").inc()
             return self._challenge(credentials)
         if credentials.qop == "auth" and not await self._fresh_count(credentials):
             metrics.AUTH_FAILURES.labels("replayed_nonce_count").inc()
             return self._challenge(credentials, stale=True)
         return f"sip:{credentials.username}@{credentials.realm.lower()}"
+
+    async def _count(self, key: str) -> int:
+        return int(await self._redis.get(key) or 0)
+
+    def _blocked(self) -> Reply:
+        retry = [("Retry-After", str(self._settings.auth_block_seconds))]
+        return Reply(403, "Too Many Failed Authentications", retry)
 
     async def _fresh_count(self, credentials: DigestCredentials) -> bool:
         key = f"{self._prefix}nc:{credentials.realm}:{credentials.username}:{credentials.nonce}"
