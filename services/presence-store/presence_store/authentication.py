@@ -37,6 +37,7 @@ from presence.sip.digest import (
     parse_credentials,
     response_matches,
 )
+from presence.sip.message import aor_uri, normal_aor, same_aor
 from presence.topics import Topics
 from presence_store.outcome import Reply
 
@@ -116,7 +117,7 @@ class Authenticator:
         if credentials.qop == "auth" and not await self._fresh_count(credentials):
             metrics.AUTH_FAILURES.labels("replayed_nonce_count").inc()
             return self._challenge(credentials, stale=True)
-        return f"sip:{credentials.username}@{credentials.realm.lower()}"
+        return aor_uri(credentials.username, credentials.realm)
 
     async def _count(self, key: str) -> int:
         return int(await self._redis.get(key) or 0)
@@ -142,8 +143,13 @@ def may_act_for(identity: str | None, aor: str, settings: Settings) -> bool:
     or anyone's when it is one of publish_for_others (a gateway, a PBX)."""
     if identity is None:
         return True  # authentication is off
-    own = identity.removeprefix("sip:").lower()
-    return own == aor.lower() or own in settings.publishers_for_others
+    user, _, host = aor.rpartition("@")
+    if same_aor(identity, user, host):
+        return True
+    own = normal_aor(identity)
+    return own is not None and any(
+        normal_aor(other) == own for other in settings.publish_for_others.split(",")
+    )
 
 
 def method_of(request: Request) -> str:

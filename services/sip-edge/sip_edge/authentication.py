@@ -27,7 +27,7 @@ from presence.sip.digest import (
     nonce_age,
     parse_credentials,
 )
-from presence.sip.message import SipParseError, SipRequest, parse_name_addr
+from presence.sip.message import SipParseError, SipRequest, aor_uri, parse_name_addr
 from sip_edge.checks import LocalAnswer
 
 
@@ -96,5 +96,5 @@ def _asserted_identity(
         except SipParseError:
             continue
         if uri.scheme in ("sip", "sips") and uri.user:
-            return Credentials(identity=f"sip:{uri.user}@{uri.host.lower()}")
+            return Credentials(identity=aor_uri(uri.user, uri.host))
     return LocalAnswer(403, "No P-Asserted-Identity")
