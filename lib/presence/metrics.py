@@ -104,6 +104,12 @@ STORE_REQUESTS = Counter(
     "Requests the store applied or answered, by type (publish, subscribe, register) and code",
     ["type", "code"],
 )
+UNSTORABLE_REQUESTS = Counter(
+    "presence_store_unstorable_requests_total",
+    "Requests the database refused as data (a field the edge should have refused), "
+    "answered 400 Unstorable Request instead of failing their batch; should stay 0",
+    ["type"],
+)
 AUTH_FAILURES = Counter(
     "presence_auth_failures_total",
     "SIP requests refused on authentication, by reason: at the store bad_credentials, "
