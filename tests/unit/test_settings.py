@@ -86,3 +86,23 @@ def test_env_file_syntax_error_names_the_line(tmp_path: Path) -> None:
 def test_settings_are_immutable() -> None:
     with pytest.raises(AttributeError):
         Settings().max_expires = 1  # type: ignore[misc]
+
+
+def test_authentication_brakes_and_qop_settings() -> None:
+    from presence.settings import SettingsError, load
+
+    defaults = load({})
+    assert (defaults.auth_max_failures, defaults.auth_max_source_failures) == (10, 100)
+    assert defaults.auth_require_qop == 1 and defaults.trusted_proxy_udp == 0
+    assert load({"PRESENCE_AUTH_REQUIRE_QOP": "no"}).auth_require_qop == 0
+    for name, value in (
+        ("PRESENCE_AUTH_REQUIRE_QOP", "maybe"),
+        ("PRESENCE_TRUSTED_PROXY_UDP", "2"),
+        ("PRESENCE_AUTH_MAX_SOURCE_FAILURES", "0"),
+    ):
+        try:
+            load({name: value})
+        except SettingsError as error:
+            assert str(error).startswith(name)
+        else:
+            raise AssertionError(f"{name}={value} accepted")
