@@ -14,14 +14,10 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from presence import metrics
+from presence import column_limits, metrics
 
 # Every HTTP route's body (the admin API's JSON); XCAP documents have their own.
 DEFAULT_MAX_BODY = 64 * 1024
-# The tables' user and domain columns (schema/0001_seed_tables.sql: varchar(64),
-# varchar(128)); PostgreSQL refuses longer values, and NUL in any text.
-MAX_USER = 64
-MAX_DOMAIN = 128
 # The metric's area label of a path: its first segment when known.
 _AREAS = {"xcap-root": "xcap", "admin": "admin"}
 
@@ -58,8 +54,11 @@ class RefusedBodies:
 
 
 def storable_address(user: str, domain: str) -> str | None:
-    """Why the tables could not hold this user and domain, or None when they can."""
-    for part, text, longest in (("user", user, MAX_USER), ("domain", domain, MAX_DOMAIN)):
+    """Why the tables could not hold this user and domain, or None when they can
+    (PostgreSQL refuses longer values than the columns', and NUL in any text)."""
+    limits = (("user", user, column_limits.USER), ("domain", domain, column_limits.DOMAIN))
+    for part, text, limit in limits:
+        longest = limit.length
         if len(text) > longest:
             return f"the {part} part is longer than {longest} characters"
         if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):

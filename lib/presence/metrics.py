@@ -73,6 +73,13 @@ NOTIFY_RETRANSMISSIONS = Counter(
     "NOTIFY retransmissions over UDP (Timer E)",
     ["event"],
 )
+INPUT_REFUSALS = Counter(
+    "presence_sip_input_refusals_total",
+    "Requests the edge refused with 400 before the bus because a header holds what the "
+    "system cannot read or store, by header and defect (control, non_ascii, digits, "
+    "brackets, malformed, length)",
+    ["header", "defect"],
+)
 PUBLISH_TO_NOTIFY_SECONDS = Histogram(
     "presence_publish_to_notify_seconds",
     "From the edge's receipt of a PUBLISH to a NOTIFY it caused leaving the edge",
@@ -97,10 +104,18 @@ STORE_REQUESTS = Counter(
     "Requests the store applied or answered, by type (publish, subscribe, register) and code",
     ["type", "code"],
 )
+UNSTORABLE_REQUESTS = Counter(
+    "presence_store_unstorable_requests_total",
+    "Requests the database refused as data (a field the edge should have refused), "
+    "answered 400 Unstorable Request instead of failing their batch; should stay 0",
+    ["type"],
+)
 AUTH_FAILURES = Counter(
     "presence_auth_failures_total",
-    "SIP requests the store refused on authentication, by reason (bad_credentials, "
-    "replayed_nonce_count, blocked, not_own_aor, bad_authorization)",
+    "SIP requests refused on authentication, by reason: at the store bad_credentials, "
+    "replayed_nonce_count, blocked_account, blocked_source, qop_required, not_own_aor, "
+    "not_own_subscription, bad_authorization; at the edge bad_authorization, "
+    "trusted_proxy_udp",
     ["reason"],
 )
 CAP_REFUSALS = Counter(

@@ -271,10 +271,23 @@ class Settings:
     trusted_proxies: str = ""  # comma-separated IP addresses
     # Identities (user@domain) that may PUBLISH for others: gateways, a PBX's busy lamps.
     publish_for_others: str = ""
-    # After this many failed authentications from one address within
-    # auth_block_seconds, its requests are refused (403) until the window ends.
+    # After this many failed authentications of one account (user@realm, from any
+    # address) within auth_block_seconds, that account's requests are refused (403)
+    # until the window ends; other accounts are not affected.
     auth_max_failures: int = 10
+    # After this many failed authentications from one source address (any account)
+    # within auth_block_seconds, that address is refused (403). Much higher than the
+    # per-account limit: many users may share one NAT address, and over UDP an
+    # attacker can spoof failures from it.
+    auth_max_source_failures: int = 100
     auth_block_seconds: int = 300
+    # 1: digest credentials must use qop=auth (nonce-count replay protection); those
+    # without qop (RFC 2069, some old phones) get a fresh challenge. 0 accepts them.
+    auth_require_qop: int = 1
+    # 1: trusted-proxy mode accepts P-Asserted-Identity over UDP too; the operator
+    # must guarantee that no one else can send from a trusted address (ingress
+    # filtering). 0: only over TCP; over UDP the answer is 403.
+    trusted_proxy_udp: int = 0
 
     # --- bus, cache and HTTP ---
     kafka_bootstrap: str = "127.0.0.1:19092"
@@ -390,7 +403,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "trusted_proxies": _address_list,
     "publish_for_others": _text,
     "auth_max_failures": _integer(1, 1_000_000),
+    "auth_max_source_failures": _integer(1, 1_000_000),
     "auth_block_seconds": _integer(1, 86400),
+    "auth_require_qop": _flag,
+    "trusted_proxy_udp": _flag,
     "kafka_bootstrap": _bootstrap,
     "kafka_partitions": _integer(1, 1000),
     "kafka_namespace": _topic_part,

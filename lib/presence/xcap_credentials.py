@@ -18,13 +18,19 @@ import hmac
 import sys
 from dataclasses import dataclass
 
+from presence.sip.message import normal_aor
+
 REALM = "presence-xcap"
 
 
 def aor_of(xui: str) -> str:
     """The address-of-record an XUI or Basic user name names: "user@host", lower-cased
-    host, no scheme ("sip:Alice@Example.com" -> "Alice@example.com")."""
-    text = xui.strip()
+    host, no scheme ("sip:Alice@Example.com" -> "Alice@example.com"), the user part
+    unescaped as SIP does it (presence.sip.message.normal_aor: "al%69ce" is "alice")."""
+    normal = normal_aor(xui)
+    if normal is not None:
+        return normal
+    text = xui.strip()  # not a SIP address: compared as written
     for scheme in ("sip:", "sips:", "pres:"):
         if text.lower().startswith(scheme):
             text = text[len(scheme) :]

@@ -37,7 +37,9 @@ class SipClient:
             self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self._sock.bind((self.local_host, 0))
         else:
-            self._sock = socket.create_connection(self.server, timeout=self.timeout)
+            self._sock = socket.create_connection(
+                self.server, timeout=self.timeout, source_address=(self.local_host, 0)
+            )
         self.local_port = self._sock.getsockname()[1]
 
     def close(self) -> None:
@@ -107,6 +109,31 @@ class SipClient:
         """The next datagram as bytes, unparsed (for answers to malformed requests)."""
         self._sock.settimeout(timeout or self.timeout)
         return self._sock.recv(65535)
+
+    def transact_raw(self, data: bytes, timeout: float | None = None) -> bytes:
+        """Send a request and return its final response's bytes unparsed (an answer to a
+        malformed request may echo what our parser refuses)."""
+        self.send(data)
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            if not self._pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("no SIP message before the deadline")
+                self._sock.settimeout(remaining)
+                received = self._sock.recv(65535)
+                if self.transport == "udp":
+                    self._pending.append(received)
+                elif not received:
+                    raise ConnectionError("server closed the connection")
+                else:
+                    self._pending += [
+                        m for m in self._framer.feed(received) if not isinstance(m, KeepAlive)
+                    ]
+                continue
+            message = self._pending.pop(0)
+            if message.startswith(b"SIP/2.0 ") and not message.startswith(b"SIP/2.0 1"):
+                return message
 
     def transact(self, data: bytes, timeout: float | None = None) -> SipResponse:
         """Send a request and return its final response (provisional ones are skipped)."""

@@ -227,7 +227,7 @@ def test_rules_and_winfo_judge_the_authenticated_watcher(digest_stack: Stack) ->
         client.close()
 
 
-def test_repeated_failures_from_one_address_are_blocked(test_database: str) -> None:
+def test_repeated_failures_of_one_account_are_blocked(test_database: str) -> None:
     stack = make_stack(
         test_database,
         PRESENCE_AUTH="digest",
@@ -252,7 +252,7 @@ def test_repeated_failures_from_one_address_are_blocked(test_database: str) -> N
             assert blocked.status == 403 and blocked.headers.get("Retry-After") == "600"
             counted = metric_values(stack, "presence_auth_failures_total")
             assert counted.get('reason="bad_credentials"') == 3.0
-            assert counted.get('reason="blocked"') == 1.0
+            assert counted.get('reason="blocked_account"') == 1.0
         finally:
             client.close()
     finally:
@@ -278,7 +278,7 @@ def test_trusted_proxy_mode_takes_the_asserted_identity(test_database: str) -> N
     presentity = f"sip:carol-{secrets.token_hex(3)}@{DOMAIN}"
     try:
         stack.start_all()
-        proxy = SipClient(stack.sip, "udp", local_host="127.0.0.2")
+        proxy = SipClient(stack.sip, "tcp", local_host="127.0.0.2")  # UDP: see test_edge_input
         stranger = SipClient(stack.sip, "udp")
         try:
             asserted = [("P-Asserted-Identity", f"<{presentity}>")]

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from presence import column_limits
 from presence.sip.digest import (
     DigestCredentials,
     DigestError,
+    DigestUnsupported,
     challenge,
     ha1,
     make_nonce,
@@ -14,6 +18,7 @@ from presence.sip.digest import (
     parse_credentials,
     response_matches,
 )
+from presence.sip.text_rules import has_control
 
 
 def test_rfc2617_example_response() -> None:
@@ -60,12 +65,12 @@ def test_nonces_are_recognised_aged_and_bound_to_realm_and_secret() -> None:
 def test_parse_credentials_with_quotes_escapes_and_token_values() -> None:
     value = (
         'Digest username="ali\\"ce", realm="example.com", nonce="abc", '
-        'uri="sip:alice@example.com", response="0123ABCD", algorithm=SHA-256, '
+        'uri="sip:alice@example.com", response="0123ABCD' + "0" * 56 + '", algorithm=SHA-256, '
         'qop=auth, nc=0000000a, cnonce="xyz"'
     )
     credentials = parse_credentials(value)
     assert credentials.username == 'ali"ce'
-    assert credentials.algorithm == "SHA-256" and credentials.response == "0123abcd"
+    assert credentials.algorithm == "SHA-256" and credentials.response == "0123abcd" + "0" * 56
     assert credentials.nonce_count == 10
 
 
@@ -91,3 +96,75 @@ def test_challenge_offers_qop_auth_and_says_stale() -> None:
         'Digest realm="example.com", nonce="n1", algorithm=SHA-256, qop="auth"'
     )
     assert challenge("example.com", "n1", "MD5", stale=True).endswith(", stale=true")
+
+
+# Digest parameters as clients write them, and as attackers do: any text, quoted or not.
+_NAMES = st.sampled_from(
+    ["username", "realm", "nonce", "uri", "response", "algorithm", "qop", "nc", "cnonce", "x"]
+)
+_VALUES = st.one_of(
+    st.text(max_size=80),
+    st.text(alphabet="0123456789abcdefABCDEF", min_size=8, max_size=64),
+    st.sampled_from(["MD5", "SHA-256", "auth", "00000001", "\x00", "\u00e9", '"', "\\"]),
+)
+_GOOD = {
+    "username": "alice",
+    "realm": "example.com",
+    "nonce": "abc",
+    "uri": "sip:alice@example.com",
+    "response": "0" * 32,
+    "qop": "auth",
+    "nc": "00000001",
+    "cnonce": "c",
+}
+_AUTHORIZATION = st.one_of(
+    st.text(max_size=300),
+    # A good value with some parameters replaced (most reach the response check).
+    st.dictionaries(_NAMES, _VALUES, max_size=3).map(
+        lambda changed: "Digest " + ", ".join(f'{n}="{v}"' for n, v in {**_GOOD, **changed}.items())
+    ),
+    st.lists(st.tuples(_NAMES, _VALUES, st.booleans()), max_size=12).map(
+        lambda params: (
+            "Digest " + ", ".join(f'{n}="{v}"' if quoted else f"{n}={v}" for n, v, quoted in params)
+        )
+    ),
+)
+
+
+@given(_AUTHORIZATION, st.text(max_size=64), st.sampled_from(["PUBLISH", "SUBSCRIBE"]))
+def test_verification_never_raises(value: str, stored_ha1: str, method: str) -> None:
+    """Whatever a client writes: DigestError or credentials whose fields the
+    credentials table can be searched with, and a response check that answers."""
+    try:
+        credentials = parse_credentials(value)
+    except DigestError:
+        return
+    for field in (credentials.username, credentials.realm, credentials.nonce, credentials.uri):
+        assert field.isascii() and not has_control(field)
+    assert len(credentials.username) <= column_limits.USER.length
+    assert len(credentials.realm) <= column_limits.DOMAIN.length
+    assert response_matches(credentials, stored_ha1, method) in (True, False)
+    if credentials.qop == "auth":
+        assert 0 <= credentials.nonce_count < 2**32
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        'Digest username="al\x00ice", realm="r", nonce="n", uri="u", response="' + "0" * 32 + '"',
+        'Digest username="a", realm="r", nonce="n", uri="u", response="' + "\u00e9" * 32 + '"',
+        'Digest username="a", username="b", realm="r", nonce="n", uri="u", response="'
+        + "0" * 32
+        + '"',
+        'Digest username="'
+        + "a" * 65
+        + '", realm="r", nonce="n", uri="u", response="'
+        + "0" * 32
+        + '"',
+        'Digest username="a", realm="r", nonce="n", uri="u", response="' + "0" * 31 + '"',
+    ],
+)
+def test_malformed_credentials_are_digest_errors_not_unsupported(value: str) -> None:
+    with pytest.raises(DigestError) as raised:
+        parse_credentials(value)
+    assert not isinstance(raised.value, DigestUnsupported)

@@ -32,18 +32,19 @@ def publish(*headers: str) -> object:
 def credentials(nonce: str, realm: str = "example.com") -> str:
     return (
         f'Authorization: Digest username="alice", realm="{realm}", nonce="{nonce}", '
-        'uri="sip:alice@example.com", response="00", algorithm=MD5'
+        f'uri="sip:alice@example.com", response="{"0" * 32}", algorithm=MD5, qop=auth, '
+        'nc=00000001, cnonce="c"'
     )
 
 
 def test_without_authentication_everyone_passes() -> None:
-    assert authenticate(publish(), "192.0.2.1", load({"PRESENCE_AUTH": "none"}), NOW) == (
-        Credentials()
-    )
+    assert authenticate(
+        publish(), "192.0.2.1", load({"PRESENCE_AUTH": "none"}), NOW, reliable=False
+    ) == (Credentials())
 
 
 def test_no_credentials_get_a_challenge_per_algorithm_for_the_from_domain() -> None:
-    answer = authenticate(publish(), "192.0.2.1", DIGEST, NOW)
+    answer = authenticate(publish(), "192.0.2.1", DIGEST, NOW, reliable=False)
     assert isinstance(answer, LocalAnswer) and answer.status == 401
     values = [value for name, value in answer.headers if name == "WWW-Authenticate"]
     assert [v.split("algorithm=")[1].split(",")[0] for v in values] == ["SHA-256", "MD5"]
@@ -52,18 +53,26 @@ def test_no_credentials_get_a_challenge_per_algorithm_for_the_from_domain() -> N
 
 def test_credentials_with_our_fresh_nonce_go_on_to_the_store() -> None:
     header = credentials(make_nonce(SECRET, "example.com", NOW - 10))
-    decided = authenticate(publish(header), "192.0.2.1", DIGEST, NOW)
+    decided = authenticate(publish(header), "192.0.2.1", DIGEST, NOW, reliable=False)
     assert decided == Credentials(authorization=header.split(": ", 1)[1])
 
 
 def test_old_nonce_is_stale_and_a_foreign_one_is_challenged_afresh() -> None:
     old = authenticate(
-        publish(credentials(make_nonce(SECRET, "example.com", NOW - 301))), "h", DIGEST, NOW
+        publish(credentials(make_nonce(SECRET, "example.com", NOW - 301))),
+        "h",
+        DIGEST,
+        NOW,
+        reliable=False,
     )
     assert isinstance(old, LocalAnswer) and old.status == 401
     assert all("stale=true" in value for _, value in old.headers)
     forged = authenticate(
-        publish(credentials(make_nonce("other", "example.com", NOW))), "h", DIGEST, NOW
+        publish(credentials(make_nonce("other", "example.com", NOW))),
+        "h",
+        DIGEST,
+        NOW,
+        reliable=False,
     )
     assert isinstance(forged, LocalAnswer) and forged.status == 401
     assert not any("stale" in value for _, value in forged.headers)
@@ -71,7 +80,7 @@ def test_old_nonce_is_stale_and_a_foreign_one_is_challenged_afresh() -> None:
 
 def test_credentials_for_another_realm_are_not_ours() -> None:
     header = credentials(make_nonce(SECRET, "other.org", NOW), realm="other.org")
-    answer = authenticate(publish(header), "192.0.2.1", DIGEST, NOW)
+    answer = authenticate(publish(header), "192.0.2.1", DIGEST, NOW, reliable=False)
     assert isinstance(answer, LocalAnswer) and answer.status == 401
 
 
@@ -80,11 +89,62 @@ TRUSTED = load({"PRESENCE_AUTH": "trusted-proxy", "PRESENCE_TRUSTED_PROXIES": "1
 
 def test_trusted_proxy_identity_comes_from_p_asserted_identity() -> None:
     asserted = publish('P-Asserted-Identity: "Bob" <sip:bob@Example.com>, <tel:+15551234>')
-    assert authenticate(asserted, "192.0.2.7", TRUSTED, NOW) == Credentials(
+    assert authenticate(asserted, "192.0.2.7", TRUSTED, NOW, reliable=True) == Credentials(
         identity="sip:bob@example.com"
     )
     only_tel = publish("P-Asserted-Identity: <tel:+15551234>")
-    refused = authenticate(only_tel, "192.0.2.7", TRUSTED, NOW)
+    refused = authenticate(only_tel, "192.0.2.7", TRUSTED, NOW, reliable=True)
     assert isinstance(refused, LocalAnswer) and refused.status == 403
-    elsewhere = authenticate(asserted, "192.0.2.8", TRUSTED, NOW)
+    elsewhere = authenticate(asserted, "192.0.2.8", TRUSTED, NOW, reliable=False)
     assert isinstance(elsewhere, LocalAnswer) and elsewhere.status == 403
+
+
+def test_trusted_proxy_over_udp_is_refused_unless_allowed() -> None:
+    asserted = publish("P-Asserted-Identity: <sip:bob@example.com>")
+    refused = authenticate(asserted, "192.0.2.7", TRUSTED, NOW, reliable=False)
+    assert refused == LocalAnswer(403, "Trusted Proxy Must Use TCP")
+    allowed = load(
+        {
+            "PRESENCE_AUTH": "trusted-proxy",
+            "PRESENCE_TRUSTED_PROXIES": "192.0.2.7",
+            "PRESENCE_TRUSTED_PROXY_UDP": "1",
+        }
+    )
+    assert authenticate(asserted, "192.0.2.7", allowed, NOW, reliable=False) == Credentials(
+        identity="sip:bob@example.com"
+    )
+
+
+def test_malformed_credentials_get_400_and_unsupported_ones_a_challenge() -> None:
+    nonce = make_nonce(SECRET, "example.com", NOW)
+    good = credentials(nonce).split(": ", 1)[1]
+    for bad in (
+        good.replace('username="alice"', 'username="al\x00ice"'),
+        good.replace('username="alice"', 'username="alice", username="bob"'),
+        good.replace('"' + "0" * 32 + '"', '"' + "\u00e9" * 32 + '"'),
+        good.replace('username="alice"', 'username="' + "a" * 65 + '"'),
+        good.replace('realm="example.com", ', ""),
+    ):
+        answer = authenticate(publish("Authorization: " + bad), "h", DIGEST, NOW, reliable=False)
+        assert answer == LocalAnswer(400, "Bad Authorization"), bad
+    for unsupported in (
+        good.replace("algorithm=MD5", "algorithm=SHA-512-256"),
+        good.replace("qop=auth", "qop=auth-int"),
+        good.split(", qop=")[0],  # RFC 2069: no qop, no nonce-count
+    ):
+        header = "Authorization: " + unsupported
+        answer = authenticate(publish(header), "h", DIGEST, NOW, reliable=False)
+        assert isinstance(answer, LocalAnswer) and answer.status == 401, unsupported
+
+
+def test_without_qop_is_accepted_when_not_required() -> None:
+    old_phones = load(
+        {
+            "PRESENCE_AUTH": "digest",
+            "PRESENCE_AUTH_SECRET": SECRET,
+            "PRESENCE_AUTH_REQUIRE_QOP": "0",
+        }
+    )
+    header = credentials(make_nonce(SECRET, "example.com", NOW)).split(", qop=")[0]
+    decided = authenticate(publish(header), "h", old_phones, NOW, reliable=False)
+    assert decided == Credentials(authorization=header.split(": ", 1)[1])

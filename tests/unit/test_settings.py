@@ -110,3 +110,21 @@ def test_xcap_write_rate_setting() -> None:
 
 def test_the_observability_bind_address_is_a_compose_variable_not_a_typo() -> None:
     assert load({"PRESENCE_OBSERVABILITY_BIND": "0.0.0.0"}) is not None
+def test_authentication_brakes_and_qop_settings() -> None:
+    from presence.settings import SettingsError, load
+
+    defaults = load({})
+    assert (defaults.auth_max_failures, defaults.auth_max_source_failures) == (10, 100)
+    assert defaults.auth_require_qop == 1 and defaults.trusted_proxy_udp == 0
+    assert load({"PRESENCE_AUTH_REQUIRE_QOP": "no"}).auth_require_qop == 0
+    for name, value in (
+        ("PRESENCE_AUTH_REQUIRE_QOP", "maybe"),
+        ("PRESENCE_TRUSTED_PROXY_UDP", "2"),
+        ("PRESENCE_AUTH_MAX_SOURCE_FAILURES", "0"),
+    ):
+        try:
+            load({name: value})
+        except SettingsError as error:
+            assert str(error).startswith(name)
+        else:
+            raise AssertionError(f"{name}={value} accepted")

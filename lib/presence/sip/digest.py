@@ -19,6 +19,9 @@ import secrets
 import struct
 from dataclasses import dataclass
 
+from presence import column_limits
+from presence.sip.text_rules import has_control
+
 ALGORITHMS = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
 # Offered in this order: RFC 8760 §2.4, the strongest first.
 OFFERED = ("SHA-256", "MD5")
@@ -28,7 +31,29 @@ _PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]+)\s*(?
 
 
 class DigestError(ValueError):
-    """Credentials that cannot be read."""
+    """Credentials that cannot be read (malformed: the answer is 400)."""
+
+
+class DigestUnsupported(DigestError):
+    """Well-formed credentials this server does not accept (another scheme, an unknown
+    algorithm or qop): the answer is a fresh challenge (401)."""
+
+
+# The longest value of each digest parameter (characters). username and realm are
+# bounded by the credentials table's columns; our nonces are 43 characters.
+PARAMETER_LIMITS = {
+    "username": column_limits.USER.length,
+    "realm": column_limits.DOMAIN.length,
+    "nonce": 128,
+    "uri": 2048,
+    "cnonce": 128,
+    "opaque": 256,
+}
+OTHER_PARAMETER_LIMIT = 256
+MAX_PARAMETERS = 16
+# The response: lower-case hex, as long as the algorithm's digest.
+RESPONSE_LENGTHS = {"MD5": 32, "SHA-256": 64}
+_HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 def hash_hex(algorithm: str, text: str) -> str:
@@ -88,10 +113,13 @@ class DigestCredentials:
 
 
 def parse_credentials(value: str) -> DigestCredentials:
-    """An Authorization (or Proxy-Authorization) header value."""
+    """An Authorization (or Proxy-Authorization) header value. Raises DigestError
+    (malformed) or DigestUnsupported, and nothing else, whatever the text."""
+    if not value.isascii() or has_control(value):
+        raise DigestError("control or non-ASCII character")
     scheme, _, rest = value.strip().partition(" ")
     if scheme.lower() != "digest":
-        raise DigestError(f"unsupported scheme {scheme!r}")
+        raise DigestUnsupported(f"unsupported scheme {scheme[:20]!r}")
     params: dict[str, str] = {}
     position = 0
     rest = rest.strip()
@@ -100,7 +128,13 @@ def parse_credentials(value: str) -> DigestCredentials:
         if match is None:
             raise DigestError("malformed digest parameters")
         name, raw = match.group(1).lower(), match.group(2)
+        if name in params:
+            raise DigestError(f"duplicate {name[:20]}")
+        if len(params) >= MAX_PARAMETERS:
+            raise DigestError("too many parameters")
         params[name] = _unquote(raw) if raw.startswith('"') else raw
+        if len(params[name]) > PARAMETER_LIMITS.get(name, OTHER_PARAMETER_LIMIT):
+            raise DigestError(f"{name[:20]} too long")
         position = match.end()
     missing = {"username", "realm", "nonce", "uri", "response"} - params.keys()
     if missing:
@@ -108,11 +142,14 @@ def parse_credentials(value: str) -> DigestCredentials:
     algorithm = params.get("algorithm", "MD5")
     algorithm = {"md5": "MD5", "sha-256": "SHA-256"}.get(algorithm.lower(), algorithm)
     if algorithm not in ALGORITHMS:
-        raise DigestError(f"unsupported algorithm {algorithm}")
+        raise DigestUnsupported(f"unsupported algorithm {algorithm[:20]}")
+    response = params["response"].lower()
+    if len(response) != RESPONSE_LENGTHS[algorithm] or not _HEX_DIGITS.issuperset(response):
+        raise DigestError("response is not a digest")
     qop = params.get("qop")
     if qop is not None:
         if qop != "auth":
-            raise DigestError(f"unsupported qop {qop}")
+            raise DigestUnsupported(f"unsupported qop {qop[:20]}")
         nc = params.get("nc", "")
         if not re.fullmatch(r"[0-9a-fA-F]{8}", nc) or not params.get("cnonce"):
             raise DigestError("qop=auth needs nc (8 hex digits) and cnonce")
@@ -121,7 +158,7 @@ def parse_credentials(value: str) -> DigestCredentials:
         realm=params["realm"],
         nonce=params["nonce"],
         uri=params["uri"],
-        response=params["response"].lower(),
+        response=response,
         algorithm=algorithm,
         qop=qop,
         nc=params.get("nc"),
@@ -143,8 +180,11 @@ def expected_response(credentials: DigestCredentials, ha1_hex: str, method: str)
 
 
 def response_matches(credentials: DigestCredentials, ha1_hex: str, method: str) -> bool:
+    """Whether the response is right (compared as bytes, in constant time: never
+    raises, whatever the strings)."""
     expected = expected_response(credentials, ha1_hex, method)
-    return hmac.compare_digest(expected, credentials.response)
+    given = credentials.response.encode("utf-8", "surrogatepass")
+    return hmac.compare_digest(expected.encode(), given)
 
 
 def _quote(text: str) -> str:

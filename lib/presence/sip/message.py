@@ -21,8 +21,10 @@ __all__ = [
     "SipResponse",
     "SipUri",
     "Via",
+    "aor_uri",
     "canonical_name",
     "make_response",
+    "normal_aor",
     "parse_cseq",
     "parse_event",
     "parse_expires",
@@ -30,6 +32,7 @@ __all__ = [
     "parse_params",
     "parse_uri",
     "parse_via",
+    "same_aor",
     "split_list",
 ]
 
@@ -495,6 +498,38 @@ class SipUri:
         if self.headers:
             out.append("?" + "&".join(f"{k}={v}" for k, v in self.headers.items()))
         return "".join(out)
+
+
+def aor_uri(user: str, host: str) -> str:
+    """The SIP URI of the address-of-record user@host, the user part escaped."""
+    return str(SipUri("sip", user=user, host=host.lower()))
+
+
+def normal_aor(text: str) -> str | None:
+    """ "user@host" of a SIP (sips, pres) URI or of a bare "user@host", the one form in
+    which the system compares addresses-of-record: the user part unescaped, its case
+    kept (RFC 3261 §19.1.4: user parts are case-sensitive), the host lower-cased;
+    None when the text is no such address."""
+    candidate = text.strip()
+    for scheme in ("sip:", "sips:", "pres:"):
+        if candidate[: len(scheme)].lower() == scheme:
+            candidate = candidate[len(scheme) :]
+            break
+    try:
+        uri = parse_uri("sip:" + candidate)
+    except SipParseError:
+        return None
+    return uri.aor if uri.user is not None else None
+
+
+def same_aor(uri: str, user: str | None, host: str) -> bool:
+    """Whether the URI `uri` names the address-of-record user@host (`user` unescaped,
+    as the tables keep it)."""
+    try:
+        parsed = parse_uri(uri)
+    except SipParseError:
+        return False
+    return (parsed.user or "", parsed.host.lower()) == (user or "", host.lower())
 
 
 def _parse_hostport(text: str) -> tuple[str, int | None]:

@@ -5,8 +5,19 @@ The edge has already challenged requests without credentials and refused stale o
 foreign nonces (sip_edge.authentication); what reaches the store carries an
 Authorization header with a nonce of ours. Here the response is checked against
 the stored HA1, a nonce-count that does not grow is refused as a replay (qop=auth),
-and failures are counted per source address in Redis: past auth_max_failures in
-auth_block_seconds, the address gets 403 without a check.
+and failures are counted in Redis, per account and per source address, each over
+auth_block_seconds:
+
+- past auth_max_failures failures of one account (user@realm, from anywhere), that
+  account's requests get 403 without a check; other accounts are not affected;
+- past auth_max_source_failures failures from one address (any account), that
+  address gets 403 without a check. This limit is much higher, because many users
+  may share one NAT address and over UDP anyone can spoof failures from it.
+
+Verification never raises on what a client sent: the credentials are read by
+presence.sip.digest.parse_credentials (DigestError only, lengths within the
+credentials table's columns, no NUL) before the HA1 lookup, and the response is
+compared as bytes.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from presence.sip.digest import (
     parse_credentials,
     response_matches,
 )
+from presence.sip.message import aor_uri, normal_aor, same_aor
 from presence.topics import Topics
 from presence_store.outcome import Reply
 
@@ -54,7 +66,6 @@ class HA1:
 class Authenticator:
     def __init__(self, settings: Settings, redis: Redis) -> None:
         self._settings = settings
-        self._redis = redis
         self._prefix = Topics.of(settings).lock_prefix + "auth:"
         self._nonce_count = redis.register_script(_NONCE_COUNT)
         self._failures = WindowCounter(redis)
@@ -70,31 +81,42 @@ class Authenticator:
         if settings.auth == "trusted-proxy":
             return request.identity or Reply(403, "No Asserted Identity")
         source = source_host(request)
-        failures_key = f"{self._prefix}failures:{source}"
-        failures = await self._failures.count(failures_key)
-        if failures >= settings.auth_max_failures:
-            metrics.AUTH_FAILURES.labels("blocked").inc()
-            retry = [("Retry-After", str(settings.auth_block_seconds))]
-            return Reply(403, "Too Many Failed Authentications", retry)
+        source_key = f"{self._prefix}failures:source:{source}"
+        if await self._failures.count(source_key) >= settings.auth_max_source_failures:
+            metrics.AUTH_FAILURES.labels("blocked_source").inc()
+            return self._blocked()
         try:
             credentials = parse_credentials(request.authorization or "")
-        except DigestError:
+        except DigestError:  # the edge refuses these; this is the backstop
             metrics.AUTH_FAILURES.labels("bad_authorization").inc()
             return Reply(400, "Bad Authorization")
+        if credentials.qop is None and settings.auth_require_qop:
+            metrics.AUTH_FAILURES.labels("qop_required").inc()
+            return self._challenge(credentials)
         if credentials.uri != request.request_uri:
             metrics.AUTH_FAILURES.labels("bad_authorization").inc()
             return Reply(400, "Digest URI Mismatch")  # RFC 7616 §3.4.6
+        account = f"{credentials.username}@{credentials.realm.lower()}"
+        account_key = f"{self._prefix}failures:account:{account}"
+        if await self._failures.count(account_key) >= settings.auth_max_failures:
+            metrics.AUTH_FAILURES.labels("blocked_account").inc()
+            return self._blocked()
         stored = await load_ha1(connection, credentials.username, credentials.realm)
         if stored is None or not response_matches(
             credentials, stored.of(credentials.algorithm), method_of(request)
         ):
-            await self._failures.hit(failures_key, settings.auth_block_seconds)
+            for key in (source_key, account_key):
+                await self._failures.hit(key, settings.auth_block_seconds)
             metrics.AUTH_FAILURES.labels("bad_credentials").inc()
             return self._challenge(credentials)
         if credentials.qop == "auth" and not await self._fresh_count(credentials):
             metrics.AUTH_FAILURES.labels("replayed_nonce_count").inc()
             return self._challenge(credentials, stale=True)
-        return f"sip:{credentials.username}@{credentials.realm.lower()}"
+        return aor_uri(credentials.username, credentials.realm)
+
+    def _blocked(self) -> Reply:
+        retry = [("Retry-After", str(self._settings.auth_block_seconds))]
+        return Reply(403, "Too Many Failed Authentications", retry)
 
     async def _fresh_count(self, credentials: DigestCredentials) -> bool:
         key = f"{self._prefix}nc:{credentials.realm}:{credentials.username}:{credentials.nonce}"
@@ -113,8 +135,13 @@ def may_act_for(identity: str | None, aor: str, settings: Settings) -> bool:
     or anyone's when it is one of publish_for_others (a gateway, a PBX)."""
     if identity is None:
         return True  # authentication is off
-    own = identity.removeprefix("sip:").lower()
-    return own == aor.lower() or own in settings.publishers_for_others
+    user, _, host = aor.rpartition("@")
+    if same_aor(identity, user, host):
+        return True
+    own = normal_aor(identity)
+    return own is not None and any(
+        normal_aor(other) == own for other in settings.publish_for_others.split(",")
+    )
 
 
 def method_of(request: Request) -> str:

@@ -84,6 +84,13 @@ class RequestHandler:
         assert isinstance(event, Request)
         try:
             outcome = await self._apply_once(event, apply)
+        except asyncpg.DataError as error:
+            # A field the edge should have refused (presence.column_limits,
+            # presence.sip.text_rules): the same on every retry, so it is answered
+            # instead of failing, and holding up, the batch it came in.
+            log.error("%s %s cannot be stored: %s", event.TYPE, event.presentity, error)
+            metrics.UNSTORABLE_REQUESTS.labels(event.TYPE).inc()
+            outcome = Outcome(Reply(400, "Unstorable Request"))
         except (FencedOut, LockTimeout) as error:
             # Contention this long is a fault to report, not to crash on: the client
             # is told to retry, the next request of the partition goes on.

@@ -13,7 +13,7 @@ from presence.expiry import expires_at
 from presence.packages import PACKAGES
 from presence.presentity_documents import load_sphere, needs_sphere
 from presence.settings import Settings
-from presence.sip.message import SipUri, parse_uri
+from presence.sip.message import SipUri, parse_uri, same_aor
 from presence.watcherinfo import Watcher as WinfoWatcher
 from presence.xcap_documents import load_pres_rules
 from presence_store.outcome import Outcome, Reply
@@ -72,8 +72,7 @@ async def apply_subscribe(
 
 
 def _is_owner(request: SubscribeRequest) -> bool:
-    watcher = parse_uri(request.identity or request.from_uri)
-    return (watcher.user, watcher.host.lower()) == (request.username, request.domain.lower())
+    return same_aor(request.identity or request.from_uri, request.username, request.domain)
 
 
 async def _over_cap(
@@ -244,6 +243,13 @@ async def _refresh(
     )
     if row is None or (row["callid"], row["from_tag"]) != (request.call_id, request.from_tag):
         return Reply(481, "Subscription Does Not Exist")
+    if request.identity is not None and not same_aor(
+        request.identity, row["from_user"], row["from_domain"]
+    ):
+        # The dialog is its authenticated watcher's: knowing its Call-ID and tags
+        # does not let another user refresh, move or end it.
+        metrics.AUTH_FAILURES.labels("not_own_subscription").inc()
+        return Reply(403, "Not Your Subscription")
     if request.cseq <= row["remote_cseq"]:
         # RFC 3261 §12.2.2: a lower (or repeated) CSeq within a dialog is refused.
         return Reply(500, "CSeq Out Of Order")

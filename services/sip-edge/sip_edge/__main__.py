@@ -111,6 +111,13 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
     )
     if settings.auth == "none":
         log.warning("PRESENCE_AUTH=none: anyone may publish for anyone (development only)")
+    if settings.auth == "trusted-proxy" and settings.trusted_proxy_udp:
+        log.warning(
+            "PRESENCE_TRUSTED_PROXY_UDP=1: P-Asserted-Identity is believed over UDP from %s;"
+            " UDP source addresses can be forged, so the network must drop packets that"
+            " claim those addresses from anywhere but the proxies themselves",
+            settings.trusted_proxies,
+        )
     edge_id = settings.edge_name
     topics = Topics.of(settings)
     inbox = topics.edge_inbox(edge_id)

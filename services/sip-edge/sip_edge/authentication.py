@@ -5,16 +5,29 @@ Kamailio's auth_check("$fd") does) is challenged here at once, and so is one
 whose nonce this system did not make or that is stale; the rest goes on the bus
 with its Authorization header, and presence-store checks the response against
 the credentials table (presence_store.authentication). trusted-proxy: only the
-configured proxies may send, and P-Asserted-Identity (RFC 3325) names the user.
+configured proxies may send, over TCP (a UDP source address is spoofable; see
+PRESENCE_TRUSTED_PROXY_UDP), and P-Asserted-Identity (RFC 3325) names the user.
+
+Malformed credentials (a NUL, non-ASCII, a missing or duplicate parameter, an
+over-long value) get 400 "Bad Authorization" here and never reach the store;
+well-formed ones that this server does not accept (another scheme, an unknown
+algorithm or qop, no qop while PRESENCE_AUTH_REQUIRE_QOP=1) get a fresh challenge.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from presence import metrics
 from presence.settings import Settings
-from presence.sip.digest import DigestError, challenge_headers, nonce_age, parse_credentials
-from presence.sip.message import SipParseError, SipRequest, parse_name_addr
+from presence.sip.digest import (
+    DigestError,
+    DigestUnsupported,
+    challenge_headers,
+    nonce_age,
+    parse_credentials,
+)
+from presence.sip.message import SipParseError, SipRequest, aor_uri, parse_name_addr
 from sip_edge.checks import LocalAnswer
 
 
@@ -30,19 +43,29 @@ def realm_of(request: SipRequest) -> str:
     return parse_name_addr(request.headers.get("From") or "").uri.host.lower()
 
 
+BAD_AUTHORIZATION = LocalAnswer(400, "Bad Authorization")
+UDP_PROXY = LocalAnswer(403, "Trusted Proxy Must Use TCP")
+
+
 def authenticate(
-    request: SipRequest, source_host: str, settings: Settings, now: float
+    request: SipRequest, source_host: str, settings: Settings, now: float, *, reliable: bool
 ) -> Credentials | LocalAnswer:
+    """`reliable`: the request came over TCP (its source address is not spoofed)."""
     if settings.auth == "none":
         return Credentials()
     if settings.auth == "trusted-proxy":
-        return _asserted_identity(request, source_host, settings)
+        return _asserted_identity(request, source_host, settings, reliable)
     realm = realm_of(request)
     for value in request.headers.get_all("Authorization"):
         try:
             credentials = parse_credentials(value)
+        except DigestUnsupported:
+            continue  # a fresh challenge, unless another header is usable
         except DigestError:
-            continue
+            metrics.AUTH_FAILURES.labels("bad_authorization").inc()
+            return BAD_AUTHORIZATION
+        if credentials.qop is None and settings.auth_require_qop:
+            continue  # no nonce-count, no replay protection: challenged again
         if credentials.realm.lower() != realm:
             continue
         age = nonce_age(settings.auth_secret, realm, credentials.nonce, now)
@@ -60,15 +83,18 @@ def unauthorized(settings: Settings, realm: str, now: float, stale: bool = False
 
 
 def _asserted_identity(
-    request: SipRequest, source_host: str, settings: Settings
+    request: SipRequest, source_host: str, settings: Settings, reliable: bool
 ) -> Credentials | LocalAnswer:
     if source_host not in settings.trusted_proxy_addresses:
         return LocalAnswer(403, "Not From A Trusted Proxy")
+    if not reliable and not settings.trusted_proxy_udp:
+        metrics.AUTH_FAILURES.labels("trusted_proxy_udp").inc()
+        return UDP_PROXY
     for value in request.headers.get_all("P-Asserted-Identity"):
         try:
             uri = parse_name_addr(value).uri
         except SipParseError:
             continue
         if uri.scheme in ("sip", "sips") and uri.user:
-            return Credentials(identity=f"sip:{uri.user}@{uri.host.lower()}")
+            return Credentials(identity=aor_uri(uri.user, uri.host))
     return LocalAnswer(403, "No P-Asserted-Identity")

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from presence import column_limits
 from presence.packages import PACKAGES, accepted_types, allow_events
 from presence.settings import Settings
-from presence.sip.message import SipParseError, SipRequest, parse_event, parse_uri
+from presence.sip.message import (
+    SipParseError,
+    SipRequest,
+    SipUri,
+    parse_event,
+    parse_name_addr,
+    parse_uri,
+)
+from presence.sip.text_rules import Defect, has_control, request_defect
 
 # Methods this server handles; anything else gets 405 with this Allow list.
 ALLOWED_METHODS = ("OPTIONS", "PUBLISH", "SUBSCRIBE", "REGISTER")
 # SIP option tags this server implements (RFC 3261 §8.2.2.3): none so far.
 SUPPORTED_OPTIONS: frozenset[str] = frozenset()
+# Methods whose fields the store keeps in its tables.
+STORED_METHODS = frozenset({"PUBLISH", "SUBSCRIBE", "REGISTER"})
 
 
 @dataclass(frozen=True)
@@ -73,7 +84,10 @@ def check_request(request: SipRequest, settings: Settings) -> LocalAnswer | None
     event = request.headers.get("Event")
     if event is None:
         return LocalAnswer(489, "Missing Event header", [("Allow-Events", allow_events())])
-    package, _ = parse_event(event)
+    try:
+        package, _ = parse_event(event)
+    except SipParseError:
+        return LocalAnswer(400, "Bad Event")
     if package not in PACKAGES or (
         request.method == "PUBLISH" and not PACKAGES[package].publishable
     ):
@@ -89,4 +103,67 @@ def check_request(request: SipRequest, settings: Settings) -> LocalAnswer | None
         content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if content_type != PACKAGES[package].body_type:
             return LocalAnswer(415, headers=[("Accept", PACKAGES[package].body_type)])
+    return None
+
+
+def input_defect(request: SipRequest) -> Defect | None:
+    """What the edge refuses with 400 before anything else: text the rest of the
+    system cannot read or store (presence.sip.text_rules), and, for the requests the
+    store keeps, a field longer than its column (presence.column_limits)."""
+    defect = request_defect(request)
+    if defect is not None or request.method not in STORED_METHODS:
+        return defect
+    return stored_field_defect(request)
+
+
+def stored_field_defect(request: SipRequest) -> Defect | None:
+    """The first field of a PUBLISH, SUBSCRIBE or REGISTER that its column cannot hold."""
+    headers = request.headers
+    if len(headers.get("Call-ID") or "") > column_limits.CALL_ID.length:
+        return Defect("Call-ID", "length")
+    try:
+        request_uri: SipUri | None = parse_uri(request.uri)
+    except SipParseError:
+        request_uri = None  # check_request answers "Bad Request-URI"
+    if request_uri is not None:
+        defect = _uri_defect("Request-URI", request_uri)
+        if defect is not None:
+            return defect
+    for name in ("From", "To"):
+        address = parse_name_addr(headers.get(name) or "")  # the parser checked it
+        defect = _uri_defect(name, address.uri)
+        if defect is not None:
+            return defect
+        if len(address.tag or "") > column_limits.TAG.length:
+            return Defect(name, "length")
+    event = headers.get("Event")
+    if event is not None:
+        try:
+            package, params = parse_event(event)
+        except SipParseError:
+            return Defect("Event", "malformed")
+        if (
+            len(package) > column_limits.EVENT.length
+            or len(params.get("id") or "") > column_limits.EVENT_ID.length
+        ):
+            return Defect("Event", "length")
+    for contact in headers.get_all("Contact"):
+        if len(contact) > column_limits.CONTACT.length:
+            return Defect("Contact", "length")
+    if len(", ".join(headers.get_all("Record-Route"))) > column_limits.ROUTE_SET.length:
+        return Defect("Record-Route", "length")
+    if len(headers.get("SIP-If-Match") or "") > column_limits.ENTITY_TAG.length:
+        return Defect("SIP-If-Match", "length")
+    return None
+
+
+def _uri_defect(header: str, uri: SipUri) -> Defect | None:
+    """A user part (unescaped: "%00" is a NUL) or host the tables cannot hold."""
+    if uri.user is not None:
+        if has_control(uri.user):
+            return Defect(header, "control")
+        if len(uri.user) > column_limits.USER.length:
+            return Defect(header, "length")
+    if len(uri.host) > column_limits.DOMAIN.length:
+        return Defect(header, "length")
     return None

@@ -37,7 +37,7 @@ from presence.sip.parser import parse_message, serialize
 from presence.sip.routing import response_address, stamp_via
 from presence.topics import Topics
 from sip_edge.authentication import authenticate
-from sip_edge.checks import LocalAnswer, check_request, options_answer
+from sip_edge.checks import LocalAnswer, check_request, input_defect, options_answer
 from sip_edge.client_transactions import ClientTransaction, ClientTransactions
 from sip_edge.inbox import InboxProgress
 from sip_edge.notify import Hop, build_notify, next_hop
@@ -161,9 +161,15 @@ class Edge:
         # The transaction's id is its correlation id: the records it puts on the bus
         # carry it, and so the store's and notifier's logs of what it caused.
         with correlated(transaction.request_id):
-            if self.draining and request.method != "OPTIONS":
+            defect = input_defect(request)
+            if defect is not None:
+                # Text the store could not store or judge: refused here, at once, so
+                # that it never reaches (and never stalls) the store's batches.
+                metrics.INPUT_REFUSALS.labels(defect.metric_header, defect.kind).inc()
+                answer: LocalAnswer | None = LocalAnswer(400, defect.reason)
+            elif self.draining and request.method != "OPTIONS":
                 # SIGTERM: no new work; the client retries elsewhere or after the restart.
-                answer: LocalAnswer | None = SHUTTING_DOWN
+                answer = SHUTTING_DOWN
             elif request.method == "OPTIONS":
                 answer = options_answer(self.settings)
             else:
@@ -178,7 +184,7 @@ class Edge:
         translate = TRANSLATORS[request.method]
         strip_own_routes(request, self._own_addresses)
         now = time.time()
-        sender = authenticate(request, source.host, self.settings, now)
+        sender = authenticate(request, source.host, self.settings, now, reliable=source.reliable)
         if isinstance(sender, LocalAnswer):
             self._reply(request_id, sender)
             return

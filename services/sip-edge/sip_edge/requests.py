@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 from presence import events
-from presence.sip.message import SipParseError, SipRequest, parse_event, parse_name_addr, parse_uri
+from presence.sip.message import (
+    SipParseError,
+    SipRequest,
+    parse_event,
+    parse_expires,
+    parse_name_addr,
+    parse_uri,
+)
 from sip_edge.checks import LocalAnswer
+
+_QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")
 
 
 def publish_event(
@@ -43,14 +54,17 @@ def register_event(
             continue
         try:
             contact = parse_name_addr(value)
-            expires_param = contact.params.get("expires")
-            q_param = contact.params.get("q")
-            expires = int(expires_param) if expires_param is not None else None
-            q = float(q_param) if q_param is not None else None
-        except (SipParseError, ValueError):
+        except SipParseError:
             return LocalAnswer(400, "Bad Contact")
-        if expires is not None and expires < 0:
+        expires_param = contact.params.get("expires")
+        q_param = contact.params.get("q")
+        try:
+            expires = parse_expires(expires_param) if expires_param is not None else None
+        except SipParseError:
             return LocalAnswer(400, "Bad Contact Expires")
+        if q_param is not None and not _QVALUE.fullmatch(q_param):
+            return LocalAnswer(400, "Bad Contact q")  # RFC 3261 §25.1 qvalue: 0..1
+        q = float(q_param) if q_param is not None else None
         contacts.append((str(contact.uri), expires, q))
     cseq_number = int((request.headers.get("CSeq") or "0").split()[0])
     expires_header = request.headers.get("Expires")
