@@ -166,7 +166,7 @@ async def test_resolver_reports_a_name_that_does_not_resolve(
     monkeypatch.setattr(resolver_module.socket, "getaddrinfo", failing)
     resolver = Resolver(workers=1, timeout=1)
     try:
-        with pytest.raises(OSError, match="cannot resolve nowhere.invalid"):
+        with pytest.raises(OSError, match=r"cannot resolve nowhere\.invalid"):
             await resolver.resolve("nowhere.invalid", 5060)
     finally:
         resolver.close()
