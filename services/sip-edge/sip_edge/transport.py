@@ -170,6 +170,10 @@ class TcpConnections:
         connection = self._connections.get(address)
         if connection is None or connection.writer.is_closing():
             connection = await self._connect(address)
+        if connection.writer.is_closing():  # closed while this one waited for it
+            if connection.overflowed:
+                raise WriteBufferFull(f"{address[0]}:{address[1]} does not read")
+            raise ConnectionResetError(f"connection to {address[0]}:{address[1]} closed")
         self._write(connection, data)
         try:
             await connection.writer.drain()

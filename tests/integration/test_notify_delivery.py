@@ -1,0 +1,172 @@
+"""NOTIFY delivery and TCP limits on the real stack, over real sockets: a NOTIFY
+target that never completes a connect, a peer that never reads, connection caps,
+keep-alive-only connections and denied NOTIFY networks. Whatever one watcher or
+peer does, everyone else's requests are answered at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import select
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from presence import events
+
+from .conftest import Stack, metric_samples, running_stack
+from .sip_client import SipClient
+from .test_edge import outcome_of, send_to_inbox
+from .test_subscribe import WatcherDialog, publish
+
+pytestmark = pytest.mark.integration
+
+CONNECT_TIMEOUT = 8.0
+# Far below CONNECT_TIMEOUT: a PUBLISH that waited for the stalled connect would
+# take it whole; on two shared cores a prompt answer takes well under a second.
+PROMPT = 3.0
+
+
+def options(client: SipClient) -> bytes:
+    return client.request("OPTIONS", "sip:example.com", [])
+
+
+@contextlib.contextmanager
+def stalled_listener() -> Iterator[int]:
+    """A loopback TCP port whose accept queue is full: connects to it hang (the
+    kernel drops their SYNs) until the connecting side gives up."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            assert time.monotonic() < deadline, "could not fill the accept queue"
+            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+            _, writable, _ = select.select([], [filler], [], 0.5)
+            if not writable:
+                break  # this connect hangs: the queue is full
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+@pytest.fixture(scope="module")
+def delivery_stack(test_database: str) -> Iterator[Stack]:
+    with running_stack(
+        test_database,
+        PRESENCE_FORCE_ACTIVE="1",
+        PRESENCE_SIP_T1_MS="200",  # Timer F = 12.8 s, above the connect timeout
+        PRESENCE_NOTIFY_CONNECT_TIMEOUT_MS=str(int(CONNECT_TIMEOUT * 1000)),
+        PRESENCE_TCP_MAX_WRITE_BUFFER="8192",
+    ) as stack:
+        yield stack
+
+
+def timed_publish(stack: Stack) -> float:
+    """Seconds until a new user's PUBLISH is answered 200."""
+    presentity = f"sip:other-{secrets.token_hex(3)}@example.com"
+    sent = time.monotonic()
+    assert publish(stack, presentity, "open").status == 200
+    return time.monotonic() - sent
+
+
+def test_a_notify_target_that_never_connects_delays_only_its_own_dialog(
+    delivery_stack: Stack,
+) -> None:
+    client = SipClient(delivery_stack.sip, "udp")
+    try:
+        with stalled_listener() as port:
+            dialog = WatcherDialog(
+                client, f"sip:stalled-{secrets.token_hex(3)}@example.com", "c-st", "f-st"
+            )
+            route = f"<sip:127.0.0.1:{port};transport=tcp;lr>"
+            assert dialog.subscribe(**{"Record-Route": route}).status == 200
+            started = time.monotonic()
+            # Its first NOTIFY now waits for a connect that never completes. Other
+            # users publish meanwhile, one after the other, until that NOTIFY ends.
+            needle = f"answered 408: subscription {dialog.to_tag} ended"
+            latencies = []
+            while needle not in delivery_stack.processes["presence-store"].log():
+                assert time.monotonic() - started < CONNECT_TIMEOUT + 20, f"no '{needle}'"
+                latencies.append(timed_publish(delivery_stack))
+            took = time.monotonic() - started
+    finally:
+        client.close()
+    assert took >= CONNECT_TIMEOUT * 0.9  # the dialog's NOTIFY did wait for its connect
+    assert len(latencies) >= 3, latencies
+    assert max(latencies) < PROMPT, latencies
+    edge_log = delivery_stack.processes["sip-edge"].log()
+    assert f"({dialog.to_tag}) -> 408 Connect Timeout" in edge_log
+    outcomes = metric_samples(delivery_stack, "sip-edge", "presence_sip_notify_outcomes_total")
+    assert outcomes.get('event="presence",outcome="connect_timeout"', 0) >= 1
+
+
+def big_notify(port: int) -> events.NotifyRequest:
+    """A NOTIFY of a dialog of its own, routed over TCP to `port`, 40 KB long."""
+    subscription = "10" + secrets.token_hex(4)
+    note = "x" * 40_000
+    body = (
+        '<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" '
+        f'entity="sip:big@example.com"><tuple id="t"><status><basic>open</basic></status>'
+        f"</tuple><note>{note}</note></presence>"
+    )
+    return events.NotifyRequest(
+        notify_id="n-" + secrets.token_hex(6),
+        username="big",
+        domain="example.com",
+        event="presence",
+        subscription=subscription,
+        request_uri="sip:reader@127.0.0.1",
+        route_set=[f"<sip:127.0.0.1:{port};transport=tcp;lr>"],
+        headers=[
+            ("From", f"<sip:big@example.com>;tag={subscription}"),
+            ("To", "<sip:reader@example.com>;tag=r1"),
+            ("Call-ID", secrets.token_hex(6)),
+            ("CSeq", "2 NOTIFY"),
+            ("Event", "presence"),
+            ("Subscription-State", "active;expires=60"),
+            ("Content-Type", "application/pidf+xml"),
+        ],
+        body=body,
+        flow="",
+    )
+
+
+async def test_a_peer_that_never_reads_loses_its_connection_at_the_buffer_cap(
+    delivery_stack: Stack,
+) -> None:
+    # The peer accepts (the kernel completes the handshake) and never reads; its
+    # receive buffer is small so that the edge's unsent bytes grow soon.
+    peer = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    peer.bind(("127.0.0.1", 0))
+    peer.listen(8)
+    port = peer.getsockname()[1]
+    try:
+        notifies = [big_notify(port) for _ in range(6)]
+        await send_to_inbox(delivery_stack, *notifies)
+        # Another user publishes meanwhile: answered at once.
+        latency, *results = await asyncio.gather(
+            asyncio.to_thread(timed_publish, delivery_stack),
+            *(outcome_of(delivery_stack, n.notify_id, timeout=40) for n in notifies),
+        )
+        assert latency < PROMPT
+    finally:
+        peer.close()
+    reasons = [(outcome.status, outcome.reason) for outcome in results]
+    assert (408, "Peer Not Reading") in reasons, reasons
+    # A NOTIFY that came after the close went on a new connection, and times out.
+    assert set(reasons) <= {(408, "Peer Not Reading"), (408, "Request Timeout")}, reasons
+    closed = metric_samples(delivery_stack, "sip-edge", "presence_sip_tcp_closed_total")
+    assert closed.get('reason="write_buffer_full"', 0) >= 1
