@@ -17,7 +17,7 @@ import pytest
 
 from presence import events
 
-from .conftest import Stack, metric_samples, running_stack
+from .conftest import Stack, metric_samples, running_stack, wait_until
 from .sip_client import SipClient
 from .test_edge import outcome_of, send_to_inbox
 from .test_subscribe import WatcherDialog, publish
@@ -170,3 +170,173 @@ async def test_a_peer_that_never_reads_loses_its_connection_at_the_buffer_cap(
     assert set(reasons) <= {(408, "Peer Not Reading"), (408, "Request Timeout")}, reasons
     closed = metric_samples(delivery_stack, "sip-edge", "presence_sip_tcp_closed_total")
     assert closed.get('reason="write_buffer_full"', 0) >= 1
+
+
+# --- connection caps and denied networks ------------------------------------------
+
+DENIED = "127.0.0.100/32,127.0.0.1/32,::1/128"
+
+
+@pytest.fixture(scope="module")
+def limits_stack(test_database: str) -> Iterator[Stack]:
+    with running_stack(
+        test_database,
+        PRESENCE_FORCE_ACTIVE="1",
+        PRESENCE_TCP_MAX_CONNECTIONS="5",
+        PRESENCE_TCP_MAX_CONNECTIONS_PER_ADDRESS="3",
+        PRESENCE_NOTIFY_DENY_NETWORKS=DENIED,
+    ) as stack:
+        yield stack
+
+
+def tcp_from(stack: Stack, host: str) -> socket.socket:
+    connection = socket.create_connection(stack.sip, timeout=10, source_address=(host, 0))
+    return connection
+
+
+def answers_options(connection: socket.socket) -> bool:
+    """Whether the edge answers an OPTIONS on the connection (False: it closed it)."""
+    port = connection.getsockname()[1]
+    request = (
+        f"OPTIONS sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bK"
+        f"{secrets.token_hex(6)}\r\nFrom: <sip:t@example.com>;tag=1\r\nTo: <sip:example.com>\r\n"
+        "Call-ID: " + secrets.token_hex(6) + "\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    try:
+        connection.sendall(request.encode())
+        data = connection.recv(65535)
+    except ConnectionError:
+        return False
+    return data.startswith(b"SIP/2.0 200")
+
+
+def open_connections(stack: Stack) -> float:
+    return metric_samples(stack, "sip-edge", "presence_sip_tcp_connections").get("", -1)
+
+
+def test_tcp_connections_are_capped_per_address_and_in_total(limits_stack: Stack) -> None:
+    opened: list[socket.socket] = []
+    try:
+        for _ in range(3):
+            opened.append(tcp_from(limits_stack, "127.0.0.1"))
+            assert answers_options(opened[-1])
+        fourth = tcp_from(limits_stack, "127.0.0.1")  # the kernel accepts, the edge closes
+        opened.append(fourth)
+        assert not answers_options(fourth)
+        for _ in range(2):
+            opened.append(tcp_from(limits_stack, "127.0.0.2"))
+            assert answers_options(opened[-1])
+        sixth = tcp_from(limits_stack, "127.0.0.3")  # a new address, but 5 are open
+        opened.append(sixth)
+        assert not answers_options(sixth)
+        # A closed connection frees its slot.
+        opened[0].close()
+        wait_until(lambda: open_connections(limits_stack) == 4, 10, "the edge to see the close")
+        again = tcp_from(limits_stack, "127.0.0.1")
+        opened.append(again)
+        assert answers_options(again)
+    finally:
+        for connection in opened:
+            connection.close()
+    refused = metric_samples(limits_stack, "sip-edge", "presence_sip_tcp_refused_total")
+    assert refused.get('direction="inbound",limit="per_key"', 0) >= 1, refused
+    assert refused.get('direction="inbound",limit="total"', 0) >= 1, refused
+
+
+def subscribe(client: SipClient, contact: str, record_route: str | None = None) -> bytes:
+    headers = [("Event", "presence"), ("Expires", "600"), ("Contact", contact)]
+    if record_route:
+        headers.append(("Record-Route", record_route))
+    presentity = f"sip:target-{secrets.token_hex(3)}@example.com"
+    return client.request("SUBSCRIBE", presentity, headers, from_uri="sip:w@example.com")
+
+
+@pytest.mark.parametrize(
+    ("contact", "record_route"),
+    [
+        ("<sip:w@127.0.0.100:5060>", None),
+        ("<sip:w@127.0.0.2:5060>", "<sip:127.0.0.100;lr;transport=tcp>"),
+        ("<sip:w@[::1]:5060>", None),
+    ],
+)
+def test_subscribe_naming_a_denied_notify_target_is_403(
+    limits_stack: Stack, contact: str, record_route: str | None
+) -> None:
+    client = SipClient(limits_stack.sip, "udp")
+    try:
+        response = client.transact(subscribe(client, contact, record_route))
+    finally:
+        client.close()
+    assert (response.status, response.reason) == (403, "Notify Target Denied")
+
+
+def test_the_flow_and_allowed_targets_are_not_denied(limits_stack: Stack) -> None:
+    # The SUBSCRIBE comes from 127.0.0.1 (denied): its NOTIFYs go back on that
+    # flow, which is where it came from, so it is not checked.
+    client = SipClient(limits_stack.sip, "udp")
+    try:
+        response = client.transact(subscribe(client, "<sip:w@127.0.0.2:5060>"))
+        assert response.status == 200
+        notify = client.next_request()
+        assert notify.method == "NOTIFY"
+        client.answer(notify)
+    finally:
+        client.close()
+
+
+def test_a_name_that_resolves_into_a_denied_network_ends_the_dialog(limits_stack: Stack) -> None:
+    client = SipClient(limits_stack.sip, "udp")
+    target = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    target.bind(("127.0.0.1", 0))
+    port = target.getsockname()[1]
+    try:
+        request = subscribe(client, f"<sip:w@localhost:{port}>", f"<sip:localhost:{port};lr>")
+        response = client.transact(request)  # a name: checked when it is resolved
+        assert response.status == 200
+        to_tag = response.headers.get("To").split("tag=")[1]
+        needle = f"answered 408: subscription {to_tag} ended"
+        wait_until(lambda: needle in limits_stack.processes["presence-store"].log(), 20, needle)
+        target.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            target.recv(65535)  # nothing was sent there
+    finally:
+        target.close()
+        client.close()
+    assert f"({to_tag}) -> 408 Notify Target Denied" in limits_stack.processes["sip-edge"].log()
+    denied = metric_samples(limits_stack, "sip-edge", "presence_sip_notify_targets_denied_total")
+    assert denied.get('stage="notify"', 0) >= 1
+
+
+# --- keep-alive-only connections --------------------------------------------------
+
+
+def test_keep_alives_alone_do_not_keep_a_connection_forever(test_database: str) -> None:
+    stack_env = {"PRESENCE_TCP_KEEPALIVE_ONLY_TIMEOUT": "2"}
+    with running_stack(test_database, **stack_env) as stack:
+        pinging = tcp_from(stack, "127.0.0.1")
+        talking = tcp_from(stack, "127.0.0.1")
+        try:
+            assert answers_options(pinging) and answers_options(talking)
+            started = time.monotonic()
+            closed_after = None
+            while closed_after is None:
+                elapsed = time.monotonic() - started
+                assert elapsed < 15, "a keep-alive-only connection stayed open"
+                # The client's pace: a ping and an OPTIONS every 0.3 s.
+                time.sleep(0.3)
+                assert answers_options(talking), "a connection with SIP traffic was closed"
+                try:
+                    pinging.sendall(b"\r\n\r\n")
+                    pong = pinging.recv(16)
+                except ConnectionError:
+                    pong = b""
+                if pong == b"":
+                    closed_after = time.monotonic() - started
+                else:
+                    assert pong == b"\r\n"
+        finally:
+            pinging.close()
+            talking.close()
+        assert 1.5 <= closed_after, closed_after
+        closed = metric_samples(stack, "sip-edge", "presence_sip_tcp_closed_total")
+        assert closed.get('reason="keepalive_only"', 0) >= 1
