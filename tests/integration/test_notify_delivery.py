@@ -17,7 +17,7 @@ import pytest
 
 from presence import events
 
-from .conftest import Stack, metric_samples, running_stack, wait_until
+from .conftest import Stack, make_stack, metric_samples, running_stack, wait_until
 from .sip_client import SipClient
 from .test_edge import outcome_of, send_to_inbox
 from .test_subscribe import WatcherDialog, publish
@@ -340,3 +340,89 @@ def test_keep_alives_alone_do_not_keep_a_connection_forever(test_database: str) 
         assert 1.5 <= closed_after, closed_after
         closed = metric_samples(stack, "sip-edge", "presence_sip_tcp_closed_total")
         assert closed.get('reason="keepalive_only"', 0) >= 1
+
+
+# --- reflection: what a spoofed request makes the edge send ------------------------
+
+# T1 = 500 ms (the default): an unanswered UDP NOTIFY leaves at 0, 0.5, 1.5, 3.5,
+# 7.5, 11.5 ... 31.5 s, 11 copies before Timer F (64*T1) ends it.
+COPIES_AT_DEFAULT_T1 = 11
+
+
+def small_subscribe(client: SipClient, presentity: str) -> bytes:
+    """As small a SUBSCRIBE as the edge takes: what a reflecting attacker sends."""
+    port = client.local_port
+    return (
+        f"SUBSCRIBE {presentity} SIP/2.0\r\nv: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK1\r\n"
+        f"f: <sip:v@x>;tag=1\r\nt: <{presentity}>\r\ni: {secrets.token_hex(4)}\r\n"
+        f"CSeq: 1 SUBSCRIBE\r\no: presence\r\nm: <sip:v@127.0.0.1:{port}>\r\nl: 0\r\n\r\n"
+    ).encode()
+
+
+def reflected_bytes(stack: Stack, presentity: str) -> tuple[int, int, int]:
+    """(request, 200 response, one NOTIFY) sizes for a SUBSCRIBE the victim never
+    answers (a test socket stands in for the victim whose address was spoofed)."""
+    victim = SipClient(stack.sip, "udp")
+    try:
+        request = small_subscribe(victim, presentity)
+        victim.send(request)
+        sizes = []
+        while len(sizes) < 3:  # the 200, the NOTIFY, its first retransmission
+            data = victim.receive_raw(timeout=10)
+            sizes.append(len(data))
+    finally:
+        victim.close()
+    response, notify, retransmitted = sorted(sizes)  # the 200 is the smallest
+    assert retransmitted == notify  # the NOTIFY is retransmitted as long as unanswered
+    return len(request), response, notify
+
+
+def test_reflection_amplification_of_a_spoofed_subscribe(delivery_stack: Stack) -> None:
+    small = f"sip:small-{secrets.token_hex(3)}@example.com"
+    assert publish(delivery_stack, small, "open").status == 200
+    large = f"sip:large-{secrets.token_hex(3)}@example.com"
+    note = "n" * 60_000
+    body = (
+        '<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" '
+        f'entity="{large}"><tuple id="t"><status><basic>open</basic></status></tuple>'
+        f"<note>{note}</note></presence>"
+    ).encode()
+    client = SipClient(delivery_stack.sip, "udp")
+    try:
+        headers = [("Event", "presence"), ("Content-Type", "application/pidf+xml")]
+        assert client.transact(client.request("PUBLISH", large, headers, body)).status == 200
+    finally:
+        client.close()
+    for name, presentity in (("small document", small), ("60 KB document", large)):
+        request, response, notify = reflected_bytes(delivery_stack, presentity)
+        first = (response + notify) / request
+        total = (response + COPIES_AT_DEFAULT_T1 * notify) / request
+        print(
+            f"\nreflection, {name}: SUBSCRIBE {request} B -> 200 {response} B + NOTIFY "
+            f"{notify} B: x{first:.1f} at once, x{total:.1f} with the NOTIFY's "
+            f"{COPIES_AT_DEFAULT_T1} copies at T1=500 ms"
+        )
+        assert first > 1  # what docs/security/notify-delivery.md reports
+
+
+def test_amplification_of_the_digest_challenge(test_database: str) -> None:
+    stack = make_stack(
+        test_database, PRESENCE_AUTH="digest", PRESENCE_AUTH_SECRET=secrets.token_hex(16)
+    )
+    try:
+        stack.start("sip-edge")
+        client = SipClient(stack.sip, "udp")
+        try:
+            request = small_subscribe(client, "sip:alice@example.com")
+            client.send(request)
+            answer = client.receive_raw(timeout=10)
+        finally:
+            client.close()
+    finally:
+        stack.close()
+    assert answer.startswith(b"SIP/2.0 401")
+    print(
+        f"\n401 challenge: SUBSCRIBE {len(request)} B -> 401 {len(answer)} B: "
+        f"x{len(answer) / len(request):.1f}"
+    )
+    assert len(answer) / len(request) < 3  # one datagram, never retransmitted
