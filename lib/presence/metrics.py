@@ -65,8 +65,33 @@ NOTIFIES_SENT = Counter(
 NOTIFY_OUTCOMES = Counter(
     "presence_sip_notify_outcomes_total",
     "How NOTIFY transactions ended: delivered (2xx), rejected (3xx-6xx), timeout "
-    "(no answer, Timer F), transport_error, unroutable (no next hop)",
+    "(no answer, Timer F), connect_timeout, dns_timeout, write_buffer_full (the peer "
+    "does not read), overload (connection or connect limits), denied (a denied "
+    "network), transport_error, unroutable (no next hop)",
     ["event", "outcome"],
+)
+NOTIFY_TARGETS_DENIED = Counter(
+    "presence_sip_notify_targets_denied_total",
+    "NOTIFY targets in PRESENCE_NOTIFY_DENY_NETWORKS: at SUBSCRIBE (an IP literal, "
+    "403) or at NOTIFY (a name that resolved into one)",
+    ["stage"],
+)
+TCP_CONNECTIONS = Gauge(
+    "presence_sip_tcp_connections",
+    "Open SIP TCP connections (accepted and opened by the edge)",
+)
+TCP_REFUSED = Counter(
+    "presence_sip_tcp_refused_total",
+    "TCP connections refused by a limit: inbound (closed at accept), outbound (a "
+    "NOTIFY's connect), connecting (too many connects under way); by the limit "
+    "reached (total, per_key: one address)",
+    ["direction", "limit"],
+)
+TCP_CLOSED = Counter(
+    "presence_sip_tcp_closed_total",
+    "TCP connections the edge closed itself, by reason (idle, keepalive_only, "
+    "write_buffer_full, framing_error)",
+    ["reason"],
 )
 NOTIFY_RETRANSMISSIONS = Counter(
     "presence_sip_notify_retransmissions_total",

@@ -171,6 +171,15 @@ def _address_list(text: str) -> str:
     return text
 
 
+def _network_list(text: str) -> str:
+    for network in filter(None, (n.strip() for n in text.split(","))):
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ValueError(f"must be comma-separated CIDR networks, got {network!r}") from None
+    return text
+
+
 @dataclass(frozen=True)
 class Settings:
     # --- the seed module's parameters (names, meanings and defaults kept) ---
@@ -239,6 +248,30 @@ class Settings:
     # The largest watcherinfo document (RFC 3858) of a NOTIFY: a longer watcher list
     # is cut (pending watchers first, newest first), logged and counted.
     max_winfo_bytes: int = 61440
+    # --- NOTIFY delivery and TCP connections (resource bounds) ---
+    # Milliseconds a NOTIFY may wait for its next hop's TCP connect (it then ends as
+    # 408, like an unanswered one) and for a name lookup (408 too).
+    notify_connect_timeout_ms: int = 5000
+    notify_dns_timeout_ms: int = 2000
+    # Threads that resolve NOTIFY next hops (identical lookups are made once).
+    notify_dns_workers: int = 8
+    # NOTIFY connects under way at once, in all and to one IP address; one beyond
+    # fails at once (503 "Too Many Connects").
+    notify_max_connecting: int = 64
+    notify_max_connecting_per_host: int = 4
+    # Open TCP connections (accepted and opened), in all and to or from one IP
+    # address; one beyond is closed at accept (a NOTIFY's connect fails, 503).
+    tcp_max_connections: int = 4096
+    tcp_max_connections_per_address: int = 100
+    # Bytes a TCP connection may hold unsent (its kernel send buffer is set to the
+    # same size); a peer that does not read beyond it has its connection closed.
+    tcp_max_write_buffer: int = 262144
+    # Seconds a TCP connection stays open on keep-alives alone (RFC 5626 CRLFCRLF):
+    # without a SIP message from the peer for that long it is closed.
+    tcp_keepalive_only_timeout: int = 7200
+    # Comma-separated CIDR networks NOTIFYs must never be sent to (empty: none):
+    # a SUBSCRIBE naming an address in them gets 403 "Notify Target Denied".
+    notify_deny_networks: str = ""
 
     # --- privacy (RFC 5025) and XCAP ---
     # How a subscription ends when a rules change withdraws its permission: reason
@@ -349,6 +382,14 @@ class Settings:
         )  # fmt: skip
 
     @property
+    def denied_notify_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(
+            ipaddress.ip_network(n.strip(), strict=False)
+            for n in self.notify_deny_networks.split(",")
+            if n.strip()
+        )
+
+    @property
     def served_domains(self) -> frozenset[str]:
         return frozenset(d.strip().lower() for d in self.domains.split(",") if d.strip())
 
@@ -391,6 +432,16 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     # after JSON escaping (at most doubling: quotes, tabs and line ends).
     "max_document_bytes": _integer(1024, MAX_BODY_BYTES),
     "max_winfo_bytes": _integer(1024, MAX_BODY_BYTES),
+    "notify_connect_timeout_ms": _integer(100, 60_000),
+    "notify_dns_timeout_ms": _integer(100, 60_000),
+    "notify_dns_workers": _integer(1, 256),
+    "notify_max_connecting": _integer(1, 100_000),
+    "notify_max_connecting_per_host": _integer(1, 100_000),
+    "tcp_max_connections": _integer(1, 1_000_000),
+    "tcp_max_connections_per_address": _integer(1, 1_000_000),
+    "tcp_max_write_buffer": _integer(4096, 64 * 1024 * 1024),
+    "tcp_keepalive_only_timeout": _integer(1, 7 * 86400),
+    "notify_deny_networks": _network_list,
     "withdrawn_reason": _choice("deactivated", "probation"),
     "probation_retry_after": _integer(1, 86400 * 7),
     "pending_watcher_days": _integer(0, 36500),

@@ -243,3 +243,18 @@ async def db(stack: Stack) -> AsyncIterator[asyncpg.Connection]:
         yield connection
     finally:
         await connection.close()
+
+
+def metric_samples(stack: Stack, service: str, name: str) -> dict[str, float]:
+    """The samples of one metric family from a service's /metrics, by their labels
+    ("" for a metric without labels)."""
+    with urllib.request.urlopen(stack.http(service, "/metrics"), timeout=10) as answer:
+        text = answer.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels, _, value = line[len(name) + 1 :].partition("} ")
+            samples[labels] = float(value)
+        elif line.startswith(name + " "):
+            samples[""] = float(line.split()[1])
+    return samples

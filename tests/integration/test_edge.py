@@ -205,14 +205,16 @@ class Watcher:
         self.sock.close()
 
 
-async def send_to_inbox(stack: Stack, notify: events.NotifyRequest) -> None:
+async def send_to_inbox(stack: Stack, *notifies: events.NotifyRequest) -> None:
+    """Put NOTIFY requests on the edge's inbox as the notifier does (in one batch)."""
     producer = AIOKafkaProducer(bootstrap_servers=stack.env["PRESENCE_KAFKA_BOOTSTRAP"])
     await producer.start()
     try:
         topics = Topics(stack.env["PRESENCE_KAFKA_NAMESPACE"])
-        await producer.send_and_wait(
-            topics.edge_inbox(stack.env["PRESENCE_EDGE_ID"]), events.encode(notify)
-        )
+        inbox = topics.edge_inbox(stack.env["PRESENCE_EDGE_ID"])
+        for notify in notifies:
+            await producer.send(inbox, events.encode(notify))
+        await producer.flush()
     finally:
         await producer.stop()
 

@@ -145,6 +145,7 @@ async def test_inbox_is_committed_only_past_finished_notifies() -> None:
     edge.inbox.consumed(12)
     await edge.on_inbox_event(notify("old", 2, "10b"), offset=13)  # another dialog
     edge.inbox.consumed(13)
+    await settle()  # NOTIFYs leave from tasks of their own, never from the inbox loop
     assert len(edge.udp.sent) == 2  # n1 and the other dialog's
     # A crash now must re-read n1 (in flight) and n3 (queued): not past 10.
     assert edge.inbox.committable() == 10

@@ -128,3 +128,31 @@ def test_authentication_brakes_and_qop_settings() -> None:
             assert str(error).startswith(name)
         else:
             raise AssertionError(f"{name}={value} accepted")
+def test_notify_deny_networks_are_cidr_lists() -> None:
+    settings = load({"PRESENCE_NOTIFY_DENY_NETWORKS": "10.0.0.0/8, 192.0.2.7 ,fd00::/8"})
+    assert [str(n) for n in settings.denied_notify_networks] == [
+        "10.0.0.0/8",
+        "192.0.2.7/32",
+        "fd00::/8",
+    ]
+    assert load({}).denied_notify_networks == ()
+    with pytest.raises(SettingsError) as error:
+        load({"PRESENCE_NOTIFY_DENY_NETWORKS": "10.0.0.0/8,intranet"})
+    assert str(error.value) == (
+        "PRESENCE_NOTIFY_DENY_NETWORKS: must be comma-separated CIDR networks, got 'intranet'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PRESENCE_TCP_MAX_WRITE_BUFFER", "1024"),
+        ("PRESENCE_NOTIFY_CONNECT_TIMEOUT_MS", "0"),
+        ("PRESENCE_TCP_MAX_CONNECTIONS_PER_ADDRESS", "0"),
+        ("PRESENCE_NOTIFY_DNS_WORKERS", "1000"),
+    ],
+)
+def test_delivery_bounds_are_range_checked(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        load({variable: value})
+    assert str(error.value).startswith(f"{variable}: must be between")

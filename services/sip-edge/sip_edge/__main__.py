@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import resource
 import socket
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -17,7 +18,7 @@ from presence.logs import correlated, from_kafka_headers
 from presence.settings import Settings, SettingsError
 from presence.topics import Topics, shared_topics
 from sip_edge.edge import Edge
-from sip_edge.transport import TcpConnections, UdpEndpoint
+from sip_edge.transport import TcpConnections, TcpLimits, UdpEndpoint
 
 log = logging.getLogger("sip_edge")
 
@@ -97,6 +98,25 @@ async def run_timers(edge: Edge) -> None:
             edge.sweep()
 
 
+def check_file_limit(max_connections: int) -> None:
+    """Raise the open-files limit to what PRESENCE_TCP_MAX_CONNECTIONS needs (as far
+    as the hard limit allows), or say at start that the cap cannot be reached."""
+    needed = max_connections + 256  # sockets of Kafka, HTTP, UDP, logs
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning(
+            "open-files limit %d is below PRESENCE_TCP_MAX_CONNECTIONS + 256 (%d): "
+            "raise it (ulimit -n) or lower the setting",
+            soft,
+            needed,
+        )
+
+
 async def body(settings: Settings, stopping: asyncio.Event) -> None:
     try:
         settings.check_authentication()
@@ -136,10 +156,12 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
     async def in_flight() -> None:
         metrics.SIP_TRANSACTIONS_IN_FLIGHT.labels("server").set(edge.transactions.unanswered())
         metrics.SIP_TRANSACTIONS_IN_FLIGHT.labels("client").set(len(edge.client_transactions))
+        metrics.TCP_CONNECTIONS.set(len(edge.tcp) if edge.tcp is not None else 0)
 
     metrics.on_scrape(in_flight)
     edge.udp = UdpEndpoint(udp_sock, edge.message_received)
-    edge.tcp = TcpConnections(edge.message_received, settings.tcp_idle_timeout)
+    edge.tcp = TcpConnections(edge.message_received, TcpLimits.of(settings))
+    check_file_limit(settings.tcp_max_connections)
     await edge.tcp.serve(tcp_sock)
     tasks = [
         asyncio.create_task(consume_inbox(consumer, edge, inbox)),
@@ -172,6 +194,7 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
         await asyncio.sleep(0.05)
     edge.udp.close()
     edge.tcp.close()
+    edge.resolver.close()
     http.should_exit = True
     for task in tasks:
         task.cancel()

@@ -40,16 +40,25 @@ from sip_edge.authentication import authenticate
 from sip_edge.checks import LocalAnswer, check_request, input_defect, options_answer
 from sip_edge.client_transactions import ClientTransaction, ClientTransactions
 from sip_edge.inbox import InboxProgress
-from sip_edge.notify import Hop, build_notify, next_hop
+from sip_edge.notify import build_notify, next_hop
 from sip_edge.notify_pacing import NotifyPacer
+from sip_edge.notify_targets import DENIED_REASON, denied_target, is_denied
 from sip_edge.requests import (
     publish_event,
     register_event,
     strip_own_routes,
     subscribe_event,
 )
+from sip_edge.resolver import Resolver, ResolveTimeout
 from sip_edge.transactions import TransactionTable, transaction_key
-from sip_edge.transport import Source, TcpConnections, UdpEndpoint
+from sip_edge.transport import (
+    ConnectionLimit,
+    ConnectTimeout,
+    Source,
+    TcpConnections,
+    UdpEndpoint,
+    WriteBufferFull,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +91,8 @@ class Edge:
         )
         self.udp: UdpEndpoint | None = None
         self.tcp: TcpConnections | None = None
+        self.resolver = Resolver(settings.notify_dns_workers, settings.notify_dns_timeout_ms / 1000)
+        self._denied_networks = settings.denied_notify_networks
         self._tasks: set[asyncio.Task[None]] = set()
         # False while Kafka is known to be unreachable (set by watch_bus and failed sends).
         self.bus_up = True
@@ -174,10 +185,21 @@ class Edge:
                 answer = options_answer(self.settings)
             else:
                 answer = check_request(request, self.settings)
+                if answer is None and request.method == "SUBSCRIBE":
+                    answer = self._check_notify_target(request)
             if answer is not None:
                 self._reply(transaction.request_id, answer)
             else:
                 self._forward(request, source, transaction.request_id)
+
+    def _check_notify_target(self, request: SipRequest) -> LocalAnswer | None:
+        """403 for a SUBSCRIBE whose NOTIFYs would go into a denied network."""
+        host = denied_target(request, self._denied_networks)
+        if host is None:
+            return None
+        metrics.NOTIFY_TARGETS_DENIED.labels("subscribe").inc()
+        log.info("SUBSCRIBE names a NOTIFY target in a denied network: %s", host)
+        return LocalAnswer(403, DENIED_REASON)
 
     def _forward(self, request: SipRequest, source: Source, request_id: str) -> None:
         """Put the request on the bus as its typed event (or answer what cannot be)."""
@@ -275,7 +297,11 @@ class Edge:
             if ready is None and queued is not event:
                 self._notify_done(event.notify_id)  # an older state: dropped
             if ready is not None:
-                await self.send_notify(ready)
+                # Sent by a task of its own: name lookups, connects and slow peers
+                # never hold up the inbox (the replies to everyone else's requests).
+                # The pacer keeps the dialog's order: nothing else of it is sent
+                # until this one has its outcome.
+                self._spawn(self.send_notify(ready))
 
     def _notify_done(self, notify_id: str) -> None:
         self.inbox.closed(notify_id)
@@ -289,9 +315,8 @@ class Edge:
     async def _send_notify(self, notify: events.NotifyRequest) -> None:
         try:
             hop = next_hop(notify)
-            address = await _resolve(hop)
-        except (SipParseError, OSError) as error:
-            log.warning("NOTIFY %s has no reachable next hop: %s", notify.notify_id, error)
+        except SipParseError as error:
+            log.warning("NOTIFY %s has no next hop: %s", notify.notify_id, error)
             self._notify_ended(notify, 503, "Unresolvable Next Hop", "unroutable")
             return
         branch = "z9hG4bK" + secrets.token_hex(12)
@@ -300,34 +325,78 @@ class Edge:
             f";branch={branch};rport"
         )
         data = serialize(build_notify(notify, via))
+        # The transaction starts before the lookup and the connect, so that Timer F
+        # bounds them too (tick() then cancels this task and reports 408).
         transaction = self.client_transactions.start(
             branch, notify.notify_id, data, reliable=hop.transport == "tcp", now=time.monotonic()
         )
-        transaction.context.update(notify=notify, transport=hop.transport, address=address)
-        await self._transmit(transaction)
+        transaction.context.update(
+            notify=notify, transport=hop.transport, address=None, task=asyncio.current_task()
+        )
+        try:
+            address = await self.resolver.resolve(hop.host, hop.port)
+        except ResolveTimeout as error:
+            self._delivery_failed(transaction, 408, "DNS Timeout", "dns_timeout", error)
+            return
+        except OSError as error:
+            self._delivery_failed(transaction, 503, "Unresolvable Next Hop", "unroutable", error)
+            return
+        if not hop.from_flow and is_denied(address[0], self._denied_networks):
+            metrics.NOTIFY_TARGETS_DENIED.labels("notify").inc()
+            # Ends like a target that never answers (408: the dialog ends by default).
+            error = OSError(f"{hop.host} resolved to {address[0]}, in a denied network")
+            self._delivery_failed(transaction, 408, DENIED_REASON, "denied", error)
+            return
+        transaction.context["address"] = address
+        if not await self._transmit(transaction):
+            return
         metrics.NOTIFIES_SENT.labels(notify.event).inc()
         if notify.published_at:
             metrics.PUBLISH_TO_NOTIFY_SECONDS.labels(notify.event).observe(
                 max(0.0, time.time() - notify.published_at)
             )
 
-    async def _transmit(self, transaction: ClientTransaction) -> None:
+    async def _transmit(self, transaction: ClientTransaction) -> bool:
+        """Send (or resend) a NOTIFY; False when it could not be (its outcome is
+        reported) or its next hop is still being resolved."""
         address = transaction.context["address"]
+        if address is None:
+            return False  # a UDP retransmission due before the lookup finished
         assert isinstance(address, tuple)
         if transaction.context["transport"] == "udp":
             assert self.udp is not None
             self.udp.send(transaction.data, address)
-            return
+            return True
         assert self.tcp is not None
         try:
             await self.tcp.send(transaction.data, address)
-        except (OSError, TimeoutError) as error:
+        except ConnectTimeout as error:
+            self._delivery_failed(transaction, 408, "Connect Timeout", "connect_timeout", error)
+        except WriteBufferFull as error:
+            # The peer stopped reading: as good as a target that never answers.
+            self._delivery_failed(transaction, 408, "Peer Not Reading", "write_buffer_full", error)
+        except ConnectionLimit as error:
+            self._delivery_failed(transaction, 503, "Too Many Connections", "overload", error)
+        except OSError as error:
             # §8.1.3.1: a transport error is treated as a 503.
-            log.info("NOTIFY to %s failed: %s", address, error)
-            if self.client_transactions.response(transaction.branch, 503, time.monotonic()):
-                self._client_transaction_ended(
-                    transaction, 503, "Transport Error", "transport_error"
-                )
+            self._delivery_failed(transaction, 503, "Transport Error", "transport_error", error)
+        else:
+            return True
+        return False
+
+    def _delivery_failed(
+        self,
+        transaction: ClientTransaction,
+        status: int,
+        reason: str,
+        outcome: str,
+        error: BaseException,
+    ) -> None:
+        """End a NOTIFY the edge could not deliver (unless Timer F ended it already)."""
+        address = transaction.context.get("address")
+        log.info("NOTIFY %s to %s failed: %s", transaction.notify_id, address or "?", error)
+        if self.client_transactions.response(transaction.branch, status, time.monotonic()):
+            self._client_transaction_ended(transaction, status, reason, outcome)
 
     def _response_received(self, response: SipResponse) -> None:
         vias = response.headers.get_all("Via")
@@ -395,6 +464,9 @@ class Edge:
             metrics.NOTIFY_RETRANSMISSIONS.labels(notify.event).inc()
             self._spawn(self._transmit(transaction))
         for transaction in timed_out:
+            task = transaction.context.get("task")
+            if isinstance(task, asyncio.Task):
+                task.cancel()  # still resolving, connecting or waiting to write
             self._client_transaction_ended(transaction, 408, "Request Timeout", "timeout")
         for notify in self.pacer.due(time.monotonic()):
             self._spawn(self.send_notify(notify))
@@ -451,7 +523,12 @@ class Edge:
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("edge task failed", exc_info=task.exception())
 
 
 def request_id_of(key: tuple[str, ...]) -> str:
@@ -468,15 +545,3 @@ def _advertised_address(settings: Settings) -> tuple[str, int]:
     if host in ("0.0.0.0", "::"):
         host = socket.gethostname()
     return (f"[{host}]" if ":" in host else host), settings.sip_port
-
-
-async def _resolve(hop: Hop) -> tuple[str, int]:
-    """An IP address for the hop (A/AAAA records only: no SRV or NAPTR yet)."""
-    try:
-        socket.inet_pton(socket.AF_INET6 if ":" in hop.host else socket.AF_INET, hop.host)
-        return hop.host, hop.port
-    except OSError:
-        pass
-    infos = await asyncio.get_running_loop().getaddrinfo(hop.host, hop.port, type=socket.SOCK_DGRAM)
-    host, port = infos[0][4][:2]
-    return str(host), int(port)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from presence.events import NotifyRequest
 from presence.sip.message import Headers, SipRequest, parse_name_addr, parse_uri
@@ -14,6 +14,9 @@ class Hop:
     transport: str  # "udp" or "tcp"
     host: str
     port: int
+    # True for the flow a SUBSCRIBE came on: an address the watcher sent from, never
+    # checked against the denied networks (the others were named in its headers).
+    from_flow: bool = field(default=False, compare=False)
 
 
 def parse_flow(flow: str) -> Hop | None:
@@ -22,7 +25,7 @@ def parse_flow(flow: str) -> Hop | None:
     host, _, port = address.rpartition(":")
     if transport not in ("udp", "tcp") or not host or not port.isdigit():
         return None
-    return Hop(transport, host.strip("[]"), int(port))
+    return Hop(transport, host.strip("[]"), int(port), from_flow=True)
 
 
 def next_hop(notify: NotifyRequest) -> Hop:

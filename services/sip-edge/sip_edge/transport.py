@@ -2,7 +2,11 @@
 
 TCP connections, accepted or opened by the edge, are kept by remote address so
 that responses and NOTIFYs to a peer reuse its connection while it is open
-(RFC 3261 §18).
+(RFC 3261 §18). What one peer can hold is bounded (TcpLimits): connections in
+all and per IP address (one beyond is closed at accept), connects under way
+(one connect per address, shared by every NOTIFY waiting for it), unsent bytes
+per connection (a peer that does not read is disconnected), and time: no bytes
+at all for idle_timeout, or nothing but keep-alives for keepalive_only_timeout.
 """
 
 from __future__ import annotations
@@ -14,12 +18,51 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from presence import metrics
+from presence.settings import Settings
 from presence.sip.framing import FramingError, KeepAlive, StreamFramer
+from sip_edge.limits import SlotLimiter
 
 log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
-CONNECT_TIMEOUT = 5.0
+
+
+class ConnectTimeout(TimeoutError):
+    """A NOTIFY's TCP connect did not complete in time."""
+
+
+class ConnectionLimit(ConnectionError):
+    """A connection (or connect) the limits do not allow."""
+
+
+class WriteBufferFull(ConnectionError):
+    """The peer does not read: its unsent bytes passed the cap; the connection is closed."""
+
+
+@dataclass(frozen=True)
+class TcpLimits:
+    max_connections: int = 4096
+    max_per_address: int = 100
+    max_connecting: int = 64
+    max_connecting_per_host: int = 4
+    write_buffer: int = 262144
+    idle_timeout: float = 300.0
+    keepalive_only_timeout: float = 7200.0
+    connect_timeout: float = 5.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> TcpLimits:
+        return cls(
+            max_connections=settings.tcp_max_connections,
+            max_per_address=settings.tcp_max_connections_per_address,
+            max_connecting=settings.notify_max_connecting,
+            max_connecting_per_host=settings.notify_max_connecting_per_host,
+            write_buffer=settings.tcp_max_write_buffer,
+            idle_timeout=settings.tcp_idle_timeout,
+            keepalive_only_timeout=settings.tcp_keepalive_only_timeout,
+            connect_timeout=settings.notify_connect_timeout_ms / 1000,
+        )
 
 
 @dataclass(frozen=True)
@@ -89,68 +132,197 @@ class UdpEndpoint:
         self._sock.close()
 
 
+@dataclass
+class _Connection:
+    writer: asyncio.StreamWriter
+    address: Address
+    # Set when the edge closed it because the peer stopped reading.
+    overflowed: bool = False
+
+
 class TcpConnections:
-    def __init__(self, handle: MessageHandler, idle_timeout: float) -> None:
+    def __init__(self, handle: MessageHandler, limits: TcpLimits) -> None:
         self._handle = handle
-        self._idle_timeout = idle_timeout
-        self._writers: dict[Address, asyncio.StreamWriter] = {}
+        self._limits = limits
+        self._connections: dict[Address, _Connection] = {}
+        # Open connections by IP address, and connects under way by IP address.
+        self._slots = SlotLimiter(limits.max_connections, limits.max_per_address)
+        self._connect_slots = SlotLimiter(limits.max_connecting, limits.max_connecting_per_host)
+        self._connecting: dict[Address, asyncio.Task[_Connection]] = {}
+        self._runs: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
 
     def __len__(self) -> int:
-        return len(self._writers)
+        return len(self._connections)
+
+    @property
+    def connecting(self) -> int:
+        return len(self._connecting)
 
     async def serve(self, sock: socket.socket) -> None:
         sock.listen(1024)
         self._server = await asyncio.start_server(self._serve_connection, sock=sock)
 
     async def send(self, data: bytes, address: Address) -> None:
-        """Send on the open connection to `address`, or open one (raises OSError)."""
-        writer = self._writers.get(address)
-        if writer is None or writer.is_closing():
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(address[0], address[1]), CONNECT_TIMEOUT
-            )
-            task = asyncio.get_running_loop().create_task(self._run(reader, writer, address))
-            task.add_done_callback(lambda _: None)
-        writer.write(data)
+        """Send a request on the open connection to `address`, or on one opened for
+        it, and wait while the peer reads too slowly (backpressure). Raises
+        ConnectTimeout, ConnectionLimit, WriteBufferFull or another OSError."""
+        connection = self._connections.get(address)
+        if connection is None or connection.writer.is_closing():
+            connection = await self._connect(address)
+        if connection.writer.is_closing():  # closed while this one waited for it
+            if connection.overflowed:
+                raise WriteBufferFull(f"{address[0]}:{address[1]} does not read")
+            raise ConnectionResetError(f"connection to {address[0]}:{address[1]} closed")
+        self._write(connection, data)
+        try:
+            await connection.writer.drain()
+        except ConnectionError:
+            if connection.overflowed:
+                raise WriteBufferFull(f"{address[0]}:{address[1]} does not read") from None
+            raise
 
     def writer_to(self, address: Address) -> Callable[[bytes, Address], None]:
+        """Responses on the connection a request came on (never waits: a peer too
+        slow for them loses its connection at the cap)."""
+
         def send(data: bytes, _address: Address) -> None:
-            writer = self._writers.get(address)
-            if writer is not None and not writer.is_closing():
-                writer.write(data)
+            connection = self._connections.get(address)
+            if connection is not None and not connection.writer.is_closing():
+                with contextlib.suppress(WriteBufferFull):
+                    self._write(connection, data)
 
         return send
+
+    def _write(self, connection: _Connection, data: bytes) -> None:
+        transport = connection.writer.transport
+        buffered = transport.get_write_buffer_size()
+        if buffered and buffered + len(data) > self._limits.write_buffer:
+            connection.overflowed = True
+            metrics.TCP_CLOSED.labels("write_buffer_full").inc()
+            log.warning(
+                "closing TCP connection to %s:%s: %d bytes unsent (the peer does not read)",
+                *connection.address,
+                buffered,
+            )
+            transport.abort()
+            raise WriteBufferFull(f"{connection.address[0]}:{connection.address[1]} does not read")
+        connection.writer.write(data)
+
+    async def _connect(self, address: Address) -> _Connection:
+        """The connection to `address`: one connect per address, shared by every
+        caller that needs it while it is under way."""
+        opening = self._connecting.get(address)
+        if opening is None:
+            refusal = self._slots.refusal(address[0])
+            if refusal is not None:
+                metrics.TCP_REFUSED.labels("outbound", refusal).inc()
+                raise ConnectionLimit(f"too many TCP connections (to {address[0]})")
+            refusal = self._connect_slots.refusal(address[0])
+            if refusal is not None:
+                metrics.TCP_REFUSED.labels("connecting", refusal).inc()
+                raise ConnectionLimit(f"too many connects under way (to {address[0]})")
+            self._connect_slots.acquire(address[0])
+            opening = asyncio.get_running_loop().create_task(self._open(address))
+            self._connecting[address] = opening
+            opening.add_done_callback(lambda done: self._opened(address, done))
+        return await asyncio.shield(opening)
+
+    def _opened(self, address: Address, opening: asyncio.Task[_Connection]) -> None:
+        del self._connecting[address]
+        self._connect_slots.release(address[0])
+        if not opening.cancelled():
+            opening.exception()  # retrieved: its callers may all have given up
+
+    async def _open(self, address: Address) -> _Connection:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(address[0], address[1]), self._limits.connect_timeout
+            )
+        except TimeoutError:
+            raise ConnectTimeout(
+                f"no TCP connection to {address[0]}:{address[1]} "
+                f"within {self._limits.connect_timeout:g} s"
+            ) from None
+        refusal = self._slots.refusal(address[0])
+        if refusal is not None:  # others opened meanwhile
+            writer.transport.abort()
+            metrics.TCP_REFUSED.labels("outbound", refusal).inc()
+            raise ConnectionLimit(f"too many TCP connections (to {address[0]})")
+        self._slots.acquire(address[0])
+        connection = self._adopt(writer, address)
+        self._spawn_run(reader, connection)
+        return connection
 
     async def _serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         peer = writer.get_extra_info("peername")
-        await self._run(reader, writer, (peer[0], peer[1]))
+        address = (peer[0], peer[1])
+        refusal = self._slots.refusal(address[0])
+        if refusal is not None:
+            metrics.TCP_REFUSED.labels("inbound", refusal).inc()
+            log.warning(
+                "refused a TCP connection from %s: %s",
+                address[0],
+                "too many in all" if refusal == "total" else "too many from that address",
+            )
+            writer.transport.abort()
+            return
+        self._slots.acquire(address[0])
+        await self._run(reader, self._adopt(writer, address))
 
-    async def _run(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: Address
-    ) -> None:
-        self._writers[address] = writer
+    def _adopt(self, writer: asyncio.StreamWriter, address: Address) -> _Connection:
+        """A new connection (its slot taken): bounded buffers, registered by address."""
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._limits.write_buffer)
+        # drain() waits from half the cap on; at the cap the connection is closed.
+        writer.transport.set_write_buffer_limits(high=self._limits.write_buffer // 2)
+        connection = _Connection(writer, address)
+        self._connections[address] = connection
+        return connection
+
+    def _spawn_run(self, reader: asyncio.StreamReader, connection: _Connection) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(reader, connection))
+        self._runs.add(task)
+        task.add_done_callback(self._runs.discard)
+
+    async def _run(self, reader: asyncio.StreamReader, connection: _Connection) -> None:
+        writer, address = connection.writer, connection.address
         source = Source("tcp", address[0], address[1], self.writer_to(address))
         framer = StreamFramer()
+        loop = asyncio.get_running_loop()
+        last_sip = loop.time()  # keep-alives do not count
         try:
             while True:
-                chunk = await asyncio.wait_for(reader.read(65536), self._idle_timeout)
+                keepalive_left = last_sip + self._limits.keepalive_only_timeout - loop.time()
+                wait = min(self._limits.idle_timeout, keepalive_left)
+                try:
+                    chunk = await asyncio.wait_for(reader.read(65536), max(wait, 0))
+                except TimeoutError:
+                    reason = "idle" if wait < keepalive_left else "keepalive_only"
+                    metrics.TCP_CLOSED.labels(reason).inc()
+                    log.info("closing TCP connection %s: %s", source, reason.replace("_", " "))
+                    break
                 if not chunk:
                     break
                 for item in framer.feed(chunk):
                     if isinstance(item, KeepAlive):
-                        writer.write(b"\r\n")  # RFC 5626 §3.5.1: pong
+                        self._write(connection, b"\r\n")  # RFC 5626 §3.5.1: pong
                     else:
+                        last_sip = loop.time()
                         self._handle(item, source)
         except FramingError as error:
+            metrics.TCP_CLOSED.labels("framing_error").inc()
             log.info("closing TCP connection from %s: %s", source, error)
-        except (TimeoutError, ConnectionError):
-            pass  # idle too long, or the peer went away
+        except ConnectionError:
+            pass  # the peer went away, or stopped reading (WriteBufferFull)
         finally:
-            if self._writers.get(address) is writer:
-                del self._writers[address]
+            if self._connections.get(address) is connection:
+                del self._connections[address]
+            self._slots.release(address[0])
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
@@ -163,5 +335,5 @@ class TcpConnections:
     def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        for writer in list(self._writers.values()):
-            writer.close()
+        for connection in list(self._connections.values()):
+            connection.writer.close()
