@@ -74,7 +74,11 @@ class WatcherDialog:
         return response
 
     def next_notify(self, status: int = 200) -> SipRequest:
-        notify = self.client.next_request()
+        return self.next_notify_within(None, status)
+
+    def next_notify_within(self, timeout: float | None, status: int = 200) -> SipRequest:
+        """The next NOTIFY, answered; TimeoutError when none comes within `timeout`."""
+        notify = self.client.next_request(timeout)
         assert notify.method == "NOTIFY"
         self.client.answer(notify, status)
         return notify
