@@ -27,7 +27,7 @@ import pytest
 
 from .conftest import Stack, eventually
 from .sip_client import SipClient
-from .test_subscribe import WatcherDialog, tuples
+from .test_subscribe import WatcherDialog
 
 pytestmark = pytest.mark.integration
 
@@ -188,25 +188,6 @@ async def test_linphone_watcher_sees_linphone_presentity(
             bob.kill()
 
 
-def notify_until(
-    watcher: WatcherDialog, condition: Callable[[dict[str, str]], bool], timeout: float = 20
-) -> dict[str, str]:
-    """Answer the watcher's NOTIFYs until one's tuples (id -> basic) meet `condition`."""
-    deadline = time.monotonic() + timeout
-    seen: list[dict[str, str]] = []
-    while True:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"no NOTIFY as expected; seen: {seen}"
-        try:
-            notify = watcher.next_notify_within(remaining)
-        except TimeoutError:
-            continue
-        shown = tuples(notify) if notify.body else {}
-        seen.append(shown)
-        if condition(shown):
-            return shown
-
-
 async def test_two_linphones_of_one_user_are_two_devices(
     stack: Stack, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
@@ -231,15 +212,14 @@ async def test_two_linphones_of_one_user_are_two_devices(
 
         assert (await asyncio.to_thread(watcher.subscribe)).status == 200
         both = await asyncio.to_thread(
-            notify_until,
-            watcher,
+            watcher.notify_until,
             lambda shown: shown.get(phone_tuple) == "open" and shown.get(desk_tuple) == "open",
         )
         assert len(both) == 2
 
         phone.quit()
         after = await asyncio.to_thread(
-            notify_until, watcher, lambda shown: shown.get(phone_tuple) != "open"
+            watcher.notify_until, lambda shown: shown.get(phone_tuple) != "open"
         )
         assert after.get(desk_tuple) == "open", after
         await eventually(
