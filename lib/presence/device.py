@@ -10,7 +10,8 @@ What really differs between two devices is, in order of preference:
 
 1. their instance id (RFC 5626 ``+sip.instance``, a URN the UA keeps for life), from
    the PUBLISH's own Contact or, since phones send none in PUBLISH, from the
-   registrar binding the UA registered over the same flow;
+   registrar binding the UA registered over the same flow (when that flow carries
+   bindings of several UAs, a proxy's, the publication is a device of its own);
 2. the flow the PUBLISH arrived on (transport, source address and port): no two
    devices send from one address and port at one time.
 
@@ -63,6 +64,25 @@ def instance_id(params: dict[str, str | None]) -> str | None:
 def device_key(instance: str | None, flow: str) -> str:
     """The device behind a publication: its instance id when known, else its flow."""
     return f"instance:{instance}" if instance else f"flow:{flow}"
+
+
+def publishing_device(
+    instance: str | None, registered: list[str | None], flow: str, unique: str
+) -> str:
+    """The device of a PUBLISH that came on `flow`, with `instance` from its own
+    Contact and `registered` the instance ids (None: none) of the user's live
+    bindings registered over the same flow.
+
+    Several bindings on one flow that do not all name one instance mean the flow may
+    carry several UAs of the user (a proxy or SBC in front): then neither the flow
+    nor one of the instances names the publisher, and the publication gets a device
+    of its own (``unique``, e.g. the request id), which nothing replaces.
+    """
+    if instance:
+        return device_key(instance, flow)
+    if len(registered) > 1 and (len(set(registered)) > 1 or None in registered):
+        return f"unknown:{unique}"
+    return device_key(registered[0] if registered else None, flow)
 
 
 def same_device(

@@ -215,6 +215,30 @@ async def test_a_registered_device_back_on_a_new_port_replaces_its_own_publicati
             publisher.client.close()
 
 
+async def test_a_flow_with_several_registered_devices_names_no_device(
+    stack: Stack, db: asyncpg.Connection
+) -> None:
+    """A proxy in front puts two phones (two instance ids) on one flow: a PUBLISH on
+    it cannot be tied to one of them, so it replaces nothing."""
+    presentity = f"sip:proxied-{secrets.token_hex(3)}@example.com"
+    proxy = Publisher(stack, presentity)
+    try:
+        for n in (1, 2):
+            request = proxy.client.request(
+                "REGISTER", "sip:example.com",
+                [("Contact", f'<sip:phone{n}@127.0.0.1:{5060 + n}>'
+                  f';+sip.instance="<urn:uuid:{secrets.token_hex(16)}>"'), ("Expires", "600")],
+                from_uri=presentity, to_uri=presentity,
+            )  # fmt: skip
+            assert (await asyncio.to_thread(proxy.client.transact, request)).status == 200
+        for basic in ("open", "closed"):
+            response = await asyncio.to_thread(proxy.publish, device_document(presentity, basic))
+            assert response.status == 200
+        assert len(await bodies_of(db, presentity)) == 2
+    finally:
+        proxy.client.close()
+
+
 async def test_expiry_is_capped_and_defaulted(device: Publisher, db: asyncpg.Connection) -> None:
     capped = await asyncio.to_thread(
         device.publish, document(device.presentity, "a", "open"), expires=999_999

@@ -2,7 +2,14 @@
 
 import pytest
 
-from presence.device import MAX_INSTANCE, device_key, instance_id, same_device, tuple_id_suffix
+from presence.device import (
+    MAX_INSTANCE,
+    device_key,
+    instance_id,
+    publishing_device,
+    same_device,
+    tuple_id_suffix,
+)
 
 LINPHONE_INSTANCE = '"<urn:uuid:B061A339-F4FE-006F-8BD7-D10173C4E40C>"'
 
@@ -32,6 +39,27 @@ def test_instance_id(value: str | None, expected: str | None) -> None:
 def test_device_is_the_instance_when_known_else_the_flow() -> None:
     assert device_key("urn:uuid:1", "udp:192.0.2.1:5060") == "instance:urn:uuid:1"
     assert device_key(None, "udp:192.0.2.1:5060") == "flow:udp:192.0.2.1:5060"
+
+
+FLOW = "udp:192.0.2.1:5060"
+
+
+@pytest.mark.parametrize(
+    ("instance", "registered", "device"),
+    [
+        ("urn:uuid:p", ["urn:uuid:r"], "instance:urn:uuid:p"),  # its own Contact first
+        (None, ["urn:uuid:r"], "instance:urn:uuid:r"),  # linphone: from its REGISTER
+        (None, ["urn:uuid:r", "urn:uuid:r"], "instance:urn:uuid:r"),  # two contacts, one UA
+        (None, [None], f"flow:{FLOW}"),  # registered without instance id
+        (None, [], f"flow:{FLOW}"),  # baresip with regint=0
+        # A proxy's flow with several of the user's UAs on it: a device of its own.
+        (None, ["urn:uuid:a", "urn:uuid:b"], "unknown:req-1"),
+        (None, ["urn:uuid:a", None], "unknown:req-1"),
+        (None, [None, None], "unknown:req-1"),
+    ],
+)
+def test_publishing_device(instance: str | None, registered: list[str | None], device: str) -> None:
+    assert publishing_device(instance, registered, FLOW, "req-1") == device
 
 
 LINPHONE_A = frozenset({"id:vltpid", "contact:sip:alice@example.com"})

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from presence.device import device_key
+from presence.device import publishing_device
 from presence.events import PresentityChanged, PublishRequest
 from presence.expiry import expires_at
 from presence.settings import Settings
@@ -102,20 +102,22 @@ async def _apply_initial(
 
 
 async def _device_of(connection: asyncpg.Connection, request: PublishRequest, now: int) -> str:
-    """The publishing device (presence.device): the PUBLISH's own instance id, else
-    the one its UA registered for this address-of-record over the same flow, else
-    the flow itself."""
-    instance = request.instance or await connection.fetchval(
-        """SELECT instance FROM location
-           WHERE username = $1 AND domain = $2 AND received = $3 AND expires > $4
-             AND instance IS NOT NULL
-           ORDER BY id DESC LIMIT 1""",
-        request.username,
-        request.domain,
-        request.source,
-        now,
-    )
-    return device_key(instance, request.source)
+    """The publishing device (presence.device.publishing_device), with the instance
+    ids its UA registered for this address-of-record over the same flow."""
+    registered: list[str | None] = []
+    if request.instance is None:
+        registered = [
+            row["instance"]
+            for row in await connection.fetch(
+                """SELECT instance FROM location
+                   WHERE username = $1 AND domain = $2 AND received = $3 AND expires > $4""",
+                request.username,
+                request.domain,
+                request.source,
+                now,
+            )
+        ]
+    return publishing_device(request.instance, registered, request.source, request.request_id)
 
 
 async def _apply_conditional(
