@@ -25,11 +25,18 @@ gets ONE document combining them. Pure: no I/O, no clock. The rules:
   exact duplicates: notes with the same xml:lang and text, other elements with
   the same exclusive canonical XML. An id used by two *different* element types
   from two devices is kept twice (no element type wins over another).
+* Tuples of different devices: RFC 3863 wants tuple ids unique in a document, and
+  devices of one user often use the same one (baresip writes ``t4109`` on every
+  install). A tuple id that live publications of two or more *devices*
+  (``Publication.device``, see presence.device) use is written as
+  ``<id>-<tag of the device>`` in each of them, so both devices show; the tag is
+  stable while the clash lasts, and the id is plain again once it is over. Within
+  one device the newest copy wins, as above.
 * Closed publications (just removed or expired): each of their tuples appears
   once as ``<tuple id><status><basic>closed</basic></status><contact/></tuple>``,
   id and contact kept, status extensions, notes and timestamp dropped (they
-  described the state that ended), unless a live tuple has the same id (live
-  wins). Their persons, devices, notes and extensions are not carried.
+  described the state that ended), unless a live tuple has the same id, before
+  any renaming (live wins). Their persons, devices, notes and extensions are not carried.
 * Values are not judged (``<basic>unknown</basic>`` passes through). Top-level
   elements the schema cannot hold (another PIDF element than tuple and note, or
   an element in no namespace) are dropped. A stored body that does not parse is
@@ -51,6 +58,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
+from presence.device import tuple_id_suffix
 from presence.pidf import PIDF_NS, parse_pidf
 
 DM_NS = "urn:ietf:params:xml:ns:pidf:data-model"
@@ -86,6 +94,7 @@ class Publication:
     etag: str
     received_time: int  # Unix seconds
     body: str | bytes
+    device: str = ""  # the publishing device (presence.device.device_key); "" unknown
 
 
 def empty_document(entity: str) -> bytes:
@@ -99,14 +108,20 @@ def aggregate(
     """One PIDF document combining ``publications``, with ``closed`` ones shown closed."""
     groups: list[list[_Element]] = [[] for _ in range(_OTHERS + 1)]
     seen: set[tuple[object, ...]] = set()
-    for root in _newest_first(publications):
+    live = _newest_first(publications)
+    live_ids, shared = _tuple_ids(live)
+    for root, device in live:
         for element in root:
             group = _group(element)
+            if group == _LIVE_TUPLES:
+                ident = element.get("id")
+                if ident in shared:
+                    element.set("id", f"{ident}-{tuple_id_suffix(device)}")
             if group is not None and _first(element, seen):
                 groups[group].append(element)
-    for root in _newest_first(closed):
+    for root, _ in _newest_first(closed):
         for element in root.iterchildren(_TUPLE):
-            if _first(element, seen):
+            if element.get("id") not in live_ids and _first(element, seen):
                 groups[_CLOSED_TUPLES].append(_closed_tuple(element))
     kept = [(element, _scope(element)) for group in groups for element in group]
     nsmap: dict[str | None, str] = {None: PIDF_NS}
@@ -124,14 +139,26 @@ def aggregate(
     return _serialize(root, pieces)
 
 
-def _newest_first(publications: Sequence[Publication]) -> list[_Element]:
+def _newest_first(publications: Sequence[Publication]) -> list[tuple[_Element, str]]:
+    """Each parsable publication's root with its device, newest first."""
     order = sorted(
         range(len(publications)),
         key=lambda index: (publications[index].received_time, index),
         reverse=True,
     )
-    roots = (_parse(publications[index].body) for index in order)
-    return [root for root in roots if root is not None]
+    roots = ((_parse(publications[i].body), publications[i].device) for i in order)
+    return [(root, device) for root, device in roots if root is not None]
+
+
+def _tuple_ids(live: list[tuple[_Element, str]]) -> tuple[set[str], set[str]]:
+    """The tuple ids of live publications, and those that more than one device uses."""
+    devices: dict[str, set[str]] = {}
+    for root, device in live:
+        for tuple_ in root.iterchildren(_TUPLE):
+            ident = tuple_.get("id")
+            if ident is not None:
+                devices.setdefault(ident, set()).add(device)
+    return set(devices), {ident for ident, owners in devices.items() if len(owners) > 1}
 
 
 def _parse(body: str | bytes) -> _Element | None:

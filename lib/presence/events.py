@@ -52,7 +52,10 @@ class PublishRequest(Sender):
     if_match: str | None  # SIP-If-Match, None for an initial publication
     content_type: str | None
     body: str
-    source: str  # "udp:203.0.113.5:5060", for logs
+    source: str  # "udp:203.0.113.5:5060": for logs, and the device when nothing better
+    # The +sip.instance of the PUBLISH's Contact (presence.device.instance_id); phones
+    # rarely send one: the store then looks for the binding registered over `source`.
+    instance: str | None = None
 
     @property
     def presentity(self) -> str:
@@ -78,6 +81,8 @@ class RegisterRequest(Sender):
     call_id: str
     cseq: int
     flow: str  # "udp:203.0.113.5:5060"
+    # contact URI -> its +sip.instance (presence.device.instance_id), where it has one.
+    instances: dict[str, str] = field(default_factory=dict)
 
     @property
     def presentity(self) -> str:

@@ -24,7 +24,7 @@ async def load_document(
     """The live publications aggregated, with the `closed` bodies (publications that
     just ended) shown closed once."""
     rows = await connection.fetch(
-        f"""SELECT etag, received_time, body FROM {settings.presentity_table}
+        f"""SELECT etag, received_time, body, device FROM {settings.presentity_table}
             WHERE username = $1 AND domain = $2 AND event = $3 AND expires > $4
             ORDER BY received_time, id""",
         username,
@@ -32,7 +32,9 @@ async def load_document(
         event,
         int(time.time()),
     )
-    publications = [Publication(r["etag"], r["received_time"], r["body"]) for r in rows]
+    publications = [
+        Publication(r["etag"], r["received_time"], r["body"], r["device"]) for r in rows
+    ]
     ended = [Publication("", 0, body) for body in closed]
     return aggregate(f"sip:{username}@{domain}", publications, closed=ended)
 

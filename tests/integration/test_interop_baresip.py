@@ -9,6 +9,7 @@ own PIDF and subscribes without Accept: the interoperability cases of issue 3.
 from __future__ import annotations
 
 import re
+import secrets
 import socket
 import subprocess
 import time
@@ -17,7 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from presence.device import tuple_id_suffix
+
 from .conftest import Stack, free_port, running_stack
+from .sip_client import SipClient
+from .test_subscribe import WatcherDialog
 
 pytestmark = pytest.mark.integration
 
@@ -45,6 +50,7 @@ class Baresip:
         while not _free(port + 1):
             port = free_port()
         (home / "config").write_text(CONFIG.format(port=port))
+        self.port = port  # its PUBLISHes come from here: the flow that is its device
         outbound = f'outbound="sip:{server[0]}:{server[1]}"'
         (home / "accounts").write_text(f"<sip:{user}@127.0.0.1>;regint=0;pubint=60;{outbound}\n")
         (home / "contacts").write_text(contacts)
@@ -121,3 +127,38 @@ def test_baresip_watcher_sees_baresip_presentity(stack: Stack, tmp_path: Path) -
     finally:
         alice.stop()
         bob.stop()
+
+
+def test_two_baresips_of_one_user_are_two_devices(stack: Stack, tmp_path: Path) -> None:
+    """alice on two baresips: identical PIDF bodies (tuple id t4109, the AOR as
+    contact), no instance id, no registration: their flows tell them apart. A watcher
+    sees both tuples (under ids made unique per device); when one quits (its
+    un-PUBLISH), the other's tuple stays open."""
+    user = f"alice-{secrets.token_hex(3)}"
+    phone = Baresip(tmp_path / "phone", user, stack.sip)
+    desk = Baresip(tmp_path / "desk", user, stack.sip)
+    client = SipClient(stack.sip, "udp")
+    watcher = WatcherDialog(
+        client, f"sip:{user}@127.0.0.1", secrets.token_hex(8), secrets.token_hex(4)
+    )
+
+    def shown_as(device: Baresip) -> str:
+        return "t4109-" + tuple_id_suffix(f"flow:udp:127.0.0.1:{device.port}")
+
+    try:
+        assert watcher.subscribe().status == 200
+        phone.key("[")  # presence online
+        desk.key("[")
+        both = watcher.notify_until(
+            lambda shown: (
+                shown.get(shown_as(phone)) == "open" and shown.get(shown_as(desk)) == "open"
+            )
+        )
+        assert len(both) == 2, both
+        phone.stop()  # baresip un-PUBLISHes as it exits
+        after = watcher.notify_until(lambda shown: shown_as(phone) not in shown)
+        assert after == {"t4109": "open"}, after  # the desk's, its id plain again
+    finally:
+        client.close()
+        phone.stop()
+        desk.stop()

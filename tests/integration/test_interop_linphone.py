@@ -13,6 +13,7 @@ back to the watcher in the NOTIFY.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
@@ -25,6 +26,8 @@ import asyncpg
 import pytest
 
 from .conftest import Stack, eventually
+from .sip_client import SipClient
+from .test_subscribe import WatcherDialog
 
 pytestmark = pytest.mark.integration
 
@@ -95,6 +98,12 @@ class Linphone:
         """linphonec's own quit: un-PUBLISH, un-SUBSCRIBE, unregister, then exit."""
         self.command("quit")
         self.process.wait(20)
+
+    def tuple_id(self) -> str:
+        """The id of the tuple in this linphonec's first PUBLISH (random per start)."""
+        found = re.search(r'<tuple id="([^"]+)">', self.log.read_text(errors="replace"))
+        assert found is not None, "no PUBLISH in the log"
+        return found[1]
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -177,3 +186,48 @@ async def test_linphone_watcher_sees_linphone_presentity(
         alice.kill()
         if bob is not None:
             bob.kill()
+
+
+async def test_two_linphones_of_one_user_are_two_devices(
+    stack: Stack, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """alice on two linphones (each with its own instance id in its REGISTER, both
+    writing the AOR as <contact>): a watcher sees both devices' tuples; when one
+    quits (un-PUBLISH), the other's stays open."""
+    user = f"alice-{secrets.token_hex(3)}"
+    phone = Linphone(tmp_path / "phone", user, stack.sip)
+    desk = Linphone(tmp_path / "desk", user, stack.sip)
+    client = SipClient(stack.sip, "udp")
+    watcher = WatcherDialog(client, phone.uri, secrets.token_hex(8), secrets.token_hex(4))
+    try:
+        devices = await eventually(
+            lambda: db.fetch("SELECT device FROM presentity WHERE username = $1", user),
+            lambda rows: len(rows) == 2,  # type: ignore[arg-type]
+            "both linphones' publications",
+        )
+        kinds = {str(row["device"]).split(":", 2)[1] for row in devices}  # type: ignore[union-attr]
+        assert kinds == {"urn"}, devices  # each tied to its registration's +sip.instance
+        assert len({row["device"] for row in devices}) == 2  # type: ignore[union-attr]
+        phone_tuple, desk_tuple = phone.tuple_id(), desk.tuple_id()
+
+        assert (await asyncio.to_thread(watcher.subscribe)).status == 200
+        both = await asyncio.to_thread(
+            watcher.notify_until,
+            lambda shown: shown.get(phone_tuple) == "open" and shown.get(desk_tuple) == "open",
+        )
+        assert len(both) == 2
+
+        phone.quit()
+        after = await asyncio.to_thread(
+            watcher.notify_until, lambda shown: shown.get(phone_tuple) != "open"
+        )
+        assert after.get(desk_tuple) == "open", after
+        await eventually(
+            lambda: db.fetchval("SELECT count(*) FROM presentity WHERE username = $1", user),
+            lambda n: n == 1,
+            "only the desk's publication left",
+        )
+    finally:
+        client.close()
+        phone.kill()
+        desk.kill()

@@ -125,6 +125,120 @@ async def test_republish_without_tag_replaces_the_same_devices_publication(
     assert "phone" in bodies[1] and "closed" in bodies[1]
 
 
+def device_document(entity: str, basic: str, tuple_id: str = "t4109") -> bytes:
+    """A body as baresip writes it: a fixed tuple id on every install and the
+    address-of-record as contact (linphone also writes the AOR as contact)."""
+    return (
+        f'<?xml version="1.0"?><presence xmlns="{PIDF_NS}" entity="{entity}">'
+        f'<tuple id="{tuple_id}"><status><basic>{basic}</basic></status>'
+        f"<contact>{entity}</contact></tuple></presence>"
+    ).encode()
+
+
+async def bodies_of(db: asyncpg.Connection, presentity: str) -> list[str]:
+    return sorted(r["body"] for r in await rows(db, presentity))
+
+
+async def test_two_devices_with_the_same_contact_and_tuple_id_both_stay(
+    stack: Stack, db: asyncpg.Connection
+) -> None:
+    """Two devices (two sockets) with identical tuple ids and contacts are two
+    publications; each one re-publishing without its tag replaces only its own."""
+    presentity = f"sip:twins-{secrets.token_hex(3)}@example.com"
+    phone, desk = Publisher(stack, presentity), Publisher(stack, presentity)
+    try:
+        for publisher, basic in ((phone, "open"), (desk, "closed")):
+            response = await asyncio.to_thread(
+                publisher.publish, device_document(presentity, basic)
+            )
+            assert response.status == 200
+        assert len(await bodies_of(db, presentity)) == 2
+        # The phone lost its entity tag (412, restart of its stack on the same flow).
+        again = await asyncio.to_thread(
+            phone.publish, device_document(presentity, "open", tuple_id="t4109")
+        )
+        assert again.status == 200
+        rows_now = await rows(db, presentity)
+        assert len(rows_now) == 2
+        assert again.headers.get("SIP-ETag") in {r["etag"] for r in rows_now}
+        assert sum("<basic>closed</basic>" in r["body"] for r in rows_now) == 1  # the desk's
+    finally:
+        phone.client.close()
+        desk.client.close()
+
+
+def register(client: SipClient, aor: str, instance: str | None) -> SipResponse:
+    contact = f"<sip:{aor.removeprefix('sip:').split('@')[0]}@127.0.0.1:{client.local_port}>"
+    if instance:
+        contact += f';+sip.instance="<{instance}>"'
+    request = client.request(
+        "REGISTER", "sip:example.com", [("Contact", contact), ("Expires", "600")],
+        from_uri=aor, to_uri=aor,
+    )  # fmt: skip
+    return client.transact(request)
+
+
+async def test_a_registered_device_back_on_a_new_port_replaces_its_own_publication(
+    stack: Stack, db: asyncpg.Connection
+) -> None:
+    """A phone that restarts comes back on another port with a new random tuple id
+    (linphone): its registration's +sip.instance ties the new PUBLISH to its old
+    publication, which it replaces; another phone of the user (its own instance)
+    stays."""
+    presentity = f"sip:restart-{secrets.token_hex(3)}@example.com"
+    first_run, other_phone = Publisher(stack, presentity), Publisher(stack, presentity)
+    second_run = Publisher(stack, presentity)
+    me, other = f"urn:uuid:{secrets.token_hex(16)}", f"urn:uuid:{secrets.token_hex(16)}"
+    try:
+        for publisher, instance, tuple_id in (
+            (first_run, me, "vltpid"),
+            (other_phone, other, "pr8l0e"),
+        ):
+            assert (
+                await asyncio.to_thread(register, publisher.client, presentity, instance)
+            ).status == 200
+            response = await asyncio.to_thread(
+                publisher.publish, device_document(presentity, "open", tuple_id)
+            )
+            assert response.status == 200
+        first_run.client.close()  # gone without un-PUBLISH
+        assert (await asyncio.to_thread(register, second_run.client, presentity, me)).status == 200
+        back = await asyncio.to_thread(
+            second_run.publish, device_document(presentity, "closed", "x1y2z3")
+        )
+        assert back.status == 200
+        bodies = await bodies_of(db, presentity)
+        assert len(bodies) == 2
+        assert any('id="x1y2z3"' in b for b in bodies) and any('id="pr8l0e"' in b for b in bodies)
+    finally:
+        for publisher in (first_run, other_phone, second_run):
+            publisher.client.close()
+
+
+async def test_a_flow_with_several_registered_devices_names_no_device(
+    stack: Stack, db: asyncpg.Connection
+) -> None:
+    """A proxy in front puts two phones (two instance ids) on one flow: a PUBLISH on
+    it cannot be tied to one of them, so it replaces nothing."""
+    presentity = f"sip:proxied-{secrets.token_hex(3)}@example.com"
+    proxy = Publisher(stack, presentity)
+    try:
+        for n in (1, 2):
+            request = proxy.client.request(
+                "REGISTER", "sip:example.com",
+                [("Contact", f'<sip:phone{n}@127.0.0.1:{5060 + n}>'
+                  f';+sip.instance="<urn:uuid:{secrets.token_hex(16)}>"'), ("Expires", "600")],
+                from_uri=presentity, to_uri=presentity,
+            )  # fmt: skip
+            assert (await asyncio.to_thread(proxy.client.transact, request)).status == 200
+        for basic in ("open", "closed"):
+            response = await asyncio.to_thread(proxy.publish, device_document(presentity, basic))
+            assert response.status == 200
+        assert len(await bodies_of(db, presentity)) == 2
+    finally:
+        proxy.client.close()
+
+
 async def test_expiry_is_capped_and_defaulted(device: Publisher, db: asyncpg.Connection) -> None:
     capped = await asyncio.to_thread(
         device.publish, document(device.presentity, "a", "open"), expires=999_999

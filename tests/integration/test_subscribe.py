@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import asyncpg
@@ -74,10 +74,32 @@ class WatcherDialog:
         return response
 
     def next_notify(self, status: int = 200) -> SipRequest:
-        notify = self.client.next_request()
+        return self.next_notify_within(None, status)
+
+    def next_notify_within(self, timeout: float | None, status: int = 200) -> SipRequest:
+        """The next NOTIFY, answered; TimeoutError when none comes within `timeout`."""
+        notify = self.client.next_request(timeout)
         assert notify.method == "NOTIFY"
         self.client.answer(notify, status)
         return notify
+
+    def notify_until(
+        self, condition: Callable[[dict[str, str]], bool], timeout: float = 20
+    ) -> dict[str, str]:
+        """Answer NOTIFYs until one's tuples (id -> basic) meet `condition`; those."""
+        deadline = time.monotonic() + timeout
+        seen: list[dict[str, str]] = []
+        while True:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no NOTIFY as expected within {timeout}s; seen: {seen}"
+            try:
+                notify = self.next_notify_within(remaining)
+            except TimeoutError:
+                continue
+            shown = tuples(notify) if notify.body else {}
+            seen.append(shown)
+            if condition(shown):
+                return shown
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from presence.aggregation import Publication, aggregate, empty_document
+from presence.device import tuple_id_suffix
 from presence.pidf import PIDF_NS, parse_pidf
 
 ENTITY = "sip:alice@example.com"
@@ -423,6 +424,44 @@ def test_live_tuple_wins_over_a_closed_one_with_the_same_id() -> None:
         for t in children(root, TUPLE)
     ] == [("t6a5ed77e", "open")]
     assert len(children(root, PERSON)) == 1
+
+
+def basic_of(root: etree._Element) -> dict[str, str]:
+    return {
+        t.get("id"): t.findtext(f"{{{PIDF_NS}}}status/{{{PIDF_NS}}}basic")
+        for t in children(root, TUPLE)
+    }
+
+
+def baresip_device(basic: str, device: str, received_time: int) -> Publication:
+    """baresip writes the same tuple id (and the AOR as contact) on every install."""
+    body = BARESIP.replace("<basic>open</basic>", f"<basic>{basic}</basic>")
+    return Publication(device, received_time, body, device=device)
+
+
+def test_two_devices_with_one_tuple_id_both_show_under_ids_of_their_own() -> None:
+    phone = baresip_device("open", "flow:udp:192.0.2.1:5060", 100)
+    desk = baresip_device("closed", "flow:udp:192.0.2.2:5060", 200)
+    shown = basic_of(combined(phone, desk))
+    assert shown == {
+        f"t4422-{tuple_id_suffix(desk.device)}": "closed",
+        f"t4422-{tuple_id_suffix(phone.device)}": "open",
+    }
+    # The ids depend on the device, not on which one published last.
+    phone_again = Publication("phone", 300, phone.body, device=phone.device)
+    assert basic_of(combined(desk, phone_again)) == shown
+
+
+def test_one_devices_publications_with_one_tuple_id_keep_it_and_the_newest_wins() -> None:
+    older = baresip_device("closed", "instance:urn:uuid:1", 100)
+    newer = baresip_device("open", "instance:urn:uuid:1", 200)
+    assert basic_of(combined(older, newer)) == {"t4422": "open"}
+
+
+def test_a_device_leaving_leaves_the_other_devices_tuple_with_its_plain_id() -> None:
+    staying = baresip_device("open", "flow:udp:192.0.2.1:5060", 100)
+    leaving = baresip_device("open", "flow:udp:192.0.2.2:5060", 200)
+    assert basic_of(combined(staying, closed=(leaving,))) == {"t4422": "open"}
 
 
 def test_nothing_published_is_the_empty_document() -> None:

@@ -63,6 +63,35 @@ def test_register_collects_contacts_with_their_parameters() -> None:
     )
 
 
+def test_register_carries_each_contacts_instance_id() -> None:
+    # linphone's REGISTER Contact; the second contact has none.
+    extra = (
+        "Contact: <sip:alice@10.0.0.1:5062;transport=udp>"
+        ';+sip.instance="<urn:uuid:B061A339-F4FE-006F-8BD7-D10173C4E40C>", <sip:alice@10.0.0.2>\r\n'
+    )
+    event = translate(register_event, sip("REGISTER", "sip:example.com", extra))
+    assert isinstance(event, events.RegisterRequest)
+    assert event.instances == {
+        "sip:alice@10.0.0.1:5062;transport=udp": "urn:uuid:b061a339-f4fe-006f-8bd7-d10173c4e40c"
+    }
+
+
+@pytest.mark.parametrize(
+    ("contact", "instance"),
+    [
+        ("", None),  # linphone and baresip send no Contact in PUBLISH
+        ('Contact: <sip:alice@10.0.0.1>;+sip.instance="<urn:uuid:1>"\r\n', "urn:uuid:1"),
+        ("Contact: <sip:alice@10.0.0.1>\r\n", None),
+    ],
+)
+def test_publish_carries_its_contacts_instance_id(contact: str, instance: str | None) -> None:
+    event = translate(
+        publish_event, sip("PUBLISH", "sip:alice@example.com", f"Event: presence\r\n{contact}")
+    )
+    assert isinstance(event, events.PublishRequest)
+    assert event.instance == instance
+
+
 def test_register_with_a_bad_contact_expires_is_400() -> None:
     extra = "Contact: <sip:alice@10.0.0.1>;expires=soon\r\n"
     answer = translate(register_event, sip("REGISTER", "sip:example.com", extra))

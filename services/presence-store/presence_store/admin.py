@@ -244,7 +244,7 @@ def admin_router(
         now = int(time.time())
         async with pool.acquire() as connection:
             rows = await connection.fetch(
-                f"""SELECT etag, expires, received_time, device_marks FROM {presentities}
+                f"""SELECT etag, expires, received_time, device_marks, device FROM {presentities}
                     WHERE username = $1 AND domain = $2 AND event = $3
                     ORDER BY received_time, id""",
                 user,
@@ -267,6 +267,7 @@ def admin_router(
                     "expires_in": r["expires"] - now,
                     "received_time": r["received_time"],
                     "device": list(r["device_marks"]),
+                    "device_id": r["device"],  # presence.device: instance id or flow
                 }
                 for r in rows
             ],

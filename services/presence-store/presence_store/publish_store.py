@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from presence import metrics
+from presence.device import publishing_device
 from presence.events import PresentityChanged, PublishRequest
 from presence.expiry import expires_at
 from presence.presentity_documents import load_document
@@ -124,24 +125,28 @@ async def _apply_initial(
     now: int,
 ) -> Applied:
     table = settings.presentity_table
+    device = await _device_of(connection, request, now)
     if settings.replace_same_device and decision.marks:
         # A device that lost its entity tag (a 412, a restart) publishes afresh: its old
-        # publication would otherwise show in every NOTIFY until it expires.
+        # publication would otherwise show in every NOTIFY until it expires. Only its
+        # own: the same device (presence.device) and a shared tuple id or contact.
         await connection.execute(
             f"""DELETE FROM {table}
                 WHERE username = $1 AND domain = $2 AND event = $3 AND expires > $4
-                  AND device_marks && $5::text[]""",
+                  AND device = $5 AND device_marks && $6::text[]""",
             request.username,
             request.domain,
             request.event,
             now,
+            device,
             sorted(decision.marks),
         )
     entity_tag = new_entity_tag()
     await connection.execute(
         f"""INSERT INTO {table}
-                (username, domain, event, etag, expires, received_time, body, device_marks)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+                (username, domain, event, etag, expires, received_time, body, device_marks,
+                 device)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
         request.username,
         request.domain,
         request.event,
@@ -150,8 +155,28 @@ async def _apply_initial(
         now,
         decision.body,
         sorted(decision.marks),
+        device,
     )
     return Applied(success_reply(entity_tag, decision.expires, settings), changed=True)
+
+
+async def _device_of(connection: asyncpg.Connection, request: PublishRequest, now: int) -> str:
+    """The publishing device (presence.device.publishing_device), with the instance
+    ids its UA registered for this address-of-record over the same flow."""
+    registered: list[str | None] = []
+    if request.instance is None:
+        registered = [
+            row["instance"]
+            for row in await connection.fetch(
+                """SELECT instance FROM location
+                   WHERE username = $1 AND domain = $2 AND received = $3 AND expires > $4""",
+                request.username,
+                request.domain,
+                request.source,
+                now,
+            )
+        ]
+    return publishing_device(request.instance, registered, request.source, request.request_id)
 
 
 async def _apply_conditional(

@@ -106,11 +106,12 @@ async def apply_register(
             )
             continue
         await connection.execute(
-            """INSERT INTO location (username, domain, contact, expires, callid, cseq, q, received)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            """INSERT INTO location
+                   (username, domain, contact, expires, callid, cseq, q, received, instance)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                ON CONFLICT (username, domain, contact) DO UPDATE SET
                    expires = EXCLUDED.expires, callid = EXCLUDED.callid, cseq = EXCLUDED.cseq,
-                   q = EXCLUDED.q, received = EXCLUDED.received""",
+                   q = EXCLUDED.q, received = EXCLUDED.received, instance = EXCLUDED.instance""",
             *aor,
             binding.contact,
             expires_at(now, binding.expires),
@@ -118,6 +119,8 @@ async def apply_register(
             request.cseq,
             binding.q,
             request.flow,
+            # What ties this UA's PUBLISHes (over the same flow) to its device.
+            request.instances.get(binding.contact),
         )
     current = await connection.fetch(
         """SELECT contact, expires FROM location

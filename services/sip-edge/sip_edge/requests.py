@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from presence import events
+from presence.device import instance_id
 from presence.sip.message import (
     SipParseError,
     SipRequest,
@@ -38,7 +39,21 @@ def publish_event(
         content_type=request.headers.get("Content-Type"),
         body=request.body.decode("utf-8", errors="replace"),
         source=flow,
+        instance=_publisher_instance(request),
     )
+
+
+def _publisher_instance(request: SipRequest) -> str | None:
+    """The instance id in a PUBLISH's Contact, if it has one. RFC 3903 gives a
+    Contact in PUBLISH no meaning, so one that does not parse is ignored, not refused."""
+    for value in request.headers.get_all("Contact"):
+        try:
+            instance = instance_id(parse_name_addr(value).params)
+        except SipParseError:
+            continue
+        if instance is not None:
+            return instance
+    return None
 
 
 def register_event(
@@ -48,6 +63,7 @@ def register_event(
     if not aor.user:
         return LocalAnswer(404, "No User in To")
     contacts: list[tuple[str, int | None, float | None]] = []
+    instances: dict[str, str] = {}
     for value in request.headers.get_all("Contact"):
         if value.strip() == "*":
             contacts.append(("*", None, None))
@@ -66,6 +82,9 @@ def register_event(
             return LocalAnswer(400, "Bad Contact q")  # RFC 3261 §25.1 qvalue: 0..1
         q = float(q_param) if q_param is not None else None
         contacts.append((str(contact.uri), expires, q))
+        instance = instance_id(contact.params)
+        if instance is not None:
+            instances[str(contact.uri)] = instance
     cseq_number = int((request.headers.get("CSeq") or "0").split()[0])
     expires_header = request.headers.get("Expires")
     return events.RegisterRequest(
@@ -79,6 +98,7 @@ def register_event(
         call_id=request.headers.get("Call-ID") or "",
         cseq=cseq_number,
         flow=flow,
+        instances=instances,
     )
 
 
