@@ -2,7 +2,8 @@
 
 Every value is a JSON object {"type": ..., "v": ..., ...fields}. A consumer that
 meets a type or version it does not know raises EventDecodeError and skips the
-record (a poison message must not stall a partition).
+record (a poison message must not stall a partition); presence-store and the
+notifier put it on the dead-letters topic first (presence.isolation).
 
 Topic names live in presence.topics.
 """
