@@ -19,9 +19,17 @@ from presence import metrics, service
 from presence.cache import connect_redis, redis_ready
 from presence.db import create_pool, database_ready
 from presence.health import make_health_app
-from presence.kafka import bus_ready, ensure_topics, start_consumer, start_producer
+from presence.kafka import (
+    DeadLetters,
+    EventHandler,
+    GiveUp,
+    bus_ready,
+    consume_in_batches,
+    start_consumer,
+    start_producer,
+)
 from presence.settings import Settings
-from presence.topics import shared_topics
+from presence.topics import Topics, ensure_shared_topics
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +50,7 @@ class Backend:
         # In the order a user would check them; each failure is one line.
         pool = await create_pool(settings.db_url)
         redis = await connect_redis(settings.redis_url)
-        await ensure_topics(settings.kafka_bootstrap, shared_topics(settings))
+        await ensure_shared_topics(settings)
         producer = await start_producer(settings.kafka_bootstrap)
         consumer = await start_consumer(
             settings.kafka_bootstrap, topics, group_id=group, client_id=client_id
@@ -50,6 +58,38 @@ class Backend:
         metrics.watch_pool(pool)
         metrics.watch_consumer(consumer)
         return cls(pool, redis, producer, consumer)
+
+    async def ready(self) -> bool:
+        """Whether PostgreSQL, Redis and Kafka all answer now (what /health/ready asks)."""
+        checks = await asyncio.gather(
+            database_ready(self.pool), redis_ready(self.redis), bus_ready(self.producer)
+        )
+        return all(checks)
+
+    def consume(
+        self,
+        service: str,
+        settings: Settings,
+        handle: EventHandler,
+        *,
+        concurrency: int,
+        stopping: asyncio.Event,
+        give_up: GiveUp | None = None,
+    ) -> Coroutine[Any, Any, None]:
+        """The service's consumer loop (presence.kafka.consume_in_batches), giving up
+        on a record that fails for good onto the dead-letters topic."""
+        dead_letters = DeadLetters(
+            self.producer, Topics.of(settings).dead_letters, service, self.ready
+        )
+        if give_up is not None:
+            dead_letters.give_up = give_up
+        return consume_in_batches(
+            self.consumer,
+            handle,
+            concurrency=concurrency,
+            stopping=stopping,
+            dead_letters=dead_letters,
+        )
 
     async def close(self) -> None:
         await self.consumer.stop()

@@ -2,7 +2,8 @@
 
 Every value is a JSON object {"type": ..., "v": ..., ...fields}. A consumer that
 meets a type or version it does not know raises EventDecodeError and skips the
-record (a poison message must not stall a partition).
+record (a poison message must not stall a partition); presence-store and the
+notifier put it on the dead-letters topic first (presence.isolation).
 
 Topic names live in presence.topics.
 """
@@ -255,6 +256,31 @@ class NotifyOutcome:
         return f"{self.username}@{self.domain}"
 
 
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record a consumer gave up on (presence.isolation): it failed every attempt for
+    a reason that is not a dependency's outage. Kept on `<namespace>.dead-letters`
+    for `presencectl dead-letters`; the record itself stays at topic/partition/offset
+    while its topic retains it."""
+
+    TYPE: ClassVar[str] = "dead_letter"
+    VERSION: ClassVar[int] = 1
+
+    service: str  # the consumer that gave up: presence-store, notifier
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: str  # the record's value (its first MAX_DEAD_VALUE_BYTES), as value_encoding says
+    value_encoding: str  # "utf-8" or "base64"
+    value_bytes: int  # the whole value's size
+    value_truncated: bool
+    error: str  # the last attempt's exception, "Type: message"
+    attempts: int
+    failed_at: float  # Unix time
+    correlation_id: str = ""
+
+
 Event = (
     PublishRequest
     | RegisterRequest
@@ -265,6 +291,7 @@ Event = (
     | WatcherInfoChanged
     | NotifyRequest
     | NotifyOutcome
+    | DeadLetter
 )
 _EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
@@ -278,6 +305,7 @@ _EVENT_TYPES: dict[str, type[Event]] = {
         WatcherInfoChanged,
         NotifyRequest,
         NotifyOutcome,
+        DeadLetter,
     )
 }
 

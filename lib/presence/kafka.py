@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 
 from aiokafka import (
     AIOKafkaConsumer,
@@ -29,7 +31,7 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
 )
 
-from presence import events, metrics
+from presence import events, isolation, metrics
 from presence.logs import correlated, from_kafka_headers, kafka_headers
 
 log = logging.getLogger(__name__)
@@ -126,8 +128,14 @@ class _LogAssignments(ConsumerRebalanceListener):
         log.info("partitions assigned: %s", owned or "none")
 
 
-async def ensure_topics(bootstrap: str, partitions_by_topic: dict[str, int]) -> None:
-    """Create the topics that do not exist yet (running it again is harmless)."""
+async def ensure_topics(
+    bootstrap: str,
+    partitions_by_topic: dict[str, int],
+    configs: dict[str, dict[str, str]] | None = None,
+) -> None:
+    """Create the topics that do not exist yet (running it again is harmless), with
+    the topic `configs` given (e.g. retention.ms) where it creates them."""
+    configs = configs or {}
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     try:
         await admin.start()
@@ -137,7 +145,12 @@ async def ensure_topics(bootstrap: str, partitions_by_topic: dict[str, int]) -> 
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name=topic, num_partitions=count, replication_factor=1)
+            NewTopic(
+                name=topic,
+                num_partitions=count,
+                replication_factor=1,
+                topic_configs=configs.get(topic, {}),
+            )
             for topic, count in partitions_by_topic.items()
             if topic not in existing
         ]
@@ -163,6 +176,52 @@ async def bus_ready(producer: AIOKafkaProducer, timeout: float = 2.0) -> bool:
 FIRST_RETRY_PAUSE = 0.5
 LAST_RETRY_PAUSE = 5.0
 EventHandler = Callable[[events.Event], Awaitable[list[asyncio.Future[object]]]]
+# The final answer a service owes for a record it gave up on (the store: the SIP
+# reply to a request); returns the pending sends, like an EventHandler.
+GiveUp = Callable[[events.Event, str], Awaitable[list[asyncio.Future[object]]]]
+
+
+async def _nothing_owed(event: events.Event, error: str) -> list[asyncio.Future[object]]:
+    return []
+
+
+@dataclass
+class DeadLetters:
+    """Where a consumer loop puts the records it gives up on, and what it checks first."""
+
+    producer: AIOKafkaProducer
+    topic: str  # presence.topics.Topics.dead_letters
+    service: str  # named in each dead letter and in the metrics
+    # True while every dependency answers: a record failure met while one does not is
+    # taken for an outage (the batch waits), never dead-lettered.
+    ready: Callable[[], Awaitable[bool]]
+    give_up: GiveUp = _nothing_owed
+
+    async def put(self, record: ConsumerRecord[bytes, bytes], error: str, attempts: int) -> None:
+        """Put the record on the dead-letters topic and wait for Kafka's acknowledgement."""
+        letter = isolation.dead_letter(
+            service=self.service,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            error=error,
+            attempts=attempts,
+            failed_at=time.time(),
+            correlation_id=from_kafka_headers(record.headers) or "",
+        )
+        sent = await self.producer.send(self.topic, events.encode(letter), key=record.key)
+        await sent
+        metrics.DEAD_LETTERS.labels(self.service, record.topic).inc()
+        log.error(
+            "dead-lettered %s[%s]@%s after %d attempt(s): %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            attempts,
+            error,
+        )
 
 
 async def consume_in_batches(
@@ -171,6 +230,7 @@ async def consume_in_batches(
     *,
     concurrency: int,
     stopping: asyncio.Event,
+    dead_letters: DeadLetters,
     max_records: int = 500,
 ) -> None:
     """The consumer loop of presence-store and notifier, at least once and in key order.
@@ -183,13 +243,78 @@ async def consume_in_batches(
     was acknowledged, so a crash at any point redelivers, never loses. When
     `stopping` is set, the batch in hand is finished and committed, then it returns.
 
-    A batch that fails (PostgreSQL, Redis or Kafka unreachable) is handled again
-    from its first record after a growing pause (0.5 s doubling to 5 s), so the
-    service rides out an outage of a dependency instead of exiting; the handlers
-    are idempotent, so what the failed attempt did apply is answered, not redone.
+    A batch that meets an outage (PostgreSQL, Redis or Kafka unreachable:
+    presence.isolation.classify) is handled again from its first record after a
+    growing pause (0.5 s doubling to 5 s), so the service rides out an outage of a
+    dependency instead of exiting; the handlers are idempotent, so what the failed
+    attempt did apply is answered, not redone.
+
+    A record that fails for any other reason costs only itself: it is tried again
+    (RECORD_ATTEMPTS in all, short pauses), then given up: put on the dead-letters
+    topic (acknowledged before the batch's offsets are committed), answered through
+    `dead_letters.give_up`, counted; the records after it, of its key too, go on in
+    order. An undecodable record is dead-lettered at once.
     """
     slots = asyncio.Semaphore(concurrency)
     pause = FIRST_RETRY_PAUSE
+    # Records of the batch in hand already dead-lettered: a batch handled again after
+    # an outage does not dead-letter them twice (it still gives their answer).
+    given_up: set[tuple[str, int, int]] = set()
+
+    async def handle_record(record: ConsumerRecord[bytes, bytes]) -> list[asyncio.Future[object]]:
+        where = (record.topic, record.partition, record.offset)
+        try:
+            event = events.decode(record.value or b"")
+        except events.EventDecodeError as error:
+            if where not in given_up:
+                await dead_letters.put(record, f"undecodable: {error}", attempts=1)
+                given_up.add(where)
+            return []
+        metrics.BUS_EVENTS.labels(event.TYPE).inc()
+        # The id of the SIP transaction that caused the record (its header),
+        # else the request's own id: logs and produced records carry it.
+        correlation_id = from_kafka_headers(record.headers) or getattr(event, "request_id", "")
+        with correlated(correlation_id):
+            if where in given_up:
+                return await answer(record, event, "dead-lettered")
+            attempts = isolation.Attempts()
+            while True:
+                try:
+                    return await handle(event)
+                except Exception as error:
+                    if isolation.classify(error) is isolation.Failure.OUTAGE:
+                        raise
+                    retry_in = attempts.failed(error)
+                    if retry_in is None and not await dead_letters.ready():
+                        raise  # a dependency is down after all: the batch waits for it
+                if retry_in is not None:
+                    log.warning(
+                        "%s[%s]@%s failed (%s); trying it again in %.1f s",
+                        record.topic, record.partition, record.offset, attempts.errors[-1],
+                        retry_in,
+                    )  # fmt: skip
+                    metrics.RECORD_RETRIES.labels(dead_letters.service, record.topic).inc()
+                    await asyncio.sleep(retry_in)
+                    continue
+                await dead_letters.put(record, attempts.errors[-1], attempts.made)
+                given_up.add(where)
+                return await answer(record, event, attempts.errors[-1])
+
+    async def answer(
+        record: ConsumerRecord[bytes, bytes], event: events.Event, error: str
+    ) -> list[asyncio.Future[object]]:
+        """The final answer owed for a record given up on; one that cannot be given
+        for a reason of its own is logged, not retried (an outage is)."""
+        try:
+            return await dead_letters.give_up(event, error)
+        except Exception as failure:
+            if isolation.classify(failure) is isolation.Failure.OUTAGE:
+                raise
+            log.error(
+                "no final answer for %s[%s]@%s: %s",
+                record.topic, record.partition, record.offset, isolation.describe(failure),
+            )  # fmt: skip
+            return []
 
     async def handle_key(
         records: list[ConsumerRecord[bytes, bytes]],
@@ -197,25 +322,7 @@ async def consume_in_batches(
         produced: list[asyncio.Future[object]] = []
         async with slots:
             for record in records:
-                try:
-                    event = events.decode(record.value or b"")
-                except events.EventDecodeError as error:
-                    log.error(
-                        "skipping undecodable record %s[%s]@%s: %s",
-                        record.topic,
-                        record.partition,
-                        record.offset,
-                        error,
-                    )
-                    continue
-                metrics.BUS_EVENTS.labels(event.TYPE).inc()
-                # The id of the SIP transaction that caused the record (its header),
-                # else the request's own id: logs and produced records carry it.
-                correlation_id = from_kafka_headers(record.headers) or getattr(
-                    event, "request_id", ""
-                )
-                with correlated(correlation_id):
-                    produced += await handle(event)
+                produced += await handle_record(record)
         return produced
 
     while not stopping.is_set():
@@ -235,6 +342,7 @@ async def consume_in_batches(
             await asyncio.gather(*produced)
             await consumer.commit()
             pause = FIRST_RETRY_PAUSE
+            given_up.clear()
         except Exception as error:  # a dependency is down: handle the batch again later
             log.warning("batch failed (%s); handling it again in %.1f s", error, pause)
             for partition, records in batch.items():

@@ -206,6 +206,18 @@ BUS_EVENTS = Counter(
     "Kafka records handled by a consumer loop, by event type",
     ["type"],
 )
+RECORD_RETRIES = Counter(
+    "presence_record_retries_total",
+    "Records a consumer loop handled again after their handler failed for a reason "
+    "other than a dependency's outage (presence.isolation), by service and topic",
+    ["service", "topic"],
+)
+DEAD_LETTERS = Counter(
+    "presence_dead_letters_total",
+    "Records a consumer loop gave up on (undecodable, or failed every attempt) and put "
+    "on the dead-letters topic, by service and the record's topic; should stay 0",
+    ["service", "topic"],
+)
 KAFKA_CONSUMER_LAG = Gauge(
     "presence_kafka_consumer_lag",
     "Records on the broker not yet consumed, per assigned partition",

@@ -8,6 +8,7 @@
     presencectl update-watchers sip:alice@example.com ... | --domain D | --every
     presencectl cleanup
     presencectl terminate <subscription> [--reason deactivated]
+    presencectl dead-letters [--limit N] [--all]
 
 Tables for people, `--json` for scripts. Where: --url (PRESENCECTL_URL, default
 http://127.0.0.1:8080); token: --token or PRESENCE_ADMIN_TOKEN. Run as

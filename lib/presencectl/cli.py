@@ -349,6 +349,35 @@ def cmd_user_remove(client: AdminClient, args: argparse.Namespace, out: IO[str])
     return None
 
 
+def cmd_dead_letters(client: AdminClient, args: argparse.Namespace, out: IO[str]) -> Any:
+    items: list[dict[str, Any]] = []
+    for page in client.pages("/dead-letters", everything=args.all, limit=args.limit):
+        items += page["items"]
+    if args.json:
+        return items
+    if not items:
+        out.write("no dead letters\n")
+        return None
+    table(
+        [
+            (i["position"], i.get("failed_at_utc"), i.get("service"),
+             f"{i.get('topic')}[{i.get('partition')}]@{i.get('offset')}",
+             i.get("key"), i.get("attempts"), _cut(i.get("error") or "", 100))
+            for i in items
+        ],
+        ["#", "FAILED AT (UTC)", "SERVICE", "RECORD", "KEY", "ATTEMPTS", "ERROR"],
+        out,
+    )  # fmt: skip
+    if not args.all and len(items) == args.limit:
+        out.write(f"(first {args.limit}; --all for every page)\n")
+    return None
+
+
+def _cut(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 Command = Callable[[AdminClient, argparse.Namespace, IO[str]], Any]
 
 
@@ -414,6 +443,8 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--password-stdin", action="store_true", help="read it from stdin")
     sub = command("user-remove", cmd_user_remove, "remove a SIP user")
     sub.add_argument("aor")
+    sub = command("dead-letters", cmd_dead_letters, "records the services gave up on, oldest first")
+    paged(sub)
     return top
 
 

@@ -10,7 +10,6 @@ import asyncio
 from notifier.fanout import Fanout
 from presence import service
 from presence.backend import Backend
-from presence.kafka import consume_in_batches
 from presence.settings import Settings
 from presence.topics import Topics
 
@@ -29,8 +28,8 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
             http_port=settings.notifier_http_port,
             port_variable="PRESENCE_NOTIFIER_HTTP_PORT",
             workers=[
-                consume_in_batches(
-                    backend.consumer, fanout.handle, concurrency=8, stopping=stopping
+                backend.consume(
+                    "notifier", settings, fanout.handle, concurrency=8, stopping=stopping
                 )
             ],
         )

@@ -9,7 +9,6 @@ import asyncio
 
 from presence import service
 from presence.backend import Backend
-from presence.kafka import consume_in_batches
 from presence.locks import ShardedLocks
 from presence.settings import Settings, SettingsError
 from presence.topics import Topics
@@ -47,11 +46,13 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
             port_variable="PRESENCE_STORE_HTTP_PORT",
             workers=[
                 # Concurrency beyond the lock shards would only queue on the locks.
-                consume_in_batches(
-                    backend.consumer,
+                backend.consume(
+                    "presence-store",
+                    settings,
                     handler.handle,
                     concurrency=settings.lock_set_size,
                     stopping=stopping,
+                    give_up=handler.give_up,
                 ),
                 cleaner.run(stopping),
             ],

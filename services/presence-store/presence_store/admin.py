@@ -17,6 +17,8 @@ presence.updateWatchers, presence.cleanup), on the store's HTTP port under /admi
     PUT  /admin/users/{aor}                        add a user or set the password
                                                    ({"password": ...}; HA1s are stored)
     DELETE /admin/users/{aor}                      remove a user
+    GET  /admin/dead-letters                       records the consumers gave up on, oldest
+                                                   first (?offset= a Kafka offset, ?limit=)
 
 {aor} is "sip:alice@example.com" (or "alice@example.com"); {id} is the dialog's
 To-tag. Every request carries `Authorization: Bearer <PRESENCE_ADMIN_TOKEN>`
@@ -59,6 +61,7 @@ from presence.topics import Topics
 from presence.watcherinfo import Watcher
 from presence_store import credentials
 from presence_store.cleaner import Cleaner
+from presence_store.dead_letters import DeadLettersUnreadable, read_dead_letters
 from presence_store.fencing import enter_fence
 from presence_store.rejudge import rejudge_presentity
 from presence_store.subscribe_store import watcher_info_notices
@@ -517,5 +520,25 @@ def admin_router(
             raise AdminError(404, f"no SIP user {user}@{domain}", "aor")
         log.info("admin: removed SIP user %s@%s", user, domain)
         return {"user": f"sip:{user}@{domain}", "removed": True}
+
+    @router.get("/dead-letters", summary="Records the consumers gave up on (dead letters)")
+    async def list_dead_letters(
+        limit: Limit = 100,
+        offset: Annotated[int, Query(ge=0, description="Kafka offset to start at")] = 0,
+    ) -> dict[str, Any]:
+        try:
+            page = await read_dead_letters(
+                settings.kafka_bootstrap, topics.dead_letters, start=offset, limit=limit
+            )
+        except DeadLettersUnreadable as error:
+            raise AdminError(503, str(error)) from None
+        return {
+            "items": page.items,
+            "topic": topics.dead_letters,
+            "first_offset": page.first,
+            "end_offset": page.end,
+            "limit": limit,
+            "next_offset": page.next_offset,
+        }
 
     return router

@@ -46,6 +46,9 @@ FENCED_OUT_ATTEMPTS = 3
 # before the deadline was applied although its client had been told it failed.
 APPLY_MARGIN = 1.0
 REQUEST_EXPIRED = Reply(503, "Request Expired", [("Retry-After", "1")])
+# The answer to a request that failed every attempt for a reason of its own: no
+# Retry-After, a retransmission gets the same (processed_requests).
+GIVEN_UP = Reply(500, "Server Internal Error")
 
 
 class _TooLate(Exception):
@@ -96,24 +99,56 @@ class RequestHandler:
             # is told to retry, the next request of the partition goes on.
             log.error("%s %s not applied: %s", event.TYPE, event.presentity, error)
             outcome = Outcome(Reply(500, "Presentity Busy", [("Retry-After", "1")]))
+        sends = await self._reply(event, outcome)
+        return sends + await self._send_notices(outcome.notices, event.presentity)
+
+    async def give_up(self, event: events.Event, error: str) -> list[asyncio.Future[object]]:
+        """The final answer to a request the consumer loop gave up on (it failed every
+        attempt, presence.isolation): 500 Server Internal Error, recorded in
+        processed_requests like any answer, so that a redelivery or a retransmission
+        gets it again instead of failing again. Should the request have been applied
+        after all (its row is there), its recorded answer is sent instead: a client is
+        never told an applied request failed. Other records owe no answer."""
+        if not isinstance(event, Request):
+            return []
+        failed = {"status": GIVEN_UP.status, "reason": GIVEN_UP.reason, "headers": []}
+        async with self._pool.acquire() as connection:
+            await connection.execute(
+                """INSERT INTO processed_requests (request_id, reply, notices, created_at)
+                   VALUES ($1, $2, '[]', $3) ON CONFLICT (request_id) DO NOTHING""",
+                event.request_id,
+                json.dumps(failed),
+                int(time.time()),
+            )
+            done = await connection.fetchrow(
+                "SELECT reply, notices FROM processed_requests WHERE request_id = $1",
+                event.request_id,
+            )
+        if done is None:  # removed by the cleaner in between: nothing was applied
+            return await self._reply(event, Outcome(GIVEN_UP))
+        outcome = _stored_outcome(done["reply"], done["notices"])
+        sends = await self._reply(event, outcome)
+        return sends + await self._send_notices(outcome.notices, event.presentity)
+
+    async def _reply(self, event: Request, outcome: Outcome) -> list[asyncio.Future[object]]:
+        """Send the request's answer to the edge that holds its transaction."""
         reply = outcome.reply
         log.info("%s %s -> %s %s", event.TYPE, event.presentity, reply.status, reply.reason)
         metrics.STORE_REQUESTS.labels(event.TYPE, str(reply.status)).inc()
         answer = events.SipReply(
             event.request_id, reply.status, reply.reason, reply.headers, outcome.to_tag
         )
-        sends = []
         try:
-            sends.append(
+            return [
                 await self._producer.send(
                     self._topics.edge_inbox(event.edge_id), events.encode(answer)
                 )
-            )
+            ]
         except KafkaError as error:
             # The edge replica (and its inbox) is gone: nobody waits for this reply.
-            # The change notices below must still go out.
+            # The change notices must still go out.
             log.warning("reply to %s not sent: %s", event.edge_id, error)
-        return sends + await self._send_notices(outcome.notices, event.presentity)
+            return []
 
     async def _send_notices(
         self, notices: list[events.Event], presentity: str

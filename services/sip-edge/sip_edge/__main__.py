@@ -16,7 +16,7 @@ from presence.health import make_health_app
 from presence.kafka import bus_ready, ensure_topics, start_consumer, start_producer
 from presence.logs import correlated, from_kafka_headers
 from presence.settings import Settings, SettingsError
-from presence.topics import Topics, shared_topics
+from presence.topics import Topics, shared_topics, topic_configs
 from sip_edge.edge import Edge
 from sip_edge.transport import TcpConnections, TcpLimits, UdpEndpoint
 
@@ -141,7 +141,9 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
     edge_id = settings.edge_name
     topics = Topics.of(settings)
     inbox = topics.edge_inbox(edge_id)
-    await ensure_topics(settings.kafka_bootstrap, {**shared_topics(settings), inbox: 1})
+    await ensure_topics(
+        settings.kafka_bootstrap, {**shared_topics(settings), inbox: 1}, topic_configs(settings)
+    )
     producer = await start_producer(settings.kafka_bootstrap)
     consumer = await start_consumer(
         settings.kafka_bootstrap,
