@@ -214,9 +214,10 @@ def run_step(args: argparse.Namespace, rate: float, index: int) -> Step:
     with (folder / "sipp.out").open("w") as out:
         out.write(" ".join(command) + "\n")
         out.flush()
-        code = subprocess.run(command, cwd=folder, stdout=out, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, timeout=args.step_seconds + 2 * STEP_GRACE_S,
-                              check=False).returncode  # fmt: skip
+        code = subprocess.run(
+            command, cwd=folder, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            timeout=args.step_seconds + 2 * STEP_GRACE_S, check=False,
+        ).returncode  # fmt: skip
     step = Step(rate=rate, calls=calls, exit_code=code, folder=str(folder))
     try:
         step.counts = counters(parse_stat_csv((folder / "stat.csv").read_text()))
@@ -315,7 +316,8 @@ def notes(compare: dict[str, dict[str, Any]]) -> list[str]:
             if not isinstance(data, dict):
                 continue
             if data.get("capped"):
-                lines.append(f"{server} {part}: clean up to the cap ({data['highest_clean_rate']:g}/s)")
+                cap = data["highest_clean_rate"]
+                lines.append(f"{server} {part}: clean up to the cap ({cap:g}/s)")
             if part.endswith("_search") and data.get("highest_clean_rate") == 0:
                 first = (data.get("steps") or [{}])[0]
                 lines.append(f"{server} {part}: not clean even at {first.get('rate', 0):g}/s: "
@@ -323,8 +325,9 @@ def notes(compare: dict[str, dict[str, Any]]) -> list[str]:
             if part == "steady" and (data.get("timeouts") or data.get("other_final")):
                 lines.append(f"{server} steady: {data.get('timeouts')} timeouts, "
                              f"other answers {data.get('other_final')}")  # fmt: skip
-            if part == "fanout" and (data.get("deliveries_missing")
-                                     or set(data.get("subscribe_status", {})) - {"200"}):
+            if part == "fanout" and (
+                data.get("deliveries_missing") or set(data.get("subscribe_status", {})) - {"200"}
+            ):
                 lines.append(f"{server} fanout: SUBSCRIBE answers {data.get('subscribe_status')}, "
                              f"{data.get('deliveries_missing')} NOTIFYs missing")  # fmt: skip
     return lines
