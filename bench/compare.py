@@ -1,6 +1,7 @@
 """Side by side with Kamailio: the same sipp scenarios against either server.
 
     compare.py search SCENARIO --port P --server NAME --out DIR --json FILE [knobs]
+    compare.py steady SCENARIO --rate R --port P --server NAME --out DIR --json FILE
     compare.py table RESULT.json      the comparison table of a `make bench` result
 
 A rate search runs sipp (bench/sipp/SCENARIO.xml: `publish` or `subscribe`) in steps of
@@ -10,7 +11,8 @@ highest clean rate and the lowest unclean one (--refine steps at most). A step i
 clean when every call succeeded, sipp retransmitted nothing (a request it had to resend
 was not answered within 500 ms, a NOTIFY it received twice was resent by the server),
 and sipp kept the offered rate. The answer is the highest clean rate below the lowest
-unclean one. scripts/bench.sh runs the same search, with the same sipp and the same
+unclean one. `steady` is one such step at a given rate, for its response times (sipp
+reports whole milliseconds). scripts/bench.sh runs the same search, with the same sipp and the same
 knobs, against the project's stack and then against Kamailio (scripts/kamailio.sh).
 Every step's sipp files (statistics, response times, errors, screen) stay in --out.
 
@@ -265,6 +267,10 @@ ROWS = (
      True),
     ("  SUBSCRIBE->first NOTIFY p99 there", "subscribe_search",
      ("response_ms_at_highest_clean", "1", "p99"), "ms", False),
+    ("SUBSCRIBE->first NOTIFY p50 at steady rate", "subscribe_steady",
+     ("response_ms", "1", "p50"), "ms", False),
+    ("SUBSCRIBE->first NOTIFY p99 at steady rate", "subscribe_steady",
+     ("response_ms", "1", "p99"), "ms", False),
     ("PUBLISH->200 p50 at steady rate", "steady", ("latency_ms", "p50"), "ms", False),
     ("PUBLISH->200 p99 at steady rate", "steady", ("latency_ms", "p99"), "ms", False),
     ("fan-out: PUBLISH->NOTIFY p50", "fanout", ("notify_delay_ms", "p50"), "ms", False),
@@ -322,6 +328,9 @@ def notes(compare: dict[str, dict[str, Any]]) -> list[str]:
                 first = (data.get("steps") or [{}])[0]
                 lines.append(f"{server} {part}: not clean even at {first.get('rate', 0):g}/s: "
                              + "; ".join(first.get("reasons", [])))  # fmt: skip
+            if part == "subscribe_steady" and not data.get("clean"):
+                lines.append(f"{server} subscribe_steady at {data.get('rate', 0):g}/s not clean: "
+                             + "; ".join(data.get("reasons", [])))  # fmt: skip
             if part == "steady" and (data.get("timeouts") or data.get("other_final")):
                 lines.append(f"{server} steady: {data.get('timeouts')} timeouts, "
                              f"other answers {data.get('other_final')}")  # fmt: skip
@@ -337,17 +346,26 @@ def print_table(compare: dict[str, dict[str, Any]], meta: dict[str, Any] | None 
     meta = meta or {}
     print("\n== side by side with Kamailio (same machine, same tools, one after the other) ==")
     if meta.get("kamailio_version"):
-        print(f"  reference: {meta['kamailio_version']}")
+        print(f"  reference: {meta['kamailio_version'].strip()}, "
+              f"{meta.get('kamailio_children', '?')} UDP workers, "
+              f"subs_db_mode {meta.get('kamailio_subs_db_mode', '?')}; sipp "
+              f"{meta.get('sipp_version', '?')}")  # fmt: skip
     rows = table_rows(compare)
     width = max(len(r[0]) for r in rows)
     print(f"  {'':<{width}}  {'this project':>14}  {'Kamailio':>12}  {'ratio':>6}")
     for label, a, b, r in rows:
         print(f"  {label:<{width}}  {a:>14}  {b:>12}  {r:>6}")
-    steady = (compare.get("ours") or {}).get("steady") or {}
-    if steady:
-        print(f"  (steady: {steady.get('target_rate', 0):g} PUBLISH/s for "
-              f"{steady.get('duration_s', 0):g} s, distinct presentities; ratio >= 1.00: "
-              "this project at least as good)")  # fmt: skip
+    parts = compare.get("ours") or compare.get("kamailio") or {}
+    steady, flows = parts.get("steady") or {}, parts.get("subscribe_steady") or {}
+    print("  (ratio >= 1.00: this project at least as good; steady: "
+          f"{flows.get('rate', 0):g} subscription flows/s for "
+          f"{flows.get('calls', 0) / (flows.get('rate') or 1):g} s, "
+          f"{steady.get('target_rate', 0):g} PUBLISH/s for {steady.get('duration_s', 0):g} s; "
+          "distinct presentities)")  # fmt: skip
+    if meta.get("loadavg_before"):
+        after = meta.get("loadavg_after", "?")
+        print(f"  load average before {meta['loadavg_before']}, after {after} "
+              "(other work on the machine skews both columns)")  # fmt: skip
     for line in notes(compare):
         print(f"  note: {line}")
 
@@ -369,12 +387,27 @@ def main() -> None:
     s.add_argument("--step-seconds", type=float, default=8.0, help="calls = rate x this")
     s.add_argument("--cooldown", type=float, default=3.0, help="idle seconds between steps")
     s.add_argument("--sipp", default=shutil.which("sipp") or "sipp")
+    st = sub.add_parser("steady", help="one sipp step at a fixed rate against one server")
+    st.add_argument("scenario", choices=SCENARIOS)
+    st.add_argument("--rate", type=float, required=True)
+    st.add_argument("--port", type=int, required=True, help="the server's UDP port on 127.0.0.1")
+    st.add_argument("--server", required=True, help="a name for the results (ours, kamailio)")
+    st.add_argument("--out", type=Path, required=True, help="folder for sipp's files")
+    st.add_argument("--json", type=Path, required=True)
+    st.add_argument("--step-seconds", type=float, default=10.0, help="calls = rate x this")
+    st.add_argument("--sipp", default=shutil.which("sipp") or "sipp")
     t = sub.add_parser("table", help="print the table of a make bench result file")
     t.add_argument("result", type=Path)
     args = parser.parse_args()
     if args.command == "table":
         result = json.loads(args.result.read_text())
         print_table(result.get("compare") or {}, result)
+        return
+    if args.command == "steady":
+        if not (1 <= args.step_seconds <= 60 and 0 < args.rate <= 10_000):
+            sys.exit("--step-seconds must be in 1..60 and --rate in (0, 10000]")
+        step = run_step(args, args.rate, 1)
+        args.json.write_text(json.dumps(asdict(step), indent=2))
         return
     if not (1 <= args.step_seconds <= 60 and 0 <= args.cooldown <= 60 and args.max_steps <= 20):
         sys.exit("--step-seconds must be in 1..60, --cooldown in 0..60, --max-steps <= 20")

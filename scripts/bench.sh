@@ -20,12 +20,14 @@
 # Kamailio 5.6 with its presence module (scripts/kamailio.sh, bench/kamailio.cfg), one
 # after the other, the other server stopped meanwhile: a sipp rate search for initial
 # PUBLISHes and one for subscription flows (bench/compare.py, bench/sipp/), PUBLISH->200
-# at a steady rate (publish_bench.py) and the 1,000-watcher fan-out (notify_bench.py),
+# and subscription flows at a steady rate (publish_bench.py, sipp) and the 1,000-watcher
+# fan-out (notify_bench.py),
 # then prints both columns and the ratio. Knobs: BENCH_COMPARE_SERVERS (ours,kamailio),
 # BENCH_COMPARE_STEP_SECONDS (calls per step = rate x this, 8), BENCH_COMPARE_COOLDOWN
 # (s between steps, 3), BENCH_COMPARE_PUBLISH_START and BENCH_COMPARE_SUBSCRIBE_START
 # (first step's rate, 50), BENCH_COMPARE_REFINE (bisection steps after the first unclean
-# one, 2), BENCH_COMPARE_MAX_RATE (4000), BENCH_COMPARE_STEADY_RATE (200),
+# one, 2), BENCH_COMPARE_MAX_RATE (4000), BENCH_COMPARE_STEADY_RATE (PUBLISH/s, 200),
+# BENCH_COMPARE_FLOW_RATE (subscription flows/s, 100: SUBSCRIBE->first NOTIFY),
 # BENCH_COMPARE_STEADY_DURATION (s, 20), BENCH_COMPARE_WATCHERS (1000),
 # BENCH_COMPARE_CHANGES (fan-out changes, one every 2 s, 5); Kamailio's own in
 # scripts/kamailio.sh (KAMAILIO_CHILDREN, KAMAILIO_SUBS_DB_MODE). sipp's files of every
@@ -60,6 +62,7 @@ BENCH_COMPARE_REFINE="${BENCH_COMPARE_REFINE:-2}"
 BENCH_COMPARE_MAX_RATE="${BENCH_COMPARE_MAX_RATE:-4000}"
 BENCH_COMPARE_STEADY_RATE="${BENCH_COMPARE_STEADY_RATE:-200}"
 BENCH_COMPARE_STEADY_DURATION="${BENCH_COMPARE_STEADY_DURATION:-20}"
+BENCH_COMPARE_FLOW_RATE="${BENCH_COMPARE_FLOW_RATE:-100}"
 BENCH_COMPARE_WATCHERS="${BENCH_COMPARE_WATCHERS:-1000}"
 BENCH_COMPARE_CHANGES="${BENCH_COMPARE_CHANGES:-5}"
 for server in ${BENCH_COMPARE_SERVERS//,/ }; do
@@ -262,6 +265,10 @@ compare_server() {   # compare_server NAME PORT CPU_ARGS...: all compare parts a
     "$PY" "$REPO_ROOT/bench/compare.py" search subscribe "${search_args[@]}" --start "$BENCH_COMPARE_SUBSCRIBE_START" \
         --out "$raw/subscribe" --json "$WORK/compare-$server-subscribe_search.json" \
         || failures+=("compare $server subscribe search (exit $?)")
+    sleep "$BENCH_COMPARE_COOLDOWN"
+    "$PY" "$REPO_ROOT/bench/compare.py" steady subscribe --rate "$BENCH_COMPARE_FLOW_RATE" --port "$port" \
+        --server "$server" --step-seconds "$BENCH_COMPARE_STEADY_DURATION" --out "$raw/subscribe-steady" \
+        --json "$WORK/compare-$server-subscribe_steady.json" || failures+=("compare $server subscribe steady (exit $?)")
     sleep "$BENCH_COMPARE_COOLDOWN"
     # Every PUBLISH to a presentity of its own, as in the search.
     "$PY" "$REPO_ROOT/bench/publish_bench.py" --port "$port" --rate "$BENCH_COMPARE_STEADY_RATE" \
