@@ -260,6 +260,9 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
 
 # --- the table -----------------------------------------------------------------------------
 
+# Times read from sipp are whole milliseconds, truncated: 0 means below 1 ms.
+SIPP_PARTS = ("publish_search", "subscribe_search", "subscribe_steady")
+
 ROWS = (
     # (label, part, path into the part's JSON, unit, higher is better)
     ("highest clean PUBLISH rate", "publish_search", ("highest_clean_rate",), "/s", True),
@@ -301,16 +304,33 @@ def table_rows(compare: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, 
     Kamailio/ours for times, so >= 1.00 always means ours is at least as good."""
     ours, theirs = compare.get("ours") or {}, compare.get("kamailio") or {}
 
-    def cell(value: float | None, unit: str) -> str:
+    def cell(value: float | None, unit: str, whole_ms: bool) -> str:
         if value is None:
             return "-"
-        return f"{value:,.0f}{unit}" if unit == "/s" else f"{value:,.1f} {unit}"
+        if unit == "/s":
+            return f"{value:,.0f}{unit}"
+        if whole_ms:
+            return "<1 ms" if value < 1 else f"{value:,.0f} ms"
+        return f"{value:,.1f} {unit}"
 
     rows = []
     for label, part, path, unit, higher in ROWS:
         a, b = dig(ours.get(part), path), dig(theirs.get(part), path)
-        r = ratio(a, b, higher)
-        rows.append((label, cell(a, unit), cell(b, unit), "-" if r is None else f"{r:.2f}"))
+        whole_ms = unit == "ms" and part in SIPP_PARTS
+        if whole_ms:  # compare at sipp's resolution: below 1 ms counts as 1 ms
+            r = ratio(
+                None if a is None else max(a, 1.0), None if b is None else max(b, 1.0), higher
+            )
+        else:
+            r = ratio(a, b, higher)
+        rows.append(
+            (
+                label,
+                cell(a, unit, whole_ms),
+                cell(b, unit, whole_ms),
+                "-" if r is None else f"{r:.2f}",
+            )
+        )
     return rows
 
 

@@ -310,7 +310,7 @@ if compares kamailio; then
         "kamailio_children=${KAMAILIO_CHILDREN:-4}" "kamailio_subs_db_mode=${KAMAILIO_SUBS_DB_MODE:-2}")
 fi
 if has_part compare; then   # `sipp -v` exits 99
-    COMPARE_META+=("sipp_version=$({ sipp -v 2>/dev/null || true; } | grep -o 'v[0-9][^ ]*' | head -n 1)")
+    COMPARE_META+=("sipp_version=$({ sipp -v 2>/dev/null || true; } | grep -o 'v[0-9][0-9.]*[0-9]' | head -n 1)")
 fi
 
 report

@@ -165,3 +165,13 @@ def test_table_ratio_means_ours_at_least_as_good_when_at_least_one():
     assert rows["highest clean PUBLISH rate"] == ("300/s", "1,500/s", "0.20")
     assert rows["PUBLISH->200 p99 at steady rate"] == ("40.0 ms", "4.0 ms", "0.10")
     assert rows["fan-out: PUBLISH->last NOTIFY"] == ("-", "-", "-")
+
+
+def test_sipp_times_are_compared_at_whole_milliseconds():
+    compare = {
+        "ours": {"subscribe_steady": {"response_ms": {"1": {"p50": 4.0, "p99": 0.0}}}},
+        "kamailio": {"subscribe_steady": {"response_ms": {"1": {"p50": 0.0, "p99": 0.0}}}},
+    }
+    rows = {label: (a, b, r) for label, a, b, r in table_rows(compare)}
+    assert rows["SUBSCRIBE->first NOTIFY p50 at steady rate"] == ("4 ms", "<1 ms", "0.25")
+    assert rows["SUBSCRIBE->first NOTIFY p99 at steady rate"] == ("<1 ms", "<1 ms", "1.00")
