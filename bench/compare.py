@@ -27,6 +27,7 @@ import json
 import math
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -194,6 +195,7 @@ class Step:
     response_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     exit_code: int = 0
     folder: str = ""
+    idle_wait: dict[str, Any] = field(default_factory=dict)  # settle() before the step
 
 
 def run_step(args: argparse.Namespace, rate: float, index: int) -> Step:
@@ -243,9 +245,15 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
     plan = SearchPlan(args.start, args.factor, args.refine, args.max_rate, args.max_steps)
     steps: list[Step] = []
     while (rate := next_rate(plan, [(s.rate, s.clean) for s in steps])) is not None:
-        if steps:
-            time.sleep(args.cooldown)  # let the server finish what the last step left
+        waited: dict[str, Any] = {}
+        if steps:  # let the server finish what the last step left
+            time.sleep(args.cooldown)
+            waited = settle(args.port, args.settle_ms, args.settle_max)
+            if not waited["settled"]:
+                print(f"  {args.server}: not idle after {waited['waited_s']} s "
+                      f"(last probe {waited['last_probe_ms']} ms); going on")  # fmt: skip
         steps.append(run_step(args, rate, len(steps) + 1))
+        steps[-1].idle_wait = waited
     best, ceiling = bounds([(s.rate, s.clean) for s in steps])
     at_best = next((s for s in steps if s.rate == best and s.clean), None)
     return {
@@ -256,6 +264,58 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
         "plan": asdict(plan), "step_seconds": args.step_seconds, "cooldown_s": args.cooldown,
         "steps": [asdict(s) for s in steps],
     }  # fmt: skip
+
+
+# --- waiting for an idle server ------------------------------------------------------------
+
+
+def probe_publish(port: int, timeout: float) -> float | None:
+    """One initial PUBLISH of a presentity of its own over UDP: seconds to its 200, or
+    None (another answer, or none within `timeout`)."""
+    tag = secrets.token_hex(6)
+    user = f"settle-{tag}@example.com"
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:{user}">'
+        '<tuple id="t1"><status><basic>open</basic></status></tuple></presence>\n'
+    ).encode()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        me = sock.getsockname()[1]
+        head = "\r\n".join([
+            f"PUBLISH sip:{user} SIP/2.0",
+            f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK{tag};rport",
+            "Max-Forwards: 70", f"From: <sip:{user}>;tag={tag}", f"To: <sip:{user}>",
+            f"Call-ID: {tag}@settle", "CSeq: 1 PUBLISH", "Event: presence", "Expires: 60",
+            "Content-Type: application/pidf+xml", f"Content-Length: {len(body)}", "", "",
+        ])  # fmt: skip
+        sent = time.monotonic()
+        sock.sendto(head.encode() + body, ("127.0.0.1", port))
+        while (left := sent + timeout - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                data = sock.recv(65535)
+            except TimeoutError:
+                return None
+            if data.startswith(b"SIP/2.0 1"):
+                continue
+            return time.monotonic() - sent if data.startswith(b"SIP/2.0 200") else None
+    return None
+
+
+def settle(port: int, under_ms: float, max_wait: float, probes: int = 3) -> dict[str, Any]:
+    """Wait until `probes` PUBLISHes in a row are each answered 200 within `under_ms`:
+    what a step left behind (a backlog in a queue, retransmissions) is then gone, and
+    the next step starts from an idle server. Gives up after `max_wait` seconds."""
+    started, in_a_row, last = time.monotonic(), 0, None
+    while in_a_row < probes and time.monotonic() - started < max_wait:
+        answered = probe_publish(port, timeout=max(1.0, under_ms / 1000 * 4))
+        last = None if answered is None else round(answered * 1000, 1)
+        in_a_row = in_a_row + 1 if answered is not None and answered * 1000 <= under_ms else 0
+        if in_a_row < probes:
+            time.sleep(0.2)
+    return {"settled": in_a_row >= probes, "waited_s": round(time.monotonic() - started, 1),
+            "last_probe_ms": last}  # fmt: skip
 
 
 # --- the table -----------------------------------------------------------------------------
@@ -390,6 +450,17 @@ def print_table(compare: dict[str, dict[str, Any]], meta: dict[str, Any] | None 
         print(f"  note: {line}")
 
 
+def add_settle_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--settle-ms",
+        type=float,
+        default=250.0,
+        help="idle: 3 probe PUBLISHes in a row answered within this",
+    )
+    parser.add_argument("--settle-max", type=float, default=60.0,
+                        help="seconds to wait for an idle server at most")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -407,6 +478,7 @@ def main() -> None:
     s.add_argument("--step-seconds", type=float, default=8.0, help="calls = rate x this")
     s.add_argument("--cooldown", type=float, default=3.0, help="idle seconds between steps")
     s.add_argument("--sipp", default=shutil.which("sipp") or "sipp")
+    add_settle_arguments(s)
     st = sub.add_parser("steady", help="one sipp step at a fixed rate against one server")
     st.add_argument("scenario", choices=SCENARIOS)
     st.add_argument("--rate", type=float, required=True)
@@ -416,12 +488,21 @@ def main() -> None:
     st.add_argument("--json", type=Path, required=True)
     st.add_argument("--step-seconds", type=float, default=10.0, help="calls = rate x this")
     st.add_argument("--sipp", default=shutil.which("sipp") or "sipp")
+    se = sub.add_parser("settle", help="wait until a server answers PUBLISH promptly again")
+    se.add_argument("--port", type=int, required=True, help="the server's UDP port on 127.0.0.1")
+    add_settle_arguments(se)
     t = sub.add_parser("table", help="print the table of a make bench result file")
     t.add_argument("result", type=Path)
     args = parser.parse_args()
     if args.command == "table":
         result = json.loads(args.result.read_text())
         print_table(result.get("compare") or {}, result)
+        return
+    if args.command == "settle":
+        waited = settle(args.port, args.settle_ms, args.settle_max)
+        state = "idle" if waited["settled"] else "NOT idle"
+        print(f"  udp 127.0.0.1:{args.port}: {state} after {waited['waited_s']} s "
+              f"(last probe {waited['last_probe_ms']} ms)")  # fmt: skip
         return
     if args.command == "steady":
         if not (1 <= args.step_seconds <= 60 and 0 < args.rate <= 10_000):

@@ -254,6 +254,12 @@ fi
 # services' idle polling would take CPU from Kamailio), with the same tools and knobs.
 compare_server() {   # compare_server NAME PORT CPU_ARGS...: all compare parts against one server
     local server="$1" port="$2" raw="$PRESENCE_VAR/bench/$STAMP-compare/$1"; shift 2
+    # Before each part: a pause, then until probe PUBLISHes are answered promptly again,
+    # so that no part inherits the backlog of an overloaded one.
+    settle() {
+        sleep "$BENCH_COMPARE_COOLDOWN"
+        "$PY" "$REPO_ROOT/bench/compare.py" settle --port "$port"
+    }
     echo
     say "compare: $server on udp 127.0.0.1:$port (sipp files in $raw)"
     local search_args=(--port "$port" --server "$server" --step-seconds "$BENCH_COMPARE_STEP_SECONDS"
@@ -261,21 +267,21 @@ compare_server() {   # compare_server NAME PORT CPU_ARGS...: all compare parts a
     "$PY" "$REPO_ROOT/bench/compare.py" search publish "${search_args[@]}" --start "$BENCH_COMPARE_PUBLISH_START" \
         --out "$raw/publish" --json "$WORK/compare-$server-publish_search.json" \
         || failures+=("compare $server publish search (exit $?)")
-    sleep "$BENCH_COMPARE_COOLDOWN"
+    settle
     "$PY" "$REPO_ROOT/bench/compare.py" search subscribe "${search_args[@]}" --start "$BENCH_COMPARE_SUBSCRIBE_START" \
         --out "$raw/subscribe" --json "$WORK/compare-$server-subscribe_search.json" \
         || failures+=("compare $server subscribe search (exit $?)")
-    sleep "$BENCH_COMPARE_COOLDOWN"
+    settle
     "$PY" "$REPO_ROOT/bench/compare.py" steady subscribe --rate "$BENCH_COMPARE_FLOW_RATE" --port "$port" \
         --server "$server" --step-seconds "$BENCH_COMPARE_STEADY_DURATION" --out "$raw/subscribe-steady" \
         --json "$WORK/compare-$server-subscribe_steady.json" || failures+=("compare $server subscribe steady (exit $?)")
-    sleep "$BENCH_COMPARE_COOLDOWN"
+    settle
     # Every PUBLISH to a presentity of its own, as in the search.
     "$PY" "$REPO_ROOT/bench/publish_bench.py" --port "$port" --rate "$BENCH_COMPARE_STEADY_RATE" \
         --duration "$BENCH_COMPARE_STEADY_DURATION" \
         --users "$(( ${BENCH_COMPARE_STEADY_RATE%.*} * ${BENCH_COMPARE_STEADY_DURATION%.*} ))" \
         --json "$WORK/compare-$server-steady.json" || failures+=("compare $server steady (exit $?)")
-    sleep "$BENCH_COMPARE_COOLDOWN"
+    settle
     "$PY" "$REPO_ROOT/bench/notify_bench.py" fanout --port "$port" "$@" --watchers "$BENCH_COMPARE_WATCHERS" \
         --changes "$BENCH_COMPARE_CHANGES" --json "$WORK/compare-$server-fanout.json" \
         || failures+=("compare $server fanout (exit $?)")
