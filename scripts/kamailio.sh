@@ -8,7 +8,8 @@
 #
 # Usage: kamailio.sh install|start|stop|status
 # Environment: KAMAILIO_SIP_PORT (25060), KAMAILIO_DB (kamailio_bench), KAMAILIO_CHILDREN
-# (UDP workers, 4), KAMAILIO_SUBS_DB_MODE (presence subs_db_mode, 2: Kamailio's default),
+# (UDP workers, 4), KAMAILIO_SUBS_DB_MODE (presence subs_db_mode: 2, Kamailio's default,
+# keeps subscriptions in memory and writes them back by a timer; 1 writes through),
 # KAMAILIO_MAX_EXPIRES (PRESENCE_MAX_EXPIRES or 3600), KAMAILIO_SHM_MB (shared memory, 256).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
@@ -24,6 +25,7 @@ SQL_DIR=/usr/share/kamailio/postgres
 
 PG_USER=presence PG_PASSWORD=presence
 
+[[ "$KAMAILIO_SUBS_DB_MODE" =~ ^[0-3]$ ]] || die "KAMAILIO_SUBS_DB_MODE: 0 (memory), 1 (write-through), 2 (write-back) or 3 (database only), got '$KAMAILIO_SUBS_DB_MODE'"
 [[ "$KAMAILIO_DB" =~ ^[a-z_][a-z0-9_]*$ ]] || die "KAMAILIO_DB: not a plain database name: '$KAMAILIO_DB'"
 for knob in KAMAILIO_SIP_PORT KAMAILIO_CHILDREN KAMAILIO_SUBS_DB_MODE KAMAILIO_MAX_EXPIRES KAMAILIO_SHM_MB; do
     [[ "${!knob}" =~ ^[0-9]+$ ]] || die "$knob: must be a whole number, got '${!knob}'"
