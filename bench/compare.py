@@ -328,8 +328,6 @@ ROWS = (
     ("highest clean PUBLISH rate", "publish_search", ("highest_clean_rate",), "/s", True),
     ("highest clean subscription-flow rate", "subscribe_search", ("highest_clean_rate",), "/s",
      True),
-    ("  SUBSCRIBE->first NOTIFY p99 there", "subscribe_search",
-     ("response_ms_at_highest_clean", "1", "p99"), "ms", False),
     ("SUBSCRIBE->first NOTIFY p50 at steady rate", "subscribe_steady",
      ("response_ms", "1", "p50"), "ms", False),
     ("SUBSCRIBE->first NOTIFY p99 at steady rate", "subscribe_steady",
