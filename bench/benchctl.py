@@ -7,6 +7,7 @@ benchctl.py delete-topics BOOTSTRAP NS    delete the Kafka topics of namespace N
 benchctl.py wait-group BOOTSTRAP GROUP N SECONDS   until N members all own partitions
 benchctl.py breakdown BOOTSTRAP NS EDGE OUT   where PUBLISH time went, from the topics
 benchctl.py report OUT WORKDIR K=V...     merge WORKDIR/*.json into OUT, print a summary
+                                          (and compare.py's side-by-side table)
 """
 
 from __future__ import annotations
@@ -200,6 +201,12 @@ def report(out: Path, work: Path, meta: list[str]) -> None:
     for part in ("parse", "publish", "breakdown", "fanout", "throughput_1", "throughput_3"):
         path = work / f"{part}.json"
         result[part] = json.loads(path.read_text()) if path.exists() else None
+    # compare-SERVER-PART.json: the side-by-side parts, by server.
+    compare: dict[str, dict[str, Any]] = {}
+    for path in sorted(work.glob("compare-*-*.json")):
+        _, server, part = path.stem.split("-", 2)
+        compare.setdefault(server, {})[part] = json.loads(path.read_text())
+    result["compare"] = compare or None
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
 
@@ -238,6 +245,10 @@ def report(out: Path, work: Path, meta: list[str]) -> None:
                 f"  max {q['max']:.1f}"
             )
     notify_summary(result)
+    if result["compare"]:
+        from compare import print_table  # imports this module: only when needed
+
+        print_table(result["compare"], result)
     print(f"  results: {out}")
 
 

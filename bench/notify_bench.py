@@ -136,13 +136,16 @@ class Bench:
         dialog.last_cseq = max(dialog.last_cseq, cseq)
         state = (message.headers.get("Subscription-State") or "").lower()
         dialog.terminated = dialog.terminated or state.startswith("terminated")
-        match = NOTE.search(message.body)
-        if match is None:
+        # The newest change a document shows: ours keeps one note (the same device
+        # replaces its publication); a server that keeps every initial PUBLISH as a
+        # publication of its own (Kamailio) aggregates all their notes.
+        notes = [int(n) for n in NOTE.findall(message.body)]
+        if not notes:
             self.anomalies["notify_without_note"] += 1
-        elif dialog.notes and int(match.group(1)) < dialog.notes[-1]:
+        elif dialog.notes and max(notes) < dialog.notes[-1]:
             self.anomalies["notify_older_state_after_newer"] += 1
-        elif not dialog.notes or int(match.group(1)) > dialog.notes[-1]:
-            dialog.notes.append(int(match.group(1)))
+        elif not dialog.notes or max(notes) > dialog.notes[-1]:
+            dialog.notes.append(max(notes))
             dialog.times.append(now)
 
     def live(self) -> list[Dialog]:

@@ -15,6 +15,23 @@
 # BENCH_NOTIFY_RATE (throughput PUBLISH/s, 200), BENCH_NOTIFY_DURATION (s, 20),
 # BENCH_LOG_LEVEL (the services', WARNING). Where the PUBLISH time went is read back
 # from the bench topics' record timestamps (benchctl.py breakdown), not from logs.
+#
+# The part "compare" runs the same load against this project's stack and then against
+# Kamailio 5.6 with its presence module (scripts/kamailio.sh, bench/kamailio.cfg), one
+# after the other, the other server stopped meanwhile: a sipp rate search for initial
+# PUBLISHes and one for subscription flows (bench/compare.py, bench/sipp/), PUBLISH->200
+# and subscription flows at a steady rate (publish_bench.py, sipp) and the 1,000-watcher
+# fan-out (notify_bench.py),
+# then prints both columns and the ratio. Knobs: BENCH_COMPARE_SERVERS (ours,kamailio),
+# BENCH_COMPARE_STEP_SECONDS (calls per step = rate x this, 8), BENCH_COMPARE_COOLDOWN
+# (s between steps, 3), BENCH_COMPARE_PUBLISH_START and BENCH_COMPARE_SUBSCRIBE_START
+# (first step's rate, 50), BENCH_COMPARE_REFINE (bisection steps after the first unclean
+# one, 2), BENCH_COMPARE_MAX_RATE (4000), BENCH_COMPARE_STEADY_RATE (PUBLISH/s, 200),
+# BENCH_COMPARE_FLOW_RATE (subscription flows/s, 100: SUBSCRIBE->first NOTIFY),
+# BENCH_COMPARE_STEADY_DURATION (s, 20), BENCH_COMPARE_WATCHERS (1000),
+# BENCH_COMPARE_CHANGES (fan-out changes, one every 2 s, 5); Kamailio's own in
+# scripts/kamailio.sh (KAMAILIO_CHILDREN, KAMAILIO_SUBS_DB_MODE). sipp's files of every
+# step stay in var/bench/<timestamp>-compare/.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 S="$REPO_ROOT/scripts"
@@ -30,13 +47,36 @@ BENCH_CHANGES="${BENCH_CHANGES:-10}"
 BENCH_PRESENTITIES="${BENCH_PRESENTITIES:-200}"
 BENCH_NOTIFY_RATE="${BENCH_NOTIFY_RATE:-200}"
 BENCH_NOTIFY_DURATION="${BENCH_NOTIFY_DURATION:-20}"
-BENCH_PARTS="${BENCH_PARTS:-parse,publish,fanout,throughput}"
+BENCH_PARTS="${BENCH_PARTS:-parse,publish,fanout,throughput,compare}"
 PARTS=",${BENCH_PARTS// /},"
 PARTS="${PARTS//,throughput,/,throughput1,throughput3,}"
 for part in ${PARTS//,/ }; do
-    case "$part" in parse|publish|fanout|throughput1|throughput3) ;; *) die "BENCH_PARTS: unknown part '$part'" ;; esac
+    case "$part" in parse|publish|fanout|throughput1|throughput3|compare) ;; *) die "BENCH_PARTS: unknown part '$part'" ;; esac
+done
+BENCH_COMPARE_SERVERS="${BENCH_COMPARE_SERVERS:-ours,kamailio}"
+BENCH_COMPARE_STEP_SECONDS="${BENCH_COMPARE_STEP_SECONDS:-8}"
+BENCH_COMPARE_COOLDOWN="${BENCH_COMPARE_COOLDOWN:-3}"
+BENCH_COMPARE_PUBLISH_START="${BENCH_COMPARE_PUBLISH_START:-50}"
+BENCH_COMPARE_SUBSCRIBE_START="${BENCH_COMPARE_SUBSCRIBE_START:-50}"
+BENCH_COMPARE_REFINE="${BENCH_COMPARE_REFINE:-2}"
+BENCH_COMPARE_MAX_RATE="${BENCH_COMPARE_MAX_RATE:-4000}"
+BENCH_COMPARE_STEADY_RATE="${BENCH_COMPARE_STEADY_RATE:-200}"
+BENCH_COMPARE_STEADY_DURATION="${BENCH_COMPARE_STEADY_DURATION:-20}"
+BENCH_COMPARE_FLOW_RATE="${BENCH_COMPARE_FLOW_RATE:-100}"
+BENCH_COMPARE_WATCHERS="${BENCH_COMPARE_WATCHERS:-1000}"
+BENCH_COMPARE_CHANGES="${BENCH_COMPARE_CHANGES:-5}"
+for server in ${BENCH_COMPARE_SERVERS//,/ }; do
+    case "$server" in ours|kamailio) ;; *) die "BENCH_COMPARE_SERVERS: unknown server '$server' (ours, kamailio)" ;; esac
 done
 has_part() { [[ "$PARTS" == *",$1,"* ]]; }
+compares() { has_part compare && [[ ",$BENCH_COMPARE_SERVERS," == *",$1,"* ]]; }
+if compares kamailio; then
+    # The reference runs only while this script holds it: one started by hand would be
+    # measured with another configuration, and stopped here.
+    ! pid_alive kamailio || die "kamailio runs already (pid $(cat "$RUN_DIR/kamailio.pid")): scripts/kamailio.sh stop"
+    "$S/kamailio.sh" install
+fi
+command -v sipp >/dev/null || ! has_part compare || apt_install sip-tester
 SERVICES="presence-store notifier sip-edge"   # start order; stop goes in reverse
 module_of() { case "$1" in sip-edge) echo sip_edge ;; presence-store) echo presence_store ;; notifier*) echo notifier ;; esac; }
 
@@ -80,9 +120,12 @@ stop_services() {
     service_order=()
 }
 
+kamailio_started=""
+COMPARE_META=()   # what the report records about the reference and sipp
 cleanup() {
     local part
     stop_services
+    [ -z "$kamailio_started" ] || "$S/kamailio.sh" stop || true
     if pid_alive kafka; then
         "$PY" "$CTL" delete-topics "$KAFKA_BOOTSTRAP" "$NAMESPACE" || say "could not delete the topics of $NAMESPACE"
     fi
@@ -110,7 +153,8 @@ report() {
     "$PY" "$CTL" report "$OUT" "$WORK" \
         "timestamp=$STAMP" "git=$(git -C "$REPO_ROOT" describe --always --dirty 2>/dev/null || echo unknown)" \
         "namespace=$NAMESPACE" "cpus=$(nproc)" "log_level=$BENCH_LOG_LEVEL" "python=$("$PY" -V 2>&1)" \
-        "parts=$BENCH_PARTS" "loadavg_before=$LOAD_BEFORE" "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)"
+        "parts=$BENCH_PARTS" "loadavg_before=$LOAD_BEFORE" "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)" \
+        "${COMPARE_META[@]}"
 }
 OUT="$PRESENCE_VAR/bench/$STAMP.json"
 if [ "$PARTS" = ",parse," ]; then report; exit 0; fi
@@ -205,6 +249,75 @@ if has_part throughput3; then
     notify_bench throughput_3 throughput "${throughput_args[@]}"
 fi
 
+# --- side by side with Kamailio ---------------------------------------------------------
+# Each server alone on the machine while it is measured (the other one stopped: the
+# services' idle polling would take CPU from Kamailio), with the same tools and knobs.
+compare_server() {   # compare_server NAME PORT CPU_ARGS...: all compare parts against one server
+    local server="$1" port="$2" raw="$PRESENCE_VAR/bench/$STAMP-compare/$1"; shift 2
+    # Before each part: a pause, then until probe PUBLISHes are answered promptly again,
+    # so that no part inherits the backlog of an overloaded one.
+    settle() {
+        sleep "$BENCH_COMPARE_COOLDOWN"
+        "$PY" "$REPO_ROOT/bench/compare.py" settle --port "$port"
+    }
+    echo
+    say "compare: $server on udp 127.0.0.1:$port (sipp files in $raw)"
+    local search_args=(--port "$port" --server "$server" --step-seconds "$BENCH_COMPARE_STEP_SECONDS"
+        --cooldown "$BENCH_COMPARE_COOLDOWN" --refine "$BENCH_COMPARE_REFINE" --max-rate "$BENCH_COMPARE_MAX_RATE")
+    "$PY" "$REPO_ROOT/bench/compare.py" search publish "${search_args[@]}" --start "$BENCH_COMPARE_PUBLISH_START" \
+        --out "$raw/publish" --json "$WORK/compare-$server-publish_search.json" \
+        || failures+=("compare $server publish search (exit $?)")
+    settle
+    "$PY" "$REPO_ROOT/bench/compare.py" search subscribe "${search_args[@]}" --start "$BENCH_COMPARE_SUBSCRIBE_START" \
+        --out "$raw/subscribe" --json "$WORK/compare-$server-subscribe_search.json" \
+        || failures+=("compare $server subscribe search (exit $?)")
+    settle
+    "$PY" "$REPO_ROOT/bench/compare.py" steady subscribe --rate "$BENCH_COMPARE_FLOW_RATE" --port "$port" \
+        --server "$server" --step-seconds "$BENCH_COMPARE_STEADY_DURATION" --out "$raw/subscribe-steady" \
+        --json "$WORK/compare-$server-subscribe_steady.json" || failures+=("compare $server subscribe steady (exit $?)")
+    settle
+    # Every PUBLISH to a presentity of its own, as in the search.
+    "$PY" "$REPO_ROOT/bench/publish_bench.py" --port "$port" --rate "$BENCH_COMPARE_STEADY_RATE" \
+        --duration "$BENCH_COMPARE_STEADY_DURATION" \
+        --users "$(( ${BENCH_COMPARE_STEADY_RATE%.*} * ${BENCH_COMPARE_STEADY_DURATION%.*} ))" \
+        --json "$WORK/compare-$server-steady.json" || failures+=("compare $server steady (exit $?)")
+    settle
+    "$PY" "$REPO_ROOT/bench/notify_bench.py" fanout --port "$port" "$@" --watchers "$BENCH_COMPARE_WATCHERS" \
+        --changes "$BENCH_COMPARE_CHANGES" --json "$WORK/compare-$server-fanout.json" \
+        || failures+=("compare $server fanout (exit $?)")
+}
+infra_cpu() {   # --cpu NAME=PID of PostgreSQL, Redis and Kafka, as notify_bench takes them
+    local part_name
+    for part_name in kafka postgres redis; do
+        pid_alive "$part_name" && echo "--cpu" "$part_name=$(cat "$RUN_DIR/$part_name.pid")"
+    done
+}
+if compares ours; then
+    if [ "${#service_order[@]}" -ne 3 ]; then   # back to one notifier, as `make run` has
+        stop_services
+        for name in $SERVICES; do start_service "$name"; done
+    fi
+    cpu=()
+    for name in "${service_order[@]}"; do cpu+=(--cpu "$name=${service_pid[$name]}"); done
+    # shellcheck disable=SC2046
+    compare_server ours "$SIP_PORT" "${cpu[@]}" $(infra_cpu)
+fi
 stop_services
+if compares kamailio; then
+    echo
+    read -r KAMAILIO_PORT <<<"$("$PY" "$CTL" free-ports 1)"
+    kamailio_started=1
+    KAMAILIO_SIP_PORT="$KAMAILIO_PORT" "$S/kamailio.sh" start
+    # shellcheck disable=SC2046
+    compare_server kamailio "$KAMAILIO_PORT" --cpu "kamailio=$(cat "$RUN_DIR/kamailio.pid")" $(infra_cpu)
+    "$S/kamailio.sh" stop
+    kamailio_started=""
+    COMPARE_META=("kamailio_version=$({ kamailio -v 2>/dev/null || true; } | head -n 1 | sed 's/^version: //')"
+        "kamailio_children=${KAMAILIO_CHILDREN:-4}" "kamailio_subs_db_mode=${KAMAILIO_SUBS_DB_MODE:-2}")
+fi
+if has_part compare; then   # `sipp -v` exits 99
+    COMPARE_META+=("sipp_version=$({ sipp -v 2>/dev/null || true; } | grep -o 'v[0-9][0-9.]*[0-9]' | head -n 1)")
+fi
+
 report
 [ "${#failures[@]}" -eq 0 ] || die "failed: ${failures[*]}; service logs in $BENCH_LOGS"
