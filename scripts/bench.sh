@@ -3,7 +3,7 @@
 # load through the three services, then NOTIFY fan-out: PUBLISH->NOTIFY delay with many
 # watchers of one presentity, and NOTIFYs/s with 1 and then 3 notifier replicas.
 # Reuses PostgreSQL, Redis and Kafka when they run and stops only what it started. The
-# services run here on free ports, in their own database (presence_bench) and Kafka
+# services run here on free ports, in their own database (BENCH_DB) and Kafka
 # namespace, so a running `make run` is neither used nor disturbed.
 # Results: var/bench/<UTC timestamp>.json.
 #
@@ -13,7 +13,9 @@
 # NOTIFY parts, 1000), BENCH_CHANGES (fan-out changes, one every 2 s, 10),
 # BENCH_PRESENTITIES (throughput, 200: BENCH_WATCHERS/200 watchers each),
 # BENCH_NOTIFY_RATE (throughput PUBLISH/s, 200), BENCH_NOTIFY_DURATION (s, 20),
-# BENCH_LOG_LEVEL (the services', WARNING). Where the PUBLISH time went is read back
+# BENCH_LOG_LEVEL (the services', WARNING), BENCH_DB (the PostgreSQL database the run
+# drops and recreates, presence_bench) and BENCH_REDIS_DB (the Redis database it uses and
+# flushes at the end, 9): give concurrent runs on one PostgreSQL and Redis their own. Where the PUBLISH time went is read back
 # from the bench topics' record timestamps (benchctl.py breakdown), not from logs.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
@@ -31,6 +33,8 @@ BENCH_PRESENTITIES="${BENCH_PRESENTITIES:-200}"
 BENCH_NOTIFY_RATE="${BENCH_NOTIFY_RATE:-200}"
 BENCH_NOTIFY_DURATION="${BENCH_NOTIFY_DURATION:-20}"
 BENCH_PARTS="${BENCH_PARTS:-parse,publish,fanout,throughput}"
+BENCH_REDIS_DB="${BENCH_REDIS_DB:-9}"
+BENCH_DB="${BENCH_DB:-presence_bench}"
 PARTS=",${BENCH_PARTS// /},"
 PARTS="${PARTS//,throughput,/,throughput1,throughput3,}"
 for part in ${PARTS//,/ }; do
@@ -87,7 +91,7 @@ cleanup() {
         "$PY" "$CTL" delete-topics "$KAFKA_BOOTSTRAP" "$NAMESPACE" || say "could not delete the topics of $NAMESPACE"
     fi
     if pid_alive redis; then
-        redis-cli -h 127.0.0.1 -p "$PRESENCE_REDIS_PORT" -n 9 flushdb >/dev/null || true
+        redis-cli -h 127.0.0.1 -p "$PRESENCE_REDIS_PORT" -n "$BENCH_REDIS_DB" flushdb >/dev/null || true
     fi
     for part in "${started[@]}"; do "$S/$part.sh" stop || true; done
     [ -z "$WORK" ] || rm -rf "$WORK"
@@ -117,10 +121,10 @@ if [ "$PARTS" = ",parse," ]; then report; exit 0; fi
 
 # --- database and services -------------------------------------------------------------
 ADMIN_DB_URL="postgresql://presence:presence@127.0.0.1:$PRESENCE_PG_PORT/presence"
-BENCH_DB_URL="postgresql://presence:presence@127.0.0.1:$PRESENCE_PG_PORT/presence_bench"
-"$PY" "$CTL" recreate-db "$ADMIN_DB_URL" presence_bench
+BENCH_DB_URL="postgresql://presence:presence@127.0.0.1:$PRESENCE_PG_PORT/$BENCH_DB"
+"$PY" "$CTL" recreate-db "$ADMIN_DB_URL" "$BENCH_DB"
 PRESENCE_DB_URL="$BENCH_DB_URL" "$PY" -m presence_store.migrate >"$BENCH_LOGS/migrate.log" 2>&1 \
-    || { cat "$BENCH_LOGS/migrate.log" >&2; die "migrating presence_bench failed"; }
+    || { cat "$BENCH_LOGS/migrate.log" >&2; die "migrating $BENCH_DB failed"; }
 
 read -r SIP_PORT EDGE_HTTP STORE_HTTP NOTIFIER_HTTP NOTIFIER_HTTP_2 NOTIFIER_HTTP_3 \
     <<<"$("$PY" "$CTL" free-ports 6)"
@@ -130,7 +134,7 @@ service_env=(
     PRESENCE_DB_URL="$BENCH_DB_URL"
     # A Redis database of its own (lock keys also carry the namespace), flushed at
     # the end so that bench runs leave no fence counters behind.
-    PRESENCE_REDIS_URL="redis://127.0.0.1:$PRESENCE_REDIS_PORT/9"
+    PRESENCE_REDIS_URL="redis://127.0.0.1:$PRESENCE_REDIS_PORT/$BENCH_REDIS_DB"
     PRESENCE_KAFKA_BOOTSTRAP="$KAFKA_BOOTSTRAP"
     PRESENCE_KAFKA_NAMESPACE="$NAMESPACE"
     PRESENCE_SIP_PORT="$SIP_PORT"
