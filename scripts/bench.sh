@@ -15,7 +15,10 @@
 # BENCH_NOTIFY_RATE (throughput PUBLISH/s, 200), BENCH_NOTIFY_DURATION (s, 20),
 # BENCH_LOG_LEVEL (the services', WARNING), BENCH_DB (the PostgreSQL database the run
 # drops and recreates, presence_bench) and BENCH_REDIS_DB (the Redis database it uses and
-# flushes at the end, 9): give concurrent runs on one PostgreSQL and Redis their own. Where the PUBLISH time went is read back
+# flushes at the end, 9): give concurrent runs on one PostgreSQL and Redis their own.
+# BENCH_PROFILE=1: py-spy (requirements-dev.txt) samples the three services during the
+# PUBLISH part; flame graphs in var/bench/<timestamp>-<service>.svg (the sampling costs
+# some CPU: compare numbers only between runs that both profile or both do not). Where the PUBLISH time went is read back
 # from the bench topics' record timestamps (benchctl.py breakdown), not from logs.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
@@ -35,6 +38,7 @@ BENCH_NOTIFY_DURATION="${BENCH_NOTIFY_DURATION:-20}"
 BENCH_PARTS="${BENCH_PARTS:-parse,publish,fanout,throughput}"
 BENCH_REDIS_DB="${BENCH_REDIS_DB:-9}"
 BENCH_DB="${BENCH_DB:-presence_bench}"
+BENCH_PROFILE="${BENCH_PROFILE:-0}"
 PARTS=",${BENCH_PARTS// /},"
 PARTS="${PARTS//,throughput,/,throughput1,throughput3,}"
 for part in ${PARTS//,/ }; do
@@ -48,7 +52,7 @@ STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 NAMESPACE="bench-$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 BENCH_LOGS="$LOG_DIR/bench"
 WORK=""
-mkdir -p "$BENCH_LOGS"
+mkdir -p "$BENCH_LOGS" "$PRESENCE_VAR/bench"
 KAFKA_BOOTSTRAP="127.0.0.1:$PRESENCE_KAFKA_PORT"
 
 "$S/venv.sh"
@@ -171,9 +175,24 @@ for name in $SERVICES; do start_service "$name"; done
 # --- PUBLISH under load ---------------------------------------------------------------------
 failures=()
 if has_part publish; then
+    profilers=()
+    if [ "$BENCH_PROFILE" = 1 ]; then
+        for name in "${service_order[@]}"; do
+            # Past the first seconds (warm-up), to a few seconds before the load ends.
+            (sleep 3; exec "$REPO_ROOT/.venv/bin/py-spy" record --nonblocking --rate 50 \
+                --duration $(( BENCH_DURATION > 8 ? BENCH_DURATION - 6 : 2 )) \
+                --pid "${service_pid[$name]}" -o "$PRESENCE_VAR/bench/$STAMP-$name.svg") \
+                >"$BENCH_LOGS/py-spy-$name.log" 2>&1 &
+            profilers+=($!)
+        done
+    fi
     "$PY" "$REPO_ROOT/bench/publish_bench.py" --port "$SIP_PORT" --rate "$BENCH_RATE" \
         --duration "$BENCH_DURATION" --users "$BENCH_USERS" --json "$WORK/publish.json" \
         || failures+=("publish_bench (exit $?)")
+    for pid in "${profilers[@]}"; do
+        wait "$pid" || say "py-spy (pid $pid) failed, see $BENCH_LOGS/py-spy-*.log"
+    done
+    [ "$BENCH_PROFILE" != 1 ] || say "flame graphs: $PRESENCE_VAR/bench/$STAMP-*.svg"
     # Read now, while the topics hold only this part's records (the services idle).
     "$PY" "$CTL" breakdown "$KAFKA_BOOTSTRAP" "$NAMESPACE" bench-edge "$WORK/breakdown.json" \
         || say "could not read the latency breakdown from the topics"

@@ -336,6 +336,9 @@ class Settings:
     # and TCP connections come back on its own inbox topic.
     edge_id: str = ""
     log_level: str = "INFO"
+    # The asyncio event loop of the services: "uvloop" (libuv, less CPU per socket
+    # event) or "asyncio" (the standard library's, to rule uvloop out).
+    event_loop: str = "uvloop"
     # "json" lines, "text", or "auto": text when stderr is a terminal, else JSON.
     log_format: str = "auto"
     # Per-service levels ("notifier=DEBUG"), so one env file can serve every service;
@@ -468,6 +471,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "notifier_http_port": _integer(1, 65535),
     "edge_id": _topic_part,
     "log_level": _log_level,
+    "event_loop": _choice("uvloop", "asyncio"),
     "log_format": _choice("auto", "json", "text"),
     "log_levels": _log_levels,
     "admin_token": _secret,
