@@ -18,7 +18,9 @@
 # flushes at the end, 9): give concurrent runs on one PostgreSQL and Redis their own.
 # BENCH_PROFILE=1: py-spy (requirements-dev.txt) samples the three services during the
 # PUBLISH part; flame graphs in var/bench/<timestamp>-<service>.svg (the sampling costs
-# some CPU: compare numbers only between runs that both profile or both do not). Where the PUBLISH time went is read back
+# some CPU: compare numbers only between runs that both profile or both do not).
+# BENCH_SERVICE_ENV: extra settings for the services, e.g. "PRESENCE_EVENT_LOOP=asyncio"
+# (space-separated; the caller's own PRESENCE_* variables are not passed on). Where the PUBLISH time went is read back
 # from the bench topics' record timestamps (benchctl.py breakdown), not from logs.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
@@ -118,7 +120,7 @@ report() {
     "$PY" "$CTL" report "$OUT" "$WORK" \
         "timestamp=$STAMP" "git=$(git -C "$REPO_ROOT" describe --always --dirty 2>/dev/null || echo unknown)" \
         "namespace=$NAMESPACE" "cpus=$(nproc)" "log_level=$BENCH_LOG_LEVEL" "python=$("$PY" -V 2>&1)" \
-        "parts=$BENCH_PARTS" "loadavg_before=$LOAD_BEFORE" "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)"
+        "parts=$BENCH_PARTS" "service_env=${BENCH_SERVICE_ENV:-}" "loadavg_before=$LOAD_BEFORE" "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)"
 }
 OUT="$PRESENCE_VAR/bench/$STAMP.json"
 if [ "$PARTS" = ",parse," ]; then report; exit 0; fi
@@ -150,6 +152,8 @@ service_env=(
     PRESENCE_AUTH=none  # the protocol path itself; digest adds a challenge round trip
     PRESENCE_LOG_LEVEL="$BENCH_LOG_LEVEL"
 )
+read -r -a extra_service_env <<<"${BENCH_SERVICE_ENV:-}"
+service_env+=("${extra_service_env[@]}")
 http_port_of() {
     case "$1" in
         sip-edge) echo "$EDGE_HTTP" ;; presence-store) echo "$STORE_HTTP" ;; notifier) echo "$NOTIFIER_HTTP" ;;
