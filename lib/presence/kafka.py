@@ -5,8 +5,8 @@ producer does not linger: aiokafka keeps one produce request in flight per broke
 and what is sent while it flies leaves together in the next one, so batches grow
 with the load by themselves (up to PRODUCER_BATCH_BYTES per partition) and a lone
 record leaves at once. A consumer's fetch is answered as soon as any of its
-partitions has a record; CONSUMER_FETCH_MAX_WAIT_MS only bounds how long an idle
-fetch is parked at the broker (see the constant).
+partitions has a record; the fetch wait bounds how long an idle fetch is parked at
+the broker (see DEFAULT_FETCH_WAIT_MS).
 Safety: offsets are committed by hand, after the database commit (at-least-once),
 and handlers are idempotent.
 """
@@ -70,14 +70,15 @@ class CorrelatingProducer(AIOKafkaProducer):
 # Per partition and produce request: at the default 16 KB a burst of replies or
 # NOTIFY requests needed several round trips; 256 KB carries a burst in one.
 PRODUCER_BATCH_BYTES = 256 * 1024
-# An idle fetch parks this long at the broker: each return of an empty fetch costs
-# every consumer a request, a response and a wake-up (at 20 ms, 50 a second per
-# consumer, about 1 ms of CPU per PUBLISH-equivalent over the services and the
-# broker). New data answers a parked fetch at once, so the wait adds no latency,
-# except to a partition left out of the fetch in flight because its previous records
-# were still buffered (a consumer that had not taken them all): those wait for the
-# parked fetch to return, so the wait is kept short.
-CONSUMER_FETCH_MAX_WAIT_MS = 100
+# How long an idle fetch parks at the broker (PRESENCE_KAFKA_FETCH_WAIT_MS). Each
+# return of an empty fetch costs the consumer a request, a response and a wake-up
+# (at 20 ms, 50 a second per consumer). New data answers a parked fetch at once, so
+# the wait adds nothing to a record of a partition in that fetch. But aiokafka sends
+# the next fetch as soon as one returns, leaving out the partitions whose records
+# the consumer has not taken yet; a record arriving on such a partition waits until
+# that fetch returns: when a record arrives on another partition, or after this wait.
+# At low rates that is one record in (partitions) waiting up to this long.
+DEFAULT_FETCH_WAIT_MS = 100
 
 
 async def start_producer(bootstrap: str) -> AIOKafkaProducer:
@@ -104,6 +105,7 @@ async def start_consumer(
     group_id: str | None,
     client_id: str,
     assign: bool = False,
+    fetch_wait_ms: int = DEFAULT_FETCH_WAIT_MS,
 ) -> AIOKafkaConsumer:
     """A consumer of `topics` in group `group_id`. With `assign`, it reads partition 0
     of each topic without joining the group (it still commits there): for a topic
@@ -115,7 +117,7 @@ async def start_consumer(
         client_id=client_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=CONSUMER_FETCH_MAX_WAIT_MS,
+        fetch_max_wait_ms=fetch_wait_ms,
         # Rebalances finish quickly when a replica joins or dies.
         session_timeout_ms=10_000,
         heartbeat_interval_ms=1_000,

@@ -326,6 +326,10 @@ class Settings:
     kafka_bootstrap: str = "127.0.0.1:19092"
     kafka_partitions: int = 12
     kafka_namespace: str = ""
+    # How long the broker parks a consumer's fetch while none of its partitions has a
+    # record (presence.kafka): longer means fewer empty round trips when idle, but a
+    # partition left out of the parked fetch waits up to this long for its next record.
+    kafka_fetch_wait_ms: int = 100
     redis_url: str = "redis://127.0.0.1:16379/0"
     http_host: str = "127.0.0.1"
     edge_http_port: int = 18081
@@ -464,6 +468,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "kafka_bootstrap": _bootstrap,
     "kafka_partitions": _integer(1, 1000),
     "kafka_namespace": _topic_part,
+    "kafka_fetch_wait_ms": _integer(1, 1000),
     "redis_url": _url("redis", "rediss", "unix"),
     "http_host": _host,
     "edge_http_port": _integer(1, 65535),

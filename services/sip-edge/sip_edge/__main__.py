@@ -26,6 +26,7 @@ log = logging.getLogger("sip_edge")
 
 INBOX_RETRY_PAUSE = (0.5, 5.0)
 BUS_CHECK_INTERVAL = 1.0
+INBOX_FETCH_WAIT_MS = 500
 
 
 async def consume_inbox(consumer: AIOKafkaConsumer, edge: Edge, inbox: str) -> None:
@@ -186,6 +187,9 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
         group_id=topics.group(f"sip-edge.{edge_id}"),
         client_id=edge_id,
         assign=True,  # one reader: no group to rejoin after a crash
+        # One partition: a fetch is sent only once its records are taken, so it never
+        # leaves a partition out and a long wait costs nothing but fewer empty fetches.
+        fetch_wait_ms=INBOX_FETCH_WAIT_MS,
     )
     edge = Edge(settings, producer)
     metrics.watch_consumer(consumer)
