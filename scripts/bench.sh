@@ -3,7 +3,7 @@
 # load through the three services, then NOTIFY fan-out: PUBLISH->NOTIFY delay with many
 # watchers of one presentity, and NOTIFYs/s with 1 and then 3 notifier replicas.
 # Reuses PostgreSQL, Redis and Kafka when they run and stops only what it started. The
-# services run here on free ports, in their own database (presence_bench) and Kafka
+# services run here on free ports, in their own database (BENCH_DB) and Kafka
 # namespace, so a running `make run` is neither used nor disturbed.
 # Results: var/bench/<UTC timestamp>.json.
 #
@@ -13,7 +13,14 @@
 # NOTIFY parts, 1000), BENCH_CHANGES (fan-out changes, one every 2 s, 10),
 # BENCH_PRESENTITIES (throughput, 200: BENCH_WATCHERS/200 watchers each),
 # BENCH_NOTIFY_RATE (throughput PUBLISH/s, 200), BENCH_NOTIFY_DURATION (s, 20),
-# BENCH_LOG_LEVEL (the services', WARNING). Where the PUBLISH time went is read back
+# BENCH_LOG_LEVEL (the services', WARNING), BENCH_DB (the PostgreSQL database the run
+# drops and recreates, presence_bench) and BENCH_REDIS_DB (the Redis database it uses and
+# flushes at the end, 9): give concurrent runs on one PostgreSQL and Redis their own.
+# BENCH_PROFILE=1: py-spy (requirements-dev.txt) samples the three services during the
+# PUBLISH part; flame graphs in var/bench/<timestamp>-<service>.svg (the sampling costs
+# some CPU: compare numbers only between runs that both profile or both do not).
+# BENCH_SERVICE_ENV: extra settings for the services, e.g. "PRESENCE_EVENT_LOOP=asyncio"
+# (space-separated; the caller's own PRESENCE_* variables are not passed on). Where the PUBLISH time went is read back
 # from the bench topics' record timestamps (benchctl.py breakdown), not from logs.
 #
 # The part "compare" runs the same load against this project's stack and then against
@@ -48,6 +55,9 @@ BENCH_PRESENTITIES="${BENCH_PRESENTITIES:-200}"
 BENCH_NOTIFY_RATE="${BENCH_NOTIFY_RATE:-200}"
 BENCH_NOTIFY_DURATION="${BENCH_NOTIFY_DURATION:-20}"
 BENCH_PARTS="${BENCH_PARTS:-parse,publish,fanout,throughput,compare}"
+BENCH_REDIS_DB="${BENCH_REDIS_DB:-9}"
+BENCH_DB="${BENCH_DB:-presence_bench}"
+BENCH_PROFILE="${BENCH_PROFILE:-0}"
 PARTS=",${BENCH_PARTS// /},"
 PARTS="${PARTS//,throughput,/,throughput1,throughput3,}"
 for part in ${PARTS//,/ }; do
@@ -84,7 +94,7 @@ STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 NAMESPACE="bench-$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 BENCH_LOGS="$LOG_DIR/bench"
 WORK=""
-mkdir -p "$BENCH_LOGS"
+mkdir -p "$BENCH_LOGS" "$PRESENCE_VAR/bench"
 KAFKA_BOOTSTRAP="127.0.0.1:$PRESENCE_KAFKA_PORT"
 
 "$S/venv.sh"
@@ -130,7 +140,7 @@ cleanup() {
         "$PY" "$CTL" delete-topics "$KAFKA_BOOTSTRAP" "$NAMESPACE" || say "could not delete the topics of $NAMESPACE"
     fi
     if pid_alive redis; then
-        redis-cli -h 127.0.0.1 -p "$PRESENCE_REDIS_PORT" -n 9 flushdb >/dev/null || true
+        redis-cli -h 127.0.0.1 -p "$PRESENCE_REDIS_PORT" -n "$BENCH_REDIS_DB" flushdb >/dev/null || true
     fi
     for part in "${started[@]}"; do "$S/$part.sh" stop || true; done
     [ -z "$WORK" ] || rm -rf "$WORK"
@@ -153,7 +163,7 @@ report() {
     "$PY" "$CTL" report "$OUT" "$WORK" \
         "timestamp=$STAMP" "git=$(git -C "$REPO_ROOT" describe --always --dirty 2>/dev/null || echo unknown)" \
         "namespace=$NAMESPACE" "cpus=$(nproc)" "log_level=$BENCH_LOG_LEVEL" "python=$("$PY" -V 2>&1)" \
-        "parts=$BENCH_PARTS" "loadavg_before=$LOAD_BEFORE" "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)" \
+        "parts=$BENCH_PARTS" "service_env=${BENCH_SERVICE_ENV:-}" "loadavg_before=$LOAD_BEFORE" "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)" \
         "${COMPARE_META[@]}"
 }
 OUT="$PRESENCE_VAR/bench/$STAMP.json"
@@ -161,10 +171,10 @@ if [ "$PARTS" = ",parse," ]; then report; exit 0; fi
 
 # --- database and services -------------------------------------------------------------
 ADMIN_DB_URL="postgresql://presence:presence@127.0.0.1:$PRESENCE_PG_PORT/presence"
-BENCH_DB_URL="postgresql://presence:presence@127.0.0.1:$PRESENCE_PG_PORT/presence_bench"
-"$PY" "$CTL" recreate-db "$ADMIN_DB_URL" presence_bench
+BENCH_DB_URL="postgresql://presence:presence@127.0.0.1:$PRESENCE_PG_PORT/$BENCH_DB"
+"$PY" "$CTL" recreate-db "$ADMIN_DB_URL" "$BENCH_DB"
 PRESENCE_DB_URL="$BENCH_DB_URL" "$PY" -m presence_store.migrate >"$BENCH_LOGS/migrate.log" 2>&1 \
-    || { cat "$BENCH_LOGS/migrate.log" >&2; die "migrating presence_bench failed"; }
+    || { cat "$BENCH_LOGS/migrate.log" >&2; die "migrating $BENCH_DB failed"; }
 
 read -r SIP_PORT EDGE_HTTP STORE_HTTP NOTIFIER_HTTP NOTIFIER_HTTP_2 NOTIFIER_HTTP_3 \
     <<<"$("$PY" "$CTL" free-ports 6)"
@@ -174,7 +184,7 @@ service_env=(
     PRESENCE_DB_URL="$BENCH_DB_URL"
     # A Redis database of its own (lock keys also carry the namespace), flushed at
     # the end so that bench runs leave no fence counters behind.
-    PRESENCE_REDIS_URL="redis://127.0.0.1:$PRESENCE_REDIS_PORT/9"
+    PRESENCE_REDIS_URL="redis://127.0.0.1:$PRESENCE_REDIS_PORT/$BENCH_REDIS_DB"
     PRESENCE_KAFKA_BOOTSTRAP="$KAFKA_BOOTSTRAP"
     PRESENCE_KAFKA_NAMESPACE="$NAMESPACE"
     PRESENCE_SIP_PORT="$SIP_PORT"
@@ -186,6 +196,8 @@ service_env=(
     PRESENCE_AUTH=none  # the protocol path itself; digest adds a challenge round trip
     PRESENCE_LOG_LEVEL="$BENCH_LOG_LEVEL"
 )
+read -r -a extra_service_env <<<"${BENCH_SERVICE_ENV:-}"
+service_env+=("${extra_service_env[@]}")
 http_port_of() {
     case "$1" in
         sip-edge) echo "$EDGE_HTTP" ;; presence-store) echo "$STORE_HTTP" ;; notifier) echo "$NOTIFIER_HTTP" ;;
@@ -211,9 +223,24 @@ for name in $SERVICES; do start_service "$name"; done
 # --- PUBLISH under load ---------------------------------------------------------------------
 failures=()
 if has_part publish; then
+    profilers=()
+    if [ "$BENCH_PROFILE" = 1 ]; then
+        for name in "${service_order[@]}"; do
+            # Past the first seconds (warm-up), to a few seconds before the load ends.
+            (sleep 3; exec "$REPO_ROOT/.venv/bin/py-spy" record --nonblocking --rate 50 \
+                --duration $(( BENCH_DURATION > 8 ? BENCH_DURATION - 6 : 2 )) \
+                --pid "${service_pid[$name]}" -o "$PRESENCE_VAR/bench/$STAMP-$name.svg") \
+                >"$BENCH_LOGS/py-spy-$name.log" 2>&1 &
+            profilers+=($!)
+        done
+    fi
     "$PY" "$REPO_ROOT/bench/publish_bench.py" --port "$SIP_PORT" --rate "$BENCH_RATE" \
         --duration "$BENCH_DURATION" --users "$BENCH_USERS" --json "$WORK/publish.json" \
         || failures+=("publish_bench (exit $?)")
+    for pid in "${profilers[@]}"; do
+        wait "$pid" || say "py-spy (pid $pid) failed, see $BENCH_LOGS/py-spy-*.log"
+    done
+    [ "$BENCH_PROFILE" != 1 ] || say "flame graphs: $PRESENCE_VAR/bench/$STAMP-*.svg"
     # Read now, while the topics hold only this part's records (the services idle).
     "$PY" "$CTL" breakdown "$KAFKA_BOOTSTRAP" "$NAMESPACE" bench-edge "$WORK/breakdown.json" \
         || say "could not read the latency breakdown from the topics"

@@ -53,7 +53,11 @@ class Backend:
         await ensure_shared_topics(settings)
         producer = await start_producer(settings.kafka_bootstrap)
         consumer = await start_consumer(
-            settings.kafka_bootstrap, topics, group_id=group, client_id=client_id
+            settings.kafka_bootstrap,
+            topics,
+            group_id=group,
+            client_id=client_id,
+            fetch_wait_ms=settings.kafka_fetch_wait_ms,
         )
         metrics.watch_pool(pool)
         metrics.watch_consumer(consumer)

@@ -1,8 +1,12 @@
 """Kafka clients (aiokafka) configured the one way all services need them.
 
 Latency: the request path PUBLISH -> store -> reply crosses Kafka twice, so the
-producer does not linger to batch and consumers do not park fetches for the
-default 500 ms.
+producer does not linger: aiokafka keeps one produce request in flight per broker,
+and what is sent while it flies leaves together in the next one, so batches grow
+with the load by themselves (up to PRODUCER_BATCH_BYTES per partition) and a lone
+record leaves at once. A consumer's fetch is answered as soon as any of its
+partitions has a record; the fetch wait bounds how long an idle fetch is parked at
+the broker (see DEFAULT_FETCH_WAIT_MS).
 Safety: offsets are committed by hand, after the database commit (at-least-once),
 and handlers are idempotent.
 """
@@ -65,12 +69,27 @@ class CorrelatingProducer(AIOKafkaProducer):
         return await super().send(topic, value, key, partition, timestamp_ms, headers)
 
 
+# Per partition and produce request: at the default 16 KB a burst of replies or
+# NOTIFY requests needed several round trips; 256 KB carries a burst in one.
+PRODUCER_BATCH_BYTES = 256 * 1024
+# How long an idle fetch parks at the broker (PRESENCE_KAFKA_FETCH_WAIT_MS). Each
+# return of an empty fetch costs the consumer a request, a response and a wake-up
+# (at 20 ms, 50 a second per consumer). New data answers a parked fetch at once, so
+# the wait adds nothing to a record of a partition in that fetch. But aiokafka sends
+# the next fetch as soon as one returns, leaving out the partitions whose records
+# the consumer has not taken yet; a record arriving on such a partition waits until
+# that fetch returns: when a record arrives on another partition, or after this wait.
+# At low rates that is one record in (partitions) waiting up to this long.
+DEFAULT_FETCH_WAIT_MS = 100
+
+
 async def start_producer(bootstrap: str) -> AIOKafkaProducer:
     producer = CorrelatingProducer(
         bootstrap_servers=bootstrap,
         acks="all",
         enable_idempotence=True,
         linger_ms=0,
+        max_batch_size=PRODUCER_BATCH_BYTES,
         request_timeout_ms=10_000,
     )
     try:
@@ -88,6 +107,7 @@ async def start_consumer(
     group_id: str | None,
     client_id: str,
     assign: bool = False,
+    fetch_wait_ms: int = DEFAULT_FETCH_WAIT_MS,
 ) -> AIOKafkaConsumer:
     """A consumer of `topics` in group `group_id`. With `assign`, it reads partition 0
     of each topic without joining the group (it still commits there): for a topic
@@ -99,7 +119,7 @@ async def start_consumer(
         client_id=client_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=20,
+        fetch_max_wait_ms=fetch_wait_ms,
         # Rebalances finish quickly when a replica joins or dies.
         session_timeout_ms=10_000,
         heartbeat_interval_ms=1_000,

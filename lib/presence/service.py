@@ -15,6 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable
 
 import uvicorn
+import uvloop
 from fastapi import FastAPI
 
 from presence import logs
@@ -80,8 +81,10 @@ def run(service: str, body: ServiceBody) -> None:
     except settings_module.SettingsError as error:
         sys.exit(f"{service}: configuration error: {error}")
     configure_logging(service, settings)
+    loop_factory = uvloop.new_event_loop if settings.event_loop == "uvloop" else None
     try:
-        asyncio.run(_run_until_signal(settings, body))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(_run_until_signal(settings, body))
     except _FIXABLE as error:
         sys.exit(f"{service}: {error}")
     except KeyboardInterrupt:

@@ -326,6 +326,10 @@ class Settings:
     kafka_bootstrap: str = "127.0.0.1:19092"
     kafka_partitions: int = 12
     kafka_namespace: str = ""
+    # How long the broker parks a consumer's fetch while none of its partitions has a
+    # record (presence.kafka): longer means fewer empty round trips when idle, but a
+    # partition left out of the parked fetch waits up to this long for its next record.
+    kafka_fetch_wait_ms: int = 100
     redis_url: str = "redis://127.0.0.1:16379/0"
     http_host: str = "127.0.0.1"
     edge_http_port: int = 18081
@@ -336,6 +340,9 @@ class Settings:
     # and TCP connections come back on its own inbox topic.
     edge_id: str = ""
     log_level: str = "INFO"
+    # The asyncio event loop of the services: "uvloop" (libuv, less CPU per socket
+    # event) or "asyncio" (the standard library's, to rule uvloop out).
+    event_loop: str = "uvloop"
     # "json" lines, "text", or "auto": text when stderr is a terminal, else JSON.
     log_format: str = "auto"
     # Per-service levels ("notifier=DEBUG"), so one env file can serve every service;
@@ -461,6 +468,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "kafka_bootstrap": _bootstrap,
     "kafka_partitions": _integer(1, 1000),
     "kafka_namespace": _topic_part,
+    "kafka_fetch_wait_ms": _integer(1, 1000),
     "redis_url": _url("redis", "rediss", "unix"),
     "http_host": _host,
     "edge_http_port": _integer(1, 65535),
@@ -468,6 +476,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "notifier_http_port": _integer(1, 65535),
     "edge_id": _topic_part,
     "log_level": _log_level,
+    "event_loop": _choice("uvloop", "asyncio"),
     "log_format": _choice("auto", "json", "text"),
     "log_levels": _log_levels,
     "admin_token": _secret,

@@ -4,6 +4,7 @@ a restart with NOTIFYs still queued (sip_edge.edge, sip_edge.inbox)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from aiokafka.errors import KafkaConnectionError
 
@@ -178,21 +179,26 @@ class FakeRecord:
 
 
 class OneBatchConsumer:
-    """Hands out one batch, then stops the loop; records what was committed."""
+    """Hands out one batch, then stops the loop once a commit came (commits run
+    beside the reading) or a second passed; records what was committed."""
 
     def __init__(self, records: list[FakeRecord]) -> None:
         self.records = records
         self.calls = 0
         self.committed: list[dict[object, int]] = []
+        self._commit_came = asyncio.Event()
 
     async def getmany(self, timeout_ms: int, max_records: int) -> dict[object, list[FakeRecord]]:
         self.calls += 1
         if self.calls > 1:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._commit_came.wait(), 1.0)
             raise asyncio.CancelledError
         return {"inbox": self.records}
 
     async def commit(self, offsets: dict[object, int]) -> None:
         self.committed.append(offsets)
+        self._commit_came.set()
 
 
 async def test_a_record_that_fails_costs_only_itself() -> None:
@@ -216,3 +222,50 @@ async def test_a_record_that_fails_costs_only_itself() -> None:
         pass
     assert handled == [1]
     assert [list(c.values()) for c in consumer.committed] == [[2]]
+
+
+class SlowCommitConsumer:
+    """A commit returns only when the test lets it."""
+
+    def __init__(self) -> None:
+        self.committed: list[int] = []
+        self.release = asyncio.Event()
+        self.in_commit = asyncio.Event()
+        self.two_done = asyncio.Event()
+
+    async def commit(self, offsets: dict[object, int]) -> None:
+        self.in_commit.set()
+        await self.release.wait()
+        self.release.clear()
+        self.committed.extend(offsets.values())
+        if len(self.committed) >= 2:
+            self.two_done.set()
+
+
+async def test_inbox_commits_run_beside_reading_and_cover_what_came_meanwhile() -> None:
+    from aiokafka import TopicPartition
+
+    from sip_edge.__main__ import commit_inbox_behind
+
+    edge = make_edge(FakeProducer())
+    consumer = SlowCommitConsumer()
+    advanced = asyncio.Event()
+    committer = asyncio.create_task(
+        commit_inbox_behind(consumer, edge, TopicPartition("inbox", 0), advanced)  # type: ignore[arg-type]
+    )
+    try:
+        edge.inbox.consumed(0)
+        advanced.set()
+        await asyncio.wait_for(consumer.in_commit.wait(), 2)
+        consumer.in_commit.clear()
+        # Three more batches are read while the first commit is on its way.
+        for offset in (1, 2, 3):
+            edge.inbox.consumed(offset)
+            advanced.set()
+        consumer.release.set()
+        await asyncio.wait_for(consumer.in_commit.wait(), 2)
+        consumer.release.set()
+        await asyncio.wait_for(consumer.two_done.wait(), 2)
+    finally:
+        committer.cancel()
+    assert consumer.committed == [1, 4]  # one commit for the three batches

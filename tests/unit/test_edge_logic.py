@@ -161,3 +161,51 @@ def test_via_matching_the_source_is_left_alone() -> None:
     parsed = parse_via("SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bK1")
     assert not stamp_via(parsed, "192.0.2.7", 5060)
     assert "received" not in str(parsed)
+
+
+def test_sweep_finds_what_is_due_among_many_in_any_answer_order() -> None:
+    """The indexes behind expire/unanswered_since agree with a plain scan of the table."""
+    table = TransactionTable()
+    started = [table.start((f"k{i}",), f"r{i}", now=i * 0.01) for i in range(2000)]
+    # Every third gets a 100 only, every fifth a reliable final, every seventh a UDP final,
+    # answered in reverse order of start.
+    for i in reversed(range(2000)):
+        if i % 5 == 0:
+            table.respond(started[i], b"200", final=True, reliable=True, now=20.0)
+        elif i % 7 == 0:
+            table.respond(started[i], b"200", final=True, reliable=False, now=20.0)
+        elif i % 3 == 0:
+            table.respond(started[i], b"100", final=False, reliable=False, now=20.0)
+    for now in (20.0, 25.0, 40.0, 20.0 + TIMER_J_UDP, 60.0):  # a monotonic clock
+        overdue = table.expire(now, give_up_after=8)
+        assert overdue == [t for t in started if not t.final and now - t.started_at >= 8]
+        silent = table.unanswered_since(now - 15)
+        assert silent == [
+            t for t in started if t.last_response is None and t.started_at <= now - 15
+        ]
+        expected_alive = [t for t in started if t.ends_at is None or t.ends_at > now]
+        assert len(table) == len(expected_alive)
+        assert all(table.find(t.key) is t for t in expected_alive)
+        assert table.unanswered() == sum(1 for t in started if not t.final)
+
+
+def test_a_second_final_response_restarts_timer_j() -> None:
+    table = TransactionTable()
+    transaction = table.start(("k",), "r1", now=0.0)
+    table.respond(transaction, b"503", final=True, reliable=False, now=1.0)
+    table.respond(transaction, b"200", final=True, reliable=False, now=2.0)
+    table.expire(1.0 + TIMER_J_UDP, give_up_after=8)
+    assert table.find(("k",)) is transaction
+    table.expire(2.0 + TIMER_J_UDP, give_up_after=8)
+    assert table.find(("k",)) is None and table.unanswered() == 0
+
+
+def test_a_key_started_again_after_timer_j_is_a_new_transaction() -> None:
+    table = TransactionTable()
+    first = table.start(("k",), "r1", now=0.0)
+    table.respond(first, b"200", final=True, reliable=True, now=0.5)
+    table.expire(1.0, give_up_after=8)
+    second = table.start(("k",), "r1", now=2.0)
+    assert table.find(("k",)) is second and table.unanswered() == 1
+    assert table.expire(10.0, give_up_after=8) == [second]
+    assert table.unanswered_since(5.0) == [second]

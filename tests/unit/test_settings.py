@@ -156,3 +156,18 @@ def test_delivery_bounds_are_range_checked(variable: str, value: str) -> None:
     with pytest.raises(SettingsError) as error:
         load({variable: value})
     assert str(error.value).startswith(f"{variable}: must be between")
+
+
+def test_event_loop_is_uvloop_unless_asked_for_the_standard_one() -> None:
+    assert load({}).event_loop == "uvloop"
+    assert load({"PRESENCE_EVENT_LOOP": "asyncio"}).event_loop == "asyncio"
+    with pytest.raises(SettingsError, match="PRESENCE_EVENT_LOOP: must be one of"):
+        load({"PRESENCE_EVENT_LOOP": "trio"})
+
+
+def test_kafka_fetch_wait_is_bounded_milliseconds() -> None:
+    assert load({}).kafka_fetch_wait_ms == 100
+    assert load({"PRESENCE_KAFKA_FETCH_WAIT_MS": "20"}).kafka_fetch_wait_ms == 20
+    for bad in ("0", "1001", "soon"):
+        with pytest.raises(SettingsError, match="PRESENCE_KAFKA_FETCH_WAIT_MS"):
+            load({"PRESENCE_KAFKA_FETCH_WAIT_MS": bad})

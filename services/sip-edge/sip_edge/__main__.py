@@ -8,6 +8,7 @@ import itertools
 import logging
 import resource
 import socket
+from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -25,49 +26,86 @@ log = logging.getLogger("sip_edge")
 
 INBOX_RETRY_PAUSE = (0.5, 5.0)
 BUS_CHECK_INTERVAL = 1.0
+INBOX_FETCH_WAIT_MS = 500
 
 
 async def consume_inbox(consumer: AIOKafkaConsumer, edge: Edge, inbox: str) -> None:
     """Replies and NOTIFY requests addressed to this edge replica. The committed
     position stops at the oldest NOTIFY not yet finished (sip_edge.inbox). A
     failure (Kafka unreachable, a rebalance during a commit) is retried after a
-    pause, so the inbox outlives a broker restart."""
+    pause, so the inbox outlives a broker restart. Commits run beside the reading
+    (commit_inbox_behind): the next replies are not held up by a commit's round trip."""
     partition = TopicPartition(inbox, 0)
+    advanced = asyncio.Event()
+    committer = asyncio.create_task(commit_inbox_behind(consumer, edge, partition, advanced))
+    pause = INBOX_RETRY_PAUSE[0]
+    try:
+        while True:
+            try:
+                batch = await consumer.getmany(timeout_ms=1000, max_records=500)
+                for records in batch.values():
+                    for index, record in enumerate(records):
+                        await handle_inbox_record(edge, record.value, record.offset, record.headers)
+                        if index % 16 == 15:
+                            # Let the sockets in: the answers to these NOTIFYs are arriving.
+                            await asyncio.sleep(0)
+                if batch:
+                    advanced.set()
+                pause = INBOX_RETRY_PAUSE[0]
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("inbox: %s; trying again in %.1f s", error, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, INBOX_RETRY_PAUSE[1])
+    finally:
+        committer.cancel()
+
+
+async def handle_inbox_record(
+    edge: Edge, value: bytes | None, offset: int, headers: Sequence[tuple[str, bytes]]
+) -> None:
+    try:
+        event = events.decode(value or b"")
+    except events.EventDecodeError as error:
+        log.error("skipping undecodable inbox record %s: %s", offset, error)
+    else:
+        # The NOTIFY or reply is handled under the id of what caused it.
+        with correlated(from_kafka_headers(headers)):
+            try:
+                await edge.on_inbox_event(event, offset)
+            except Exception:
+                # One record that cannot be handled must not cost the
+                # rest of the batch (they are not fetched again).
+                log.exception("inbox record %s not handled", offset)
+    edge.inbox.consumed(offset)
+
+
+async def commit_inbox_behind(
+    consumer: AIOKafkaConsumer, edge: Edge, partition: TopicPartition, advanced: asyncio.Event
+) -> None:
+    """Commit the inbox's committable position whenever reading moved on: one commit
+    in flight at a time, and what arrives meanwhile is covered by the next one, so
+    under load one round trip commits many batches."""
     committed: int | None = None
     pause = INBOX_RETRY_PAUSE[0]
     while True:
+        await advanced.wait()
+        advanced.clear()
+        position = edge.inbox.committable()
+        if position is None or position == committed:
+            continue
         try:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=500)
-            for records in batch.values():
-                for index, record in enumerate(records):
-                    try:
-                        event = events.decode(record.value or b"")
-                    except events.EventDecodeError as error:
-                        log.error("skipping undecodable inbox record %s: %s", record.offset, error)
-                    else:
-                        # The NOTIFY or reply is handled under the id of what caused it.
-                        with correlated(from_kafka_headers(record.headers)):
-                            try:
-                                await edge.on_inbox_event(event, record.offset)
-                            except Exception:
-                                # One record that cannot be handled must not cost the
-                                # rest of the batch (they are not fetched again).
-                                log.exception("inbox record %s not handled", record.offset)
-                    edge.inbox.consumed(record.offset)
-                    if index % 16 == 15:
-                        # Let the sockets in: the answers to these NOTIFYs are arriving.
-                        await asyncio.sleep(0)
-            position = edge.inbox.committable()
-            if position is not None and position != committed:
-                await consumer.commit({partition: position})
-                committed = position
+            await consumer.commit({partition: position})
+            committed = position
             pause = INBOX_RETRY_PAUSE[0]
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            log.warning("inbox: %s; trying again in %.1f s", error, pause)
+            log.warning("inbox: commit failed: %s; trying again in %.1f s", error, pause)
             await asyncio.sleep(pause)
             pause = min(pause * 2, INBOX_RETRY_PAUSE[1])
+            advanced.set()
 
 
 async def commit_inbox(consumer: AIOKafkaConsumer, edge: Edge, inbox: str) -> None:
@@ -151,6 +189,9 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
         group_id=topics.group(f"sip-edge.{edge_id}"),
         client_id=edge_id,
         assign=True,  # one reader: no group to rejoin after a crash
+        # One partition: a fetch is sent only once its records are taken, so it never
+        # leaves a partition out and a long wait costs nothing but fewer empty fetches.
+        fetch_wait_ms=INBOX_FETCH_WAIT_MS,
     )
     edge = Edge(settings, producer)
     metrics.watch_consumer(consumer)
