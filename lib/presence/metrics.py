@@ -181,6 +181,12 @@ NOTIFIES_BUILT = Counter(
     ["event"],
 )
 
+NOTIFY_EDGE_GONE = Counter(
+    "presence_notifier_edge_gone_total",
+    "NOTIFYs not sent because the edge holding their dialog has no inbox any more "
+    "(reported as 408 Edge Gone)",
+    ["event"],
+)
 DOCUMENTS_WITHHELD = Counter(
     "presence_notifier_documents_withheld_total",
     "NOTIFYs sent with an empty document because the presentity's could not be "

@@ -13,11 +13,19 @@ import socket
 import time
 from collections.abc import Iterator
 
+import asyncpg
 import pytest
 
 from presence import events
 
-from .conftest import Stack, make_stack, metric_samples, running_stack, wait_until
+from .conftest import (
+    Stack,
+    eventually,
+    make_stack,
+    metric_samples,
+    running_stack,
+    wait_until,
+)
 from .sip_client import SipClient
 from .test_edge import outcome_of, send_to_inbox
 from .test_subscribe import WatcherDialog, publish
@@ -170,6 +178,61 @@ async def test_a_peer_that_never_reads_loses_its_connection_at_the_buffer_cap(
     assert set(reasons) <= {(408, "Peer Not Reading"), (408, "Request Timeout")}, reasons
     closed = metric_samples(delivery_stack, "sip-edge", "presence_sip_tcp_closed_total")
     assert closed.get('reason="write_buffer_full"', 0) >= 1
+
+
+async def test_a_dialog_whose_edge_is_gone_ends_without_holding_other_notifies(
+    delivery_stack: Stack,
+) -> None:
+    # A dialog held by an edge that no longer runs (its inbox topic does not exist):
+    # its NOTIFY is reported 408 Edge Gone at once and the dialog ends, instead of the
+    # notifier waiting for the topic (10 s a try) while other changes queue behind.
+    client = SipClient(delivery_stack.sip, "udp")
+    gone = WatcherDialog(
+        client, f"sip:gone-{secrets.token_hex(3)}@example.com", "c-" + secrets.token_hex(6),
+        "f-" + secrets.token_hex(4),
+    )  # fmt: skip
+    other_client = SipClient(delivery_stack.sip, "udp")
+    other = WatcherDialog(
+        other_client, f"sip:kept-{secrets.token_hex(3)}@example.com",
+        "c-" + secrets.token_hex(6), "f-" + secrets.token_hex(4),
+    )  # fmt: skip
+    db = await asyncpg.connect(delivery_stack.db_url)
+    try:
+        assert gone.subscribe().status == 200
+        gone.next_notify()
+        await db.execute(
+            "UPDATE active_watchers SET edge_id = $1 WHERE to_tag = $2",
+            "gone-" + secrets.token_hex(4),
+            gone.to_tag,
+        )
+        assert (
+            await asyncio.to_thread(publish, delivery_stack, gone.presentity, "open")
+        ).status == 200
+        # Another watcher's dialog, made right after: its NOTIFYs are not held up.
+        started = time.monotonic()
+        assert (await asyncio.to_thread(other.subscribe)).status == 200
+        await asyncio.to_thread(other.next_notify_within, PROMPT)
+        assert (
+            await asyncio.to_thread(publish, delivery_stack, other.presentity, "open")
+        ).status == 200
+        notify = await asyncio.to_thread(other.next_notify_within, PROMPT)
+        assert b"<basic>open</basic>" in notify.body
+        assert time.monotonic() - started < 2 * PROMPT
+
+        await eventually(
+            lambda: db.fetchval(
+                "SELECT count(*) FROM active_watchers WHERE to_tag = $1", gone.to_tag
+            ),
+            lambda count: count == 0,
+            "the dialog of the gone edge ends",
+            timeout=PROMPT,
+        )
+    finally:
+        await db.close()
+        client.close()
+        other_client.close()
+    gone_total = metric_samples(delivery_stack, "notifier", "presence_notifier_edge_gone_total")
+    assert gone_total.get('event="presence"', 0) >= 1
 
 
 # --- connection caps and denied networks ------------------------------------------

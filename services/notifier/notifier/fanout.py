@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
+from notifier.edge_inboxes import EdgeInboxes
 from notifier.notify_builder import Subscription, build_notify
 from presence import events, metrics
 from presence.aggregation import empty_document
@@ -54,6 +55,7 @@ class Fanout:
         self._pool = pool
         self._producer = producer
         self._topics = Topics.of(settings)
+        self._inboxes = EdgeInboxes(producer)
 
     async def handle(self, change: events.Event) -> list[asyncio.Future[object]]:
         """Send the NOTIFYs a change calls for; returns the pending Kafka sends."""
@@ -70,9 +72,7 @@ class Fanout:
         )
         async for subscriptions, view in self._pages(change):
             for subscription in subscriptions:
-                sends.append(
-                    await self._notify(subscription, view(subscription), published_at)
-                )
+                sends.append(await self._notify(subscription, view(subscription), published_at))
                 metrics.NOTIFIES_BUILT.labels(subscription.event).inc()
         event = getattr(change, "event", None) or f"{change.package} watchers"
         log.info("%s %s %s: %d NOTIFY", change.TYPE, change.presentity, event, len(sends))
@@ -259,8 +259,27 @@ class Fanout:
         )
         if published_at:
             notify = replace(notify, published_at=published_at)
+        inbox = self._topics.edge_inbox(subscription.edge_id)
+        if not await self._inboxes.exists(inbox):
+            # Nobody can send it: its outcome is reported as an edge's would be (the
+            # 408 policy then applies), instead of waiting for a topic that never comes.
+            metrics.NOTIFY_EDGE_GONE.labels(subscription.event).inc()
+            log.warning("NOTIFY for %s: edge %s is gone", subscription.to_tag, subscription.edge_id)
+            outcome = events.NotifyOutcome(
+                notify_id=notify.notify_id,
+                username=notify.username,
+                domain=notify.domain,
+                event=notify.event,
+                subscription=notify.subscription,
+                status=408,
+                reason="Edge Gone",
+                final=notify.final,
+            )
+            return await self._producer.send(
+                self._topics.notify_outcomes,
+                events.encode(outcome),
+                key=outcome.presentity.encode(),
+            )
         # A final NOTIFY does not delete the subscription here: the store does when the
         # edge reports its outcome, so a crash before it is sent cannot lose it.
-        return await self._producer.send(
-            self._topics.edge_inbox(subscription.edge_id), events.encode(notify)
-        )
+        return await self._producer.send(inbox, events.encode(notify))
