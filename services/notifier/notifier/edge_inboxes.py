@@ -27,13 +27,13 @@ LOOKUP_TIMEOUT = 2.0
 
 class EdgeInboxes:
     def __init__(self, producer: AIOKafkaProducer) -> None:
-        self._client = producer.client
+        self._producer = producer
         self._missing: dict[str, float] = {}  # topic -> when it was found missing
         self._lookup: asyncio.Task[set[str]] | None = None
 
     async def exists(self, topic: str) -> bool:
         """Whether the broker has `topic`; True when it cannot tell in time."""
-        if topic in self._client.cluster.topics():
+        if topic in self._producer.client.cluster.topics():
             return True
         found_missing = self._missing.get(topic)
         if found_missing is not None and time.monotonic() - found_missing < MISSING_FOR_SECONDS:
@@ -55,5 +55,5 @@ class EdgeInboxes:
         return self._lookup
 
     async def _fetch(self) -> set[str]:
-        metadata = await self._client.fetch_all_metadata()
+        metadata = await self._producer.client.fetch_all_metadata()
         return set(metadata.topics())
