@@ -6,8 +6,8 @@ server stores no password table and any store replica checks any user; the
 operator hands a user their password (`python -m presence.xcap_credentials
 sip:alice@example.com`), and changing the secret revokes them all. A client sends
 it as HTTP Basic (user name: the AOR, "alice@example.com") or as a Bearer token;
-it opens that AOR's documents and no other's. When SIP digest credentials exist
-(issue 10), XCAP can check those instead; the request path does not change.
+it opens that AOR's documents and no other's. SIP digest credentials
+(the credentials table) could be checked instead; the request path does not change.
 """
 
 from __future__ import annotations

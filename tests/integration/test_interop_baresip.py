@@ -3,7 +3,7 @@ baresip-core, installed by `make test`). alice publishes her presence; bob
 subscribes to alice and must see her Online, then Offline.
 
 baresip pre-loads a Route to its outbound proxy (our edge), publishes with its
-own PIDF and subscribes without Accept: the interoperability cases of issue 3.
+own PIDF and subscribes without Accept: the interoperability cases a real client brings.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""SIGTERM (issue 7, item 4): each service stops accepting work, finishes what is
+"""SIGTERM: each service stops accepting work, finishes what is
 in flight, commits its Kafka offsets, closes its connections and exits 0 within a
 bounded time -- checked on the real stack, with work in flight when the signal
 comes."""
