@@ -255,6 +255,20 @@ class NotifyOutcome:
     def presentity(self) -> str:
         return f"{self.username}@{self.domain}"
 
+    @classmethod
+    def of(cls, notify: NotifyRequest, status: int, reason: str) -> NotifyOutcome:
+        """The outcome of `notify`: its final status and reason phrase."""
+        return cls(
+            notify_id=notify.notify_id,
+            username=notify.username,
+            domain=notify.domain,
+            event=notify.event,
+            subscription=notify.subscription,
+            status=status,
+            reason=reason,
+            final=notify.final,
+        )
+
 
 @dataclass(frozen=True)
 class DeadLetter:

@@ -265,16 +265,7 @@ class Fanout:
             # 408 policy then applies), instead of waiting for a topic that never comes.
             metrics.NOTIFY_EDGE_GONE.labels(subscription.event).inc()
             log.warning("NOTIFY for %s: edge %s is gone", subscription.to_tag, subscription.edge_id)
-            outcome = events.NotifyOutcome(
-                notify_id=notify.notify_id,
-                username=notify.username,
-                domain=notify.domain,
-                event=notify.event,
-                subscription=notify.subscription,
-                status=408,
-                reason="Edge Gone",
-                final=notify.final,
-            )
+            outcome = events.NotifyOutcome.of(notify, 408, "Edge Gone")
             return await self._producer.send(
                 self._topics.notify_outcomes,
                 events.encode(outcome),

@@ -437,16 +437,7 @@ class Edge:
             self._report_outcome(notify, status, reason)
 
     def _report_outcome(self, notify: events.NotifyRequest, status: int, reason: str) -> None:
-        outcome = events.NotifyOutcome(
-            notify_id=notify.notify_id,
-            username=notify.username,
-            domain=notify.domain,
-            event=notify.event,
-            subscription=notify.subscription,
-            status=status,
-            reason=reason,
-            final=notify.final,
-        )
+        outcome = events.NotifyOutcome.of(notify, status, reason)
         self._produce(self._topics.notify_outcomes, outcome, key=notify.presentity)
         self._notify_done(notify.notify_id)
         following = self.pacer.finished(notify.subscription, time.monotonic())
