@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-import urllib.request
 from collections.abc import Iterator
 
 import asyncpg
@@ -18,7 +17,7 @@ from presence.sip.digest import ha1, hash_hex, make_nonce
 from presence.sip.message import SipResponse
 from presence_store.credentials import set_password
 
-from .conftest import Stack, make_stack, running_stack
+from .conftest import Stack, make_stack, metric_samples, running_stack
 from .sip_client import SipClient
 from .test_admin import ctl
 from .test_privacy import rules, xcap
@@ -250,25 +249,13 @@ def test_repeated_failures_of_one_account_are_blocked(test_database: str) -> Non
             right = authorization(user, password, "PUBLISH", aor, nonce, nc=10)
             blocked = publish(client, aor, aor, right)
             assert blocked.status == 403 and blocked.headers.get("Retry-After") == "600"
-            counted = metric_values(stack, "presence_auth_failures_total")
+            counted = metric_samples(stack, "presence-store", "presence_auth_failures_total")
             assert counted.get('reason="bad_credentials"') == 3.0
             assert counted.get('reason="blocked_account"') == 1.0
         finally:
             client.close()
     finally:
         stack.close()
-
-
-def metric_values(stack: Stack, name: str) -> dict[str, float]:
-    """The samples of one metric family from presence-store's /metrics, by labels."""
-    with urllib.request.urlopen(stack.http("presence-store", "/metrics"), timeout=10) as answer:
-        text = answer.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line.startswith(name + "{"):
-            labels, _, value = line[len(name) + 1 :].partition("} ")
-            samples[labels] = float(value)
-    return samples
 
 
 def test_trusted_proxy_mode_takes_the_asserted_identity(test_database: str) -> None:
