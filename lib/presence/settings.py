@@ -248,6 +248,13 @@ class Settings:
     # The largest watcherinfo document (RFC 3858) of a NOTIFY: a longer watcher list
     # is cut (pending watchers first, newest first), logged and counted.
     max_winfo_bytes: int = 61440
+    # --- Admission (sip_edge.admission) ---
+    # The edge answers a new request 503 at once (Retry-After) when its backlog of
+    # requests waiting for the store holds more than the store answered in the
+    # last edge_queue_delay_ms (by its reply rate over the last second), and at
+    # least edge_min_backlog: what would wait longer is refused before any work.
+    edge_queue_delay_ms: int = 250
+    edge_min_backlog: int = 100
     # --- NOTIFY delivery and TCP connections (resource bounds) ---
     # Milliseconds a NOTIFY may wait for its next hop's TCP connect (it then ends as
     # 408, like an unanswered one) and for a name lookup (408 too).
@@ -439,6 +446,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     # after JSON escaping (at most doubling: quotes, tabs and line ends).
     "max_document_bytes": _integer(1024, MAX_BODY_BYTES),
     "max_winfo_bytes": _integer(1024, MAX_BODY_BYTES),
+    "edge_queue_delay_ms": _integer(10, 60_000),
+    "edge_min_backlog": _integer(1, 1_000_000),
     "notify_connect_timeout_ms": _integer(100, 60_000),
     "notify_dns_timeout_ms": _integer(100, 60_000),
     "notify_dns_workers": _integer(1, 256),
