@@ -87,6 +87,7 @@ class Backend:
         )
         if give_up is not None:
             dead_letters.give_up = give_up
+        dead_letters.attempts = settings.record_attempts
         return consume_in_batches(
             self.consumer,
             handle,

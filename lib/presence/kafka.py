@@ -216,6 +216,8 @@ class DeadLetters:
     # taken for an outage (the batch waits), never dead-lettered.
     ready: Callable[[], Awaitable[bool]]
     give_up: GiveUp = _nothing_owed
+    # How often a record is handled before it is given up (PRESENCE_RECORD_ATTEMPTS).
+    attempts: int = isolation.RECORD_ATTEMPTS
 
     async def put(self, record: ConsumerRecord[bytes, bytes], error: str, attempts: int) -> None:
         """Put the record on the dead-letters topic and wait for Kafka's acknowledgement."""
@@ -270,7 +272,7 @@ async def consume_in_batches(
     attempt did apply is answered, not redone.
 
     A record that fails for any other reason costs only itself: it is tried again
-    (RECORD_ATTEMPTS in all, short pauses), then given up: put on the dead-letters
+    (`dead_letters.attempts` in all, short pauses), then given up: put on the dead-letters
     topic (acknowledged before the batch's offsets are committed), answered through
     `dead_letters.give_up`, counted; the records after it, of its key too, go on in
     order. An undecodable record is dead-lettered at once.
@@ -297,7 +299,7 @@ async def consume_in_batches(
         with correlated(correlation_id):
             if where in given_up:
                 return await answer(record, event, "dead-lettered")
-            attempts = isolation.Attempts()
+            attempts = isolation.Attempts(limit=dead_letters.attempts)
             while True:
                 try:
                     return await handle(event)

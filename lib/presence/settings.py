@@ -248,6 +248,10 @@ class Settings:
     # The largest watcherinfo document (RFC 3858) of a NOTIFY: a longer watcher list
     # is cut (pending watchers first, newest first), logged and counted.
     max_winfo_bytes: int = 61440
+    # How often presence-store and the notifier handle a record that fails for a
+    # reason of its own before they dead-letter it (presence.isolation); a
+    # dependency's outage is retried without limit.
+    record_attempts: int = 3
     # --- Admission (sip_edge.admission) ---
     # The edge answers a new request 503 at once (Retry-After) when its backlog of
     # requests waiting for the store holds more than the store answered in the
@@ -446,6 +450,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     # after JSON escaping (at most doubling: quotes, tabs and line ends).
     "max_document_bytes": _integer(1024, MAX_BODY_BYTES),
     "max_winfo_bytes": _integer(1024, MAX_BODY_BYTES),
+    "record_attempts": _integer(1, 100),
     "edge_queue_delay_ms": _integer(10, 60_000),
     "edge_min_backlog": _integer(1, 1_000_000),
     "notify_connect_timeout_ms": _integer(100, 60_000),

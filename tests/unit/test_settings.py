@@ -175,3 +175,21 @@ def test_kafka_fetch_wait_is_bounded_milliseconds() -> None:
     for bad in ("0", "1001", "soon"):
         with pytest.raises(SettingsError, match="PRESENCE_KAFKA_FETCH_WAIT_MS"):
             load({"PRESENCE_KAFKA_FETCH_WAIT_MS": bad})
+
+
+def test_record_attempts_and_admission_settings() -> None:
+    from presence.settings import SettingsError, load
+
+    settings = load({})
+    assert (settings.record_attempts, settings.edge_queue_delay_ms, settings.edge_min_backlog) == (
+        3, 250, 100,
+    )  # fmt: skip
+    settings = load({"PRESENCE_RECORD_ATTEMPTS": "5", "PRESENCE_EDGE_MIN_BACKLOG": "20"})
+    assert (settings.record_attempts, settings.edge_min_backlog) == (5, 20)
+    for name, value in (("PRESENCE_RECORD_ATTEMPTS", "0"), ("PRESENCE_EDGE_QUEUE_DELAY_MS", "5")):
+        try:
+            load({name: value})
+        except SettingsError as error:
+            assert str(error).startswith(name)
+        else:
+            raise AssertionError(f"{name}={value} accepted")
