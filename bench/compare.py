@@ -337,6 +337,8 @@ ROWS = (
     ("fan-out: PUBLISH->NOTIFY p50", "fanout", ("notify_delay_ms", "p50"), "ms", False),
     ("fan-out: PUBLISH->NOTIFY p99", "fanout", ("notify_delay_ms", "p99"), "ms", False),
     ("fan-out: PUBLISH->last NOTIFY", "fanout", ("notify_delay_ms", "max"), "ms", False),
+    ("CPU per PUBLISH at steady rate, all server processes", "steady",
+     ("cpu", "server_ms_per_publish"), "ms", False),
 )  # fmt: skip
 
 
@@ -444,6 +446,11 @@ def print_table(compare: dict[str, dict[str, Any]], meta: dict[str, Any] | None 
         after = meta.get("loadavg_after", "?")
         print(f"  load average before {meta['loadavg_before']}, after {after} "
               "(other work on the machine skews both columns)")  # fmt: skip
+    for server, parts in compare.items():
+        per = ((parts or {}).get("steady") or {}).get("cpu", {}) or {}
+        if per.get("ms_per_publish"):
+            print(f"  CPU ms per PUBLISH, {server}: " + ", ".join(
+                f"{name} {ms:g}" for name, ms in per["ms_per_publish"].items()))  # fmt: skip
     for line in notes(compare):
         print(f"  note: {line}")
 

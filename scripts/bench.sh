@@ -243,8 +243,13 @@ if has_part publish; then
             profilers+=($!)
         done
     fi
+    cpu=()
+    for name in "${service_order[@]}"; do cpu+=(--cpu "$name=${service_pid[$name]}"); done
+    for part_name in kafka postgres redis; do
+        pid_alive "$part_name" && cpu+=(--cpu "$part_name=$(cat "$RUN_DIR/$part_name.pid")")
+    done
     "$PY" "$REPO_ROOT/bench/publish_bench.py" --port "$SIP_PORT" --rate "$BENCH_RATE" \
-        --duration "$BENCH_DURATION" --users "$BENCH_USERS" --json "$WORK/publish.json" \
+        --duration "$BENCH_DURATION" --users "$BENCH_USERS" --json "$WORK/publish.json" "${cpu[@]}" \
         || failures+=("publish_bench (exit $?)")
     for pid in "${profilers[@]}"; do
         wait "$pid" || say "py-spy (pid $pid) failed, see $BENCH_LOGS/py-spy-*.log"
@@ -314,7 +319,7 @@ compare_server() {   # compare_server NAME PORT CPU_ARGS...: all compare parts a
     settle
     # Every PUBLISH to a presentity of its own, as in the search.
     "$PY" "$REPO_ROOT/bench/publish_bench.py" --port "$port" --rate "$BENCH_COMPARE_STEADY_RATE" \
-        --duration "$BENCH_COMPARE_STEADY_DURATION" \
+        --duration "$BENCH_COMPARE_STEADY_DURATION" "$@" \
         --users "$(( ${BENCH_COMPARE_STEADY_RATE%.*} * ${BENCH_COMPARE_STEADY_DURATION%.*} ))" \
         --json "$WORK/compare-$server-steady.json" || failures+=("compare $server steady (exit $?)")
     settle
