@@ -243,8 +243,13 @@ if has_part publish; then
             profilers+=($!)
         done
     fi
+    cpu=()
+    for name in "${service_order[@]}"; do cpu+=(--cpu "$name=${service_pid[$name]}"); done
+    for part_name in kafka postgres redis; do
+        pid_alive "$part_name" && cpu+=(--cpu "$part_name=$(cat "$RUN_DIR/$part_name.pid")")
+    done
     "$PY" "$REPO_ROOT/bench/publish_bench.py" --port "$SIP_PORT" --rate "$BENCH_RATE" \
-        --duration "$BENCH_DURATION" --users "$BENCH_USERS" --json "$WORK/publish.json" \
+        --duration "$BENCH_DURATION" --users "$BENCH_USERS" --json "$WORK/publish.json" "${cpu[@]}" \
         || failures+=("publish_bench (exit $?)")
     for pid in "${profilers[@]}"; do
         wait "$pid" || say "py-spy (pid $pid) failed, see $BENCH_LOGS/py-spy-*.log"
@@ -309,12 +314,12 @@ compare_server() {   # compare_server NAME PORT CPU_ARGS...: all compare parts a
         || failures+=("compare $server subscribe search (exit $?)")
     settle
     "$PY" "$REPO_ROOT/bench/compare.py" steady subscribe --rate "$BENCH_COMPARE_FLOW_RATE" --port "$port" \
-        --server "$server" --step-seconds "$BENCH_COMPARE_STEADY_DURATION" --out "$raw/subscribe-steady" \
+        --server "$server" --step-seconds "$BENCH_COMPARE_STEADY_DURATION" --out "$raw/subscribe-steady" "$@" \
         --json "$WORK/compare-$server-subscribe_steady.json" || failures+=("compare $server subscribe steady (exit $?)")
     settle
     # Every PUBLISH to a presentity of its own, as in the search.
     "$PY" "$REPO_ROOT/bench/publish_bench.py" --port "$port" --rate "$BENCH_COMPARE_STEADY_RATE" \
-        --duration "$BENCH_COMPARE_STEADY_DURATION" \
+        --duration "$BENCH_COMPARE_STEADY_DURATION" "$@" \
         --users "$(( ${BENCH_COMPARE_STEADY_RATE%.*} * ${BENCH_COMPARE_STEADY_DURATION%.*} ))" \
         --json "$WORK/compare-$server-steady.json" || failures+=("compare $server steady (exit $?)")
     settle
@@ -367,8 +372,9 @@ if compares kamailio; then
     read -r KAMAILIO_PORT <<<"$("$PY" "$CTL" free-ports 1)"
     kamailio_started=1
     KAMAILIO_SIP_PORT="$KAMAILIO_PORT" "$S/kamailio.sh" start
-    # shellcheck disable=SC2046
-    compare_server kamailio "$KAMAILIO_PORT" --cpu "kamailio=$(cat "$RUN_DIR/kamailio.pid")" $(infra_cpu)
+    # Kamailio uses PostgreSQL only: the idle broker and Redis are not its cost.
+    compare_server kamailio "$KAMAILIO_PORT" --cpu "kamailio=$(cat "$RUN_DIR/kamailio.pid")" \
+        --cpu "postgres=$(cat "$RUN_DIR/postgres.pid")"
     "$S/kamailio.sh" stop
     kamailio_started=""
     COMPARE_META=("kamailio_version=$({ kamailio -v 2>/dev/null || true; } | head -n 1 | sed 's/^version: //')"
