@@ -13,6 +13,7 @@ value that had to be unique for `uniqueness-failure`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from lxml import etree
 
@@ -24,7 +25,8 @@ XCAP_ERROR = "application/xcap-error+xml"
 class Exists:
     """One `<exists>` of a uniqueness-failure: the node selector (relative to the
     document, so starting at the root element) of the value that had to be unique,
-    and values that would have been."""
+    and values that would have been. The body carries it percent-encoded, as the
+    relative URI it is (§11.2)."""
 
     field: str
     alt_values: tuple[str, ...] = ()
@@ -62,10 +64,18 @@ def error_body(conflict: XcapConflict, ancestor_uri: str | None = None) -> bytes
     if conflict.tag == "no-parent" and ancestor_uri is not None:
         etree.SubElement(condition, f"{{{XCAP_ERROR_NS}}}ancestor").text = ancestor_uri
     for exists in conflict.exists:
-        field = etree.SubElement(condition, f"{{{XCAP_ERROR_NS}}}exists", field=exists.field)
+        field = etree.SubElement(
+            condition, f"{{{XCAP_ERROR_NS}}}exists", field=node_selector_uri(exists.field)
+        )
         for value in exists.alt_values:
             etree.SubElement(field, f"{{{XCAP_ERROR_NS}}}alt-value").text = value
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def node_selector_uri(selector: str) -> str:
+    """A node selector as a URI path: '[', ']' and quotes percent-encoded (RFC 4825
+    §6: "its node selector component MUST be percent-encoded")."""
+    return quote(selector, safe="/:@*=()'")
 
 
 def alternative(taken: set[str], value: str) -> str:

@@ -277,9 +277,12 @@ def test_error_bodies_carry_their_conditions_and_fields(xcap_stack: Stack) -> No
     condition, with the fields its schema defines: <no-parent> "can optionally contain
     an <ancestor> element, which provides an HTTP URI that represents the closest
     parent that would be a valid point of insertion"; <uniqueness-failure> has an
-    <exists> element whose "field" attribute is a relative URI "relative to the
-    document itself", with <alt-value> suggestions; every condition may carry a
-    "phrase" attribute."""
+    <exists> element whose "field" attribute "contains a relative URI identifying the
+    XML element or attribute whose value needs to be unique, but wasn't", with
+    <alt-value> suggestions; <schema-validation-error> "indicates that the document
+    was not compliant to the schema after the requested operation was performed";
+    every condition may carry a "phrase" attribute. The <ancestor> URI is
+    percent-encoded: "its node selector component MUST be percent-encoded"."""
     user = rules_of(xcap_stack)
     e = f"{{{XCAP_ERROR_NS}}}"
     broken = user.node("PUT", 'cr:ruleset/cr:rule[@id="x"]', b"<rule id='x'", EL)
@@ -296,7 +299,7 @@ def test_error_bodies_carry_their_conditions_and_fields(xcap_stack: Stack) -> No
     ancestor = orphan.error().findtext(f"{e}ancestor")
     assert ancestor is not None and ancestor.startswith("http://127.0.0.1:")
     # The deepest element that exists, as an HTTP URI a client can GET.
-    assert "/~~/cr:ruleset/cr:rule[@id=%22blocked%22]?xmlns(" in ancestor, ancestor
+    assert "/~~/cr:ruleset/cr:rule%5B@id=%22blocked%22%5D?xmlns(" in ancestor, ancestor
     path = ancestor.removeprefix(user.stack.http("presence-store", ""))
     found = xcap(user.stack, "GET", path, authorization=user.authorization)
     assert found.status == 200 and found.body.startswith(b'<rule id="blocked">')
@@ -356,3 +359,57 @@ def test_xcap_caps_tells_what_the_server_supports(xcap_stack: Stack) -> None:
         xcap_stack, "PUT", "/xcap-root/xcap-caps/global/index", b"<x/>", "application/xcap-caps+xml"
     )
     assert refused.status == 405 and refused.headers["allow"] == "GET"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "ruleset/rule%5B@id=%22x",  # unterminated quote
+        "ruleset/@",
+        "ruleset/namespace::*/rule",
+        "ruleset/rule%5B1%5D%5B2%5D",
+        "ruleset/%FF",
+        "ruleset/rule%5Blast()%5D",
+        "ruleset/x:rule",  # unbound prefix
+        "ruleset/rule/@x:id",
+        "%00",
+    ],
+)
+def test_malformed_selectors_select_nothing(xcap_stack: Stack, raw: str) -> None:
+    """RFC 4825 §6.3: a node selector outside the grammar selects nothing (404), for
+    every method, never a server error."""
+    user = rules_of(xcap_stack)
+    path = f"/xcap-root/pres-rules/users/{user.xui.replace(':', '%3A').replace('@', '%40')}"
+    path += f"/index/~~/{raw}?" + BINDINGS
+    for method, body, media in (
+        ("GET", None, None),
+        ("PUT", b"<rule/>", EL),
+        ("DELETE", None, None),
+    ):
+        answer = xcap(xcap_stack, method, path, body, media, authorization=user.authorization)
+        assert answer.status in (404, 415), (method, raw, answer.status, answer.body)
+    assert canonical(stored(user)) == canonical(RULES)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"just text",
+        b"<rule id='x'/><rule id='y'/>",
+        b"<rule id='x'/>trailing",
+        b'<!DOCTYPE rule [<!ENTITY e "x">]><rule id="&e;"/>',
+        b"<rule id='x'>" + b"<a>" * 100 + b"</a>" * 100 + b"</rule>",
+        b"</rule>",
+        b'<?xml version="1.0"?><rule id="x"/><?xml version="1.0"?>',
+    ],
+)
+def test_malformed_element_bodies_are_not_xml_fragments(xcap_stack: Stack, body: bytes) -> None:
+    """RFC 4825 §11.2: <not-xml-frag> "indicates that the request was supposed to
+    contain a valid XML fragment body, but did not", "most likely" because "the XML
+    in the body was malformed or not balanced" (here: one element, nothing around
+    it, and no DTD)."""
+    user = rules_of(xcap_stack)
+    answer = user.node("PUT", 'cr:ruleset/cr:rule[@id="x"]', body, EL)
+    assert (answer.status, answer.condition()) == (409, "not-xml-frag"), answer.body

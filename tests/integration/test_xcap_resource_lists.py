@@ -118,7 +118,7 @@ def test_the_schema_and_the_uniqueness_constraints_are_enforced(xcap_stack: Stac
     )
     assert (carol_again.status, carol_again.condition()) == (409, "uniqueness-failure")
     exists = carol_again.error()[0]
-    assert exists.get("field") == 'resource-lists/list[@name="friends"]/entry/@uri'
+    assert exists.get("field") == "resource-lists/list%5B@name=%22friends%22%5D/entry/@uri"
     twins = BUDDIES.replace(b'<list name="work">', b'<list name="friends">')
     refused = user.document("PUT", twins, RESOURCE_LISTS)
     assert (refused.status, refused.condition()) == (409, "uniqueness-failure")

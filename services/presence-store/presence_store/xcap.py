@@ -39,7 +39,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-import urllib.parse
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -59,7 +58,7 @@ from presence.sip.message import SipParseError, parse_uri
 from presence.topics import Topics
 from presence.xcap_credentials import REALM, authorizes, parse_authorization
 from presence.xcap_documents import load_document
-from presence.xcap_errors import XCAP_ERROR, XcapConflict, error_body
+from presence.xcap_errors import XCAP_ERROR, XcapConflict, error_body, node_selector_uri
 from presence.xcap_usages import (
     MAX_DOCUMENT_BYTES,
     USER_USAGES,
@@ -325,7 +324,7 @@ def xcap_router(
             document_uri = str(request.url.replace(query="")).partition("/~~/")[0]
             ancestor_uri = document_uri
             if conflict.ancestor:
-                path = urllib.parse.quote(conflict.ancestor, safe="/:@*[]=")
+                path = node_selector_uri(conflict.ancestor)
                 query = f"?{request.url.query}" if request.url.query else ""
                 ancestor_uri = f"{document_uri}/~~/{path}{query}"
         return Response(error_body(conflict, ancestor_uri), 409, media_type=XCAP_ERROR)
