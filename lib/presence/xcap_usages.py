@@ -86,7 +86,7 @@ RESOURCE_LISTS_USAGE = ApplicationUsage(
     media_type=RESOURCE_LISTS,
     default_namespace=RESOURCE_LISTS_NS,  # RFC 4826 §3.4.2
     namespaces=(RESOURCE_LISTS_NS,),
-    doc_type=3,
+    doc_type=4,  # Kamailio: PRES_RULES 1<<1, RESOURCE_LISTS 1<<2
     check=_check_resource_lists,
 )
 XCAP_CAPS_USAGE = ApplicationUsage(

@@ -40,6 +40,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -406,19 +407,37 @@ def xcap_router(
     for usage in USER_USAGES.values():
         _user_routes(router, usage, get_user_node, put_user_node, delete_user_node)
 
-    @router.get(_CAPS_PATH, tags=["xcap-caps"])
+    caps_content = {XCAP_CAPS_USAGE.media_type: {"schema": {"type": "string"}}}
+    caps_answers: dict[int | str, dict[str, Any]] = {
+        200: {"description": "the xcap-caps document", "content": caps_content},
+        304: {"description": "If-None-Match matched"},
+        412: {"description": "If-Match not met"},
+    }
+
+    @router.get(_CAPS_PATH, tags=["xcap-caps"], response_class=Response, responses=caps_answers)
     async def get_xcap_caps(request: Request) -> Response:
         """The server's capabilities (RFC 4825 §12): AUIDs, extensions, namespaces."""
         return await get_xcap_caps_node(None, request)
 
-    @router.get(_CAPS_PATH + "/~~/{selector:path}", tags=["xcap-caps"])
+    @router.get(
+        _CAPS_PATH + "/~~/{selector:path}",
+        tags=["xcap-caps"],
+        response_class=Response,
+        responses={**caps_answers, 404: {"description": "the selector selects nothing"}},
+    )
     async def get_xcap_caps_node(selector: str | None, request: Request) -> Response:
         """One element or attribute of xcap-caps."""
         if (refused := refusal(None, request)) is not None:
             return refused
         return answer_get(XCAP_CAPS_USAGE, XCAP_CAPS_DOCUMENT, selector, request)
 
-    @router.api_route(_CAPS_PATH, methods=["PUT", "DELETE"], tags=["xcap-caps"])
+    @router.api_route(
+        _CAPS_PATH,
+        methods=["PUT", "DELETE"],
+        tags=["xcap-caps"],
+        response_class=Response,
+        responses={405: {"description": "read only (Allow: GET)"}},
+    )
     async def change_xcap_caps(request: Request) -> Response:
         """xcap-caps is the server's to write: 405 (RFC 4825 §12.4: nobody may write it)."""
         return _only_get("xcap-caps is read only")
@@ -466,13 +485,26 @@ def _user_routes(
         return await delete(usage, xui, selector, request)
 
     what = f"{usage.auid} document ({usage.media_type})"
-    for method, endpoint, route, summary in (
-        ("GET", get_document, path, f"Read the user's {what}"),
-        ("GET", get_node, node_path, f"Read one element, attribute or namespace::* of the {what}"),
-        ("PUT", put_document, path, f"Store or replace the user's {what}"),
-        ("PUT", put_node, node_path, f"Create or replace one element or attribute of the {what}"),
-        ("DELETE", delete_document, path, f"Delete the user's {what}"),
-        ("DELETE", delete_node, node_path, f"Delete one element or attribute of the {what}"),
+    nodes = (selectors.XCAP_EL, selectors.XCAP_ATT)
+    for method, endpoint, route, summary, media_types in (
+        ("GET", get_document, path, f"Read the user's {what}", (usage.media_type,)),
+        (
+            "GET",
+            get_node,
+            node_path,
+            f"Read one element, attribute or namespace::* of the {what}",
+            (*nodes, selectors.XCAP_NS),
+        ),
+        ("PUT", put_document, path, f"Store or replace the user's {what}", (usage.media_type,)),
+        (
+            "PUT",
+            put_node,
+            node_path,
+            f"Create or replace one element or attribute of the {what}",
+            nodes,
+        ),
+        ("DELETE", delete_document, path, f"Delete the user's {what}", ()),
+        ("DELETE", delete_node, node_path, f"Delete one element or attribute of the {what}", ()),
     ):
         router.add_api_route(
             route,
@@ -481,4 +513,52 @@ def _user_routes(
             name=f"{method.lower()}_{name}_{endpoint.__name__.split('_')[1]}",
             summary=summary,
             tags=[usage.auid],
+            response_class=Response,
+            responses=_openapi_responses(method, media_types),
+            openapi_extra=_openapi_body(media_types) if method == "PUT" else None,
         )
+
+
+def _openapi_body(media_types: tuple[str, ...]) -> dict[str, Any]:
+    """The raw XML body a PUT takes (read as bytes, so OpenAPI is told here)."""
+    content = {media: {"schema": {"type": "string"}} for media in media_types}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+_XCAP_ERROR_CONTENT = {XCAP_ERROR: {"schema": {"type": "string"}}}
+_REFUSALS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no valid credentials (Basic challenge)"},
+    403: {"description": "another user's credentials"},
+    404: {
+        "description": "no such document or node, a selector outside the grammar, or an xui"
+        " the tables cannot hold"
+    },
+    412: {"description": "If-Match or If-None-Match not met"},
+    503: {"description": "XCAP disabled (no secret), or Redis unreachable for a write"},
+}
+
+
+def _openapi_responses(method: str, media_types: tuple[str, ...]) -> dict[int | str, Any]:
+    """What OpenAPI says a route answers: XML of its media types, not JSON."""
+    if method == "GET":
+        content = {media: {"schema": {"type": "string"}} for media in media_types}
+        return {
+            200: {
+                "description": "the document or node, with the document's ETag",
+                "content": content,
+            },
+            304: {"description": "If-None-Match matched (also *)"},
+            **_REFUSALS,
+        }
+    changed = {
+        200: {"description": "replaced or deleted; ETag of the new document"},
+        405: {"description": "namespace::* is read only"},
+        409: {"description": "RFC 4825 §11 conflict", "content": _XCAP_ERROR_CONTENT},
+        429: {"description": "too many writes this minute for this user (Retry-After)"},
+        **_REFUSALS,
+    }
+    if method == "PUT":
+        changed[201] = {"description": "created; ETag of the new document"}
+        changed[413] = {"description": "body over 256 KiB"}
+        changed[415] = {"description": f"Content-Type is not {' or '.join(media_types)}"}
+    return changed
