@@ -235,7 +235,10 @@ def test_conditional_reads(xcap_stack: Stack, selector: str | None) -> None:
     "the origin server MUST respond with either a) the 304 (Not Modified) status code
     if the request method is GET or HEAD or b) the 412 (Precondition Failed) status
     code for all other request methods", "*" matching any current representation.
-    RFC 4825 §7.11: elements and attributes carry their document's entity tag."""
+    RFC 4825 §7.11: elements and attributes carry their document's entity tag.
+    §13.1.1: "An origin server MUST use the strong comparison function when comparing
+    entity tags for If-Match"; §13.1.2: "A recipient MUST use the weak comparison
+    function when comparing entity tags for If-None-Match"."""
     user = rules_of(xcap_stack)
 
     def get(**headers: str):  # type: ignore[no-untyped-def]
@@ -254,6 +257,9 @@ def test_conditional_reads(xcap_stack: Stack, selector: str | None) -> None:
     unchanged = get(If_None_Match=f'"other", {tag}')
     assert unchanged.status == 304 and unchanged.etag == tag and unchanged.body == b""
     assert get(If_None_Match='"other"').status == 200
+    # If-Match compares strongly (a weak tag never matches), If-None-Match weakly.
+    assert get(If_Match=f"W/{tag}").status == 412
+    assert get(If_None_Match=f"W/{tag}").status == 304
 
 
 def test_conditional_writes_of_elements_and_attributes(xcap_stack: Stack) -> None:

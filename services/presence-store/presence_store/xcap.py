@@ -89,8 +89,11 @@ def _etag(document: str) -> str:
     return '"' + hashlib.sha256(document.encode()).hexdigest()[:32] + '"'
 
 
-def _tags(header: str) -> set[str]:
-    return {tag.strip().removeprefix("W/") for tag in header.split(",")}
+def _tags(header: str, *, weak: bool) -> set[str]:
+    """The entity tags of an If-Match (strong comparison: a weak tag matches nothing,
+    RFC 9110 §13.1.1) or If-None-Match (weak comparison, §13.1.2) header."""
+    tags = {tag.strip() for tag in header.split(",")}
+    return {tag.removeprefix("W/") for tag in tags} if weak else tags
 
 
 class PreconditionFailed(Exception):
@@ -112,12 +115,12 @@ def _check_preconditions(request: Request, current: str | None) -> None:
     current_tag = _etag(current) if current is not None else None
     if_match = request.headers.get("if-match")
     if if_match is not None:
-        tags = _tags(if_match)
+        tags = _tags(if_match, weak=False)
         if current_tag is None or ("*" not in tags and current_tag not in tags):
             raise PreconditionFailed
     if_none_match = request.headers.get("if-none-match")
     if if_none_match is not None and current_tag is not None:
-        tags = _tags(if_none_match)
+        tags = _tags(if_none_match, weak=True)
         if "*" in tags or current_tag in tags:
             raise PreconditionFailed
 
@@ -127,10 +130,10 @@ def _read_precondition(request: Request, tag: str) -> Response | None:
     §13.1.2): 412 when If-Match names another tag, 304 when If-None-Match is * or
     names this one; None: answer the GET."""
     if_match = request.headers.get("if-match")
-    if if_match is not None and not ({"*", tag} & _tags(if_match)):
+    if if_match is not None and not ({"*", tag} & _tags(if_match, weak=False)):
         return Response(status_code=412, headers={"ETag": tag})
     if_none_match = request.headers.get("if-none-match")
-    if if_none_match is not None and {"*", tag} & _tags(if_none_match):
+    if if_none_match is not None and {"*", tag} & _tags(if_none_match, weak=True):
         return Response(status_code=304, headers={"ETag": tag})
     return None
 
