@@ -367,6 +367,15 @@ def test_xcap_caps_tells_what_the_server_supports(xcap_stack: Stack) -> None:
     assert refused.status == 405 and refused.headers["allow"] == "GET"
 
 
+def test_selectors_are_percent_decoded_once(xcap_stack: Stack) -> None:
+    """RFC 4825 §6: the node selector is percent-encoded in the URI, so a rule id
+    holding '/' or a literal "%41" is selected by its encoded form, decoded once."""
+    odd = RULES.replace(b'<rule id="blocked">', b'<rule id="50%41/off">')
+    user = rules_of(xcap_stack, odd)
+    got = user.node("GET", 'cr:ruleset/cr:rule[@id="50%41/off"]/@id')
+    assert (got.status, got.body) == (200, b"50%41/off")
+
+
 @pytest.mark.parametrize(
     "raw",
     [

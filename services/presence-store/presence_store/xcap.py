@@ -318,7 +318,12 @@ def xcap_router(
     def parse_node(
         usage: ApplicationUsage, selector: str, request: Request
     ) -> selectors.NodeSelector:
-        return selectors.parse_selector(selector, request.url.query, usage.default_namespace)
+        """The node selector as the URI carries it, percent-decoded once (by
+        parse_selector): the path parameter is decoded already, and decoding it again
+        would turn a value's "%2541" into "A"."""
+        raw_path = request.scope.get("raw_path") or b""
+        encoded = raw_path.decode("latin-1").partition("/~~/")[2] or selector
+        return selectors.parse_selector(encoded, request.url.query, usage.default_namespace)
 
     def xcap_error(conflict: XcapConflict, request: Request) -> Response:
         """409 with the condition's body; a no-parent names the closest ancestor that
