@@ -94,6 +94,7 @@ class Backend:
             concurrency=concurrency,
             stopping=stopping,
             dead_letters=dead_letters,
+            commit_interval=settings.kafka_commit_interval_ms / 1000,
         )
 
     async def close(self) -> None:

@@ -341,6 +341,10 @@ class Settings:
     # record (presence.kafka): longer means fewer empty round trips when idle, but a
     # partition left out of the parked fetch waits up to this long for its next record.
     kafka_fetch_wait_ms: int = 100
+    # presence-store's and the notifier's offset commits (made beside their consumer
+    # loop, after the database commit): at most one per this many ms. A crash
+    # redelivers what was handled since the last one (the handlers are idempotent).
+    kafka_commit_interval_ms: int = 100
     redis_url: str = "redis://127.0.0.1:16379/0"
     http_host: str = "127.0.0.1"
     edge_http_port: int = 18081
@@ -483,6 +487,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "kafka_partitions": _integer(1, 1000),
     "kafka_namespace": _topic_part,
     "kafka_fetch_wait_ms": _integer(1, 1000),
+    "kafka_commit_interval_ms": _integer(0, 10_000),
     "redis_url": _url("redis", "rediss", "unix"),
     "http_host": _host,
     "edge_http_port": _integer(1, 65535),
