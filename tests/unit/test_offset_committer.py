@@ -19,6 +19,7 @@ class StandInConsumer:
     def __init__(self, owned: set[TopicPartition]) -> None:
         self.owned = owned
         self.commits: list[dict[TopicPartition, int]] = []
+        self.committed = asyncio.Condition()
         self.fail_next = False
         self.release = asyncio.Event()
         self.release.set()
@@ -31,7 +32,13 @@ class StandInConsumer:
         if self.fail_next:
             self.fail_next = False
             raise ConnectionError("coordinator away")
-        self.commits.append(dict(offsets))
+        async with self.committed:
+            self.commits.append(dict(offsets))
+            self.committed.notify_all()
+
+    async def wait_commits(self, count: int) -> None:
+        async with asyncio.timeout(2), self.committed:
+            await self.committed.wait_for(lambda: len(self.commits) >= count)
 
 
 async def test_offsets_handed_over_while_a_commit_flies_leave_together() -> None:
@@ -74,15 +81,12 @@ async def test_the_background_loop_commits_at_most_once_an_interval() -> None:
     running = asyncio.create_task(committer.run())
     try:
         committer.handled({P0: 1})
-        while not consumer.commits:
-            await asyncio.sleep(0.01)
+        await consumer.wait_commits(1)
         for offset in range(2, 12):
             committer.handled({P0: offset})
             await asyncio.sleep(0.005)
         # Ten hand-overs within one interval: one more commit, with the newest offset.
-        async with asyncio.timeout(2):
-            while len(consumer.commits) < 2:
-                await asyncio.sleep(0.01)
+        await consumer.wait_commits(2)
         assert consumer.commits == [{P0: 1}, {P0: 11}]
     finally:
         running.cancel()
