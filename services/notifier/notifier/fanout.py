@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from notifier.edge_inboxes import EdgeInboxes
 from notifier.notify_builder import Subscription, build_notify
 from presence import events, metrics
+from presence.active_watchers import watched
 from presence.aggregation import empty_document
 from presence.authorization import judge, watcher_document, watcher_identity
 from presence.expiry import seconds_left
@@ -92,13 +93,8 @@ class Fanout:
             event = next(n for n, p in PACKAGES.items() if p.watcher_info_of == change.package)
         else:
             event = change.event
-        if not isinstance(change, events.WatcherChanged) and not await self._pool.fetchval(
-            f"""SELECT EXISTS (SELECT 1 FROM {table}
-                               WHERE to_domain = $1 AND to_user = $2 AND event = $3
-                                 AND status <> 'terminated')""",
-            change.domain,
-            change.username,
-            event,
+        if not isinstance(change, events.WatcherChanged) and not await watched(
+            self._pool, table, change.domain, change.username, event
         ):
             # Nobody to notify (most changes of most presentities under a PUBLISH load):
             # one statement instead of BEGIN, an UPDATE of no row and COMMIT. It sees
@@ -130,9 +126,9 @@ class Fanout:
                 if not rows:
                     return
                 page = [Subscription(**row) for row in sorted(rows, key=lambda r: r["id"])]
-                watched = PACKAGES[page[0].event].watcher_info_of
-                if watched:
-                    view = await self._watcher_info_view(connection, change, watched, page)
+                watched_package = PACKAGES[page[0].event].watcher_info_of
+                if watched_package:
+                    view = await self._watcher_info_view(connection, change, watched_package, page)
                 else:
                     view = await self._state_view(connection, change)
             yield page, view
