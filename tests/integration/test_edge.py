@@ -41,7 +41,7 @@ def udp(stack: Stack) -> Iterator[SipClient]:
     ("method", "headers", "status", "header"),
     [
         ("MESSAGE", [], 405, ("Allow", "OPTIONS, PUBLISH, SUBSCRIBE, REGISTER")),
-        ("PUBLISH", [("Event", "dialog")], 489, ("Allow-Events", "presence, presence.winfo")),
+        ("PUBLISH", [("Event", "conference")], 489, ("Allow-Events", "presence, presence.winfo")),
         # Watcher information comes from subscriptions, never from PUBLISH (RFC 3857).
         (
             "PUBLISH",
