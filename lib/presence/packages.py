@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from presence import message_summary
 from presence.aggregation import Publication, aggregate, empty_document
 from presence.authorization import Verdict, watcher_document
 from presence.pidf import device_marks, parse_pidf
@@ -166,8 +167,42 @@ PRESENCE_WINFO = EventPackage(
     watcher_info_of="presence",
 )
 
+
+def _empty_summary(_entity: str, settings: Settings) -> bytes:
+    return message_summary.NO_MESSAGES if settings.message_summary_empty_body else b""
+
+
+def _summary_document(
+    entity: str,
+    publications: Sequence[Publication],
+    _closed: Sequence[Publication],
+    settings: Settings,
+) -> bytes:
+    if not publications:
+        return _empty_summary(entity, settings)
+    body = publications[-1].body
+    return body.encode() if isinstance(body, str) else body
+
+
+# RFC 3842: a voicemail server publishes a mailbox's summary; the newest wins. A
+# mailbox is private: only its owner may subscribe (RFC 3842 §6 asks for
+# authorization; a phone subscribes to its own account).
+MESSAGE_SUMMARY = EventPackage(
+    "message-summary",
+    message_summary.CONTENT_TYPE,
+    Aggregation.NEWEST,
+    Authorization.OWNER,
+    _empty_summary,
+    publish_types=(message_summary.CONTENT_TYPE,),
+    check_body=message_summary.parse_message_summary,
+    # One mark for every summary: a server that publishes afresh (no SIP-If-Match)
+    # replaces its own previous summary instead of piling up to PRESENCE_MAX_PUBLICATIONS.
+    device_marks=lambda _: frozenset({"message-summary"}),
+    document=_summary_document,
+)
+
 PACKAGES: dict[str, EventPackage] = {
-    package.name: package for package in (PRESENCE, PRESENCE_WINFO)
+    package.name: package for package in (PRESENCE, PRESENCE_WINFO, MESSAGE_SUMMARY)
 }
 
 

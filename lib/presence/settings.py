@@ -240,7 +240,10 @@ class Settings:
 
     # --- event packages (presence.packages) ---
     # The packages served, comma-separated; any other Event gets 489 with Allow-Events.
-    event_packages: str = "presence,presence.winfo"
+    event_packages: str = "presence,presence.winfo,message-summary"
+    # 1: a message-summary subscription with nothing published gets
+    # "Messages-Waiting: no" (some phones reject an empty body); 0: no body.
+    message_summary_empty_body: int = 1
 
     # --- caps on what clients create (each refusal: a SIP code, a metric) ---
     # Live publications of one presentity and event package; an initial PUBLISH
@@ -448,6 +451,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "notify_min_interval": _integer(0, 3600),
     "notify_timeout_ends_subscription": _flag,
     "event_packages": _event_packages,
+    "message_summary_empty_body": _flag,
     "max_publications": _integer(1, 10_000),
     "max_subscriptions_per_watcher": _integer(1, 1_000_000),
     "max_subscriptions_per_presentity": _integer(1, 1_000_000),
