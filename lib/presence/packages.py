@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from presence import message_summary
+from presence import dialoginfo, message_summary
 from presence.aggregation import Publication, aggregate, empty_document
 from presence.authorization import Verdict, watcher_document
 from presence.pidf import device_marks, parse_pidf
@@ -201,8 +201,47 @@ MESSAGE_SUMMARY = EventPackage(
     document=_summary_document,
 )
 
+
+def _dialog_document(
+    entity: str,
+    publications: Sequence[Publication],
+    closed: Sequence[Publication],
+    _settings: Settings,
+) -> bytes:
+    return dialoginfo.aggregate_dialogs(entity, publications, closed=closed)
+
+
+def _empty_dialogs(entity: str, _settings: Settings) -> bytes:
+    return dialoginfo.empty_dialog_info(entity)
+
+
+def _dialogs_as_seen_by(
+    document: bytes, entity: str, verdict: Verdict, _settings: Settings
+) -> bytes:
+    # RFC 5025's transformations are PIDF's; a dialog watcher sees all or, under
+    # polite-block, an idle line.
+    return dialoginfo.empty_dialog_info(entity) if verdict.polite_block else document
+
+
+# RFC 4235: a PBX or the phones publish a line's dialogs (busy-lamp fields); all
+# publishers' dialogs make one document. pres-rules decide who may watch, as for
+# presence (Kamailio's presence_dialoginfo does the same when authorization is on).
+DIALOG = EventPackage(
+    "dialog",
+    dialoginfo.CONTENT_TYPE,
+    Aggregation.MERGE,
+    Authorization.PRES_RULES,
+    _empty_dialogs,
+    publish_types=(dialoginfo.CONTENT_TYPE,),
+    check_body=dialoginfo.parse_dialog_info,
+    device_marks=dialoginfo.dialog_ids,
+    document=_dialog_document,
+    as_seen_by=_dialogs_as_seen_by,
+    versioned=dialoginfo.with_version,
+)
+
 PACKAGES: dict[str, EventPackage] = {
-    package.name: package for package in (PRESENCE, PRESENCE_WINFO, MESSAGE_SUMMARY)
+    package.name: package for package in (PRESENCE, PRESENCE_WINFO, DIALOG, MESSAGE_SUMMARY)
 }
 
 

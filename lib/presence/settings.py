@@ -240,7 +240,7 @@ class Settings:
 
     # --- event packages (presence.packages) ---
     # The packages served, comma-separated; any other Event gets 489 with Allow-Events.
-    event_packages: str = "presence,presence.winfo,message-summary"
+    event_packages: str = "presence,presence.winfo,dialog,message-summary"
     # 1: a message-summary subscription with nothing published gets
     # "Messages-Waiting: no" (some phones reject an empty body); 0: no body.
     message_summary_empty_body: int = 1

@@ -27,8 +27,10 @@ PIDF = (
     b"</presence>\n"
 )
 # What OPTIONS and every 489 list with the default PRESENCE_EVENT_PACKAGES.
-ALLOW_EVENTS = "presence, presence.winfo, message-summary"
-PUBLISH_TYPES = "application/pidf+xml, application/simple-message-summary"
+ALLOW_EVENTS = "presence, presence.winfo, dialog, message-summary"
+PUBLISH_TYPES = (
+    "application/dialog-info+xml, application/pidf+xml, application/simple-message-summary"
+)
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])

@@ -33,8 +33,11 @@ def test_options_answer_lists_methods_types_and_packages() -> None:
     headers = dict(options_answer(load({})).headers)
     assert headers == {
         "Allow": "OPTIONS, PUBLISH, SUBSCRIBE, REGISTER",
-        "Accept": "application/pidf+xml, application/simple-message-summary",
-        "Allow-Events": "presence, presence.winfo, message-summary",
+        "Accept": (
+            "application/dialog-info+xml, application/pidf+xml, "
+            "application/simple-message-summary"
+        ),
+        "Allow-Events": "presence, presence.winfo, dialog, message-summary",
     }
 
 
@@ -73,7 +76,7 @@ def test_non_sip_uri_scheme_is_416() -> None:
 def test_unknown_package_is_489_with_allow_events() -> None:
     result = check(request(extra="Event: conference\r\n"))
     assert result is not None and result[0] == 489
-    assert ("Allow-Events", "presence, presence.winfo, message-summary") in result[1]
+    assert ("Allow-Events", "presence, presence.winfo, dialog, message-summary") in result[1]
 
 
 def test_disabled_package_is_489_and_left_out_of_options() -> None:
