@@ -3,11 +3,12 @@ interoperability test, so that PJSIP's process-wide library state and threads st
 out of pytest's process.
 
     python pjsua_agent.py --server 127.0.0.1:5060 --user alice [--buddy sip:bob@...]
-        [--publish] [--log FILE]
+        [--publish] [--mwi] [--log FILE]
 
 It registers with the server (its built-in registrar), publishes its presence if
 told to (AccountPresConfig.publishEnabled; PJSIP sends the first PUBLISH on the
-first status command), and subscribes to each --buddy. All PJSIP calls
+first status command), subscribes to each --buddy and, with --mwi, to its own
+mailbox's message-summary (AccountMwiConfig, RFC 3842). All PJSIP calls
 run on the main thread (threadCnt 0), which polls libHandleEvents; commands come
 on stdin, one per line: `online`, `busy`, `offline`, `quit`. Events go to stdout,
 one per line:
@@ -15,6 +16,7 @@ one per line:
     ready <sip port>
     reg <status code> <reason>
     buddy <uri> <online|offline|unknown> <subscription state> <status text>
+    mwi <subscription state> <body lines joined by "|">
     bye
 """
 
@@ -35,6 +37,13 @@ def say(*words: object) -> None:
 class Account(pj.Account):
     def onRegState(self, prm):
         say("reg", prm.code, prm.reason.replace(" ", "_") or "-")
+
+    def onMwiInfo(self, prm):
+        # The NOTIFY as received: its body is the message summary (PJSIP does not
+        # parse it for the application).
+        _, _, body = prm.rdata.wholeMsg.partition("\r\n\r\n")
+        lines = [line.strip() for line in body.splitlines() if line.strip()]
+        say("mwi", prm.state, "|".join(lines).replace(" ", "") or "-")
 
 
 class Buddy(pj.Buddy):
@@ -67,6 +76,7 @@ def main() -> int:
     parser.add_argument("--domain", default="127.0.0.1")
     parser.add_argument("--buddy", action="append", default=[])
     parser.add_argument("--publish", action="store_true")
+    parser.add_argument("--mwi", action="store_true", help="subscribe to message-summary")
     parser.add_argument("--log", default="")
     parser.add_argument("--password", help="digest credentials for any realm")
     args = parser.parse_args()
@@ -96,6 +106,7 @@ def main() -> int:
     account_config.regConfig.registrarUri = server
     account_config.sipConfig.proxies.append(f"{server};lr")
     account_config.presConfig.publishEnabled = args.publish
+    account_config.mwiConfig.enabled = args.mwi
     if args.password:
         account_config.sipConfig.authCreds.append(
             pj.AuthCredInfo("digest", "*", args.user, 0, args.password)

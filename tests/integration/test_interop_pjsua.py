@@ -26,6 +26,7 @@ import pytest
 from presence_store.credentials import set_password
 
 from .conftest import LOGS, Stack, eventually, running_stack
+from .sip_client import SipClient
 
 pytestmark = pytest.mark.integration
 
@@ -191,6 +192,57 @@ async def test_pjsua_watcher_sees_pjsua_presentity(stack: Stack, db: asyncpg.Con
         carol.kill()
         if dave is not None:
             dave.kill()
+
+
+async def test_pjsua_shows_the_waiting_messages_a_voicemail_server_publishes(
+    stack: Stack, db: asyncpg.Connection
+) -> None:
+    """PJSIP's MWI (AccountMwiConfig) subscribes to message-summary of its own account;
+    a test voicemail server publishes the mailbox's summary, which PJSIP reports."""
+    gina = Agent(stack, f"gina-{secrets.token_hex(3)}", "--mwi")
+    voicemail = SipClient(stack.sip, "udp")
+    try:
+        gina.wait_for("reg 200 OK")
+        # Nothing published yet: PJSIP gets "no messages" rather than an empty body.
+        gina.wait_for(r"mwi \d+ Messages-Waiting:no")
+        watcher = await db.fetchrow(
+            "SELECT status, from_user FROM active_watchers"
+            " WHERE to_user = $1 AND event = 'message-summary'",
+            gina.user,
+        )
+        assert watcher is not None and tuple(watcher) == ("active", gina.user)
+
+        seen = gina.mark()
+        headers = [
+            ("Event", "message-summary"),
+            ("Content-Type", "application/simple-message-summary"),
+        ]
+        summary = (
+            b"Messages-Waiting: yes\r\nMessage-Account: sip:vm@127.0.0.1\r\nVoice-Message: 2/8\r\n"
+        )
+        request = voicemail.request(
+            "PUBLISH", gina.uri, headers, summary, from_uri="sip:voicemail@127.0.0.1"
+        )
+        published = voicemail.transact(request)
+        assert published.status == 200
+        gina.wait_for(
+            r"mwi \d+ Messages-Waiting:yes\|Message-Account:sip:vm@127.0.0.1\|Voice-Message:2/8",
+            after=seen,
+        )
+
+        seen = gina.mark()
+        removal = voicemail.request(
+            "PUBLISH",
+            gina.uri,
+            [("Event", "message-summary"), ("SIP-If-Match", published.headers.get("SIP-ETag")),
+             ("Expires", "0")],
+            from_uri="sip:voicemail@127.0.0.1",
+        )  # fmt: skip
+        assert voicemail.transact(removal).status == 200
+        gina.wait_for(r"mwi \d+ Messages-Waiting:no", after=seen)
+    finally:
+        voicemail.close()
+        gina.kill()
 
 
 @pytest.fixture(scope="module")
