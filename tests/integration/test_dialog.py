@@ -15,7 +15,7 @@ from lxml import etree
 from presence.dialoginfo import dialog_states
 from presence.sip.message import SipRequest, SipResponse
 
-from .conftest import Stack, make_stack, running_stack
+from .conftest import Stack, make_stack, metric_samples, running_stack
 from .sip_client import SipClient
 from .test_privacy import rules, xcap
 from .test_subscribe import WatcherDialog
@@ -125,6 +125,11 @@ def test_publishers_dialogs_make_one_document_and_a_removed_one_shows_terminated
     body = dialog_info(lamp.presentity, ("call-1", "terminated"))
     assert pbx.publish(lamp.presentity, body, etag=etag).status == 200
     assert shown(lamp.next_notify()) == (4, {"call-1": "terminated"})
+    # The metrics' event label covers the package.
+    sent = metric_samples(stack, "sip-edge", "presence_sip_notifies_sent_total")
+    assert sent.get('event="dialog"', 0) >= 5
+    latency = metric_samples(stack, "sip-edge", "presence_publish_to_notify_seconds_count")
+    assert latency.get('event="dialog"', 0) >= 4
 
 
 def test_the_state_published_before_the_subscription_is_in_the_first_notify(
