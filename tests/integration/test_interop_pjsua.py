@@ -2,6 +2,8 @@
 in requirements-dev.txt), each a child process (tests/integration/pjsua_agent.py).
 carol registers and publishes; dave registers and subscribes to carol as a buddy and
 must see what she publishes: online, busy, offline, and her publication's removal.
+PJSIP's MWI and its dialog-event buddy watch what a test voicemail server and a test
+PBX publish.
 
 PJSIP sends its requests through a pre-loaded Route to the edge (`;lr`), publishes
 with RPID person elements, and at shutdown un-PUBLISHes, unregisters and
@@ -244,6 +246,43 @@ async def test_pjsua_shows_the_waiting_messages_a_voicemail_server_publishes(
         voicemail.close()
         gina.kill()
 
+
+def test_pjsua_busy_lamp_follows_the_dialog_states_a_pbx_publishes(stack: Stack) -> None:
+    """PJSIP's dialog-event buddy (RFC 4235, PJSUA-LIB) watches a line while a test PBX
+    publishes its call: idle, early, confirmed, terminated."""
+    line = f"sip:line-{secrets.token_hex(3)}@127.0.0.1"
+    lamp = Agent(stack, f"ivan-{secrets.token_hex(3)}", "--dialog-buddy", line)
+    pbx = SipClient(stack.sip, "udp")
+
+    def dialog_line(state: str) -> str:
+        return rf"dialog {re.escape(line)} ACTIVE {state}"
+
+    def publish(state: str, etag: str | None) -> str:
+        body = (
+            '<?xml version="1.0"?><dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" '
+            f'version="0" state="full" entity="{line}"><dialog id="call-1" '
+            f'call-id="call-1@pbx" direction="recipient"><state>{state}</state></dialog>'
+            "</dialog-info>"
+        ).encode()
+        headers = [("Event", "dialog"), ("Content-Type", "application/dialog-info+xml")]
+        if etag is not None:
+            headers.append(("SIP-If-Match", etag))
+        request = pbx.request("PUBLISH", line, headers, body, from_uri="sip:pbx@127.0.0.1")
+        reply = pbx.transact(request)
+        assert reply.status == 200, reply.reason
+        return reply.headers.get("SIP-ETag") or ""
+
+    try:
+        lamp.wait_for("reg 200 OK")
+        lamp.wait_for(dialog_line("idle"))  # nobody publishes for the line yet
+        etag = None
+        for state in ("early", "confirmed", "terminated"):
+            seen = lamp.mark()
+            etag = publish(state, etag)
+            lamp.wait_for(dialog_line(state), after=seen)
+    finally:
+        pbx.close()
+        lamp.kill()
 
 @pytest.fixture(scope="module")
 def digest_stack(test_database: str) -> Iterator[Stack]:
