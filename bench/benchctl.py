@@ -199,7 +199,7 @@ def report(out: Path, work: Path, meta: list[str]) -> None:
     worth reading on a terminal."""
     result: dict[str, Any] = dict(item.split("=", 1) for item in meta)
     parts = ("parse", "publish", "breakdown", "fanout", "dialog_publish", "dialog_fanout",
-             "throughput_1", "throughput_3")  # fmt: skip
+             "throughput_1", "throughput_3", "overload")  # fmt: skip
     for part in parts:
         path = work / f"{part}.json"
         result[part] = json.loads(path.read_text()) if path.exists() else None
@@ -237,6 +237,10 @@ def report(out: Path, work: Path, meta: list[str]) -> None:
         from compare import print_table  # imports this module: only when needed
 
         print_table(result["compare"], result)
+    if result["overload"]:
+        from overload_bench import print_summary  # only when the part ran
+
+        print_summary(result["overload"])
     print(f"  results: {out}")
 
 

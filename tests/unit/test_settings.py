@@ -110,6 +110,8 @@ def test_xcap_write_rate_setting() -> None:
 
 def test_the_observability_bind_address_is_a_compose_variable_not_a_typo() -> None:
     assert load({"PRESENCE_OBSERVABILITY_BIND": "0.0.0.0"}) is not None
+
+
 def test_authentication_brakes_and_qop_settings() -> None:
     from presence.settings import SettingsError, load
 
@@ -128,6 +130,8 @@ def test_authentication_brakes_and_qop_settings() -> None:
             assert str(error).startswith(name)
         else:
             raise AssertionError(f"{name}={value} accepted")
+
+
 def test_notify_deny_networks_are_cidr_lists() -> None:
     settings = load({"PRESENCE_NOTIFY_DENY_NETWORKS": "10.0.0.0/8, 192.0.2.7 ,fd00::/8"})
     assert [str(n) for n in settings.denied_notify_networks] == [
@@ -171,3 +175,21 @@ def test_kafka_fetch_wait_is_bounded_milliseconds() -> None:
     for bad in ("0", "1001", "soon"):
         with pytest.raises(SettingsError, match="PRESENCE_KAFKA_FETCH_WAIT_MS"):
             load({"PRESENCE_KAFKA_FETCH_WAIT_MS": bad})
+
+
+def test_record_attempts_and_admission_settings() -> None:
+    from presence.settings import SettingsError, load
+
+    settings = load({})
+    assert (settings.record_attempts, settings.edge_queue_delay_ms, settings.edge_min_backlog) == (
+        3, 250, 100,
+    )  # fmt: skip
+    settings = load({"PRESENCE_RECORD_ATTEMPTS": "5", "PRESENCE_EDGE_MIN_BACKLOG": "20"})
+    assert (settings.record_attempts, settings.edge_min_backlog) == (5, 20)
+    for name, value in (("PRESENCE_RECORD_ATTEMPTS", "0"), ("PRESENCE_EDGE_QUEUE_DELAY_MS", "5")):
+        try:
+            load({name: value})
+        except SettingsError as error:
+            assert str(error).startswith(name)
+        else:
+            raise AssertionError(f"{name}={value} accepted")
