@@ -7,8 +7,10 @@
 # namespace, so a running `make run` is neither used nor disturbed.
 # Results: var/bench/<UTC timestamp>.json.
 #
-# Environment: BENCH_PARTS (parse,publish,fanout,throughput,compare,overload; "throughput" is both
-# throughput1 and throughput3, which can also be named alone), BENCH_RATE (PUBLISH/s,
+# Environment: BENCH_PARTS (parse,publish,fanout,dialog,throughput,compare,overload;
+# "throughput" is both throughput1 and throughput3, which can also be named alone;
+# "dialog" is a PBX's dialog PUBLISHes at BENCH_RATE for BENCH_DURATION, then the
+# fan-out part with dialog state), BENCH_RATE (PUBLISH/s,
 # 200), BENCH_DURATION (s, 30), BENCH_USERS (1000), BENCH_WATCHERS (dialogs of the
 # NOTIFY parts, 1000), BENCH_CHANGES (fan-out changes, one every 2 s, 10),
 # BENCH_PRESENTITIES (throughput, 200: BENCH_WATCHERS/200 watchers each),
@@ -61,14 +63,14 @@ BENCH_CHANGES="${BENCH_CHANGES:-10}"
 BENCH_PRESENTITIES="${BENCH_PRESENTITIES:-200}"
 BENCH_NOTIFY_RATE="${BENCH_NOTIFY_RATE:-200}"
 BENCH_NOTIFY_DURATION="${BENCH_NOTIFY_DURATION:-20}"
-BENCH_PARTS="${BENCH_PARTS:-parse,publish,fanout,throughput,compare,overload}"
+BENCH_PARTS="${BENCH_PARTS:-parse,publish,fanout,dialog,throughput,compare,overload}"
 BENCH_REDIS_DB="${BENCH_REDIS_DB:-9}"
 BENCH_DB="${BENCH_DB:-presence_bench}"
 BENCH_PROFILE="${BENCH_PROFILE:-0}"
 PARTS=",${BENCH_PARTS// /},"
 PARTS="${PARTS//,throughput,/,throughput1,throughput3,}"
 for part in ${PARTS//,/ }; do
-    case "$part" in parse|publish|fanout|throughput1|throughput3|compare|overload) ;; *) die "BENCH_PARTS: unknown part '$part'" ;; esac
+    case "$part" in parse|publish|fanout|dialog|throughput1|throughput3|compare|overload) ;; *) die "BENCH_PARTS: unknown part '$part'" ;; esac
 done
 BENCH_OVERLOAD_FACTOR="${BENCH_OVERLOAD_FACTOR:-2}"
 BENCH_OVERLOAD_SECONDS="${BENCH_OVERLOAD_SECONDS:-30}"
@@ -278,6 +280,15 @@ per_presentity=$(( BENCH_WATCHERS / BENCH_PRESENTITIES > 0 ? BENCH_WATCHERS / BE
 throughput_args=(--presentities "$BENCH_PRESENTITIES" --per-presentity "$per_presentity"
     --rate "$BENCH_NOTIFY_RATE" --duration "$BENCH_NOTIFY_DURATION")
 has_part fanout && notify_bench fanout fanout --watchers "$BENCH_WATCHERS" --changes "$BENCH_CHANGES"
+if has_part dialog; then
+    # Busy-lamp fields (RFC 4235): a PBX publishing one call per line, then one line
+    # watched by BENCH_WATCHERS lamps; the same load generators, --event dialog.
+    echo
+    "$PY" "$REPO_ROOT/bench/publish_bench.py" --event dialog --port "$SIP_PORT" --rate "$BENCH_RATE" \
+        --duration "$BENCH_DURATION" --users "$BENCH_USERS" --json "$WORK/dialog_publish.json" \
+        || failures+=("publish_bench dialog (exit $?)")
+    notify_bench dialog_fanout fanout --event dialog --watchers "$BENCH_WATCHERS" --changes "$BENCH_CHANGES"
+fi
 has_part throughput1 && notify_bench throughput_1 throughput "${throughput_args[@]}"
 if has_part throughput3; then
     echo

@@ -121,6 +121,14 @@ def _domain_list(text: str) -> str:
     return text
 
 
+def _event_packages(text: str) -> str:
+    # Imported here: the package declarations import modules that import settings.
+    from presence.packages import check_package_names
+
+    check_package_names([n.strip() for n in text.split(",") if n.strip()])
+    return text
+
+
 def _choice(*values: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in values:
@@ -229,6 +237,13 @@ class Settings:
     # Kamailio; 0 keeps it (phones that drop NOTIFYs would otherwise lose their
     # busy lamps until they re-subscribe).
     notify_timeout_ends_subscription: int = 1
+
+    # --- event packages (presence.packages) ---
+    # The packages served, comma-separated; any other Event gets 489 with Allow-Events.
+    event_packages: str = "presence,presence.winfo,dialog,message-summary"
+    # 1: a message-summary subscription with nothing published gets
+    # "Messages-Waiting: no" (some phones reject an empty body); 0: no body.
+    message_summary_empty_body: int = 1
 
     # --- caps on what clients create (each refusal: a SIP code, a metric) ---
     # Live publications of one presentity and event package; an initial PUBLISH
@@ -412,6 +427,10 @@ class Settings:
         )
 
     @property
+    def event_package_names(self) -> tuple[str, ...]:
+        return tuple(n.strip() for n in self.event_packages.split(",") if n.strip())
+
+    @property
     def served_domains(self) -> frozenset[str]:
         return frozenset(d.strip().lower() for d in self.domains.split(",") if d.strip())
 
@@ -446,6 +465,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "tcp_idle_timeout": _integer(1, 86400),
     "notify_min_interval": _integer(0, 3600),
     "notify_timeout_ends_subscription": _flag,
+    "event_packages": _event_packages,
+    "message_summary_empty_body": _flag,
     "max_publications": _integer(1, 10_000),
     "max_subscriptions_per_watcher": _integer(1, 1_000_000),
     "max_subscriptions_per_presentity": _integer(1, 1_000_000),

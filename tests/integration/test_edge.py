@@ -20,7 +20,7 @@ from presence.topics import Topics
 
 from .conftest import Stack, make_stack
 from .sip_client import SipClient
-from .test_system import PIDF
+from .test_system import ALLOW_EVENTS, PIDF
 
 pytestmark = pytest.mark.integration
 
@@ -41,13 +41,13 @@ def udp(stack: Stack) -> Iterator[SipClient]:
     ("method", "headers", "status", "header"),
     [
         ("MESSAGE", [], 405, ("Allow", "OPTIONS, PUBLISH, SUBSCRIBE, REGISTER")),
-        ("PUBLISH", [("Event", "dialog")], 489, ("Allow-Events", "presence, presence.winfo")),
+        ("PUBLISH", [("Event", "conference")], 489, ("Allow-Events", ALLOW_EVENTS)),
         # Watcher information comes from subscriptions, never from PUBLISH (RFC 3857).
         (
             "PUBLISH",
             [("Event", "presence.winfo")],
             489,
-            ("Allow-Events", "presence, presence.winfo"),
+            ("Allow-Events", ALLOW_EVENTS),
         ),
         ("PUBLISH", [("Event", "presence"), ("Require", "foo")], 420, ("Unsupported", "foo")),
         (

@@ -17,12 +17,11 @@ from notifier.edge_inboxes import EdgeInboxes
 from notifier.notify_builder import Subscription, build_notify
 from presence import events, metrics
 from presence.active_watchers import watched
-from presence.aggregation import empty_document
-from presence.authorization import judge, watcher_document, watcher_identity
+from presence.authorization import judge, watcher_identity
 from presence.expiry import seconds_left
-from presence.packages import PACKAGES
+from presence.packages import PACKAGES, PRESENCE, Authorization
 from presence.pidf import PidfError, current_sphere
-from presence.presentity_documents import load_document, needs_sphere
+from presence.presentity_documents import load_document, load_sphere, needs_sphere
 from presence.settings import Settings
 from presence.topics import Topics
 from presence.watcherinfo import (
@@ -148,10 +147,22 @@ class Fanout:
         now = datetime.now(UTC)
         sphere = None
         if needs_sphere(rules):
-            sphere = current_sphere(document, max_bytes=self._settings.max_document_bytes)
-        return lambda subscription: self._as_seen_by(
-            subscription, document, entity, rules, now, sphere
-        )
+            # The sphere is a presence attribute (RFC 4480), whatever package is notified.
+            if change.event == PRESENCE.name:
+                sphere = current_sphere(document, max_bytes=self._settings.max_document_bytes)
+            else:
+                sphere = await load_sphere(
+                    connection, self._settings, change.username, change.domain
+                )
+        package = PACKAGES[change.event]
+
+        def view(subscription: Subscription) -> bytes:
+            shown = self._as_seen_by(subscription, document, entity, rules, now, sphere)
+            if package.versioned is None:
+                return shown
+            return package.versioned(shown, subscription.version - 1)
+
+        return view
 
     async def _watcher_info_view(
         self,
@@ -226,21 +237,22 @@ class Fanout:
     ) -> bytes:
         """The document filtered by the presentity's rules for this watcher (judged
         now, so a rules change shows in the next NOTIFY)."""
-        if self._settings.force_active:
+        package = PACKAGES[subscription.event]
+        if self._settings.force_active or package.authorization is not Authorization.PRES_RULES:
             return document
         watcher = watcher_identity(subscription.from_user, subscription.from_domain)
         verdict = judge(rules, watcher, self._settings, now, sphere=sphere)
         if verdict.status != "active":
-            return empty_document(entity)
+            return package.empty_state(entity, self._settings)
         try:
-            return watcher_document(document, entity, verdict, self._settings)
+            return package.as_seen_by(document, entity, verdict, self._settings)
         except PidfError as error:
             # Only a document stored under a larger PRESENCE_MAX_DOCUMENT_BYTES gets
             # here (the store refuses a PUBLISH that would make one): the watcher is
             # told nothing is known rather than the change failing on every retry.
             metrics.DOCUMENTS_WITHHELD.labels(subscription.event).inc()
             log.error("document of %s withheld from a watcher: %s", entity, error)
-            return empty_document(entity)
+            return package.empty_state(entity, self._settings)
 
     async def _notify(
         self, subscription: Subscription, document: bytes, published_at: float

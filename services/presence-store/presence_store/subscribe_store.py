@@ -10,7 +10,7 @@ from presence import metrics
 from presence.authorization import Verdict, judge, watcher_identity
 from presence.events import Event, SubscribeRequest, WatcherChanged, WatcherInfoChanged
 from presence.expiry import expires_at
-from presence.packages import PACKAGES
+from presence.packages import PACKAGES, Authorization
 from presence.presentity_documents import load_sphere, needs_sphere
 from presence.settings import Settings
 from presence.sip.message import SipUri, parse_uri, same_aor
@@ -40,8 +40,10 @@ async def apply_subscribe(
     if isinstance(granted, Reply):
         return Outcome(granted)
     if request.to_tag is None:
-        if PACKAGES[request.event].watcher_info_of and not _is_owner(request):
-            # RFC 3857 §5.3: a user's watcher list is theirs alone to see.
+        owner_only = PACKAGES[request.event].authorization is Authorization.OWNER
+        if owner_only and not _is_owner(request):
+            # RFC 3857 §5.3: a user's watcher list is theirs alone to see (and the
+            # same holds for every package declared so, a mailbox's summary).
             return Outcome(Reply(403, "Forbidden"))
         if granted:  # a fetch (Expires: 0) leaves no dialog behind
             refused = await _over_cap(connection, request, settings, now)
@@ -156,7 +158,7 @@ async def _create(
     From only when authentication is off."""
     watcher = parse_uri(request.identity or request.from_uri)
     identity = watcher_identity(watcher.user or "", watcher.host.lower())
-    if PACKAGES[request.event].watcher_info_of:
+    if PACKAGES[request.event].authorization is Authorization.OWNER:
         verdict = Verdict("active")  # the owner, checked by the caller
     else:
         rules = await load_pres_rules(connection, settings, request.username, request.domain)
