@@ -95,9 +95,11 @@ ELEMENTS = [
 
 @pytest.mark.parametrize("selector", ELEMENTS)
 def test_every_element_goes_out_and_comes_back_as_it_is(xcap_stack: Stack, selector: str) -> None:
-    """RFC 4825 §8.3: "the server MUST NOT add namespace bindings representing
+    """RFC 4825 §8.3: "The server MUST NOT add namespace bindings representing
     namespaces used by the element or its children, but declared in ancestor
-    elements of the element", and §8.2.3/§7.4 ask that a GET after a PUT returns the
+    elements; the client will either know these bindings already (since it has a
+    cached copy of the whole document), or it can learn them by explicitly querying
+    for the bindings.", and §8.2.3/§7.4 ask that a GET after a PUT returns the
     content of the PUT: so the element a GET returns, with prefixes bound only in the
     document, is read in the document's namespace context when it is PUT back, and
     the document stays the same."""
@@ -125,8 +127,9 @@ def test_prefixed_documents_round_trip_too(xcap_stack: Stack) -> None:
 
 
 def test_an_unqualified_element_takes_the_documents_default_namespace(xcap_stack: Stack) -> None:
-    """RFC 4825 §8.2.3: the new element is read where it is inserted, so an
-    unprefixed <one> under a default-namespace <identity> is a common-policy <one>."""
+    """RFC 4825 §8.2.3 and §7.10: the new element is read where it is inserted (a
+    client needs the bindings in scope there to write it), so an unprefixed <one>
+    under a default-namespace <identity> is a common-policy <one>."""
     user = rules_of(xcap_stack)
     selector = IDENTITY + '/cr:one[@id="sip:carol@example.com"]'
     created = user.node("PUT", selector, b'<one id="sip:carol@example.com"/>', EL)
@@ -149,7 +152,7 @@ def test_elements_are_created_by_position_and_by_attribute_predicate(xcap_stack:
     of all elements), `*[@id="x"]` one with that attribute; a position that cannot
     be reached is a 409 <cannot-insert>, which "indicates that the requested PUT
     operation could not be performed because a GET of that resource after the PUT
-    would not yield the content of the PUT request" (§11.2)."""
+    would not yield the content of the PUT request" (§11.1)."""
     user = rules_of(xcap_stack)
     assert user.node("PUT", "cr:ruleset/cr:rule[3]", b'<rule id="third"/>', EL).status == 201
     assert user.node("PUT", "cr:ruleset/*[4]", b'<rule id="fourth"/>', EL).status == 201
@@ -163,8 +166,9 @@ def test_elements_are_created_by_position_and_by_attribute_predicate(xcap_stack:
 
 
 def test_a_new_element_goes_after_the_last_of_its_name(xcap_stack: Stack) -> None:
-    """RFC 4825 §8.2.3's examples: without a position, the new element is inserted
-    after the last sibling of the same name (not at the end of its parent)."""
+    """RFC 4825 §8.2.3 ("earliest last") and its examples: without a position, the new
+    element is inserted after the last sibling of the same name (not at the end of
+    its parent)."""
     user = rules_of(xcap_stack)
     condition = IDENTITY + '/cr:one[@id="sip:dave@example.com"]'
     assert user.node("PUT", condition, b'<one id="sip:dave@example.com"/>', EL).status == 201
@@ -178,9 +182,12 @@ def test_a_new_element_goes_after_the_last_of_its_name(xcap_stack: Stack) -> Non
 
 
 def test_deleting_what_the_uri_would_still_select_is_refused(xcap_stack: Stack) -> None:
-    """RFC 4825 §11.2: <cannot-delete> "indicates that the requested DELETE operation
-    could not be performed because it would not be idempotent": deleting rule[1] of
-    two would leave rule[1] selecting the other one."""
+    """RFC 4825 §8.4: "It is possible that, after deletion, the request URI selects
+    another element in the document.  If this happens, the server MUST NOT perform
+    the deletion, and MUST reject the request with a 409 response." Its body names
+    <cannot-delete>, which "indicates that the requested DELETE operation could not
+    be performed because it would not be idempotent" (§11.1): deleting rule[1] of two
+    would leave rule[1] selecting the other one."""
     user = rules_of(xcap_stack)
     refused = user.node("DELETE", "cr:ruleset/cr:rule[1]")
     assert (refused.status, refused.condition()) == (409, "cannot-delete")
@@ -191,10 +198,10 @@ def test_deleting_what_the_uri_would_still_select_is_refused(xcap_stack: Stack) 
 
 
 def test_attributes_are_read_written_and_deleted_with_their_media_type(xcap_stack: Stack) -> None:
-    """RFC 4825 §8.2.4 and §15.2.3: an attribute is read and written as
-    application/xcap-att+xml, its body the attribute value (§11.2: otherwise
-    <not-xml-att-value>, "the request was supposed to contain a valid XML attribute
-    value, but did not"); another media type is a 415."""
+    """RFC 4825 §8.2.2, §8.3 and §15.2.2: an attribute is read and written as
+    application/xcap-att+xml, its body the attribute value (§8.2.2: otherwise
+    <not-xml-att-value>, which "indicates that the request was supposed to contain a
+    valid XML attribute value, but did not", §11.1); another media type is a 415."""
     user = rules_of(xcap_stack)
     many = 'cr:ruleset/cr:rule[@id="friends"]/cr:conditions/cr:identity/cr:many'
     got = user.node("GET", many + "/@domain")
@@ -210,9 +217,9 @@ def test_attributes_are_read_written_and_deleted_with_their_media_type(xcap_stac
 
 
 def test_namespace_bindings_are_read_only(xcap_stack: Stack) -> None:
-    """RFC 4825 §6.3 (namespace-selector = "namespace::*") and §8.3: a GET returns an
-    application/xcap-ns+xml element of the selected one's name declaring every
-    namespace in scope; PUT and DELETE of it are 405 with Allow: GET."""
+    """RFC 4825 §6.3 (namespace-selector = "namespace::*"), §8.3 and §10: a GET returns
+    an application/xcap-ns+xml element of the selected one's name declaring every
+    namespace in scope; PUT and DELETE of it are 405 with Allow: GET (§8.2, §8.4)."""
     user = rules_of(xcap_stack)
     selector = 'cr:ruleset/cr:rule[@id="friends"]/cr:actions/namespace::*'
     got = user.node("GET", selector)
@@ -230,8 +237,10 @@ def test_namespace_bindings_are_read_only(xcap_stack: Stack) -> None:
     [None, 'cr:ruleset/cr:rule[@id="friends"]/cr:actions', "cr:ruleset/cr:rule[2]/@id"],
 )
 def test_conditional_reads(xcap_stack: Stack, selector: str | None) -> None:
-    """RFC 9110 §13.1.1: "An origin server MUST NOT perform the requested method if a
-    received If-Match condition evaluates to false" (412); §13.1.2: for If-None-Match
+    """RFC 9110 §13.1.1: "An origin server that evaluates an If-Match condition MUST NOT
+    perform the requested method if the condition evaluates to false. Instead, the
+    origin server MAY indicate that the conditional request failed by responding with
+    a 412 (Precondition Failed) status code."; §13.1.2: for If-None-Match
     "the origin server MUST respond with either a) the 304 (Not Modified) status code
     if the request method is GET or HEAD or b) the 412 (Precondition Failed) status
     code for all other request methods", "*" matching any current representation.
@@ -280,9 +289,9 @@ def test_conditional_writes_of_elements_and_attributes(xcap_stack: Stack) -> Non
 
 def test_error_bodies_carry_their_conditions_and_fields(xcap_stack: Stack) -> None:
     """RFC 4825 §11: a 409 carries an application/xcap-error+xml body naming the
-    condition, with the fields its schema defines: <no-parent> "can optionally contain
-    an <ancestor> element, which provides an HTTP URI that represents the closest
-    parent that would be a valid point of insertion"; <uniqueness-failure> has an
+    condition, with the fields its schema defines: <no-parent> "can contain an
+    optional <ancestor> element, which provides an HTTP URI that represents the
+    closest parent that would be a valid point of insertion"; <uniqueness-failure> has an
     <exists> element whose "field" attribute "contains a relative URI identifying the
     XML element or attribute whose value needs to be unique, but wasn't", with
     <alt-value> suggestions; <schema-validation-error> "indicates that the document
@@ -338,8 +347,9 @@ def test_error_bodies_carry_their_conditions_and_fields(xcap_stack: Stack) -> No
 
 def test_xcap_caps_tells_what_the_server_supports(xcap_stack: Stack) -> None:
     """RFC 4825 §12: the xcap-caps document at xcap-root/xcap-caps/global/index lists
-    the application usages (auids), extensions and namespaces the server supports;
-    it is the server's to write (a PUT or DELETE is 405)."""
+    the application usages (auids), extensions and namespaces the server supports.
+    By §5.7 and §12.9 only trusted users may modify a global document; this server
+    has none, so a PUT or DELETE is 405 (a choice of ours: the RFC names no status)."""
     caps = xcap(xcap_stack, "GET", "/xcap-root/xcap-caps/global/index")
     assert caps.status == 200 and caps.content_type == "application/xcap-caps+xml"
     ns = "{urn:ietf:params:xml:ns:xcap-caps}"
@@ -392,8 +402,11 @@ def test_selectors_are_percent_decoded_once(xcap_stack: Stack) -> None:
     ],
 )
 def test_malformed_selectors_select_nothing(xcap_stack: Stack, raw: str) -> None:
-    """RFC 4825 §6.3: a node selector outside the grammar selects nothing (404), for
-    every method, never a server error."""
+    """RFC 4825 §8: "If the URI includes extension-selectors that the server doesn't
+    understand, it MUST reject the request with a 404 (Not Found)." A step that fits
+    no other production of the §6.3 grammar is an extension-selector (anything but
+    "/"), so every method gets a 404, never a server error. (For a prefix that no
+    xmlns() binds, §8 names 400; this test holds those to 404 as well.)"""
     user = rules_of(xcap_stack)
     path = f"/xcap-root/pres-rules/users/{user.xui.replace(':', '%3A').replace('@', '%40')}"
     path += f"/index/~~/{raw}?" + BINDINGS
@@ -421,10 +434,10 @@ def test_malformed_selectors_select_nothing(xcap_stack: Stack, raw: str) -> None
     ],
 )
 def test_malformed_element_bodies_are_not_xml_fragments(xcap_stack: Stack, body: bytes) -> None:
-    """RFC 4825 §11.2: <not-xml-frag> "indicates that the request was supposed to
-    contain a valid XML fragment body, but did not", "most likely" because "the XML
-    in the body was malformed or not balanced" (here: one element, nothing around
-    it, and no DTD)."""
+    """RFC 4825 §11.1: <not-xml-frag> "indicates that the request was supposed to
+    contain a valid XML fragment body, but did not.  Most likely this is because the
+    XML in the body was malformed or not balanced." (§8.2.2: a well-balanced fragment
+    "including only a single element"; here also: nothing around it, and no DTD)."""
     user = rules_of(xcap_stack)
     answer = user.node("PUT", 'cr:ruleset/cr:rule[@id="x"]', body, EL)
     assert (answer.status, answer.condition()) == (409, "not-xml-frag"), answer.body

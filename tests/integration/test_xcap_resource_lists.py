@@ -106,11 +106,12 @@ def test_buddies_are_added_renamed_and_removed_one_by_one(xcap_stack: Stack) -> 
 
 
 def test_the_schema_and_the_uniqueness_constraints_are_enforced(xcap_stack: Stack) -> None:
-    """RFC 4826 §3.4.3 (data validation): "the 'name' attribute of <list> elements
-    ... MUST be unique" among the <list>s of one parent, and so must the 'uri' of
-    <entry>, the 'ref' of <entry-ref> and the 'anchor' of <external>; a document
-    that breaks one is refused with RFC 4825's 409 <uniqueness-failure>, one that
-    breaks the schema with <schema-validation-error>, and the stored one stays."""
+    """RFC 4826 §3.4.5 (additional constraints): "The "name" attribute in a <list>
+    element MUST be unique amongst all other "name" attributes of <list> elements
+    within the same parent element.", and so must the 'uri' of <entry>, the 'ref' of
+    <entry-ref> and the 'anchor' of <external>; a document that breaks one is
+    refused with RFC 4825's 409 <uniqueness-failure>, one that breaks the schema
+    with <schema-validation-error>, and the stored one stays."""
     user = buddies_of(xcap_stack)
     assert user.document("PUT", BUDDIES, RESOURCE_LISTS).status == 201
     carol_again = user.node(
@@ -134,7 +135,7 @@ def test_the_schema_and_the_uniqueness_constraints_are_enforced(xcap_stack: Stac
 
 
 def test_only_the_owner_reads_or_changes_the_lists(xcap_stack: Stack) -> None:
-    """RFC 4826 §3.4.7 (authorization policies: the default of RFC 4825 §5.7, only the
+    """RFC 4826 §3.4.9 (authorization policies: the default of RFC 4825 §5.7, only the
     user reads and writes their own documents): 401 without credentials, 403 with
     another user's."""
     user = buddies_of(xcap_stack)
