@@ -93,6 +93,19 @@ TCP_CLOSED = Counter(
     "write_buffer_full, framing_error)",
     ["reason"],
 )
+SIP_CONNECTIONS = Gauge(
+    "presence_sip_connections",
+    "Open SIP connections by transport (tcp, tls, ws, wss); all of them count "
+    "against PRESENCE_TCP_MAX_CONNECTIONS",
+    ["transport"],
+)
+TRANSPORT_REFUSALS = Counter(
+    "presence_sip_transport_refusals_total",
+    "Connections closed for what their peer sent or failed to send before SIP: "
+    "handshake_timeout (TLS or WebSocket upgrade not done in time), tls_failed, "
+    "no_sip_subprotocol, bad_upgrade, message_too_large, websocket_protocol_error",
+    ["transport", "reason"],
+)
 NOTIFY_RETRANSMISSIONS = Counter(
     "presence_sip_notify_retransmissions_total",
     "NOTIFY retransmissions over UDP (Timer E)",

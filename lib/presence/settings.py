@@ -564,7 +564,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(**values)
     if bool(settings.tls_cert) != bool(settings.tls_key):
         missing = "PRESENCE_TLS_KEY" if settings.tls_cert else "PRESENCE_TLS_CERT"
-        raise SettingsError(f"{missing}: must be set too (PRESENCE_TLS_CERT goes with PRESENCE_TLS_KEY)")
+        raise SettingsError(
+            f"{missing}: must be set too (PRESENCE_TLS_CERT goes with PRESENCE_TLS_KEY)"
+        )
     if settings.tls_client_ca and not settings.tls_cert:
         raise SettingsError("PRESENCE_TLS_CLIENT_CA: needs PRESENCE_TLS_CERT and PRESENCE_TLS_KEY")
     if settings.min_expires > settings.max_expires:
