@@ -110,6 +110,8 @@ def test_xcap_write_rate_setting() -> None:
 
 def test_the_observability_bind_address_is_a_compose_variable_not_a_typo() -> None:
     assert load({"PRESENCE_OBSERVABILITY_BIND": "0.0.0.0"}) is not None
+
+
 def test_authentication_brakes_and_qop_settings() -> None:
     from presence.settings import SettingsError, load
 
@@ -128,6 +130,8 @@ def test_authentication_brakes_and_qop_settings() -> None:
             assert str(error).startswith(name)
         else:
             raise AssertionError(f"{name}={value} accepted")
+
+
 def test_notify_deny_networks_are_cidr_lists() -> None:
     settings = load({"PRESENCE_NOTIFY_DENY_NETWORKS": "10.0.0.0/8, 192.0.2.7 ,fd00::/8"})
     assert [str(n) for n in settings.denied_notify_networks] == [

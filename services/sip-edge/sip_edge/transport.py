@@ -250,6 +250,9 @@ class TcpConnections:
         self._connecting: dict[Address, asyncio.Task[_Connection]] = {}
         self._runs: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
+        # TLS listeners accept by themselves (_accept_tls).
+        self._listener: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
         return len(self._connections)
@@ -260,7 +263,14 @@ class TcpConnections:
 
     async def serve(self, sock: socket.socket) -> None:
         sock.listen(1024)
-        self._server = await asyncio.start_server(self._serve_connection, sock=sock)
+        if self._server_tls is None:
+            self._server = await asyncio.start_server(self._serve_connection, sock=sock)
+            return
+        sock.setblocking(False)
+        self._listener = sock
+        self._accepting = asyncio.get_running_loop().create_task(
+            self._accept_tls(sock, self._server_tls)
+        )
 
     async def send(self, data: bytes, address: Address, server_name: str | None = None) -> None:
         """Send a request on the open connection to `address`, or on one opened for
@@ -365,41 +375,76 @@ class TcpConnections:
     ) -> None:
         peer = writer.get_extra_info("peername")
         address = (peer[0], peer[1])
+        if not self._admit(address):
+            writer.transport.abort()
+            return
+        await self._run(reader, self._adopt(writer, address))
+
+    def _admit(self, address: Address) -> bool:
+        """Take a connection slot for an accepted connection, or count its refusal."""
         refusal = self._slots.refusal(address[0])
         if refusal is not None:
             metrics.TCP_REFUSED.labels("inbound", refusal).inc()
             log.warning(
-                "refused a TCP connection from %s: %s",
+                "refused a %s connection from %s: %s",
+                self.transport,
                 address[0],
                 "too many in all" if refusal == "total" else "too many from that address",
             )
-            writer.transport.abort()
-            return
+            return False
         self._slots.acquire(address[0])
-        # From here the slot is ours: the handshakes below are bounded in time and
-        # count against the limits, so half-open connections cannot pile up.
-        verified = False
-        if self._server_tls is not None:
+        return True
+
+    async def _accept_tls(self, listener: socket.socket, tls: ssl.SSLContext) -> None:
+        """Accept TLS connections: the slot is taken at accept, before the handshake,
+        so that connections that never finish it count against the limits and are
+        closed after handshake_timeout. (StreamWriter.start_tls would lose a
+        ClientHello that arrived before it was called.)"""
+        loop = asyncio.get_running_loop()
+        while True:
             try:
-                await asyncio.wait_for(
-                    writer.start_tls(
-                        self._server_tls, ssl_handshake_timeout=self._limits.handshake_timeout
-                    ),
-                    self._limits.handshake_timeout,
-                )
-            except (TimeoutError, ssl.SSLError, OSError) as error:
-                reason = "handshake_timeout" if isinstance(error, TimeoutError) else "tls_failed"
-                metrics.TRANSPORT_REFUSALS.labels(self.transport, reason).inc()
-                log.info(
-                    "closing %s connection from %s:%s: %s",
-                    self.transport,
-                    *address,
-                    "TLS handshake not done in time" if reason == "handshake_timeout" else error,
-                )
-                self._slots.release(address[0])
-                writer.transport.abort()
-                return
-            verified = peer_verified(writer.get_extra_info("ssl_object"))
+                sock, peer = await loop.sock_accept(listener)
+            except OSError as error:  # out of file descriptors, and the like
+                log.warning("%s accept failed: %s", self.transport, error)
+                await asyncio.sleep(0.1)
+                continue
+            address = (peer[0], peer[1])
+            if not self._admit(address):
+                with contextlib.suppress(OSError):  # RST, as for a refused TCP connection
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+                sock.close()
+                continue
+            task = loop.create_task(self._handshake(sock, address, tls))
+            self._runs.add(task)
+            task.add_done_callback(self._runs.discard)
+
+    async def _handshake(self, sock: socket.socket, address: Address, tls: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=2**16, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        started = loop.time()
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol,
+                sock,
+                ssl=tls,
+                ssl_handshake_timeout=self._limits.handshake_timeout,
+            )
+        except (ssl.SSLError, OSError) as error:
+            timed_out = loop.time() - started >= self._limits.handshake_timeout
+            reason = "handshake_timeout" if timed_out else "tls_failed"
+            metrics.TRANSPORT_REFUSALS.labels(self.transport, reason).inc()
+            log.info(
+                "closing %s connection from %s:%s: %s",
+                self.transport,
+                *address,
+                "TLS handshake not done in time" if timed_out else error,
+            )
+            self._slots.release(address[0])
+            sock.close()
+            return
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)  # type: ignore[arg-type]
+        verified = peer_verified(writer.get_extra_info("ssl_object"))
         await self._run(reader, self._adopt(writer, address), verified)
 
     def _adopt(self, writer: asyncio.StreamWriter, address: Address) -> _Connection:
@@ -499,9 +544,12 @@ class TcpConnections:
         """No new connections; those open stay, for the replies still due on them."""
         if self._server is not None:
             self._server.close()
+        if self._accepting is not None:
+            self._accepting.cancel()
+        if self._listener is not None:
+            self._listener.close()
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        self.stop_listening()
         for connection in list(self._connections.values()):
             connection.writer.close()
