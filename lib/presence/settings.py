@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from presence.logs import parse_levels
+from presence.sip.message import parse_uri
 
 PREFIX = "PRESENCE_"
 # The highest PRESENCE_MAX_DOCUMENT_BYTES and PRESENCE_MAX_WINFO_BYTES accepted.
@@ -377,6 +378,23 @@ class Settings:
             return self.server_address
         host = f"[{self.sip_host}]" if ":" in self.sip_host else self.sip_host
         return f"sip:{host}:{self.sip_port}"
+
+    def contact_uri_for(self, flow: str) -> str:
+        """The server's Contact for a dialog whose SUBSCRIBE came over `flow`
+        ("tls:…", "ws:…"): its in-dialog requests must come back over that kind of
+        transport (RFC 5630 §3.1.3, RFC 7118 §5.1), so the port and transport of
+        that listener; UDP and TCP dialogs get contact_uri."""
+        transport = flow.partition(":")[0]
+        port = {"tls": self.sip_tls_port, "ws": self.sip_ws_port, "wss": self.sip_wss_port}.get(
+            transport
+        )
+        if not port:
+            return self.contact_uri
+        if self.server_address:
+            host = parse_uri(self.server_address).host
+        else:
+            host = f"[{self.sip_host}]" if ":" in self.sip_host else self.sip_host
+        return f"sip:{host}:{port};transport={transport}"
 
     def check_authentication(self) -> None:
         """Raise SettingsError when the authentication mode lacks what it needs; the

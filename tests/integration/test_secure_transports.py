@@ -17,11 +17,14 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from lxml import etree
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from presence.local_ca import LocalCa, ensure
+from presence.local_ca import LocalCa, ensure, issue, write_pair
 from presence.sip.message import SipRequest, SipResponse, make_response, parse_via
 from presence.sip.parser import parse_message, serialize
 
@@ -114,9 +117,14 @@ def test_tls_subscribe_publish_and_notify_over_the_same_connection(
                 ("Contact", f"<sip:w@127.0.0.1:{watcher.local_port};transport=tls>"),
             ],
         )
-        assert watcher.transact(subscribe).status == 200
+        subscribed = watcher.transact(subscribe)
+        assert subscribed.status == 200
+        # In-dialog requests come back over TLS: the Contact names that listener.
+        tls_contact = f"<sip:127.0.0.1:{server[1]};transport=tls>"
+        assert subscribed.headers.get("Contact") == tls_contact
         first = watcher.next_request()
         assert first.method == "NOTIFY"
+        assert first.headers.get("Contact") == tls_contact
         assert parse_via(first.headers.get_all("Via")[0]).transport.upper() == "TLS"
         watcher.answer(first)
         headers = [("Event", "presence"), ("Content-Type", "application/pidf+xml")]
@@ -272,9 +280,13 @@ async def test_websocket_register_publish_subscribe_and_notify(
         assert via.transport.upper() == transport.upper()
         assert via.params.get("received") == "127.0.0.1"
         assert via.params.get("rport", "").isdigit()
-        assert (await user.subscribe(presentity)).status == 200
+        subscribed = await user.subscribe(presentity)
+        assert subscribed.status == 200
+        ws_contact = f"<sip:127.0.0.1:{port(secure_stack, transport)};transport={transport}>"
+        assert subscribed.headers.get("Contact") == ws_contact
         first = await user.next_notify()
         assert parse_via(first.headers.get_all("Via")[0]).transport.upper() == transport.upper()
+        assert first.headers.get("Contact") == ws_contact
         published = await user.transact(
             user.request(
                 "PUBLISH",
@@ -388,3 +400,60 @@ def test_presence_store_serves_https_with_the_same_certificate(
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10, context=client_tls)
     assert refused.value.code == 401
+
+
+# --- mutual TLS: trusted proxies known by their certificates ----------------------
+
+
+def client_certificate(local_ca: LocalCa, directory: Path) -> tuple[Path, Path]:
+    ca_key = serialization.load_pem_private_key(local_ca.ca_key.read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate(local_ca.ca_cert.read_bytes())
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key, cert = issue(ca_cert, ca_key, "proxy.example.com", ("proxy.example.com",), client=True)
+    cert_path, key_path = directory / "proxy.pem", directory / "proxy-key.pem"
+    write_pair(key, cert, cert_path, key_path)
+    return cert_path, key_path
+
+
+def test_a_proxy_with_a_client_certificate_is_trusted_and_others_are_not(
+    test_database: str, local_ca: LocalCa, tmp_path: Path
+) -> None:
+    with running_stack(
+        test_database,
+        PRESENCE_AUTH="trusted-proxy",
+        PRESENCE_TLS_CERT=str(local_ca.server_cert),
+        PRESENCE_TLS_KEY=str(local_ca.server_key),
+        PRESENCE_TLS_CLIENT_CA=str(local_ca.ca_cert),
+    ) as stack:
+        server = ("127.0.0.1", port(stack, "tls"))
+        presentity = f"sip:carol-{secrets.token_hex(3)}@127.0.0.1"
+        asserted = [
+            ("Event", "presence"),
+            ("Content-Type", "application/pidf+xml"),
+            ("P-Asserted-Identity", f"<{presentity}>"),
+        ]
+        body = pidf(presentity, "open")
+        with_certificate = ssl.create_default_context(cafile=str(local_ca.ca_cert))
+        with_certificate.load_cert_chain(*client_certificate(local_ca, tmp_path))
+        without = ssl.create_default_context(cafile=str(local_ca.ca_cert))
+        proxy = SipClient(server, "tls", tls_context=with_certificate)
+        stranger = SipClient(server, "tls", tls_context=without)
+        plain = SipClient(stack.sip, "tcp")
+        try:
+            request = proxy.request("PUBLISH", presentity, asserted, body)
+            assert proxy.transact(request).status == 200
+            for client in (stranger, plain):
+                refused = client.transact(client.request("PUBLISH", presentity, asserted, body))
+                assert (refused.status, refused.reason) == (403, "Not From A Trusted Proxy")
+        finally:
+            proxy.close()
+            stranger.close()
+            plain.close()
+        # A certificate from another CA fails the handshake (counted).
+        other = ensure(tmp_path / "other-ca")
+        forged = ssl.create_default_context(cafile=str(local_ca.ca_cert))
+        forged.load_cert_chain(*client_certificate(other, tmp_path))
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            impostor = SipClient(server, "tls", tls_context=forged)
+            impostor.transact(impostor.request("OPTIONS", "sip:127.0.0.1", []))
+        wait_for_count(stack, "tls", "tls_failed", 1)
