@@ -265,6 +265,11 @@ async def test_websocket_register_publish_subscribe_and_notify(
     async with await open_ws(secure_stack, transport, client_tls) as websocket:
         assert websocket.subprotocol == "sip"
         user = WsUser(websocket, transport)
+        # RFC 7118 §5.1: the WebSocket message frames it, Content-Length may be left out.
+        bare = user.request("OPTIONS", "sip:127.0.0.1", [], from_uri=presentity)
+        bare = bare.replace(b"Content-Length: 0\r\n", b"")
+        assert b"Content-Length" not in bare
+        assert (await user.transact(bare)).status == 200
         register = await user.transact(
             user.request(
                 "REGISTER",

@@ -130,7 +130,7 @@ class Edge:
     def message_received(self, data: bytes, source: Source) -> None:
         """One complete SIP message (a datagram, or one framed from a TCP stream)."""
         try:
-            message = parse_message(data, datagram=not source.reliable)
+            message = parse_message(data, datagram=source.message_bounded)
         except SipParseError as error:
             self._answer_unparsable(error, source)
             return

@@ -105,6 +105,12 @@ class Source:
     def reliable(self) -> bool:
         return self.transport != "udp"
 
+    @property
+    def message_bounded(self) -> bool:
+        """Each message arrives whole (a datagram, a WebSocket message), so
+        Content-Length may be missing (RFC 3261 §18.3, RFC 7118 §5.1: JsSIP omits it)."""
+        return self.transport in ("udp", "ws", "wss")
+
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.transport}:{host}:{self.port}"
