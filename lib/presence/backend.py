@@ -19,6 +19,7 @@ from presence import metrics, service
 from presence.cache import connect_redis, redis_ready
 from presence.db import create_pool, database_ready
 from presence.health import make_health_app
+from presence.http_limits import CredentialsOverHttps
 from presence.kafka import (
     DeadLetters,
     EventHandler,
@@ -127,10 +128,12 @@ class Backend:
         # The port first: if it is taken, nothing has started that would need stopping.
         servers = []
         try:
+            https = bool(https_port and settings.tls_enabled)
+            plain = CredentialsOverHttps(app, https_port) if https else app
             servers.append(
-                await service.serve_http(app, settings.http_host, http_port, port_variable)
+                await service.serve_http(plain, settings.http_host, http_port, port_variable)
             )
-            if https_port and settings.tls_enabled:
+            if https:
                 # The same endpoints over TLS (XCAP passwords, the admin token).
                 tls = server_context(settings)
                 servers.append(

@@ -174,6 +174,12 @@ XCAP_AUTH_FAILURES = Counter(
     "401; wrong: 401; other_user: 403)",
     ["reason"],
 )
+HTTP_PLAIN_REFUSED = Counter(
+    "presence_http_plain_refused_total",
+    "XCAP and admin requests refused on plain HTTP from another machine while "
+    "HTTPS serves them (PRESENCE_TLS_CERT set), by area (xcap, admin)",
+    ["area"],
+)
 HTTP_BODY_TOO_LARGE = Counter(
     "presence_http_body_too_large_total",
     "HTTP requests answered 413 because their body passed the limit of their area "

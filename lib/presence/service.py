@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 import uvicorn
 import uvloop
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from presence import logs
 from presence import settings as settings_module
@@ -55,7 +55,7 @@ def bind_socket(host: str, port: int, kind: int, variable: str) -> socket.socket
 
 
 async def serve_http(
-    app: FastAPI, host: str, port: int, variable: str, tls: ssl.SSLContext | None = None
+    app: ASGIApp, host: str, port: int, variable: str, tls: ssl.SSLContext | None = None
 ) -> uvicorn.Server:
     """Start uvicorn on an already-bound socket (so a taken port is a clear error);
     HTTPS with `tls` (presence.tls.server_context)."""
