@@ -120,3 +120,11 @@ def test_eof_without_close_is_reported_once() -> None:
     opened(peer, server)
     assert server.receive_eof() == [Closed("closed")]
     assert server.receive_eof() == []
+
+
+def test_close_sends_going_away() -> None:
+    server, peer = SipWebSocket(), client(["sip"])
+    opened(peer, server)
+    server.close()
+    back(server, peer)
+    assert peer.close_rcvd is not None and peer.close_rcvd.code == 1001

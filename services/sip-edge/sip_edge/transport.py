@@ -182,6 +182,9 @@ class _StreamCodec:
     def pending(self) -> tuple[bytes, bool]:
         return b"", False
 
+    def goodbye(self) -> bytes:
+        return b""
+
 
 class _WebSocketCodec:
     """SIP over WebSocket (RFC 7118): the upgrade, then one message per message."""
@@ -201,6 +204,11 @@ class _WebSocketCodec:
 
     def pending(self) -> tuple[bytes, bool]:
         return self._websocket.data_to_send()
+
+    def goodbye(self) -> bytes:
+        """The close frame of a server going away (1001)."""
+        self._websocket.close(1001)
+        return self._websocket.data_to_send()[0]
 
 
 @dataclass
@@ -558,4 +566,6 @@ class TcpConnections:
     def close(self) -> None:
         self.stop_listening()
         for connection in list(self._connections.values()):
+            if not connection.writer.is_closing():
+                connection.writer.write(connection.codec.goodbye())
             connection.writer.close()
