@@ -99,6 +99,11 @@ SIP_CONNECTIONS = Gauge(
     "against PRESENCE_TCP_MAX_CONNECTIONS",
     ["transport"],
 )
+CONNECTION_SLOTS = Gauge(
+    "presence_sip_connection_slots",
+    "Connections holding a slot of PRESENCE_TCP_MAX_CONNECTIONS: open ones of every "
+    "transport and accepted ones still in their TLS handshake or WebSocket upgrade",
+)
 TRANSPORT_REFUSALS = Counter(
     "presence_sip_transport_refusals_total",
     "Connections closed for what their peer sent or failed to send before SIP: "

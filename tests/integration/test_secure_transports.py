@@ -22,13 +22,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from lxml import etree
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
 from presence.local_ca import LocalCa, ensure, issue, write_pair
 from presence.sip.message import SipRequest, SipResponse, make_response, parse_via
 from presence.sip.parser import parse_message, serialize
 
-from .conftest import Stack, eventually, metric_samples, running_stack
+from .conftest import Stack, eventually, metric_samples, running_stack, wait_until
 from .sip_client import SipClient, new_branch
 
 pytestmark = pytest.mark.integration
@@ -462,3 +462,60 @@ def test_a_proxy_with_a_client_certificate_is_trusted_and_others_are_not(
             impostor = SipClient(server, "tls", tls_context=forged)
             impostor.transact(impostor.request("OPTIONS", "sip:127.0.0.1", []))
         wait_for_count(stack, "tls", "tls_failed", 1)
+
+
+# --- one connection cap over every transport ----------------------------------------
+
+
+async def upgrade(uri: str) -> None:
+    """Open a WebSocket connection and close it again."""
+    websocket = await connect(uri, subprotocols=["sip"], open_timeout=5)  # type: ignore[list-item]
+    await websocket.close()
+
+
+def test_unfinished_handshakes_hold_slots_of_the_shared_connection_cap(
+    test_database: str, local_ca: LocalCa, client_tls: ssl.SSLContext
+) -> None:
+    with running_stack(
+        test_database,
+        PRESENCE_TLS_CERT=str(local_ca.server_cert),
+        PRESENCE_TLS_KEY=str(local_ca.server_key),
+        PRESENCE_TCP_MAX_CONNECTIONS_PER_ADDRESS="2",
+    ) as stack:
+
+        def slots() -> float:
+            return metric_samples(stack, "sip-edge", "presence_sip_connection_slots")[""]
+
+        def refused() -> float:
+            samples = metric_samples(stack, "sip-edge", "presence_sip_tcp_refused_total")
+            return samples.get('direction="inbound",limit="per_key"', 0.0)
+
+        # Two connections that never start their TLS handshake take this address's
+        # two slots: a WebSocket, a TCP and a TLS connection from it are refused.
+        stalled = [
+            socket.create_connection(("127.0.0.1", port(stack, "tls")), timeout=10)
+            for _ in range(2)
+        ]
+        try:
+            wait_until(lambda: slots() == 2, 10, "the stalled connections to hold their slots")
+            with pytest.raises((InvalidMessage, OSError)):
+                asyncio.run(upgrade(ws_uri(stack, "ws")))
+            with socket.create_connection(stack.sip, timeout=10) as tcp:
+                with contextlib.suppress(ConnectionError):
+                    assert tcp.recv(1) == b""  # closed at accept (RST)
+            with pytest.raises((ssl.SSLError, OSError)):
+                SipClient(("127.0.0.1", port(stack, "tls")), "tls", tls_context=client_tls)
+            wait_until(lambda: refused() >= 3, 10, "three refusals")
+        finally:
+            for sock in stalled:
+                sock.close()
+        wait_until(lambda: slots() == 0, 10, "the slots given back")
+
+        # The same address is served again.
+        async def options_over_ws() -> int:
+            async with await open_ws(stack, "ws", client_tls) as websocket:
+                user = WsUser(websocket, "ws")
+                request = user.request("OPTIONS", "sip:127.0.0.1", [], from_uri="sip:a@b")
+                return (await user.transact(request)).status
+
+        assert asyncio.run(options_over_ws()) == 200

@@ -216,10 +216,14 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
     edge = Edge(settings, producer)
     metrics.watch_consumer(consumer)
 
+    limits = TcpLimits.of(settings)
+    slots = SharedSlots.of(limits)  # one connection cap over every transport
+
     async def in_flight() -> None:
         metrics.SIP_TRANSACTIONS_IN_FLIGHT.labels("server").set(edge.transactions.unanswered())
         metrics.SIP_TRANSACTIONS_IN_FLIGHT.labels("client").set(len(edge.client_transactions))
         metrics.TCP_CONNECTIONS.set(len(edge.tcp) if edge.tcp is not None else 0)
+        metrics.CONNECTION_SLOTS.set(len(slots.connections))
         for transport in ("tcp", "tls", "ws", "wss"):
             connections = edge.connections(transport)
             count = len(connections) if connections is not None else 0
@@ -227,8 +231,6 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
 
     metrics.on_scrape(in_flight)
     edge.udp = UdpEndpoint(udp_sock, edge.message_received)
-    limits = TcpLimits.of(settings)
-    slots = SharedSlots.of(limits)  # one connection cap over every transport
     edge.tcp = TcpConnections(edge.message_received, limits, slots=slots)
     edge.tls = TcpConnections(
         edge.message_received,
