@@ -25,6 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
 from presence.local_ca import LocalCa, ensure, issue, write_pair
+from presence.sip.framing import StreamFramer
 from presence.sip.message import SipRequest, SipResponse, make_response, parse_via
 from presence.sip.parser import parse_message, serialize
 
@@ -63,6 +64,9 @@ def secure_stack(test_database: str, local_ca: LocalCa) -> Iterator[Stack]:
         PRESENCE_FORCE_ACTIVE="1",
         PRESENCE_TLS_CERT=str(local_ca.server_cert),
         PRESENCE_TLS_KEY=str(local_ca.server_key),
+        # Trusted for the edge's outgoing TLS connections too (NOTIFYs to sips: and
+        # ;transport=tls targets); clients without certificates are still served.
+        PRESENCE_TLS_CLIENT_CA=str(local_ca.ca_cert),
         PRESENCE_SIP_HANDSHAKE_TIMEOUT_MS=str(HANDSHAKE_TIMEOUT_MS),
     ) as running:
         yield running
@@ -141,6 +145,95 @@ def test_tls_subscribe_publish_and_notify_over_the_same_connection(
     finally:
         watcher.close()
         publisher.close()
+
+
+class TlsTarget:
+    """A watcher's (or its proxy's) own TLS listener: the edge must connect to it."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(cert, key)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(15)
+        self.port = self.listener.getsockname()[1]
+
+    def next_notify(self) -> tuple[SipRequest, ssl.SSLSocket]:
+        """Accept the edge's connection and read one request from it."""
+        raw, _ = self.listener.accept()
+        connection = self.context.wrap_socket(raw, server_side=True)
+        connection.settimeout(15)
+        framer = StreamFramer()
+        while True:
+            data = connection.recv(65536)
+            assert data, "the edge closed the connection before a NOTIFY"
+            for item in framer.feed(data):
+                if isinstance(item, bytes):
+                    message = parse_message(item, datagram=False)
+                    assert isinstance(message, SipRequest)
+                    return message, connection
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def subscribe_via(stack: Stack, presentity: str, record_route: str) -> SipResponse:
+    watcher = SipClient(stack.sip, "udp")
+    try:
+        request = watcher.request(
+            "SUBSCRIBE",
+            presentity,
+            [
+                ("Event", "presence"),
+                ("Expires", "600"),
+                ("Contact", f"<sip:w@127.0.0.1:{watcher.local_port}>"),
+                ("Record-Route", record_route),
+            ],
+        )
+        return watcher.transact(request)
+    finally:
+        watcher.close()
+
+
+def test_a_notify_to_a_tls_route_opens_a_verified_tls_connection(
+    secure_stack: Stack, local_ca: LocalCa
+) -> None:
+    target = TlsTarget(local_ca.server_cert, local_ca.server_key)  # names 127.0.0.1, localhost
+    try:
+        presentity = f"sip:routed-{secrets.token_hex(4)}@127.0.0.1"
+        route = f"<sips:127.0.0.1:{target.port};lr>"  # verified against the IP SAN
+        assert subscribe_via(secure_stack, presentity, route).status == 200
+        notify, connection = target.next_notify()
+        with connection:
+            assert notify.method == "NOTIFY"
+            assert parse_via(notify.headers.get_all("Via")[0]).transport.upper() == "TLS"
+            connection.sendall(serialize(make_response(notify, 200)))
+    finally:
+        target.close()
+
+
+def test_a_notify_to_an_unverifiable_tls_target_fails_and_is_reported(
+    secure_stack: Stack, tmp_path: Path
+) -> None:
+    stranger = ensure(tmp_path / "stranger-ca")  # a CA the edge does not trust
+    target = TlsTarget(stranger.server_cert, stranger.server_key)
+    before = metric_samples(secure_stack, "sip-edge", "presence_sip_notify_outcomes_total").get(
+        'event="presence",outcome="transport_error"', 0.0
+    )
+    try:
+        presentity = f"sip:forged-{secrets.token_hex(4)}@127.0.0.1"
+        route = f"<sip:127.0.0.1:{target.port};transport=tls;lr>"
+        assert subscribe_via(secure_stack, presentity, route).status == 200
+        raw, _ = target.listener.accept()  # the edge connects, then refuses our certificate
+        with raw, pytest.raises((ssl.SSLError, OSError)):
+            target.context.wrap_socket(raw, server_side=True).recv(1)
+
+        def transport_errors() -> float:
+            samples = metric_samples(secure_stack, "sip-edge", "presence_sip_notify_outcomes_total")
+            return samples.get('event="presence",outcome="transport_error"', 0.0)
+
+        wait_until(lambda: transport_errors() >= before + 1, 10, "a 503 Transport Error")
+    finally:
+        target.close()
 
 
 def test_a_stalled_tls_handshake_is_closed_in_time_and_counted(secure_stack: Stack) -> None:
