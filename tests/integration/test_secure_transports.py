@@ -363,6 +363,9 @@ async def test_websocket_register_publish_subscribe_and_notify(
         bare = bare.replace(b"Content-Length: 0\r\n", b"")
         assert b"Content-Length" not in bare
         assert (await user.transact(bare)).status == 200
+        # A keep-alive ping (SIP.js sends one) gets its pong, as on a stream.
+        await websocket.send("\r\n\r\n")
+        assert await asyncio.wait_for(websocket.recv(), 10) == "\r\n"
         register = await user.transact(
             user.request(
                 "REGISTER",

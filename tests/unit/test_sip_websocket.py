@@ -9,6 +9,7 @@ from websockets.http11 import Response
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
+from presence.sip.framing import KEEPALIVE
 from presence.sip.websocket import Closed, Opened, Refused, SipWebSocket
 
 OPTIONS = (
@@ -128,3 +129,12 @@ def test_close_sends_going_away() -> None:
     server.close()
     back(server, peer)
     assert peer.close_rcvd is not None and peer.close_rcvd.code == 1001
+
+
+def test_a_crlf_message_is_a_keepalive_and_a_lone_crlf_is_dropped() -> None:
+    server, peer = SipWebSocket(), client(["sip"])
+    opened(peer, server)
+    peer.send_text(b"\r\n\r\n")
+    peer.send_text(b"\r\n")
+    peer.send_text(OPTIONS)
+    assert carry(peer, server) == [KEEPALIVE, OPTIONS]

@@ -7,6 +7,10 @@ required (an upgrade without it is refused with 400, §4.1: the server must not
 pick another), and each WebSocket message carries exactly one SIP message
 (§5.1), text or binary; what we send goes as a text frame when it is UTF-8.
 
+A message of nothing but line ends is a keep-alive, as on a stream (RFC 5626
+§3.5.1; SIP.js sends one when `keepAliveInterval` is set): "\r\n\r\n" is a ping
+(KeepAlive: answer "\r\n"), other line ends are dropped.
+
 A message over `max_message_bytes` (counted over all its fragments) closes the
 connection with 1009, as a stream whose message is too large is closed.
 """
@@ -22,6 +26,8 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
+
+from presence.sip.framing import KEEPALIVE, KeepAlive
 
 __all__ = ["Closed", "Opened", "Refused", "SipWebSocket"]
 
@@ -54,7 +60,7 @@ class Closed:
     detail: str = ""
 
 
-Item = bytes | Opened | Refused | Closed
+Item = bytes | KeepAlive | Opened | Refused | Closed
 
 
 class SipWebSocket:
@@ -122,6 +128,10 @@ class SipWebSocket:
                         self._finished = True
                         items.append(Closed("protocol_error", "text message not UTF-8"))
                         break
+                    if not message.strip(b"\r\n"):
+                        if message == b"\r\n\r\n":
+                            items.append(KEEPALIVE)
+                        continue
                     items.append(message)
         if (
             self._protocol.state is State.CONNECTING

@@ -401,7 +401,9 @@ class Edge:
             return False
         try:
             server_name = transaction.context.get("server_name")
-            await connections.send(transaction.data, address, str(server_name))
+            await connections.send(
+                transaction.data, address, server_name if isinstance(server_name, str) else None
+            )
         except FlowFailed as error:
             # A WebSocket watcher is reachable over its own connection only (RFC 7118);
             # it is gone, and so is this dialog's way to it (RFC 5626 §5.3: 430).
