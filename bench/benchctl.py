@@ -198,7 +198,9 @@ def report(out: Path, work: Path, meta: list[str]) -> None:
     """One JSON file per run (from the parts in `work`), and the handful of numbers
     worth reading on a terminal."""
     result: dict[str, Any] = dict(item.split("=", 1) for item in meta)
-    for part in ("parse", "publish", "breakdown", "fanout", "throughput_1", "throughput_3"):
+    for part in (
+        "parse", "publish", "breakdown", "fanout", "throughput_1", "throughput_3", "overload",
+    ):  # fmt: skip
         path = work / f"{part}.json"
         result[part] = json.loads(path.read_text()) if path.exists() else None
     # compare-SERVER-PART.json: the side-by-side parts, by server.
@@ -249,6 +251,10 @@ def report(out: Path, work: Path, meta: list[str]) -> None:
         from compare import print_table  # imports this module: only when needed
 
         print_table(result["compare"], result)
+    if result["overload"]:
+        from overload_bench import print_summary  # only when the part ran
+
+        print_summary(result["overload"])
     print(f"  results: {out}")
 
 

@@ -113,6 +113,14 @@ def percentile(sorted_values: list[float], fraction: float) -> float | None:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    sending_done = asyncio.Event()
+    cpu = None
+    if args.cpu:
+        # Imported only here: notify_bench imports the project's SIP package.
+        from notify_bench import cpu_window
+
+        # From the second second (warm-up) to the last send.
+        cpu = asyncio.create_task(cpu_window(dict(args.cpu), time.perf_counter() + 1, sending_done))
     loop = asyncio.get_running_loop()
     transport, results = await loop.create_datagram_endpoint(
         Results, local_addr=("127.0.0.1", 0), remote_addr=(args.host, args.port)
@@ -135,6 +143,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         results.sent_at[call_id.encode()] = sent
         transport.sendto(publish(user, call_id, f"z9hG4bK-{run_id}-{n}", local))
     send_time = time.perf_counter() - start
+    sending_done.set()
+    cpu_used = await cpu if cpu is not None else None
     try:
         await asyncio.wait_for(results.done.wait(), args.timeout)
     except TimeoutError:
@@ -150,7 +160,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     timeline = [percentile(sorted(v), 0.5) for _, v in sorted(by_second.items())]
     ok = results.statuses.get(200, 0)
+    if cpu_used is not None:
+        # What one PUBLISH costs each process, at this steady rate.
+        per = {
+            name: round(pct * 10 / args.rate, 3)
+            for name, pct in cpu_used["pct_of_one_core"].items()
+        }
+        cpu_used["ms_per_publish"] = per
+        # The server side in all: every listed process but the load generator.
+        cpu_used["server_ms_per_publish"] = round(
+            sum(v for k, v in per.items() if k not in ("load-generator", "other (not listed)")), 3
+        )
     return {
+        "cpu": cpu_used,
         "target_rate": args.rate,
         "duration_s": args.duration,
         "users": args.users,
@@ -187,7 +209,12 @@ def main() -> None:
         help="seconds to wait for final responses after the last send",
     )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument(
+        "--cpu", action="append", default=[], metavar="NAME=PID",
+        help="a process whose CPU (with its children) to measure while sending",
+    )  # fmt: skip
     args = parser.parse_args()
+    args.cpu = [(name, int(pid)) for name, _, pid in (v.partition("=") for v in args.cpu)]
     if args.host != "127.0.0.1":
         sys.exit("--host: this benchmark sends only to 127.0.0.1")
     if not (0 < args.duration <= MAX_DURATION and 0 < args.rate <= MAX_RATE):
@@ -217,6 +244,9 @@ def main() -> None:
         "p50 ms by second of sending: "
         + " ".join("-" if v is None else f"{v:.0f}" for v in report["p50_ms_by_second"])
     )
+    if report["cpu"]:
+        per = report["cpu"]["ms_per_publish"]
+        print("CPU ms per PUBLISH: " + ", ".join(f"{k} {v:g}" for k, v in per.items()))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     if report["ok_200"] != report["sent"]:

@@ -7,7 +7,7 @@
 # namespace, so a running `make run` is neither used nor disturbed.
 # Results: var/bench/<UTC timestamp>.json.
 #
-# Environment: BENCH_PARTS (parse,publish,fanout,throughput; "throughput" is both
+# Environment: BENCH_PARTS (parse,publish,fanout,throughput,compare,overload; "throughput" is both
 # throughput1 and throughput3, which can also be named alone), BENCH_RATE (PUBLISH/s,
 # 200), BENCH_DURATION (s, 30), BENCH_USERS (1000), BENCH_WATCHERS (dialogs of the
 # NOTIFY parts, 1000), BENCH_CHANGES (fan-out changes, one every 2 s, 10),
@@ -39,6 +39,13 @@
 # BENCH_COMPARE_CHANGES (fan-out changes, one every 2 s, 5); Kamailio's own in
 # scripts/kamailio.sh (KAMAILIO_CHILDREN, KAMAILIO_SUBS_DB_MODE). sipp's files of every
 # step stay in var/bench/<timestamp>-compare/.
+#
+# The part "overload" (bench/overload_bench.py) sends half the sustainable PUBLISH rate
+# for 10 s, BENCH_OVERLOAD_FACTOR (2) times it for BENCH_OVERLOAD_SECONDS (30), then
+# half again for 20 s, from clients that retransmit as RFC 3261 says, and checks that
+# what is refused is refused early with 503 and never applied, and how soon latency is
+# normal again. The sustainable rate: BENCH_OVERLOAD_RATE, else this run's PUBLISH
+# search result (compare), else 300/s.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 S="$REPO_ROOT/scripts"
@@ -54,15 +61,17 @@ BENCH_CHANGES="${BENCH_CHANGES:-10}"
 BENCH_PRESENTITIES="${BENCH_PRESENTITIES:-200}"
 BENCH_NOTIFY_RATE="${BENCH_NOTIFY_RATE:-200}"
 BENCH_NOTIFY_DURATION="${BENCH_NOTIFY_DURATION:-20}"
-BENCH_PARTS="${BENCH_PARTS:-parse,publish,fanout,throughput,compare}"
+BENCH_PARTS="${BENCH_PARTS:-parse,publish,fanout,throughput,compare,overload}"
 BENCH_REDIS_DB="${BENCH_REDIS_DB:-9}"
 BENCH_DB="${BENCH_DB:-presence_bench}"
 BENCH_PROFILE="${BENCH_PROFILE:-0}"
 PARTS=",${BENCH_PARTS// /},"
 PARTS="${PARTS//,throughput,/,throughput1,throughput3,}"
 for part in ${PARTS//,/ }; do
-    case "$part" in parse|publish|fanout|throughput1|throughput3|compare) ;; *) die "BENCH_PARTS: unknown part '$part'" ;; esac
+    case "$part" in parse|publish|fanout|throughput1|throughput3|compare|overload) ;; *) die "BENCH_PARTS: unknown part '$part'" ;; esac
 done
+BENCH_OVERLOAD_FACTOR="${BENCH_OVERLOAD_FACTOR:-2}"
+BENCH_OVERLOAD_SECONDS="${BENCH_OVERLOAD_SECONDS:-30}"
 BENCH_COMPARE_SERVERS="${BENCH_COMPARE_SERVERS:-ours,kamailio}"
 BENCH_COMPARE_STEP_SECONDS="${BENCH_COMPARE_STEP_SECONDS:-8}"
 BENCH_COMPARE_COOLDOWN="${BENCH_COMPARE_COOLDOWN:-3}"
@@ -234,8 +243,13 @@ if has_part publish; then
             profilers+=($!)
         done
     fi
+    cpu=()
+    for name in "${service_order[@]}"; do cpu+=(--cpu "$name=${service_pid[$name]}"); done
+    for part_name in kafka postgres redis; do
+        pid_alive "$part_name" && cpu+=(--cpu "$part_name=$(cat "$RUN_DIR/$part_name.pid")")
+    done
     "$PY" "$REPO_ROOT/bench/publish_bench.py" --port "$SIP_PORT" --rate "$BENCH_RATE" \
-        --duration "$BENCH_DURATION" --users "$BENCH_USERS" --json "$WORK/publish.json" \
+        --duration "$BENCH_DURATION" --users "$BENCH_USERS" --json "$WORK/publish.json" "${cpu[@]}" \
         || failures+=("publish_bench (exit $?)")
     for pid in "${profilers[@]}"; do
         wait "$pid" || say "py-spy (pid $pid) failed, see $BENCH_LOGS/py-spy-*.log"
@@ -300,12 +314,12 @@ compare_server() {   # compare_server NAME PORT CPU_ARGS...: all compare parts a
         || failures+=("compare $server subscribe search (exit $?)")
     settle
     "$PY" "$REPO_ROOT/bench/compare.py" steady subscribe --rate "$BENCH_COMPARE_FLOW_RATE" --port "$port" \
-        --server "$server" --step-seconds "$BENCH_COMPARE_STEADY_DURATION" --out "$raw/subscribe-steady" \
+        --server "$server" --step-seconds "$BENCH_COMPARE_STEADY_DURATION" --out "$raw/subscribe-steady" "$@" \
         --json "$WORK/compare-$server-subscribe_steady.json" || failures+=("compare $server subscribe steady (exit $?)")
     settle
     # Every PUBLISH to a presentity of its own, as in the search.
     "$PY" "$REPO_ROOT/bench/publish_bench.py" --port "$port" --rate "$BENCH_COMPARE_STEADY_RATE" \
-        --duration "$BENCH_COMPARE_STEADY_DURATION" \
+        --duration "$BENCH_COMPARE_STEADY_DURATION" "$@" \
         --users "$(( ${BENCH_COMPARE_STEADY_RATE%.*} * ${BENCH_COMPARE_STEADY_DURATION%.*} ))" \
         --json "$WORK/compare-$server-steady.json" || failures+=("compare $server steady (exit $?)")
     settle
@@ -329,14 +343,38 @@ if compares ours; then
     # shellcheck disable=SC2046
     compare_server ours "$SIP_PORT" "${cpu[@]}" $(infra_cpu)
 fi
+
+# --- overload: a burst at twice the sustainable rate -------------------------------------
+# The sustainable rate is the one this run's PUBLISH search found for this project,
+# unless BENCH_OVERLOAD_RATE names one (or the search did not run: 300/s).
+if has_part overload; then
+    overload_rate="${BENCH_OVERLOAD_RATE:-}"
+    if [ -z "$overload_rate" ] && [ -f "$WORK/compare-ours-publish_search.json" ]; then
+        overload_rate="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["highest_clean_rate"] or "")' \
+            "$WORK/compare-ours-publish_search.json")"
+    fi
+    overload_rate="${overload_rate:-300}"
+    if [ "${#service_order[@]}" -ne 3 ]; then
+        stop_services
+        for name in $SERVICES; do start_service "$name"; done
+    fi
+    sleep "$BENCH_COMPARE_COOLDOWN"
+    "$PY" "$REPO_ROOT/bench/compare.py" settle --port "$SIP_PORT" || true
+    echo
+    "$PY" "$REPO_ROOT/bench/overload_bench.py" --port "$SIP_PORT" --rate "$overload_rate" \
+        --burst-factor "$BENCH_OVERLOAD_FACTOR" --burst-seconds "$BENCH_OVERLOAD_SECONDS" \
+        --db-url "$BENCH_DB_URL" --store-metrics "http://127.0.0.1:$STORE_HTTP/metrics" \
+        --json "$WORK/overload.json" || failures+=("overload_bench (exit $?)")
+fi
 stop_services
 if compares kamailio; then
     echo
     read -r KAMAILIO_PORT <<<"$("$PY" "$CTL" free-ports 1)"
     kamailio_started=1
     KAMAILIO_SIP_PORT="$KAMAILIO_PORT" "$S/kamailio.sh" start
-    # shellcheck disable=SC2046
-    compare_server kamailio "$KAMAILIO_PORT" --cpu "kamailio=$(cat "$RUN_DIR/kamailio.pid")" $(infra_cpu)
+    # Kamailio uses PostgreSQL only: the idle broker and Redis are not its cost.
+    compare_server kamailio "$KAMAILIO_PORT" --cpu "kamailio=$(cat "$RUN_DIR/kamailio.pid")" \
+        --cpu "postgres=$(cat "$RUN_DIR/postgres.pid")"
     "$S/kamailio.sh" stop
     kamailio_started=""
     COMPARE_META=("kamailio_version=$({ kamailio -v 2>/dev/null || true; } | head -n 1 | sed 's/^version: //')"

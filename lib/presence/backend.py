@@ -89,12 +89,14 @@ class Backend:
         )
         if give_up is not None:
             dead_letters.give_up = give_up
+        dead_letters.attempts = settings.record_attempts
         return consume_in_batches(
             self.consumer,
             handle,
             concurrency=concurrency,
             stopping=stopping,
             dead_letters=dead_letters,
+            commit_interval=settings.kafka_commit_interval_ms / 1000,
         )
 
     async def close(self) -> None:

@@ -116,6 +116,12 @@ NOTIFY_RETRANSMISSIONS = Counter(
     "NOTIFY retransmissions over UDP (Timer E)",
     ["event"],
 )
+OVERLOAD_REFUSALS = Counter(
+    "presence_sip_overload_refusals_total",
+    "Requests the edge answered 503 at once, before the bus, because its backlog of "
+    "requests waiting for the store was full (sip_edge.admission), by method",
+    ["method"],
+)
 INPUT_REFUSALS = Counter(
     "presence_sip_input_refusals_total",
     "Requests the edge refused with 400 before the bus because a header holds what the "

@@ -249,6 +249,17 @@ class Settings:
     # The largest watcherinfo document (RFC 3858) of a NOTIFY: a longer watcher list
     # is cut (pending watchers first, newest first), logged and counted.
     max_winfo_bytes: int = 61440
+    # How often presence-store and the notifier handle a record that fails for a
+    # reason of its own before they dead-letter it (presence.isolation); a
+    # dependency's outage is retried without limit.
+    record_attempts: int = 3
+    # --- Admission (sip_edge.admission) ---
+    # The edge answers a new request 503 at once (Retry-After) when its backlog of
+    # requests waiting for the store holds more than the store answered in the
+    # last edge_queue_delay_ms (by its reply rate over the last second), and at
+    # least edge_min_backlog: what would wait longer is refused before any work.
+    edge_queue_delay_ms: int = 250
+    edge_min_backlog: int = 100
     # --- NOTIFY delivery and TCP connections (resource bounds) ---
     # Milliseconds a NOTIFY may wait for its next hop's TCP connect (it then ends as
     # 408, like an unanswered one) and for a name lookup (408 too).
@@ -349,6 +360,10 @@ class Settings:
     # record (presence.kafka): longer means fewer empty round trips when idle, but a
     # partition left out of the parked fetch waits up to this long for its next record.
     kafka_fetch_wait_ms: int = 100
+    # presence-store's and the notifier's offset commits (made beside their consumer
+    # loop, after the database commit): at most one per this many ms. A crash
+    # redelivers what was handled since the last one (the handlers are idempotent).
+    kafka_commit_interval_ms: int = 100
     redis_url: str = "redis://127.0.0.1:16379/0"
     http_host: str = "127.0.0.1"
     edge_http_port: int = 18081
@@ -481,6 +496,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     # after JSON escaping (at most doubling: quotes, tabs and line ends).
     "max_document_bytes": _integer(1024, MAX_BODY_BYTES),
     "max_winfo_bytes": _integer(1024, MAX_BODY_BYTES),
+    "record_attempts": _integer(1, 100),
+    "edge_queue_delay_ms": _integer(10, 60_000),
+    "edge_min_backlog": _integer(1, 1_000_000),
     "notify_connect_timeout_ms": _integer(100, 60_000),
     "notify_dns_timeout_ms": _integer(100, 60_000),
     "notify_dns_workers": _integer(1, 256),
@@ -519,6 +537,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "kafka_partitions": _integer(1, 1000),
     "kafka_namespace": _topic_part,
     "kafka_fetch_wait_ms": _integer(1, 1000),
+    "kafka_commit_interval_ms": _integer(0, 10_000),
     "redis_url": _url("redis", "rediss", "unix"),
     "http_host": _host,
     "edge_http_port": _integer(1, 65535),

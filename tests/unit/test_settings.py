@@ -226,3 +226,21 @@ def test_trusted_proxies_may_be_known_by_their_client_certificates() -> None:
     mutual.check_authentication()  # no PRESENCE_TRUSTED_PROXIES needed
     with pytest.raises(SettingsError, match="PRESENCE_TRUSTED_PROXIES: must be set"):
         load({"PRESENCE_AUTH": "trusted-proxy"}).check_authentication()
+
+
+def test_record_attempts_and_admission_settings() -> None:
+    from presence.settings import SettingsError, load
+
+    settings = load({})
+    assert (settings.record_attempts, settings.edge_queue_delay_ms, settings.edge_min_backlog) == (
+        3, 250, 100,
+    )  # fmt: skip
+    settings = load({"PRESENCE_RECORD_ATTEMPTS": "5", "PRESENCE_EDGE_MIN_BACKLOG": "20"})
+    assert (settings.record_attempts, settings.edge_min_backlog) == (5, 20)
+    for name, value in (("PRESENCE_RECORD_ATTEMPTS", "0"), ("PRESENCE_EDGE_QUEUE_DELAY_MS", "5")):
+        try:
+            load({name: value})
+        except SettingsError as error:
+            assert str(error).startswith(name)
+        else:
+            raise AssertionError(f"{name}={value} accepted")

@@ -8,11 +8,14 @@ from lxml import etree
 from presence.xcap_selectors import (
     XCAP_ATT,
     XCAP_EL,
+    XCAP_NS,
     SelectorError,
     XcapConflict,
+    closest_ancestor,
     delete_node,
     get_node,
     parse_selector,
+    put_attribute,
     put_element,
 )
 
@@ -33,9 +36,26 @@ def selector(path: str, query: str = BIND):  # type: ignore[no-untyped-def]
 def test_get_an_element_by_attribute_and_by_position() -> None:
     media_type, body = get_node(DOCUMENT, selector('cr:ruleset/cr:rule[@id="b"]')) or ("", b"")
     assert media_type == XCAP_EL
-    assert etree.fromstring(body).get("id") == "b"
+    # As written in the document: no namespace declarations of its ancestors (§8.3).
+    assert body == (
+        b'<cr:rule id="b"><cr:actions><pr:sub-handling>block</pr:sub-handling>'
+        b"</cr:actions></cr:rule>"
+    )
     _, second = get_node(DOCUMENT, selector("cr:ruleset/cr:rule[2]")) or ("", b"")
     assert second == body
+
+
+def test_an_element_keeps_the_declarations_it_makes_itself() -> None:
+    document = f'<ruleset xmlns="{CP}"><rule id="a" xmlns:x="urn:x"><x:y/></rule></ruleset>'
+    found = get_node(document.encode(), selector("ruleset/rule"))
+    assert found == (XCAP_EL, b'<rule xmlns:x="urn:x" id="a"><x:y/></rule>')
+
+
+def test_namespace_bindings_in_scope() -> None:
+    found = get_node(DOCUMENT, selector("cr:ruleset/cr:rule[1]/namespace::*"))
+    assert found is not None and found[0] == XCAP_NS
+    bindings = etree.fromstring(found[1])
+    assert bindings.nsmap == {"cr": CP, "pr": PR} and len(bindings) == 0
 
 
 def test_unprefixed_steps_are_in_the_default_namespace_and_ids_may_hold_slashes() -> None:
@@ -54,8 +74,12 @@ def test_a_selector_matching_none_or_several_selects_nothing() -> None:
     assert get_node(DOCUMENT, selector("cr:other")) is None
 
 
+def test_position_zero_is_grammatical_and_selects_nothing() -> None:
+    assert get_node(DOCUMENT, selector("cr:ruleset/*[0]")) is None
+
+
 @pytest.mark.parametrize(
-    "path", ["", "x:ruleset", "cr:ruleset/cr:rule[0]", "cr:ruleset/cr:rule[last()]", "@id", "a b"]
+    "path", ["", "x:ruleset", "cr:ruleset/cr:rule[last()]", "@id", "a b", "namespace::*"]
 )
 def test_unsupported_selectors_are_refused(path: str) -> None:
     with pytest.raises(SelectorError):
@@ -63,7 +87,7 @@ def test_unsupported_selectors_are_refused(path: str) -> None:
 
 
 def test_put_replaces_an_existing_element() -> None:
-    new_rule = f'<cr:rule xmlns:cr="{CP}" id="b"><cr:actions/></cr:rule>'.encode()
+    new_rule = b'<cr:rule id="b"><cr:actions/></cr:rule>'  # cr: bound by the document
     changed, created = put_element(DOCUMENT, selector('cr:ruleset/cr:rule[@id="b"]'), new_rule)
     assert not created
     root = etree.fromstring(changed)
@@ -72,7 +96,7 @@ def test_put_replaces_an_existing_element() -> None:
 
 
 def test_put_creates_a_missing_element_under_its_parent() -> None:
-    new_rule = f'<rule xmlns="{CP}" id="c"/>'.encode()
+    new_rule = f'<rule xmlns="{CP}" id="c"/>'.encode()  # its own declaration works too
     changed, created = put_element(DOCUMENT, selector('cr:ruleset/cr:rule[@id="c"]'), new_rule)
     assert created
     assert [rule.get("id") for rule in etree.fromstring(changed)] == ["a/1", "b", "c"]
@@ -89,6 +113,76 @@ def test_put_refuses_what_cannot_hold() -> None:
     with pytest.raises(XcapConflict) as broken:
         put_element(DOCUMENT, selector('cr:ruleset/cr:rule[@id="c"]'), b"<cr:rule")
     assert broken.value.tag == "not-xml-frag"
+    with pytest.raises(XcapConflict) as two:
+        put_element(DOCUMENT, selector('cr:ruleset/cr:rule[@id="c"]'), rule_c + rule_c)
+    assert two.value.tag == "not-xml-frag"
+    with pytest.raises(XcapConflict) as unbound:  # q: is bound nowhere
+        put_element(DOCUMENT, selector('cr:ruleset/cr:rule[@id="c"]'), b'<q:rule id="c"/>')
+    assert unbound.value.tag == "not-xml-frag"
+
+
+def test_an_unqualified_body_takes_the_documents_default_namespace() -> None:
+    document = f'<ruleset xmlns="{CP}"><rule id="a"/><rule id="b"/></ruleset>'.encode()
+    changed, created = put_element(document, selector('ruleset/rule[@id="c"]'), b'<rule id="c"/>')
+    assert created
+    assert [etree.QName(rule).namespace for rule in etree.fromstring(changed)] == [CP] * 3
+
+
+SIBLINGS = f"""<ruleset xmlns="{CP}" xmlns:x="urn:x">
+  <rule id="a"/><rule id="b"/><x:other/>
+</ruleset>""".encode()
+
+
+def ids(document: bytes) -> list[str]:
+    return [child.get("id") or etree.QName(child).localname for child in etree.fromstring(document)]
+
+
+def test_a_new_element_goes_after_its_last_namesake() -> None:
+    changed, _ = put_element(SIBLINGS, selector('ruleset/rule[@id="c"]'), b'<rule id="c"/>')
+    assert ids(changed) == ["a", "b", "c", "other"]
+
+
+def test_an_element_is_created_by_position() -> None:
+    changed, created = put_element(SIBLINGS, selector("ruleset/rule[3]"), b'<rule id="c"/>')
+    assert created and ids(changed) == ["a", "b", "c", "other"]
+    changed, created = put_element(SIBLINGS, selector("ruleset/*[4]"), b'<rule id="d"/>')
+    assert created and ids(changed) == ["a", "b", "other", "d"]
+    for unsatisfiable in ("ruleset/rule[0]", "ruleset/rule[5]", "ruleset/*[0]"):
+        with pytest.raises(XcapConflict) as refused:
+            put_element(SIBLINGS, selector(unsatisfiable), b'<rule id="e"/>')
+        assert refused.value.tag == "cannot-insert"
+
+
+def test_an_element_is_created_by_attribute_predicate() -> None:
+    changed, created = put_element(SIBLINGS, selector('ruleset/*[@id="c"]'), b'<rule id="c"/>')
+    assert created and ids(changed) == ["a", "b", "c", "other"]
+    with pytest.raises(XcapConflict) as refused:  # the body's id is not the URI's
+        put_element(SIBLINGS, selector('ruleset/*[@id="c"]'), b'<rule id="d"/>')
+    assert refused.value.tag == "cannot-insert"
+
+
+def test_no_parent_names_the_closest_ancestor() -> None:
+    missing = selector('cr:ruleset/cr:rule[@id="b"]/cr:conditions/cr:identity')
+    assert closest_ancestor(DOCUMENT, missing) == 'cr:ruleset/cr:rule[@id="b"]'
+    assert closest_ancestor(DOCUMENT, selector("cr:other/cr:rule")) == ""
+
+
+def test_attributes_are_put_as_attribute_values() -> None:
+    changed, created = put_attribute(DOCUMENT, selector("cr:ruleset/cr:rule[2]/@id"), b"c&amp;d")
+    assert not created and etree.fromstring(changed)[1].get("id") == "c&d"
+    assert get_node(changed, selector("cr:ruleset/cr:rule[2]/@id")) == (XCAP_ATT, b"c&amp;d")
+    changed, created = put_attribute(DOCUMENT, selector("cr:ruleset/cr:rule[2]/@x"), b"1")
+    assert created and etree.fromstring(changed)[1].get("x") == "1"
+    for bad in (b'a"b', b"a<b", b"a&b", b"\xff"):
+        with pytest.raises(XcapConflict) as refused:
+            put_attribute(DOCUMENT, selector("cr:ruleset/cr:rule[2]/@x"), bad)
+        assert refused.value.tag == "not-xml-att-value"
+    with pytest.raises(XcapConflict) as moved:  # the URI would no longer select it
+        put_attribute(DOCUMENT, selector('cr:ruleset/cr:rule[@id="b"]/@id'), b"z")
+    assert moved.value.tag == "cannot-insert"
+    with pytest.raises(XcapConflict) as orphan:
+        put_attribute(DOCUMENT, selector("cr:ruleset/cr:rule[3]/@id"), b"z")
+    assert orphan.value.tag == "no-parent"
 
 
 def test_delete_an_element_or_an_attribute() -> None:
@@ -100,3 +194,10 @@ def test_delete_an_element_or_an_attribute() -> None:
     assert delete_node(DOCUMENT, selector('cr:ruleset/cr:rule[@id="zzz"]')) is None
     with pytest.raises(XcapConflict):
         delete_node(DOCUMENT, selector("cr:ruleset"))
+
+
+def test_deleting_what_the_uri_would_still_select_is_refused() -> None:
+    with pytest.raises(XcapConflict) as refused:  # rule[1] would then be the second rule
+        delete_node(DOCUMENT, selector("cr:ruleset/cr:rule[1]"))
+    assert refused.value.tag == "cannot-delete"
+    assert delete_node(DOCUMENT, selector("cr:ruleset/cr:rule[2]")) is not None

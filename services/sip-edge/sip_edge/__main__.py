@@ -8,11 +8,13 @@ import itertools
 import logging
 import resource
 import socket
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
-from presence import events, metrics, service
+from presence import events, isolation, metrics, service
 from presence.health import make_health_app
 from presence.kafka import bus_ready, ensure_topics, start_consumer, start_producer
 from presence.logs import correlated, from_kafka_headers
@@ -30,7 +32,47 @@ BUS_CHECK_INTERVAL = 1.0
 INBOX_FETCH_WAIT_MS = 500
 
 
-async def consume_inbox(consumer: AIOKafkaConsumer, edge: Edge, inbox: str) -> None:
+# What the inbox loop does with a record it could not handle (edge.on_inbox_event
+# raised, or it is undecodable): keep it for operators, never hold up the others.
+InboxGiveUp = Callable[[ConsumerRecord[bytes, bytes], str], Awaitable[None]]
+
+
+async def _log_only(record: ConsumerRecord[bytes, bytes], error: str) -> None:
+    return None
+
+
+def inbox_dead_letters(producer: AIOKafkaProducer, topic: str) -> InboxGiveUp:
+    """Put an inbox record the edge could not handle on the dead-letters topic (as
+    the store and notifier do with theirs; presence.isolation). Handling it again
+    would fail again: the edge's handling has no dependency that could be down. The
+    send is not awaited: after a crash the record is read and dead-lettered again."""
+
+    async def give_up(record: ConsumerRecord[bytes, bytes], error: str) -> None:
+        letter = isolation.dead_letter(
+            service="sip-edge",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            error=error,
+            attempts=1,
+            failed_at=time.time(),
+            correlation_id=from_kafka_headers(record.headers) or "",
+        )
+        try:
+            await producer.send(topic, events.encode(letter), key=record.key)
+        except Exception as failure:
+            log.error("inbox record %s: dead letter not sent: %s", record.offset, failure)
+            return
+        metrics.DEAD_LETTERS.labels("sip-edge", record.topic).inc()
+
+    return give_up
+
+
+async def consume_inbox(
+    consumer: AIOKafkaConsumer, edge: Edge, inbox: str, give_up: InboxGiveUp = _log_only
+) -> None:
     """Replies and NOTIFY requests addressed to this edge replica. The committed
     position stops at the oldest NOTIFY not yet finished (sip_edge.inbox). A
     failure (Kafka unreachable, a rebalance during a commit) is retried after a
@@ -46,7 +88,7 @@ async def consume_inbox(consumer: AIOKafkaConsumer, edge: Edge, inbox: str) -> N
                 batch = await consumer.getmany(timeout_ms=1000, max_records=500)
                 for records in batch.values():
                     for index, record in enumerate(records):
-                        await handle_inbox_record(edge, record.value, record.offset, record.headers)
+                        await handle_inbox_record(edge, record, give_up)
                         if index % 16 == 15:
                             # Let the sockets in: the answers to these NOTIFYs are arriving.
                             await asyncio.sleep(0)
@@ -64,22 +106,24 @@ async def consume_inbox(consumer: AIOKafkaConsumer, edge: Edge, inbox: str) -> N
 
 
 async def handle_inbox_record(
-    edge: Edge, value: bytes | None, offset: int, headers: Sequence[tuple[str, bytes]]
+    edge: Edge, record: ConsumerRecord[bytes, bytes], give_up: InboxGiveUp
 ) -> None:
     try:
-        event = events.decode(value or b"")
+        event = events.decode(record.value or b"")
     except events.EventDecodeError as error:
-        log.error("skipping undecodable inbox record %s: %s", offset, error)
+        log.error("skipping undecodable inbox record %s: %s", record.offset, error)
+        await give_up(record, f"undecodable: {error}")
     else:
         # The NOTIFY or reply is handled under the id of what caused it.
-        with correlated(from_kafka_headers(headers)):
+        with correlated(from_kafka_headers(record.headers)):
             try:
-                await edge.on_inbox_event(event, offset)
-            except Exception:
+                await edge.on_inbox_event(event, record.offset)
+            except Exception as error:
                 # One record that cannot be handled must not cost the
                 # rest of the batch (they are not fetched again).
-                log.exception("inbox record %s not handled", offset)
-    edge.inbox.consumed(offset)
+                log.exception("inbox record %s not handled", record.offset)
+                await give_up(record, isolation.describe(error))
+    edge.inbox.consumed(record.offset)
 
 
 async def commit_inbox_behind(
@@ -260,7 +304,9 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
         assert connections is not None
         await connections.serve(sock)
     tasks = [
-        asyncio.create_task(consume_inbox(consumer, edge, inbox)),
+        asyncio.create_task(
+            consume_inbox(consumer, edge, inbox, inbox_dead_letters(producer, topics.dead_letters))
+        ),
         asyncio.create_task(run_timers(edge)),
         asyncio.create_task(watch_bus(producer, edge)),
     ]

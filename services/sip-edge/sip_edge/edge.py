@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import random
 import re
 import secrets
 import socket
@@ -36,6 +37,7 @@ from presence.sip.message import (
 from presence.sip.parser import parse_message, serialize
 from presence.sip.routing import response_address, stamp_via
 from presence.topics import Topics
+from sip_edge.admission import Admission
 from sip_edge.authentication import authenticate
 from sip_edge.checks import LocalAnswer, check_request, input_defect, options_answer
 from sip_edge.client_transactions import ClientTransaction, ClientTransactions
@@ -75,6 +77,9 @@ TRYING_AFTER_UDP = 3.5
 # REPLY_DEADLINE: nothing could carry them to the store.
 BUS_DOWN = LocalAnswer(503, "Service Unavailable", [("Retry-After", "5")])
 SHUTTING_DOWN = LocalAnswer(503, "Shutting Down", [("Retry-After", "5")])
+# Retry-After of an overload refusal, drawn per request so that refused clients
+# do not all come back in the same second.
+OVERLOAD_RETRY_AFTER = (1, 5)
 # A password in a URI's user part (deprecated, RFC 3261 §19.1.1) never reaches a log.
 _URI_PASSWORD = re.compile(r"^(sips?:[^:@;]*):[^@]*@")
 
@@ -86,6 +91,10 @@ class Edge:
         self._producer = producer
         self._topics = Topics.of(settings)
         self.transactions = TransactionTable()
+        self.admission = Admission(
+            queue_delay=settings.edge_queue_delay_ms / 1000,
+            min_backlog=settings.edge_min_backlog,
+        )
         self.client_transactions = ClientTransactions(settings.sip_t1_ms / 1000)
         self.pacer = NotifyPacer(
             min_interval=settings.notify_min_interval, memory=64 * settings.sip_t1_ms / 1000
@@ -218,6 +227,12 @@ class Edge:
 
     def _forward(self, request: SipRequest, source: Source, request_id: str) -> None:
         """Put the request on the bus as its typed event (or answer what cannot be)."""
+        # This request's own transaction is already in the backlog count.
+        if not self.admission.admits(self.transactions.unanswered() - 1, time.monotonic()):
+            metrics.OVERLOAD_REFUSALS.labels(request.method).inc()
+            retry_after = str(random.randint(*OVERLOAD_RETRY_AFTER))
+            self._reply(request_id, LocalAnswer(503, "Overloaded", [("Retry-After", retry_after)]))
+            return
         translate = TRANSLATORS[request.method]
         strip_own_routes(request, self._own_addresses)
         now = time.time()
@@ -303,6 +318,7 @@ class Edge:
         """One inbox record; `offset` (its position) is kept until its NOTIFY is done
         with, so that the inbox is committed only past finished NOTIFYs."""
         if isinstance(event, events.SipReply):
+            self.admission.replied(time.monotonic())
             answer = LocalAnswer(event.status, event.reason, event.headers, event.to_tag)
             self._reply(event.request_id, answer)
         elif isinstance(event, events.NotifyRequest):
