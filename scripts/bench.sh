@@ -203,6 +203,8 @@ service_env=(
     PRESENCE_STORE_HTTP_PORT="$STORE_HTTP"
     PRESENCE_NOTIFIER_HTTP_PORT="$NOTIFIER_HTTP"
     PRESENCE_EDGE_ID=bench-edge
+    # TLS and WebSocket listeners: not measured here, and their default ports may be taken.
+    PRESENCE_SIP_WS_PORT=0
     PRESENCE_FORCE_ACTIVE=1
     PRESENCE_AUTH=none  # the protocol path itself; digest adds a challenge round trip
     PRESENCE_LOG_LEVEL="$BENCH_LOG_LEVEL"

@@ -19,6 +19,7 @@ from presence import metrics, service
 from presence.cache import connect_redis, redis_ready
 from presence.db import create_pool, database_ready
 from presence.health import make_health_app
+from presence.http_limits import CredentialsOverHttps
 from presence.kafka import (
     DeadLetters,
     EventHandler,
@@ -29,6 +30,7 @@ from presence.kafka import (
     start_producer,
 )
 from presence.settings import Settings
+from presence.tls import TlsConfigError, server_context
 from presence.topics import Topics, ensure_shared_topics
 
 log = logging.getLogger(__name__)
@@ -113,6 +115,7 @@ class Backend:
         port_variable: str,
         workers: list[Coroutine[Any, Any, None]],
         routers: tuple[APIRouter, ...] = (),
+        https_port: int = 0,
     ) -> None:
         """Run the workers and the health endpoints until SIGTERM; a worker that
         crashes ends the service loudly (its orchestrator restarts it)."""
@@ -125,19 +128,36 @@ class Backend:
         for router in routers:
             app.include_router(router)
         # The port first: if it is taken, nothing has started that would need stopping.
+        servers = []
         try:
-            http = await service.serve_http(app, settings.http_host, http_port, port_variable)
-        except service.StartupError:
+            https = bool(https_port and settings.tls_enabled)
+            plain = CredentialsOverHttps(app, https_port) if https else app
+            servers.append(
+                await service.serve_http(plain, settings.http_host, http_port, port_variable)
+            )
+            if https:
+                # The same endpoints over TLS (XCAP passwords, the admin token).
+                tls = server_context(settings)
+                servers.append(
+                    await service.serve_http(
+                        app, settings.http_host, https_port, "PRESENCE_STORE_HTTPS_PORT", tls
+                    )
+                )
+                log.info("HTTPS on %s:%s", settings.http_host, https_port)
+        except (service.StartupError, TlsConfigError) as error:
+            for server in servers:
+                server.should_exit = True
             for worker in workers:
                 worker.close()
-            raise
+            raise service.StartupError(str(error)) from None
         tasks = [asyncio.create_task(worker) for worker in workers]
         log.info("%s running", name)
         stop = asyncio.create_task(stopping.wait())
         done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
         crashed = [task for task in done if task is not stop]
         log.info("stopping")
-        http.should_exit = True
+        for server in servers:
+            server.should_exit = True
         # Consumers finish and commit the batch in hand (they watch `stopping`); what
         # is still running after the grace period (timers, a stuck batch) is cancelled.
         await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from presence.logs import parse_levels
+from presence.sip.message import parse_uri
 
 PREFIX = "PRESENCE_"
 # The highest PRESENCE_MAX_DOCUMENT_BYTES and PRESENCE_MAX_WINFO_BYTES accepted.
@@ -299,6 +300,24 @@ class Settings:
     # a SUBSCRIBE naming an address in them gets 403 "Notify Target Denied".
     notify_deny_networks: str = ""
 
+    # --- secure and web transports (TLS, WebSocket: RFC 7118) ---
+    # SIP over TLS; over WebSocket (ws://) and secure WebSocket (wss://). 0: no such
+    # listener. TLS and WSS listen only when a certificate is configured.
+    sip_tls_port: int = 5061
+    sip_ws_port: int = 5066
+    sip_wss_port: int = 7443
+    # PEM files: the server's certificate chain and its key (SIP over TLS and WSS,
+    # and presence-store's HTTPS); the CA whose client certificates identify trusted
+    # proxies (mutual TLS), which also verifies the edge's outgoing TLS connections.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    # Milliseconds an accepted connection may take for its TLS handshake and its
+    # WebSocket upgrade; then it is closed (counted).
+    sip_handshake_timeout_ms: int = 5000
+    # presence-store's HTTPS port (XCAP and admin API) when a certificate is set; 0: none.
+    store_https_port: int = 8443
+
     # --- privacy (RFC 5025) and XCAP ---
     # How a subscription ends when a rules change withdraws its permission: reason
     # "deactivated" (the watcher may re-subscribe at once) or "probation" (it should
@@ -390,6 +409,23 @@ class Settings:
         host = f"[{self.sip_host}]" if ":" in self.sip_host else self.sip_host
         return f"sip:{host}:{self.sip_port}"
 
+    def contact_uri_for(self, flow: str) -> str:
+        """The server's Contact for a dialog whose SUBSCRIBE came over `flow`
+        ("tls:…", "ws:…"): its in-dialog requests must come back over that kind of
+        transport (RFC 5630 §3.1.3, RFC 7118 §5.1), so the port and transport of
+        that listener; UDP and TCP dialogs get contact_uri."""
+        transport = flow.partition(":")[0]
+        port = {"tls": self.sip_tls_port, "ws": self.sip_ws_port, "wss": self.sip_wss_port}.get(
+            transport
+        )
+        if not port:
+            return self.contact_uri
+        if self.server_address:
+            host = parse_uri(self.server_address).host
+        else:
+            host = f"[{self.sip_host}]" if ":" in self.sip_host else self.sip_host
+        return f"sip:{host}:{port};transport={transport}"
+
     def check_authentication(self) -> None:
         """Raise SettingsError when the authentication mode lacks what it needs; the
         services that authenticate (sip-edge, presence-store) call it at start."""
@@ -398,10 +434,16 @@ class Settings:
                 "PRESENCE_AUTH_SECRET: must be set when PRESENCE_AUTH=digest (the default); "
                 "PRESENCE_AUTH=none turns authentication off, for development only"
             )
-        if self.auth == "trusted-proxy" and not self.trusted_proxies:
+        if self.auth == "trusted-proxy" and not (self.trusted_proxies or self.tls_client_ca):
             raise SettingsError(
-                "PRESENCE_TRUSTED_PROXIES: must be set when PRESENCE_AUTH=trusted-proxy"
+                "PRESENCE_TRUSTED_PROXIES: must be set when PRESENCE_AUTH=trusted-proxy "
+                "(or PRESENCE_TLS_CLIENT_CA, for proxies that present client certificates)"
             )
+
+    @property
+    def tls_enabled(self) -> bool:
+        """A certificate is configured: TLS, WSS and HTTPS listeners run."""
+        return bool(self.tls_cert)
 
     @property
     def trusted_proxy_addresses(self) -> frozenset[str]:
@@ -488,6 +530,14 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "tcp_max_write_buffer": _integer(4096, 64 * 1024 * 1024),
     "tcp_keepalive_only_timeout": _integer(1, 7 * 86400),
     "notify_deny_networks": _network_list,
+    "sip_tls_port": _integer(0, 65535),
+    "sip_ws_port": _integer(0, 65535),
+    "sip_wss_port": _integer(0, 65535),
+    "tls_cert": _text,
+    "tls_key": _text,
+    "tls_client_ca": _text,
+    "sip_handshake_timeout_ms": _integer(100, 60_000),
+    "store_https_port": _integer(0, 65535),
     "withdrawn_reason": _choice("deactivated", "probation"),
     "probation_retry_after": _integer(1, 86400 * 7),
     "pending_watcher_days": _integer(0, 36500),
@@ -570,6 +620,13 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         except ValueError as error:
             raise SettingsError(f"{env_name(field.name)}: {error}") from None
     settings = Settings(**values)
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        missing = "PRESENCE_TLS_KEY" if settings.tls_cert else "PRESENCE_TLS_CERT"
+        raise SettingsError(
+            f"{missing}: must be set too (PRESENCE_TLS_CERT goes with PRESENCE_TLS_KEY)"
+        )
+    if settings.tls_client_ca and not settings.tls_cert:
+        raise SettingsError("PRESENCE_TLS_CLIENT_CA: needs PRESENCE_TLS_CERT and PRESENCE_TLS_KEY")
     if settings.min_expires > settings.max_expires:
         raise SettingsError(
             f"PRESENCE_MIN_EXPIRES: {settings.min_expires} is above PRESENCE_MAX_EXPIRES "

@@ -108,6 +108,11 @@ class Stack:
         env = dict(self.env)
         if replica:
             env[port_variable] = str(free_port())
+            if name == "sip-edge":  # its own connection listeners too
+                for transport in ("TLS", "WS", "WSS"):
+                    env[f"PRESENCE_SIP_{transport}_PORT"] = str(free_port())
+            elif name == "presence-store":
+                env["PRESENCE_STORE_HTTPS_PORT"] = str(free_port())
         env.update(overrides)
         port = int(env[port_variable])
         with log_path.open("ab") as log:
@@ -206,6 +211,11 @@ def make_stack(test_database: str, **overrides: str) -> Stack:
         PRESENCE_EDGE_HTTP_PORT=str(free_port()),
         PRESENCE_STORE_HTTP_PORT=str(free_port()),
         PRESENCE_NOTIFIER_HTTP_PORT=str(free_port()),
+        # Listeners that run without a certificate (WS) or with one a test gives.
+        PRESENCE_SIP_WS_PORT=str(free_port()),
+        PRESENCE_SIP_TLS_PORT=str(free_port()),
+        PRESENCE_SIP_WSS_PORT=str(free_port()),
+        PRESENCE_STORE_HTTPS_PORT=str(free_port()),
         PRESENCE_EDGE_ID="edge-" + secrets.token_hex(3),
     )
     env.update(overrides)

@@ -261,7 +261,7 @@ class Fanout:
             subscription,
             document=document,
             now=int(time.time()),
-            contact_uri=self._settings.contact_uri,
+            contact_uri=self._settings.contact_uri_for(subscription.flow),
             notify_id=secrets.token_hex(12),
             retry_after=self._settings.probation_retry_after,
         )

@@ -44,6 +44,7 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
             stopping,
             http_port=settings.store_http_port,
             port_variable="PRESENCE_STORE_HTTP_PORT",
+            https_port=settings.store_https_port,
             workers=[
                 # Concurrency beyond the lock shards would only queue on the locks.
                 backend.consume(

@@ -38,7 +38,9 @@ APPLY: dict[type, Apply] = {
 }
 # NOTIFY outcomes that mean the watcher is gone (RFC 6665 §4.2.2): its subscription
 # ends. 408 (no answer at all) too, unless PRESENCE_NOTIFY_TIMEOUT_ENDS_SUBSCRIPTION=0.
-DEAD_SUBSCRIPTION_STATUSES = frozenset({404, 410, 480, 481})
+# 430 Flow Failed (RFC 5626): the edge's answer for a WebSocket watcher whose
+# connection is gone; nothing else can reach it, and it subscribes anew when back.
+DEAD_SUBSCRIPTION_STATUSES = frozenset({404, 410, 430, 480, 481})
 FENCED_OUT_ATTEMPTS = 3
 # The store commits a request only while it is younger than the edge's
 # REPLY_DEADLINE by this margin: the time its reply has to reach the edge before

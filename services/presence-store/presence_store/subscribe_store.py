@@ -59,7 +59,8 @@ async def apply_subscribe(
         if isinstance(refreshed, Reply):
             return Outcome(refreshed)
         to_tag, changed = request.to_tag, refreshed
-    reply = Reply(200, "OK", [("Expires", str(granted)), ("Contact", f"<{settings.contact_uri}>")])
+    contact = settings.contact_uri_for(request.flow)
+    reply = Reply(200, "OK", [("Expires", str(granted)), ("Contact", f"<{contact}>")])
     # The NOTIFY that follows every accepted SUBSCRIBE (RFC 6665 §4.2.1.1); with
     # Expires 0 it is the final one, carrying the state (a fetch, §4.4.3).
     notice = WatcherChanged(

@@ -19,9 +19,10 @@ from presence.health import make_health_app
 from presence.kafka import bus_ready, ensure_topics, start_consumer, start_producer
 from presence.logs import correlated, from_kafka_headers
 from presence.settings import Settings, SettingsError
+from presence.tls import TlsConfigError, client_context, server_context
 from presence.topics import Topics, shared_topics, topic_configs
 from sip_edge.edge import Edge
-from sip_edge.transport import TcpConnections, TcpLimits, UdpEndpoint
+from sip_edge.transport import SharedSlots, TcpConnections, TcpLimits, UdpEndpoint
 
 log = logging.getLogger("sip_edge")
 
@@ -211,6 +212,25 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
     tcp_sock = service.bind_socket(
         settings.sip_host, settings.sip_port, socket.SOCK_STREAM, "PRESENCE_SIP_PORT"
     )
+    try:
+        server_tls = server_context(settings) if settings.tls_enabled else None
+        client_tls = client_context(settings)
+    except TlsConfigError as error:
+        raise service.StartupError(str(error)) from None
+    # The connection listeners: (transport, port, its variable), those switched on.
+    listeners = [
+        (transport, port, variable)
+        for transport, port, variable, wanted in (
+            ("tls", settings.sip_tls_port, "PRESENCE_SIP_TLS_PORT", server_tls is not None),
+            ("ws", settings.sip_ws_port, "PRESENCE_SIP_WS_PORT", True),
+            ("wss", settings.sip_wss_port, "PRESENCE_SIP_WSS_PORT", server_tls is not None),
+        )
+        if port and wanted
+    ]
+    listener_socks = {
+        transport: service.bind_socket(settings.sip_host, port, socket.SOCK_STREAM, variable)
+        for transport, port, variable in listeners
+    }
     if settings.auth == "none":
         log.warning("PRESENCE_AUTH=none: anyone may publish for anyone (development only)")
     if settings.auth == "trusted-proxy" and settings.trusted_proxy_udp:
@@ -240,16 +260,49 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
     edge = Edge(settings, producer)
     metrics.watch_consumer(consumer)
 
+    limits = TcpLimits.of(settings)
+    slots = SharedSlots.of(limits)  # one connection cap over every transport
+
     async def in_flight() -> None:
         metrics.SIP_TRANSACTIONS_IN_FLIGHT.labels("server").set(edge.transactions.unanswered())
         metrics.SIP_TRANSACTIONS_IN_FLIGHT.labels("client").set(len(edge.client_transactions))
         metrics.TCP_CONNECTIONS.set(len(edge.tcp) if edge.tcp is not None else 0)
+        metrics.CONNECTION_SLOTS.set(len(slots.connections))
+        for transport in ("tcp", "tls", "ws", "wss"):
+            connections = edge.connections(transport)
+            count = len(connections) if connections is not None else 0
+            metrics.SIP_CONNECTIONS.labels(transport).set(count)
 
     metrics.on_scrape(in_flight)
     edge.udp = UdpEndpoint(udp_sock, edge.message_received)
-    edge.tcp = TcpConnections(edge.message_received, TcpLimits.of(settings))
+    edge.tcp = TcpConnections(edge.message_received, limits, slots=slots)
+    edge.tls = TcpConnections(
+        edge.message_received,
+        limits,
+        transport="tls",
+        slots=slots,
+        server_tls=server_tls,
+        client_tls=client_tls,
+    )
+    if "ws" in listener_socks:
+        edge.ws = TcpConnections(
+            edge.message_received, limits, transport="ws", slots=slots, websocket=True
+        )
+    if "wss" in listener_socks:
+        edge.wss = TcpConnections(
+            edge.message_received,
+            limits,
+            transport="wss",
+            slots=slots,
+            server_tls=server_tls,
+            websocket=True,
+        )
     check_file_limit(settings.tcp_max_connections)
     await edge.tcp.serve(tcp_sock)
+    for transport, sock in listener_socks.items():
+        connections = edge.connections(transport)
+        assert connections is not None
+        await connections.serve(sock)
     tasks = [
         asyncio.create_task(
             consume_inbox(consumer, edge, inbox, inbox_dead_letters(producer, topics.dead_letters))
@@ -264,25 +317,31 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
         "PRESENCE_EDGE_HTTP_PORT",
     )
     log.info(
-        "sip-edge %s listening on udp+tcp %s:%s, inbox %s",
+        "sip-edge %s listening on udp+tcp %s:%s%s, inbox %s",
         edge_id,
         settings.sip_host,
         settings.sip_port,
+        "".join(f", {transport} {port}" for transport, port, _ in listeners),
         inbox,
     )
+    if not settings.tls_enabled:
+        log.info("no PRESENCE_TLS_CERT: SIP over TLS and WSS are off")
     await stopping.wait()
     # Stop taking requests (new ones get 503, no new TCP connections), give the ones
     # in flight the time the store has to answer them (their replies still arrive on
     # the inbox and leave through the sockets, which stay open until then), then go.
     log.info("stopping: %d transactions in flight", edge.transactions.unanswered())
     edge.draining = True
-    edge.tcp.stop_listening()
+    all_connections = [c for c in map(edge.connections, ("tcp", "tls", "ws", "wss")) if c]
+    for connections in all_connections:
+        connections.stop_listening()
     for _ in range(int(events.REPLY_DEADLINE / 0.05)):
         if not edge.transactions.unanswered():
             break
         await asyncio.sleep(0.05)
     edge.udp.close()
-    edge.tcp.close()
+    for connections in all_connections:
+        connections.close()
     edge.resolver.close()
     http.should_exit = True
     for task in tasks:
