@@ -198,8 +198,8 @@ def report(out: Path, work: Path, meta: list[str]) -> None:
     """One JSON file per run (from the parts in `work`), and the handful of numbers
     worth reading on a terminal."""
     result: dict[str, Any] = dict(item.split("=", 1) for item in meta)
-    parts = ("parse", "publish", "breakdown", "fanout", "dialog_publish", "dialog_fanout",
-             "throughput_1", "throughput_3", "overload")  # fmt: skip
+    parts = ("parse", "publish", "breakdown", "fanout", "dialog_publish", "dialog_sipp",
+             "dialog_fanout", "throughput_1", "throughput_3", "overload")  # fmt: skip
     for part in parts:
         path = work / f"{part}.json"
         result[part] = json.loads(path.read_text()) if path.exists() else None
@@ -281,6 +281,16 @@ def notify_summary(result: dict[str, Any]) -> None:
     process used meanwhile (what explains the ratio on a small machine)."""
     fanout_summary(result.get("fanout"), "fan-out")
     publish_summary(result.get("dialog_publish"), "dialog PUBLISH")
+    sipp = result.get("dialog_sipp")
+    if sipp:
+        answered = sipp.get("counts", {}).get("successful", "?")
+        q = sipp.get("response_ms", {}).get("1", {})
+        print(
+            f"  dialog PUBLISH from sipp at {sipp['rate']:g}/s: {answered} of {sipp['calls']} "
+            f"answered 200, PUBLISH->200 ms p50 {q.get('p50', float('nan')):.0f}  "
+            f"p99 {q.get('p99', float('nan')):.0f}; "
+            + ("clean" if sipp.get("clean") else "NOT clean: " + "; ".join(sipp["reasons"]))
+        )
     fanout_summary(result.get("dialog_fanout"), "dialog fan-out")
     runs = {n: result.get(f"throughput_{n}") for n in (1, 3)}
     for n, run in runs.items():

@@ -39,7 +39,7 @@ from typing import Any
 from benchctl import free_ports
 
 SIPP_DIR = Path(__file__).resolve().parent / "sipp"
-SCENARIOS = ("publish", "subscribe")
+SCENARIOS = ("publish", "subscribe", "publish-dialog")
 # Time allowed beyond the sending for the last calls to end (each receive in the
 # scenarios gives up after 10 s, which fails the call): a hung step still ends.
 STEP_GRACE_S = 25.0

@@ -9,7 +9,8 @@
 #
 # Environment: BENCH_PARTS (parse,publish,fanout,dialog,throughput,compare,overload;
 # "throughput" is both throughput1 and throughput3, which can also be named alone;
-# "dialog" is a PBX's dialog PUBLISHes at BENCH_RATE for BENCH_DURATION, then the
+# "dialog" is a PBX's dialog PUBLISHes at BENCH_RATE for BENCH_DURATION, the same
+# from sipp (bench/sipp/publish-dialog.xml) for BENCH_DIALOG_SIPP_SECONDS (20), then the
 # fan-out part with dialog state), BENCH_RATE (PUBLISH/s,
 # 200), BENCH_DURATION (s, 30), BENCH_USERS (1000), BENCH_WATCHERS (dialogs of the
 # NOTIFY parts, 1000), BENCH_CHANGES (fan-out changes, one every 2 s, 10),
@@ -72,6 +73,7 @@ PARTS="${PARTS//,throughput,/,throughput1,throughput3,}"
 for part in ${PARTS//,/ }; do
     case "$part" in parse|publish|fanout|dialog|throughput1|throughput3|compare|overload) ;; *) die "BENCH_PARTS: unknown part '$part'" ;; esac
 done
+BENCH_DIALOG_SIPP_SECONDS="${BENCH_DIALOG_SIPP_SECONDS:-20}"
 BENCH_OVERLOAD_FACTOR="${BENCH_OVERLOAD_FACTOR:-2}"
 BENCH_OVERLOAD_SECONDS="${BENCH_OVERLOAD_SECONDS:-30}"
 BENCH_COMPARE_SERVERS="${BENCH_COMPARE_SERVERS:-ours,kamailio}"
@@ -97,7 +99,7 @@ if compares kamailio; then
     ! pid_alive kamailio || die "kamailio runs already (pid $(cat "$RUN_DIR/kamailio.pid")): scripts/kamailio.sh stop"
     "$S/kamailio.sh" install
 fi
-command -v sipp >/dev/null || ! has_part compare || apt_install sip-tester
+command -v sipp >/dev/null || ! { has_part compare || has_part dialog; } || apt_install sip-tester
 SERVICES="presence-store notifier sip-edge"   # start order; stop goes in reverse
 module_of() { case "$1" in sip-edge) echo sip_edge ;; presence-store) echo presence_store ;; notifier*) echo notifier ;; esac; }
 
@@ -289,6 +291,12 @@ if has_part dialog; then
     "$PY" "$REPO_ROOT/bench/publish_bench.py" --event dialog --port "$SIP_PORT" --rate "$BENCH_RATE" \
         --duration "$BENCH_DURATION" --users "$BENCH_USERS" --json "$WORK/dialog_publish.json" \
         || failures+=("publish_bench dialog (exit $?)")
+    # The same load from sipp, as a PBX sends it (bench/sipp/publish-dialog.xml): a new
+    # line per call, retransmitting on its own timer.
+    "$PY" "$REPO_ROOT/bench/compare.py" steady publish-dialog --rate "$BENCH_RATE" --port "$SIP_PORT" \
+        --server ours --step-seconds "$BENCH_DIALOG_SIPP_SECONDS" \
+        --out "$PRESENCE_VAR/bench/$STAMP-dialog-sipp" --json "$WORK/dialog_sipp.json" \
+        || failures+=("sipp dialog PUBLISH (exit $?)")
     notify_bench dialog_fanout fanout --event dialog --watchers "$BENCH_WATCHERS" --changes "$BENCH_CHANGES"
 fi
 has_part throughput1 && notify_bench throughput_1 throughput "${throughput_args[@]}"
