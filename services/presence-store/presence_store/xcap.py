@@ -8,6 +8,10 @@ and resource-lists (RFC 4826 §3) documents, and the global xcap-caps document.
                                                   namespace::* (presence.xcap_selectors)
     GET    /xcap-root/xcap-caps/global/index     what the server supports (§12)
 
+A node selector outside the grammar is a 404, one with a prefix no xmlns() of the
+query binds a 400 (RFC 4825 §8); an attribute's body is an XML AttValue with its
+quotes, both ways (§7.7, §7.9).
+
 auid is pres-rules or resource-lists (presence.xcap_usages). xui is the user's SIP
 URI ("sip:alice@example.com", percent-encoded in the path). A change that would
 leave a document that is not UTF-8, not well-formed or not valid for its usage is
