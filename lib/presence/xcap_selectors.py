@@ -13,7 +13,8 @@ by the query string's `xmlns(p=urn:...)` expressions (§6.4).
 What a GET returns is what a PUT takes back: an element comes out as it is written
 in the document, with its own namespace declarations and none of its ancestors'
 (§8.3), and an element body is read in the namespace context of the document where
-it goes (§8.2.3), so its prefixes may be the document's.
+it goes (§8.2.3), so its prefixes may be the document's. An attribute goes out
+and comes back as an XML AttValue, with its quotes (§7.7, §7.9): `"sip:a@b"`.
 
 Changing a document through a selector (put_element, put_attribute, delete_node)
 returns the new document; the caller validates it as a whole, as §8.2.5 requires,
@@ -51,10 +52,18 @@ _PREDICATE = re.compile(
 _ATTRIBUTE = re.compile(rf"^(?:(?P<prefix>{_NAME}):)?(?P<name>{_NAME})$")
 _XMLNS = re.compile(r"xmlns\((?P<prefix>[A-Za-z_][\w.-]*)?=(?P<uri>[^)]*)\)")
 _XML_DECLARATION = re.compile(rb"^\s*<\?xml\s[^>]*\?>")
+# XML 1.0's AttValue: '"' ([^<&"] | Reference)* '"' | "'" ([^<&'] | Reference)* "'".
+_REFERENCE = r"&(?:[A-Za-z_:][\w.:-]*|#[0-9]+|#x[0-9A-Fa-f]+);"
+_ATT_VALUE = re.compile(rf"\"(?:[^<&\"]|{_REFERENCE})*\"|'(?:[^<&']|{_REFERENCE})*'")
 
 
 class SelectorError(ValueError):
     """The selector is not one this server understands (404 for XCAP, §8.1.4)."""
+
+
+class UnboundPrefix(SelectorError):
+    """The selector is grammatical, but a qualified name in it uses a prefix that no
+    xmlns() expression of the query binds (400 for XCAP, RFC 4825 §8)."""
 
 
 @dataclass(frozen=True)
@@ -100,8 +109,13 @@ def parse_namespaces(query: str) -> dict[str, str]:
 
 
 def parse_selector(path: str, query: str, default_namespace: str) -> NodeSelector:
-    """The node selector part of an XCAP URI (after "~~/"), percent-decoded here."""
-    namespaces = parse_namespaces(query)
+    """The node selector part of an XCAP URI (after "~~/"), percent-decoded here.
+
+    SelectorError when it is outside the grammar this server understands;
+    UnboundPrefix when it is inside it but uses a prefix the query does not bind
+    (the grammar is checked to the end first, so a selector that is both is the
+    former)."""
+    namespaces = _Bindings(parse_namespaces(query))
     parts = _split(unquote(path).strip("/"))
     if not parts:
         raise SelectorError("empty node selector")
@@ -122,10 +136,8 @@ def parse_selector(path: str, query: str, default_namespace: str) -> NodeSelecto
         prefix = match["prefix"]
         if prefix is None:
             namespace: str | None = None if match["name"] == "*" else default_namespace
-        elif prefix in namespaces:
-            namespace = namespaces[prefix]
         else:
-            raise SelectorError(f"unbound prefix {prefix!r}")
+            namespace = namespaces.resolve(prefix)
         position = None
         attributes = []
         predicates = match["predicates"]
@@ -141,10 +153,26 @@ def parse_selector(path: str, query: str, default_namespace: str) -> NodeSelecto
                 name = _attribute_name(predicate["attribute"], namespaces)
                 attributes.append((name, predicate["value"]))
         steps.append(Step(namespace, match["name"], position, tuple(attributes), part))
+    if namespaces.unbound:
+        raise UnboundPrefix(f"prefix {namespaces.unbound[0]!r} is bound by no xmlns() in the query")
     return NodeSelector(tuple(steps), attribute, namespace_selector)
 
 
-def _attribute_name(name: str, namespaces: dict[str, str]) -> str:
+class _Bindings:
+    """The query's prefix bindings, noting the prefixes asked for that it lacks."""
+
+    def __init__(self, bindings: dict[str, str]) -> None:
+        self.bindings = bindings
+        self.unbound: list[str] = []
+
+    def resolve(self, prefix: str) -> str:
+        if prefix in self.bindings:
+            return self.bindings[prefix]
+        self.unbound.append(prefix)
+        return ""
+
+
+def _attribute_name(name: str, namespaces: _Bindings) -> str:
     """The Clark name of an attribute test or step: unprefixed attributes are in no
     namespace (XML Namespaces §6.2), prefixed ones in the query's binding."""
     match = _ATTRIBUTE.match(name)
@@ -152,9 +180,7 @@ def _attribute_name(name: str, namespaces: dict[str, str]) -> str:
         raise SelectorError(f"bad attribute name {name!r}")
     if match["prefix"] is None:
         return match["name"]
-    if match["prefix"] not in namespaces:
-        raise SelectorError(f"unbound prefix {match['prefix']!r}")
-    return f"{{{namespaces[match['prefix']]}}}{match['name']}"
+    return f"{{{namespaces.resolve(match['prefix'])}}}{match['name']}"
 
 
 def _split(path: str) -> list[str]:
@@ -244,8 +270,7 @@ def get_node(document: bytes, selector: NodeSelector) -> tuple[str, bytes] | Non
         return None
     if selector.attribute is not None:
         value = element.get(selector.attribute)
-        # The body is an AttValue without its quotes (§8.2.4): escaped as in the document.
-        return None if value is None else (XCAP_ATT, _escape_attribute(value).encode())
+        return None if value is None else (XCAP_ATT, att_value(value).encode())
     if selector.namespaces:
         # An element of the selected one's name declaring every binding in scope (§8.3).
         bindings = etree.Element(element.tag, nsmap=element.nsmap)
@@ -254,7 +279,45 @@ def get_node(document: bytes, selector: NodeSelector) -> tuple[str, bytes] | Non
 
 
 def _escape_attribute(value: str) -> str:
+    """The value escaped for double quotes: '&', '<' and '"' as XML requires, and tab,
+    newline and carriage return as references, which attribute-value normalisation
+    would otherwise turn into spaces (XML 1.0 §3.3.3)."""
     return escape(value, {'"': "&quot;", "\t": "&#9;", "\n": "&#10;", "\r": "&#13;"})
+
+
+def att_value(value: str) -> str:
+    """An attribute's value as an application/xcap-att+xml body: an XML AttValue, with
+    its quotes (RFC 4825 §7.9 and §13: a GET of @uri answers "sip:nancy@example.com")."""
+    return f'"{_escape_attribute(value)}"'
+
+
+def parse_att_value(body: bytes) -> str:
+    """The value an application/xcap-att+xml body stands for: the body is an XML
+    AttValue (`"..."` or `'...'`, no '<', '&' only in a reference, the quote only as a
+    reference) with nothing around it (RFC 4825 §7.7). 409 not-xml-att-value
+    otherwise (§11.1), also when it is not UTF-8 or refers to an entity XML does not
+    predefine."""
+    if len(body) > MAX_ELEMENT_BYTES:
+        raise XcapConflict("not-xml-att-value", "the attribute value is too large")
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        raise XcapConflict("not-xml-att-value", "not UTF-8") from None
+    if _ATT_VALUE.fullmatch(text) is None:
+        raise XcapConflict(
+            "not-xml-att-value",
+            "the body must be an XML AttValue: the value in double or single quotes,"
+            " without '<', '&' only in a reference",
+        )
+    # The parser unescapes it and checks what the pattern leaves open: references to
+    # undefined entities or to characters XML does not allow.
+    try:
+        holder = parse_untrusted(
+            f"<value v={text}/>".encode(), what="value", max_bytes=len(body) + 16, max_depth=1
+        )
+    except XmlRefused:
+        raise XcapConflict("not-xml-att-value", "not an XML attribute value") from None
+    return holder.get("v") or ""
 
 
 def put_element(document: bytes, selector: NodeSelector, body: bytes) -> tuple[bytes, bool]:
@@ -348,11 +411,12 @@ def _element_in_context(body: bytes, parent: etree._Element | None) -> etree._El
 
 
 def put_attribute(document: bytes, selector: NodeSelector, body: bytes) -> tuple[bytes, bool]:
-    """The document with the selected attribute set to `body`, an AttValue without
-    its quotes (§8.2.4, application/xcap-att+xml); and whether it was created."""
+    """The document with the selected attribute set to the value `body` stands for, an
+    AttValue with its quotes (§7.7, application/xcap-att+xml); and whether it was
+    created."""
     if selector.attribute is None:
         raise XcapConflict("cannot-insert", "not an attribute selector")
-    value = _attribute_value(body)
+    value = parse_att_value(body)
     root = _parse(document)
     element = select(root, selector)
     if element is None:
@@ -362,24 +426,6 @@ def put_attribute(document: bytes, selector: NodeSelector, body: bytes) -> tuple
     if select(root, selector) is not element:  # e.g. it changed a predicate's attribute
         raise XcapConflict("cannot-insert", "the URI would not select the attribute afterwards")
     return _serialize(root), created
-
-
-def _attribute_value(body: bytes) -> str:
-    """The value an AttValue body stands for, 409 not-xml-att-value when it is none
-    (a raw '<' or '&', a quote, or not UTF-8)."""
-    try:
-        text = body.decode()
-    except UnicodeDecodeError:
-        raise XcapConflict("not-xml-att-value", "not UTF-8") from None
-    if '"' in text or "<" in text:
-        raise XcapConflict("not-xml-att-value", "a raw quote or '<' in the value")
-    try:
-        holder = parse_untrusted(
-            f'<value v="{text}"/>'.encode(), what="value", max_bytes=MAX_ELEMENT_BYTES, max_depth=1
-        )
-    except XmlRefused:
-        raise XcapConflict("not-xml-att-value", "not an XML attribute value") from None
-    return holder.get("v") or ""
 
 
 def delete_node(document: bytes, selector: NodeSelector) -> bytes | None:

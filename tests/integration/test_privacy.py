@@ -442,7 +442,9 @@ def test_xcap_element_selectors_change_one_rule(private_stack: Stack) -> None:
     attribute = xcap(
         private_stack, "GET", presentity, node="cr:ruleset/cr:rule[2]/@id" + CP_BINDINGS
     )
-    assert attribute[:2] == (200, b"others")
+    assert attribute[:2] == (200, b'"others"')  # an AttValue, quotes included
     assert xcap(private_stack, "DELETE", presentity, node=second)[0] == 200
     assert xcap(private_stack, "GET", presentity, node=second)[0] == 404
-    assert xcap(private_stack, "GET", presentity, node="cr:ruleset/x:y" + CP_BINDINGS)[0] == 404
+    assert xcap(private_stack, "GET", presentity, node="cr:ruleset/cr:y" + CP_BINDINGS)[0] == 404
+    # A prefix no xmlns() binds is a bad request (RFC 4825 §8).
+    assert xcap(private_stack, "GET", presentity, node="cr:ruleset/x:y" + CP_BINDINGS)[0] == 400

@@ -198,22 +198,47 @@ def test_deleting_what_the_uri_would_still_select_is_refused(xcap_stack: Stack) 
 
 
 def test_attributes_are_read_written_and_deleted_with_their_media_type(xcap_stack: Stack) -> None:
-    """RFC 4825 §8.2.2, §8.3 and §15.2.2: an attribute is read and written as
-    application/xcap-att+xml, its body the attribute value (§8.2.2: otherwise
+    """RFC 4825 §7.7, §7.9 and §15.2.2: an attribute is read and written as
+    application/xcap-att+xml, its body the attribute value as XML's AttValue, with
+    its quotes (the GET of an @uri in §13's example answers "sip:nancy@example.com",
+    quotes included); a PUT body that is no AttValue is refused with
     <not-xml-att-value>, which "indicates that the request was supposed to contain a
-    valid XML attribute value, but did not", §11.1); another media type is a 415."""
+    valid XML attribute value, but did not" (§11.1); another media type is a 415."""
     user = rules_of(xcap_stack)
     many = 'cr:ruleset/cr:rule[@id="friends"]/cr:conditions/cr:identity/cr:many'
     got = user.node("GET", many + "/@domain")
-    assert (got.status, got.content_type, got.body) == (200, ATT, b"example.org")
-    assert user.node("PUT", many + "/@domain", b"example.net", ATT).status == 200
-    assert user.node("GET", many + "/@domain").body == b"example.net"
-    assert user.node("PUT", many + "/@domain", b"example.com", EL).status == 415
+    assert (got.status, got.content_type, got.body) == (200, ATT, b'"example.org"')
+    assert user.node("PUT", many + "/@domain", b'"example.net"', ATT).status == 200
+    assert user.node("GET", many + "/@domain").body == b'"example.net"'
+    assert user.node("PUT", many + "/@domain", b"'example.com'", ATT).status == 200
+    assert user.node("GET", many + "/@domain").body == b'"example.com"'
+    assert user.node("PUT", many + "/@domain", b'"example.com"', EL).status == 415
     assert user.node("DELETE", many + "/@domain").status == 200
     assert user.node("GET", many + "/@domain").status == 404
-    assert user.node("PUT", many + "/@domain", b"example.org", ATT).status == 201
-    bad = user.node("PUT", many + "/@domain", b'a"b', ATT)
-    assert (bad.status, bad.condition()) == (409, "not-xml-att-value")
+    assert user.node("PUT", many + "/@domain", b'"example.org"', ATT).status == 201
+    for bad in (b"example.org", b'"example.org', b'"a"b"', b'"a<b"', b'"a&b"', b'"x" y="z"'):
+        refused = user.node("PUT", many + "/@domain", bad, ATT)
+        assert (refused.status, refused.condition()) == (409, "not-xml-att-value"), bad
+    assert canonical(stored(user)) == canonical(RULES)
+
+
+def test_attribute_values_are_escaped_and_put_back_as_they_come(xcap_stack: Stack) -> None:
+    """RFC 4825 §7.9: the value comes out as an AttValue, so '&', '<' and the quote are
+    escaped as XML requires; §7.7: what a GET returns is an AttValue a PUT takes back
+    (§7.4's GET-after-PUT for attributes), and a reference in a PUT body stands for its
+    character."""
+    user = rules_of(xcap_stack)
+    rule_id = "cr:ruleset/cr:rule[2]/@id"
+    put = user.node("PUT", rule_id, b"'say \"a&lt;b &amp; c\"'", ATT)
+    assert put.status == 200, put.body
+    got = user.node("GET", rule_id)
+    assert got.body == b'"say &quot;a&lt;b &amp; c&quot;"'
+    assert etree.fromstring(stored(user))[1].get("id") == 'say "a<b & c"'
+    assert user.node("PUT", rule_id, got.body, ATT, If_Match=got.etag or "").status == 200
+    assert etree.fromstring(stored(user))[1].get("id") == 'say "a<b & c"'
+    assert user.node("PUT", rule_id, b'"&#98;locked"', ATT).status == 200
+    assert user.node("GET", rule_id).body == b'"blocked"'
+    assert canonical(stored(user)) == canonical(RULES)
 
 
 def test_namespace_bindings_are_read_only(xcap_stack: Stack) -> None:
@@ -281,10 +306,16 @@ def test_conditional_writes_of_elements_and_attributes(xcap_stack: Stack) -> Non
     assert user.node("PUT", actions, block, EL, If_Match='"stale"').status == 412
     assert user.node("PUT", actions, block, EL, If_None_Match="*").status == 412
     assert user.node("DELETE", "cr:ruleset/cr:rule[2]/@id", If_Match='"stale"').status == 412
+    rule_id = "cr:ruleset/cr:rule[2]/@id"
+    assert user.node("PUT", rule_id, b'"other"', ATT, If_Match='"stale"').status == 412
+    assert user.node("PUT", rule_id, b'"other"', ATT, If_None_Match="*").status == 412
     assert canonical(stored(user)) == canonical(RULES)
     changed = user.node("PUT", actions, block, EL, If_Match=before.etag or "")
     assert changed.status == 200 and changed.etag not in (None, before.etag)
     assert user.node("GET", actions).body == block
+    renamed = user.node("PUT", rule_id, b'"other"', ATT, If_Match=changed.etag or "")
+    assert renamed.status == 200 and renamed.etag not in (None, changed.etag)
+    assert user.node("GET", rule_id).body == b'"other"'
 
 
 def test_error_bodies_carry_their_conditions_and_fields(xcap_stack: Stack) -> None:
@@ -383,7 +414,26 @@ def test_selectors_are_percent_decoded_once(xcap_stack: Stack) -> None:
     odd = RULES.replace(b'<rule id="blocked">', b'<rule id="50%41/off">')
     user = rules_of(xcap_stack, odd)
     got = user.node("GET", 'cr:ruleset/cr:rule[@id="50%41/off"]/@id')
-    assert (got.status, got.body) == (200, b"50%41/off")
+    assert (got.status, got.body) == (200, b'"50%41/off"')
+
+
+def selector_path(user: User, raw: str) -> str:
+    """The URI path of a node selector written as it goes on the wire."""
+    path = f"/xcap-root/pres-rules/users/{user.xui.replace(':', '%3A').replace('@', '%40')}"
+    return path + f"/index/~~/{raw}?" + BINDINGS
+
+
+def every_method(user: User, path: str) -> list[tuple[str, int]]:
+    """(method, status) of a GET, an element PUT and a DELETE of the path."""
+    answers = []
+    for method, body, media in (
+        ("GET", None, None),
+        ("PUT", b"<rule/>", EL),
+        ("DELETE", None, None),
+    ):
+        answer = xcap(user.stack, method, path, body, media, authorization=user.authorization)
+        answers.append((method, answer.status))
+    return answers
 
 
 @pytest.mark.parametrize(
@@ -396,8 +446,7 @@ def test_selectors_are_percent_decoded_once(xcap_stack: Stack) -> None:
         "ruleset/rule%5B1%5D%5B2%5D",
         "ruleset/%FF",
         "ruleset/rule%5Blast()%5D",
-        "ruleset/x:rule",  # unbound prefix
-        "ruleset/rule/@x:id",
+        "ruleset/x:rule%5Blast()%5D",  # outside the grammar, and an unbound prefix
         "%00",
     ],
 )
@@ -405,19 +454,37 @@ def test_malformed_selectors_select_nothing(xcap_stack: Stack, raw: str) -> None
     """RFC 4825 §8: "If the URI includes extension-selectors that the server doesn't
     understand, it MUST reject the request with a 404 (Not Found)." A step that fits
     no other production of the §6.3 grammar is an extension-selector (anything but
-    "/"), so every method gets a 404, never a server error. (For a prefix that no
-    xmlns() binds, §8 names 400; this test holds those to 404 as well.)"""
+    "/"), so every method gets a 404, never a server error (a PUT of an element body
+    where an attribute is named: 415)."""
     user = rules_of(xcap_stack)
-    path = f"/xcap-root/pres-rules/users/{user.xui.replace(':', '%3A').replace('@', '%40')}"
-    path += f"/index/~~/{raw}?" + BINDINGS
-    for method, body, media in (
-        ("GET", None, None),
-        ("PUT", b"<rule/>", EL),
-        ("DELETE", None, None),
-    ):
-        answer = xcap(xcap_stack, method, path, body, media, authorization=user.authorization)
-        assert answer.status in (404, 415), (method, raw, answer.status, answer.body)
+    for method, status in every_method(user, selector_path(user, raw)):
+        assert status in (404, 415), (method, raw, status)
     assert canonical(stored(user)) == canonical(RULES)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "ruleset/x:rule",
+        "x:ruleset",
+        "ruleset/rule/@x:id",
+        "ruleset/rule%5B@x:id=%22friends%22%5D",
+        "ruleset/rule%5B1%5D/x:actions/namespace::*",
+    ],
+)
+def test_a_prefix_no_xmlns_binds_is_a_bad_request(xcap_stack: Stack, raw: str) -> None:
+    """RFC 4825 §8 (for GET, PUT and DELETE alike): "If any qualified names are
+    present that use a namespace prefix, and that prefix is not defined in an xmlns()
+    expression, the server MUST reject the request with a 400 response." Also when
+    the document does not exist, and the prefixes the query does bind (cr, pr) do
+    not count for x."""
+    user = rules_of(xcap_stack)
+    for method, status in every_method(user, selector_path(user, raw)):
+        assert status == 400, (method, raw, status)
+    assert canonical(stored(user)) == canonical(RULES)
+    nobody = User(xcap_stack, "pres-rules", f"sip:none-{secrets.token_hex(4)}@example.com")
+    for method, status in every_method(nobody, selector_path(nobody, raw)):
+        assert status == 400, (method, raw, status)
 
 
 @pytest.mark.parametrize(

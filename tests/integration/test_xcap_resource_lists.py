@@ -70,7 +70,9 @@ def test_a_user_stores_reads_and_deletes_their_buddy_lists(xcap_stack: Stack) ->
 def test_buddies_are_added_renamed_and_removed_one_by_one(xcap_stack: Stack) -> None:
     """RFC 4825 §8.2.3 and §8.4 on a resource-lists document: an <entry> is created
     by its uri predicate (after the last <entry>), its display name read and PUT
-    back in the document's namespace context, an entry deleted by its uri."""
+    back in the document's namespace context, an entry deleted by its uri, and a
+    list renamed through its name attribute, an AttValue with its quotes (§7.7,
+    §7.9)."""
     user = buddies_of(xcap_stack)
     assert user.document("PUT", BUDDIES, RESOURCE_LISTS).status == 201
     dave = FRIENDS + '/rl:entry[@uri="sip:dave@example.com"]'
@@ -88,14 +90,14 @@ def test_buddies_are_added_renamed_and_removed_one_by_one(xcap_stack: Stack) -> 
     renamed = got.body.replace(b"Bob", b"Robert")
     assert user.node("PUT", name, renamed, EL, If_Match=got.etag or "").status == 200
     assert user.node("GET", name).body == renamed
-    assert user.node("GET", FRIENDS + "/@name").body == b"friends"
+    assert user.node("GET", FRIENDS + "/@name").body == b'"friends"'
     assert user.node("DELETE", dave).status == 200
     assert user.node("GET", dave).status == 404
     # A new list, and its name changed as an attribute.
     family = 'rl:resource-lists/rl:list[@name="family"]'
     assert user.node("PUT", family, b'<list name="family"/>', EL).status == 201
     rename = user.node(
-        "PUT", "rl:resource-lists/rl:list[3]/@name", b"kin", "application/xcap-att+xml"
+        "PUT", "rl:resource-lists/rl:list[3]/@name", b'"kin"', "application/xcap-att+xml"
     )
     assert rename.status == 200
     assert [list_.get("name") for list_ in etree.fromstring(user.document("GET").body)] == [

@@ -10,10 +10,13 @@ from presence.xcap_selectors import (
     XCAP_EL,
     XCAP_NS,
     SelectorError,
+    UnboundPrefix,
     XcapConflict,
+    att_value,
     closest_ancestor,
     delete_node,
     get_node,
+    parse_att_value,
     parse_selector,
     put_attribute,
     put_element,
@@ -64,7 +67,9 @@ def test_unprefixed_steps_are_in_the_default_namespace_and_ids_may_hold_slashes(
 
 
 def test_get_an_attribute() -> None:
-    assert get_node(DOCUMENT, selector("cr:ruleset/cr:rule[1]/@id")) == (XCAP_ATT, b"a/1")
+    """RFC 4825 §7.9 and §13: the body is the attribute's value as an XML AttValue,
+    with its quotes (a GET of @uri answers "sip:nancy@example.com")."""
+    assert get_node(DOCUMENT, selector("cr:ruleset/cr:rule[1]/@id")) == (XCAP_ATT, b'"a/1"')
     assert get_node(DOCUMENT, selector("cr:ruleset/cr:rule[1]/@missing")) is None
 
 
@@ -79,11 +84,104 @@ def test_position_zero_is_grammatical_and_selects_nothing() -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["", "x:ruleset", "cr:ruleset/cr:rule[last()]", "@id", "a b", "namespace::*"]
+    "path",
+    [
+        "",
+        "cr:ruleset/cr:rule[last()]",
+        "@id",
+        "a b",
+        "namespace::*",
+        "x:ruleset/x:rule[last()]",  # outside the grammar, whatever its prefixes
+    ],
 )
 def test_unsupported_selectors_are_refused(path: str) -> None:
-    with pytest.raises(SelectorError):
+    """RFC 4825 §8: "If the URI includes extension-selectors that the server doesn't
+    understand, it MUST reject the request with a 404 (Not Found)." A step outside
+    the grammar is one, also when a prefix in it is bound nowhere."""
+    with pytest.raises(SelectorError) as refused:
         selector(path)
+    assert not isinstance(refused.value, UnboundPrefix)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "x:ruleset",
+        "cr:ruleset/x:rule",
+        "cr:ruleset/cr:rule/@x:id",
+        'cr:ruleset/cr:rule[@x:id="a"]',
+        "cr:ruleset/cr:rule[1]/x:actions/namespace::*",
+    ],
+)
+def test_a_prefix_the_query_does_not_bind_is_its_own_refusal(path: str) -> None:
+    """RFC 4825 §8: "If any qualified names are present that use a namespace prefix,
+    and that prefix is not defined in an xmlns() expression, the server MUST reject
+    the request with a 400 response." (in element steps, attribute steps and
+    attribute tests alike)."""
+    with pytest.raises(UnboundPrefix):
+        selector(path)
+    bound = selector(path, BIND + "xmlns(x=urn:x)")
+    assert bound.steps
+
+
+def test_attribute_values_are_att_values_with_their_quotes() -> None:
+    """XML 1.0's AttValue: '"' ([^<&"] | Reference)* '"' | "'" ([^<&'] | Reference)* "'";
+    what must be escaped is, and tabs and line ends go as references so that they
+    survive attribute-value normalisation."""
+    assert att_value("sip:nancy@example.com") == '"sip:nancy@example.com"'
+    assert att_value("a&b<c>\"d'e") == '"a&amp;b&lt;c&gt;&quot;d\'e"'
+    assert att_value("a\tb\nc") == '"a&#9;b&#10;c"'
+    assert att_value("") == '""'
+    for value in ("sip:nancy@example.com", "a&b<c>\"d'e", "a\tb\nc\r", "", "é€"):
+        assert parse_att_value(att_value(value).encode()) == value
+
+
+@pytest.mark.parametrize(
+    ("body", "value"),
+    [
+        (b'"sip:nancy@example.com"', "sip:nancy@example.com"),
+        (b"'sip:nancy@example.com'", "sip:nancy@example.com"),
+        (b"'say \"hi\"'", 'say "hi"'),
+        (b'"it\'s"', "it's"),
+        (b'"a&amp;b&lt;&gt;&quot;&apos;&#65;&#x42;"', "a&b<>\"'AB"),
+        (b'""', ""),
+        (b'"a\nb"', "a b"),  # attribute-value normalisation (XML 1.0 §3.3.3)
+        ('"\u00e9"'.encode(), "\u00e9"),
+    ],
+)
+def test_an_att_value_body_is_unescaped(body: bytes, value: str) -> None:
+    """RFC 4825 §7.7: the body of an attribute PUT is the value as an XML AttValue,
+    in double or single quotes."""
+    assert parse_att_value(body) == value
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"sip:nancy@example.com",  # no quotes
+        b'"unterminated',
+        b"'mixed\"",
+        b'"a"b"',
+        b'"a" ',  # nothing may follow it
+        b' "a"',
+        b'"a"\n',
+        b'"a" v="b"',
+        b'"a<b"',
+        b'"a&b"',
+        b'"a&b c;"',
+        b'"&undefined;"',
+        b'"&#0;"',
+        b'"&#x110000;"',
+        b"",
+        b'"\xff"',
+    ],
+)
+def test_a_body_that_is_no_att_value_is_refused(body: bytes) -> None:
+    """RFC 4825 §11.1: <not-xml-att-value> "indicates that the request was supposed
+    to contain a valid XML attribute value, but did not"."""
+    with pytest.raises(XcapConflict) as refused:
+        parse_att_value(body)
+    assert refused.value.tag == "not-xml-att-value"
 
 
 def test_put_replaces_an_existing_element() -> None:
@@ -168,20 +266,23 @@ def test_no_parent_names_the_closest_ancestor() -> None:
 
 
 def test_attributes_are_put_as_attribute_values() -> None:
-    changed, created = put_attribute(DOCUMENT, selector("cr:ruleset/cr:rule[2]/@id"), b"c&amp;d")
+    """RFC 4825 §7.7: the body is an AttValue, quotes included; what a GET returns
+    (§7.9) is what a PUT takes back."""
+    rule_id = selector("cr:ruleset/cr:rule[2]/@id")
+    changed, created = put_attribute(DOCUMENT, rule_id, b'"c&amp;d"')
     assert not created and etree.fromstring(changed)[1].get("id") == "c&d"
-    assert get_node(changed, selector("cr:ruleset/cr:rule[2]/@id")) == (XCAP_ATT, b"c&amp;d")
-    changed, created = put_attribute(DOCUMENT, selector("cr:ruleset/cr:rule[2]/@x"), b"1")
+    assert get_node(changed, rule_id) == (XCAP_ATT, b'"c&amp;d"')
+    changed, created = put_attribute(DOCUMENT, selector("cr:ruleset/cr:rule[2]/@x"), b"'1'")
     assert created and etree.fromstring(changed)[1].get("x") == "1"
-    for bad in (b'a"b', b"a<b", b"a&b", b"\xff"):
+    for bad in (b"1", b'"a"b"', b'"a<b"', b'"a&b"', b'"\xff"'):
         with pytest.raises(XcapConflict) as refused:
             put_attribute(DOCUMENT, selector("cr:ruleset/cr:rule[2]/@x"), bad)
         assert refused.value.tag == "not-xml-att-value"
     with pytest.raises(XcapConflict) as moved:  # the URI would no longer select it
-        put_attribute(DOCUMENT, selector('cr:ruleset/cr:rule[@id="b"]/@id'), b"z")
+        put_attribute(DOCUMENT, selector('cr:ruleset/cr:rule[@id="b"]/@id'), b'"z"')
     assert moved.value.tag == "cannot-insert"
     with pytest.raises(XcapConflict) as orphan:
-        put_attribute(DOCUMENT, selector("cr:ruleset/cr:rule[3]/@id"), b"z")
+        put_attribute(DOCUMENT, selector("cr:ruleset/cr:rule[3]/@id"), b'"z"')
     assert orphan.value.tag == "no-parent"
 
 

@@ -8,6 +8,10 @@ and resource-lists (RFC 4826 §3) documents, and the global xcap-caps document.
                                                   namespace::* (presence.xcap_selectors)
     GET    /xcap-root/xcap-caps/global/index     what the server supports (§12)
 
+A node selector outside the grammar is a 404, one with a prefix no xmlns() of the
+query binds a 400 (RFC 4825 §8); an attribute's body is an XML AttValue with its
+quotes, both ways (§7.7, §7.9).
+
 auid is pres-rules or resource-lists (presence.xcap_usages). xui is the user's SIP
 URI ("sip:alice@example.com", percent-encoded in the path). A change that would
 leave a document that is not UTF-8, not well-formed or not valid for its usage is
@@ -211,22 +215,22 @@ def xcap_router(
         return uri.user, uri.host.lower()
 
     def answer_get(
-        usage: ApplicationUsage, document: str, selector: str | None, request: Request
+        usage: ApplicationUsage,
+        document: str,
+        node: selectors.NodeSelector | None,
+        request: Request,
     ) -> Response:
         tag = _etag(document)
-        if selector is None:
+        if node is None:
             if (conditional := _read_precondition(request, tag)) is not None:
                 return conditional
             return Response(document, media_type=usage.media_type, headers={"ETag": tag})
-        try:
-            node = selectors.get_node(document.encode(), parse_node(usage, selector, request))
-        except selectors.SelectorError as error:
-            return Response(str(error), 404)
-        if node is None:
+        found = selectors.get_node(document.encode(), node)
+        if found is None:
             return Response(status_code=404)
         if (conditional := _read_precondition(request, tag)) is not None:
             return conditional
-        media_type, body = node
+        media_type, body = found
         return Response(body, media_type=media_type, headers={"ETag": tag})
 
     async def get_user_node(
@@ -237,10 +241,13 @@ def xcap_router(
         presentity = presentity_of(xui)
         if presentity is None:
             return Response(_NO_PRESENTITY, 404)
+        node = parse_node(usage, selector, request)
+        if isinstance(node, Response):
+            return node
         document = await load_document(pool, settings, *presentity, usage.doc_type)
         if document is None:
             return Response(status_code=404)
-        return answer_get(usage, document, selector, request)
+        return answer_get(usage, document, node, request)
 
     async def put_user_node(
         usage: ApplicationUsage, xui: str, selector: str | None, request: Request
@@ -250,10 +257,9 @@ def xcap_router(
         presentity = presentity_of(xui)
         if presentity is None:
             return Response(_NO_PRESENTITY, 404)
-        try:
-            node = None if selector is None else parse_node(usage, selector, request)
-        except selectors.SelectorError as error:
-            return Response(str(error), 404)
+        node = parse_node(usage, selector, request)
+        if isinstance(node, Response):
+            return node
         if node is not None and node.namespaces:
             return _only_get("namespace bindings are read only (RFC 4825 §8.2.1)")
         if node is None:
@@ -294,10 +300,9 @@ def xcap_router(
         presentity = presentity_of(xui)
         if presentity is None:
             return Response(_NO_PRESENTITY, 404)
-        try:
-            node = None if selector is None else parse_node(usage, selector, request)
-        except selectors.SelectorError as error:
-            return Response(str(error), 404)
+        node = parse_node(usage, selector, request)
+        if isinstance(node, Response):
+            return node
         if node is not None and node.namespaces:
             return _only_get("namespace bindings are read only (RFC 4825 §8.2.1)")
         if (limited := await throttled(presentity, "DELETE")) is not None:
@@ -316,14 +321,25 @@ def xcap_router(
         return await store(usage, xui, presentity, request, without)
 
     def parse_node(
-        usage: ApplicationUsage, selector: str, request: Request
-    ) -> selectors.NodeSelector:
-        """The node selector as the URI carries it, percent-decoded once (by
-        parse_selector): the path parameter is decoded already, and decoding it again
-        would turn a value's "%2541" into "A"."""
+        usage: ApplicationUsage, selector: str | None, request: Request
+    ) -> selectors.NodeSelector | Response | None:
+        """The node selector as the URI carries it (None: the whole document),
+        percent-decoded once (by parse_selector): the path parameter is decoded
+        already, and decoding it again would turn a value's "%2541" into "A". A
+        selector this server does not understand is a 404 (RFC 4825 §8: "If the URI
+        includes extension-selectors that the server doesn't understand, it MUST reject
+        the request with a 404"), one with a prefix no xmlns() of the query binds a
+        400 (§8), whatever the method and whether or not the document exists."""
+        if selector is None:
+            return None
         raw_path = request.scope.get("raw_path") or b""
         encoded = raw_path.decode("latin-1").partition("/~~/")[2] or selector
-        return selectors.parse_selector(encoded, request.url.query, usage.default_namespace)
+        try:
+            return selectors.parse_selector(encoded, request.url.query, usage.default_namespace)
+        except selectors.UnboundPrefix as error:
+            return Response(str(error), 400)
+        except selectors.SelectorError as error:
+            return Response(str(error), 404)
 
     def xcap_error(conflict: XcapConflict, request: Request) -> Response:
         """409 with the condition's body; a no-parent names the closest ancestor that
@@ -437,7 +453,10 @@ def xcap_router(
         """One element or attribute of xcap-caps."""
         if (refused := refusal(None, request)) is not None:
             return refused
-        return answer_get(XCAP_CAPS_USAGE, XCAP_CAPS_DOCUMENT, selector, request)
+        node = parse_node(XCAP_CAPS_USAGE, selector, request)
+        if isinstance(node, Response):
+            return node
+        return answer_get(XCAP_CAPS_USAGE, XCAP_CAPS_DOCUMENT, node, request)
 
     @router.api_route(
         _CAPS_PATH,
@@ -522,7 +541,7 @@ def _user_routes(
             summary=summary,
             tags=[usage.auid],
             response_class=Response,
-            responses=_openapi_responses(method, media_types),
+            responses=_openapi_responses(method, media_types, node=route == node_path),
             openapi_extra=_openapi_body(media_types) if method == "PUT" else None,
         )
 
@@ -544,10 +563,16 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
     412: {"description": "If-Match or If-None-Match not met"},
     503: {"description": "XCAP disabled (no secret), or Redis unreachable for a write"},
 }
+_SELECTOR_REFUSALS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "the node selector uses a prefix no xmlns() of the query binds"},
+}
 
 
-def _openapi_responses(method: str, media_types: tuple[str, ...]) -> dict[int | str, Any]:
+def _openapi_responses(
+    method: str, media_types: tuple[str, ...], *, node: bool
+) -> dict[int | str, Any]:
     """What OpenAPI says a route answers: XML of its media types, not JSON."""
+    refusals = {**_REFUSALS, **_SELECTOR_REFUSALS} if node else _REFUSALS
     if method == "GET":
         content = {media: {"schema": {"type": "string"}} for media in media_types}
         return {
@@ -556,14 +581,14 @@ def _openapi_responses(method: str, media_types: tuple[str, ...]) -> dict[int | 
                 "content": content,
             },
             304: {"description": "If-None-Match matched (also *)"},
-            **_REFUSALS,
+            **refusals,
         }
     changed = {
         200: {"description": "replaced or deleted; ETag of the new document"},
         405: {"description": "namespace::* is read only"},
         409: {"description": "RFC 4825 §11 conflict", "content": _XCAP_ERROR_CONTENT},
         429: {"description": "too many writes this minute for this user (Retry-After)"},
-        **_REFUSALS,
+        **refusals,
     }
     if method == "PUT":
         changed[201] = {"description": "created; ETag of the new document"}
