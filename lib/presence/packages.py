@@ -245,6 +245,12 @@ PACKAGES: dict[str, EventPackage] = {
 }
 
 
+def watcher_info_package(package: str) -> str | None:
+    """The package whose subscribers watch the watchers of `package` (presence.winfo
+    for presence), or None."""
+    return next((n for n, p in PACKAGES.items() if p.watcher_info_of == package), None)
+
+
 def enabled(settings: Settings) -> dict[str, EventPackage]:
     """The packages PRESENCE_EVENT_PACKAGES turns on, in the order of PACKAGES."""
     names = settings.event_package_names

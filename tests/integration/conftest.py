@@ -19,9 +19,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from presence import events
 from presence import settings as settings_module
+from presence.topics import Topics
 from presence_store.migrate import DEFAULT_SCHEMA_DIR, migrate
 from tests.ports import free_port
 
@@ -273,3 +276,30 @@ def metric_samples(stack: Stack, service: str, name: str) -> dict[str, float]:
         elif line.startswith(name + " "):
             samples[""] = float(line.split()[1])
     return samples
+
+
+async def changes_on_bus(
+    stack: Stack, kind: type[events.Event], user: str, count: int, timeout: float
+) -> list[int]:
+    """The versions of the first `count` change events of type `kind` about `user` on
+    the stack's presence.changes topic (fewer when the deadline passes first)."""
+    consumer = AIOKafkaConsumer(
+        Topics(stack.env["PRESENCE_KAFKA_NAMESPACE"]).changes,
+        bootstrap_servers=stack.env["PRESENCE_KAFKA_BOOTSTRAP"],
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    versions: list[int] = []
+    try:
+        async with asyncio.timeout(timeout):
+            async for record in consumer:
+                change = events.decode(record.value or b"")
+                if isinstance(change, kind) and getattr(change, "username", None) == user:
+                    versions.append(getattr(change, "version", 0))
+                    if len(versions) == count:
+                        break
+    except TimeoutError:
+        pass
+    finally:
+        await consumer.stop()
+    return versions

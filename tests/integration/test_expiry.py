@@ -76,6 +76,7 @@ def test_an_expired_dialog_publication_shows_its_dialogs_terminated_once(
         pbx.close()
         client.close()
 
+
 def test_expired_subscription_gets_a_final_notify_and_is_removed(fast_clean: Stack) -> None:
     client = SipClient(fast_clean.sip, "udp")
     presentity = f"sip:exp-{secrets.token_hex(3)}@example.com"

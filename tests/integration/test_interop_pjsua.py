@@ -284,6 +284,7 @@ def test_pjsua_busy_lamp_follows_the_dialog_states_a_pbx_publishes(stack: Stack)
         pbx.close()
         lamp.kill()
 
+
 @pytest.fixture(scope="module")
 def digest_stack(test_database: str) -> Iterator[Stack]:
     with running_stack(

@@ -16,7 +16,7 @@ from presence.kafka import ensure_topics
 from presence.sip.message import SipResponse
 from presence.topics import Topics
 
-from .conftest import Stack
+from .conftest import Stack, changes_on_bus
 from .sip_client import SipClient
 from .test_subscribe import WatcherDialog
 
@@ -362,32 +362,6 @@ async def test_request_older_than_the_edges_patience_is_not_applied(
     assert await rows(db, f"sip:{request.username}@example.com") == []
 
 
-async def changes_of(stack: Stack, user: str, count: int, timeout: float) -> list[int]:
-    """The versions of the first `count` change events of `user` on the bus (fewer
-    when the deadline passes first)."""
-    topics = Topics(stack.env["PRESENCE_KAFKA_NAMESPACE"])
-    consumer = AIOKafkaConsumer(
-        topics.changes,
-        bootstrap_servers=stack.env["PRESENCE_KAFKA_BOOTSTRAP"],
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    versions: list[int] = []
-    try:
-        async with asyncio.timeout(timeout):
-            async for record in consumer:
-                change = events.decode(record.value or b"")
-                if isinstance(change, events.PresentityChanged) and change.username == user:
-                    versions.append(change.version)
-                    if len(versions) == count:
-                        break
-    except TimeoutError:
-        pass
-    finally:
-        await consumer.stop()
-    return versions
-
-
 async def test_every_change_carries_a_growing_version(stack: Stack) -> None:
     """Each change event of a presentity has a higher version than the one before."""
     device = Publisher(stack, f"sip:ver-{secrets.token_hex(3)}@example.com")
@@ -408,7 +382,7 @@ async def test_every_change_carries_a_growing_version(stack: Stack) -> None:
     finally:
         device.client.close()
         watcher.client.close()
-    versions = await changes_of(stack, user, 3, timeout=20)
+    versions = await changes_on_bus(stack, events.PresentityChanged, user, 3, timeout=20)
     assert len(versions) == 3
     assert versions == sorted(set(versions)) and versions[0] > 0  # strictly growing
 
@@ -428,7 +402,7 @@ async def test_a_presentity_nobody_watches_puts_no_change_on_the_bus(stack: Stac
         )
         assert published.status == 200
         # The change event of a PUBLISH is produced before its reply: none came.
-        assert await changes_of(stack, user, 1, timeout=3) == []
+        assert await changes_on_bus(stack, events.PresentityChanged, user, 1, timeout=3) == []
         assert (await asyncio.to_thread(watcher.subscribe)).status == 200
         shown = await asyncio.to_thread(watcher.notify_until, lambda t: t.get("a") == "open")
         assert shown == {"a": "open"}
@@ -439,7 +413,7 @@ async def test_a_presentity_nobody_watches_puts_no_change_on_the_bus(stack: Stac
             etag=published.headers.get("SIP-ETag"),
         )
         assert closed.status == 200
-        assert len(await changes_of(stack, user, 1, timeout=20)) == 1
+        assert len(await changes_on_bus(stack, events.PresentityChanged, user, 1, timeout=20)) == 1
     finally:
         device.client.close()
         watcher.client.close()

@@ -34,8 +34,7 @@ def test_options_answer_lists_methods_types_and_packages() -> None:
     assert headers == {
         "Allow": "OPTIONS, PUBLISH, SUBSCRIBE, REGISTER",
         "Accept": (
-            "application/dialog-info+xml, application/pidf+xml, "
-            "application/simple-message-summary"
+            "application/dialog-info+xml, application/pidf+xml, application/simple-message-summary"
         ),
         "Allow-Events": "presence, presence.winfo, dialog, message-summary",
     }

@@ -272,7 +272,9 @@ async def test_tcp_failures_end_the_notify(error: Exception, expected: tuple[int
     edge, producer = make_edge()
     tcp = HangingTcp()
     edge.tcp = tcp  # type: ignore[assignment]
-    await edge.on_inbox_event(notify("n1", "<sip:192.0.2.50;transport=tcp;lr>"), offset=1)
+    # A final NOTIFY: its outcome goes on the bus whatever it is.
+    final = replace(notify("n1", "<sip:192.0.2.50;transport=tcp;lr>"), final=True)
+    await edge.on_inbox_event(final, offset=1)
     await settle()
     tcp.outcome.set_exception(error)
     await settle()
@@ -318,3 +320,27 @@ async def test_a_websocket_watcher_without_its_connection_fails_fast_with_430() 
         await asyncio.sleep(0.01)
     assert outcomes(producer) == [(430, "Flow Failed")]
     assert edge.inbox.unfinished() == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "final", "timeout_ends", "on_bus"),
+    [
+        (200, False, True, False),  # delivered, the subscription goes on: nothing to do
+        (503, False, True, False),  # failed for now: the subscription is kept
+        (200, True, True, True),  # the final NOTIFY is done: the dialog goes
+        (481, False, True, True),  # the watcher forgot the dialog
+        (430, False, True, True),  # its WebSocket is gone
+        (408, False, True, True),  # no answer at all...
+        (408, False, False, False),  # ...unless PRESENCE_NOTIFY_TIMEOUT_ENDS_SUBSCRIPTION=0
+    ],
+)
+async def test_only_outcomes_that_end_a_subscription_go_on_the_bus(
+    status: int, final: bool, timeout_ends: bool, on_bus: bool
+) -> None:
+    edge, producer = make_edge(
+        PRESENCE_NOTIFY_TIMEOUT_ENDS_SUBSCRIPTION="1" if timeout_ends else "0"
+    )
+    sent = replace(notify("n1", ""), final=final)
+    edge._report_outcome(sent, status, "Whatever")
+    await settle()
+    assert outcomes(producer) == ([(status, "Whatever")] if on_bus else [])

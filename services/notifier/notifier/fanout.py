@@ -19,7 +19,7 @@ from presence import events, metrics
 from presence.active_watchers import watched
 from presence.authorization import judge, watcher_identity
 from presence.expiry import seconds_left
-from presence.packages import PACKAGES, PRESENCE, Authorization
+from presence.packages import PACKAGES, PRESENCE, Authorization, watcher_info_package
 from presence.pidf import PidfError, current_sphere
 from presence.presentity_documents import load_document, load_sphere, needs_sphere
 from presence.settings import Settings
@@ -89,7 +89,7 @@ class Fanout:
         which is what lets the edge drop stragglers."""
         table = self._settings.active_watchers_table
         if isinstance(change, events.WatcherInfoChanged):
-            event = next(n for n, p in PACKAGES.items() if p.watcher_info_of == change.package)
+            event = watcher_info_package(change.package)
         else:
             event = change.event
         if not isinstance(change, events.WatcherChanged) and not await watched(

@@ -83,9 +83,7 @@ def check_request(request: SipRequest, settings: Settings) -> LocalAnswer | None
         return None
     event = request.headers.get("Event")
     if event is None:
-        return LocalAnswer(
-            489, "Missing Event header", [("Allow-Events", allow_events(settings))]
-        )
+        return LocalAnswer(489, "Missing Event header", [("Allow-Events", allow_events(settings))])
     try:
         package, _ = parse_event(event)
     except SipParseError:

@@ -500,7 +500,12 @@ class Edge:
 
     def _report_outcome(self, notify: events.NotifyRequest, status: int, reason: str) -> None:
         outcome = events.NotifyOutcome.of(notify, status, reason)
-        self._produce(self._topics.notify_outcomes, outcome, key=notify.presentity)
+        # Only what ends a subscription matters to the store: a delivered NOTIFY of a
+        # live subscription (nearly all of them) costs no bus record.
+        if outcome.ends_subscription(
+            timeout_ends=bool(self.settings.notify_timeout_ends_subscription)
+        ):
+            self._produce(self._topics.notify_outcomes, outcome, key=notify.presentity)
         self._notify_done(notify.notify_id)
         following = self.pacer.finished(notify.subscription, time.monotonic())
         if following is not None:
