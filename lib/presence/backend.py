@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,17 +41,25 @@ SHUTDOWN_GRACE = 10.0
 @dataclass
 class Backend:
     pool: asyncpg.Pool
-    redis: Redis
+    # None for a service that takes no presentity lock (the notifier): its readiness
+    # then does not depend on Redis either.
+    redis: Redis | None
     producer: AIOKafkaProducer
     consumer: AIOKafkaConsumer
 
     @classmethod
     async def open(
-        cls, settings: Settings, *, topics: list[str], group: str, client_id: str
+        cls,
+        settings: Settings,
+        *,
+        topics: list[str],
+        group: str,
+        client_id: str,
+        use_redis: bool = True,
     ) -> Backend:
         # In the order a user would check them; each failure is one line.
         pool = await create_pool(settings.db_url)
-        redis = await connect_redis(settings.redis_url)
+        redis = await connect_redis(settings.redis_url) if use_redis else None
         await ensure_shared_topics(settings)
         producer = await start_producer(settings.kafka_bootstrap)
         consumer = await start_consumer(
@@ -66,11 +74,19 @@ class Backend:
         return cls(pool, redis, producer, consumer)
 
     async def ready(self) -> bool:
-        """Whether PostgreSQL, Redis and Kafka all answer now (what /health/ready asks)."""
-        checks = await asyncio.gather(
-            database_ready(self.pool), redis_ready(self.redis), bus_ready(self.producer)
-        )
+        """Whether the dependencies all answer now (what /health/ready asks)."""
+        checks = await asyncio.gather(*(check() for check in self._checks().values()))
         return all(checks)
+
+    def _checks(self) -> dict[str, Callable[[], Awaitable[bool]]]:
+        checks: dict[str, Callable[[], Awaitable[bool]]] = {
+            "kafka": lambda: bus_ready(self.producer),
+            "postgresql": lambda: database_ready(self.pool),
+        }
+        if self.redis is not None:
+            redis = self.redis
+            checks["redis"] = lambda: redis_ready(redis)
+        return checks
 
     def consume(
         self,
@@ -103,7 +119,8 @@ class Backend:
         await self.consumer.stop()
         await self.producer.stop()
         await self.pool.close()
-        await self.redis.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
 
     async def serve(
         self,
@@ -119,12 +136,7 @@ class Backend:
     ) -> None:
         """Run the workers and the health endpoints until SIGTERM; a worker that
         crashes ends the service loudly (its orchestrator restarts it)."""
-        checks = {
-            "kafka": lambda: bus_ready(self.producer),
-            "postgresql": lambda: database_ready(self.pool),
-            "redis": lambda: redis_ready(self.redis),
-        }
-        app = make_health_app(name, checks)
+        app = make_health_app(name, self._checks())
         for router in routers:
             app.include_router(router)
         # The port first: if it is taken, nothing has started that would need stopping.

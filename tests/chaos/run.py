@@ -81,7 +81,7 @@ DEPENDENCIES = ("postgres", "redis", "kafka")
 # Services whose readiness must turn false while a dependency is down.
 DEPENDENTS = {
     "kafka": ("sip-edge", "presence-store", "notifier"),
-    "redis": ("presence-store", "notifier"),
+    "redis": ("presence-store",),
     "postgres": ("presence-store", "notifier"),
 }
 

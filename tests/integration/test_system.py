@@ -119,7 +119,7 @@ def test_health_endpoints_report_every_dependency(stack: Stack) -> None:
     expected_checks = {
         "sip-edge": {"kafka"},
         "presence-store": {"kafka", "postgresql", "redis"},
-        "notifier": {"kafka", "postgresql", "redis"},
+        "notifier": {"kafka", "postgresql"},
     }
     for service, checks in expected_checks.items():
         with urllib.request.urlopen(stack.http(service, "/health/live"), timeout=5) as live:

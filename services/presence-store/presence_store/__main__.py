@@ -32,10 +32,12 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
         group=topics.group("presence-store"),
         client_id="presence-store",
     )
-    locks = ShardedLocks(backend.redis, settings.lock_set_size, prefix=topics.lock_prefix)
-    authenticator = Authenticator(settings, backend.redis)
+    redis = backend.redis
+    assert redis is not None  # opened with Redis: the presentity locks live there
+    locks = ShardedLocks(redis, settings.lock_set_size, prefix=topics.lock_prefix)
+    authenticator = Authenticator(settings, redis)
     handler = RequestHandler(settings, backend.pool, locks, backend.producer, authenticator)
-    cleaner = Cleaner(settings, backend.pool, backend.redis, backend.producer)
+    cleaner = Cleaner(settings, backend.pool, redis, backend.producer)
     watch_tables(settings, backend.pool)
     try:
         await backend.serve(
@@ -58,7 +60,7 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
                 cleaner.run(stopping),
             ],
             routers=(
-                xcap_router(settings, backend.pool, locks, backend.producer, backend.redis),
+                xcap_router(settings, backend.pool, locks, backend.producer, redis),
                 admin_router(settings, backend.pool, locks, backend.producer, cleaner),
             ),
         )
