@@ -2,7 +2,7 @@
 // SUBSCRIBE/NOTIFY, XCAP (RFC 4825) over fetch for the buddy list (RFC 4826
 // resource-lists) and the privacy rules (RFC 5025 pres-rules). One page, no framework.
 
-import { Publisher, Subscriber, SubscriptionState, UserAgent } from "sip.js";
+import { Publisher, PublisherState, Subscriber, SubscriptionState, UserAgent } from "sip.js";
 
 const NS = {
   pidf: "urn:ietf:params:xml:ns:pidf",
@@ -69,6 +69,24 @@ function readPresence(text) {
     status = activities.includes("busy") ? "busy" : activities.includes("away") ? "away" : "available";
   }
   return { status, note: status === "offline" ? "" : notes.find(Boolean) || "" };
+}
+
+// --- digest: SIP.js keeps only the last WWW-Authenticate of a 401 (its parser replaces
+// the earlier ones) and answers only MD5; the server offers SHA-256 first, then MD5
+// (RFC 8760: most preferred first). So the MD5 challenge goes last, where SIP.js reads.
+
+function md5ChallengeLast(message) {
+  if (typeof message !== "string" || !/^SIP\/2\.0 40[17] /.test(message)) return message;
+  const end = message.indexOf("\r\n\r\n");
+  if (end < 0) return message;
+  const lines = message.slice(0, end).split("\r\n");
+  const isChallenge = (line) => /^(www|proxy)-authenticate\s*:/i.test(line);
+  const isMd5 = (line) => !/algorithm\s*=/i.test(line) || /algorithm\s*=\s*"?md5"?\s*(,|$)/i.test(line);
+  const challenges = lines.filter(isChallenge);
+  const ordered = [...challenges.filter((l) => !isMd5(l)), ...challenges.filter(isMd5)];
+  let next = 0;
+  const head = lines.map((line) => (isChallenge(line) ? ordered[next++] : line));
+  return head.join("\r\n") + message.slice(end);
 }
 
 // --- XCAP: read a document, change it, write it back unless it changed meanwhile ---
@@ -196,6 +214,36 @@ class Xcap {
   }
 }
 
+// --- PUBLISH (RFC 3903) whose answer the page waits for -----------------------------
+
+// SIP.js's Publisher resolves publish() once the request is sent and refreshes it on
+// its own; this one also reports each final answer, so the page shows a status only
+// once the server has taken it, and says so when a refresh fails.
+class AnsweredPublisher extends Publisher {
+  constructor(ua, uri) {
+    super(ua, uri, "presence", { expires, contentType: "application/pidf+xml" });
+    this.waiting = null;
+  }
+
+  receiveResponse(response) {
+    super.receiveResponse(response);
+    if (response.statusCode < 200) return;
+    const answer = { code: response.statusCode, reason: response.reasonPhrase };
+    if (this.waiting) {
+      this.waiting(answer);
+      this.waiting = null;
+    } else if (answer.code >= 300) {
+      show(`refreshing my status: ${answer.code} ${answer.reason}`);
+    }
+  }
+
+  async publishAnswered(body) {
+    const answered = new Promise((resolve) => (this.waiting = resolve));
+    await this.publish(body);
+    return answered;
+  }
+}
+
 // --- the page --------------------------------------------------------------------
 
 function show(text) {
@@ -215,22 +263,27 @@ async function logIn(form) {
     transportOptions: { server },
     logLevel: "warn",
   });
+  const deliver = ua.transport.onMessage;
+  ua.transport.onMessage = (message) => deliver(md5ChallengeLast(message));
   const xcap = new Xcap(uri.user, uri.host, form.xcapPassword.value, aor);
   await ua.start();
   session = { aor, ua, xcap, publisher: null, buddies: new Map(), watchers: new Map() };
   $("#login").hidden = true;
   $("#app").hidden = false;
   $("#me").textContent = aor;
-  session.publisher = new Publisher(ua, uri, "presence", { expires });
+  session.publisher = new AnsweredPublisher(ua, uri);
   subscribeWatchers();
   for (const buddy of await xcap.buddies()) watch(buddy);
   renderBuddies();
 }
 
 async function publish(status, note) {
-  await session.publisher.publish(pidfDocument(session.aor, status, note), {
-    contentType: "application/pidf+xml",
-  });
+  // A publisher the server refused is done (SIP.js): the next status starts a new one.
+  if (session.publisher.state === PublisherState.Terminated) {
+    session.publisher = new AnsweredPublisher(session.ua, UserAgent.makeURI(session.aor));
+  }
+  const { code, reason } = await session.publisher.publishAnswered(pidfDocument(session.aor, status, note));
+  if (code >= 300) throw new Error(`publishing my status: ${code} ${reason}`);
   $("#my-status").textContent = status;
   $("#my-status").dataset.status = status;
 }

@@ -9,7 +9,13 @@ import re
 from pathlib import Path
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 
 from presence.settings import Settings
 
@@ -31,7 +37,7 @@ def webclient_router(settings: Settings) -> APIRouter:
     directory = Path(settings.webclient_dir) if settings.webclient_dir else DEFAULT_DIR
     router = APIRouter(prefix="/client", tags=["webclient"], include_in_schema=False)
 
-    def file(name: str) -> FileResponse | PlainTextResponse:
+    def file(name: str) -> Response:
         path = directory / name
         if not _FILE_NAME.fullmatch(name) or not path.is_file():
             if not (directory / "index.html").is_file():
@@ -47,7 +53,7 @@ def webclient_router(settings: Settings) -> APIRouter:
         return RedirectResponse("/client/", status_code=308)
 
     @router.get("/")
-    async def client_page() -> FileResponse | PlainTextResponse:
+    async def client_page() -> Response:
         return file("index.html")
 
     @router.get("/config.json")
@@ -60,7 +66,7 @@ def webclient_router(settings: Settings) -> APIRouter:
         return JSONResponse({"ws": ws, "wss": wss}, headers=_HEADERS)
 
     @router.get("/{name}")
-    async def client_file(name: str) -> FileResponse | PlainTextResponse:
+    async def client_file(name: str) -> Response:
         return file(name)
 
     return router
