@@ -23,7 +23,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from lxml import etree
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from presence.local_ca import LocalCa, ensure
 from presence.xcap_credentials import password_for
@@ -130,10 +130,10 @@ class ClientPage:
         # Shown once the server answered 200 (after the digest challenge).
         expect(self.page.locator("#my-status")).to_have_text(status, timeout=10_000)
 
-    def buddy_status(self, uri: str):  # noqa: ANN201  (a Playwright Locator)
+    def buddy_status(self, uri: str) -> Locator:
         return self.page.locator(f'#buddies li[data-buddy="{uri}"] .status')
 
-    def watcher_row(self, uri: str):  # noqa: ANN201
+    def watcher_row(self, uri: str) -> Locator:
         return self.page.locator(f'#watchers li[data-watcher="{uri}"]')
 
 
@@ -190,6 +190,13 @@ def test_two_users_in_the_browser(web_stack: Stack, browser: Browser) -> None:
         expect(bob.buddy_status(alice_aor)).to_have_text("away", timeout=1_000)
         alice.publish("busy", "on a call")
         expect(bob.buddy_status(alice_aor)).to_have_text("busy", timeout=1_000)
+
+        # A second buddy, who has not answered bob yet.
+        carol_aor = f"sip:carol-{secrets.token_hex(3)}@{DOMAIN}"
+        bob.page.fill("#add-buddy input[name=uri]", carol_aor)
+        bob.page.click("#add-buddy button")
+        expect(bob.buddy_status(carol_aor)).to_have_text("pending", timeout=10_000)
+        assert buddy_uris(web_stack, origin, bob_aor) == [alice_aor, carol_aor]
         LOGS.mkdir(parents=True, exist_ok=True)
         bob.page.screenshot(path=str(LOGS / "webclient-buddies.png"))
 
@@ -202,7 +209,7 @@ def test_two_users_in_the_browser(web_stack: Stack, browser: Browser) -> None:
             "button", name="remove"
         ).click()
         expect(bob.page.locator(f'#buddies li[data-buddy="{alice_aor}"]')).to_have_count(0)
-        assert buddy_uris(web_stack, origin, bob_aor) == []
+        assert buddy_uris(web_stack, origin, bob_aor) == [carol_aor]
     finally:
         bob.context.close()
         if alice.context.pages:
@@ -214,9 +221,7 @@ def test_two_users_in_the_browser(web_stack: Stack, browser: Browser) -> None:
     print(f"browser test took {time.monotonic() - started:.1f}s")
 
 
-def test_the_page_says_when_the_client_is_not_built(
-    web_stack: Stack, tmp_path: Path
-) -> None:
+def test_the_page_says_when_the_client_is_not_built(web_stack: Stack, tmp_path: Path) -> None:
     """With a bundle directory that has none, /client/ answers 404 saying how to build it."""
     store = web_stack.start(
         "presence-store", replica="-nobundle", PRESENCE_WEBCLIENT_DIR=str(tmp_path)
