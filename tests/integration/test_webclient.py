@@ -219,18 +219,3 @@ def test_two_users_in_the_browser(web_stack: Stack, browser: Browser) -> None:
     for url in alice.requests + bob.requests:
         assert re.match(f"({re.escape(origin)}|{re.escape(wss)})(/|$)", url), url
     print(f"browser test took {time.monotonic() - started:.1f}s")
-
-
-def test_the_page_says_when_the_client_is_not_built(web_stack: Stack, tmp_path: Path) -> None:
-    """With a bundle directory that has none, /client/ answers 404 saying how to build it."""
-    store = web_stack.start(
-        "presence-store", replica="-nobundle", PRESENCE_WEBCLIENT_DIR=str(tmp_path)
-    )
-    try:
-        answer = httpx.get(f"http://127.0.0.1:{store.http_port}/client/")
-        assert answer.status_code == 404
-        assert "scripts/webclient.sh" in answer.text
-        config = httpx.get(f"http://127.0.0.1:{store.http_port}/client/config.json").json()
-        assert config["ws"] == f"ws://127.0.0.1:{web_stack.env['PRESENCE_SIP_WS_PORT']}"
-    finally:
-        web_stack.stop("presence-store-nobundle")
