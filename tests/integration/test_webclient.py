@@ -160,6 +160,7 @@ def test_two_users_in_the_browser(web_stack: Stack, browser: Browser) -> None:
     bob_aor, bob_password = new_user(web_stack, "bob")
     alice = ClientPage(browser, origin)
     bob = ClientPage(browser, origin)
+    pages = [alice, bob]
     try:
         alice.log_in(alice_aor, alice_password)
         bob.log_in(bob_aor, bob_password)
@@ -204,6 +205,18 @@ def test_two_users_in_the_browser(web_stack: Stack, browser: Browser) -> None:
         alice.context.close()
         expect(bob.buddy_status(alice_aor)).to_have_text("offline", timeout=(EXPIRES + 10) * 1000)
 
+        # alice in a new tab: bob is listed as watching her; she blocks him and his
+        # subscription ends (RFC 5025 block: terminated, reason rejected).
+        alice_again = ClientPage(browser, origin)
+        pages.append(alice_again)
+        alice_again.log_in(alice_aor, alice_password)
+        expect(alice_again.watcher_row(bob_aor).locator(".status")).to_have_text(
+            "active", timeout=10_000
+        )
+        alice_again.watcher_row(bob_aor).get_by_role("button", name="block").click()
+        expect(bob.buddy_status(alice_aor)).to_have_text("terminated", timeout=10_000)
+        expect(alice_again.watcher_row(bob_aor).locator(".status")).to_have_text("terminated")
+
         # Removing the buddy removes him from the document too.
         bob.page.locator(f'#buddies li[data-buddy="{alice_aor}"]').get_by_role(
             "button", name="remove"
@@ -211,11 +224,10 @@ def test_two_users_in_the_browser(web_stack: Stack, browser: Browser) -> None:
         expect(bob.page.locator(f'#buddies li[data-buddy="{alice_aor}"]')).to_have_count(0)
         assert buddy_uris(web_stack, origin, bob_aor) == [carol_aor]
     finally:
-        bob.context.close()
-        if alice.context.pages:
-            alice.context.close()
+        for page in pages:
+            page.context.close()  # again for alice's first tab: harmless
 
     # The pages fetched nothing but the server's own page, XCAP and WebSocket.
-    for url in alice.requests + bob.requests:
+    for url in [url for page in pages for url in page.requests]:
         assert re.match(f"({re.escape(origin)}|{re.escape(wss)})(/|$)", url), url
     print(f"browser test took {time.monotonic() - started:.1f}s")
