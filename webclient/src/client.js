@@ -256,16 +256,23 @@ async function logIn(form) {
   if (!uri || !uri.user) throw new Error(`not a SIP address: ${aor}`);
   const config = await (await fetch("config.json")).json();
   const server = form.server.value.trim() || (location.protocol === "https:" ? config.wss : config.ws);
+  if (!server) throw new Error("the server has no WebSocket listener for this page: give its URL");
+  // The XCAP password first: a wrong one stops here, before any SIP.
+  const xcap = new Xcap(uri.user, uri.host, form.xcapPassword.value, aor);
+  const buddies = await xcap.buddies();
   const ua = new UserAgent({
     uri,
     authorizationUsername: uri.user,
     authorizationPassword: form.sipPassword.value,
     transportOptions: { server },
     logLevel: "warn",
+    delegate: {
+      // NOTIFYs reach a browser only over its connection: without it the page is stale.
+      onDisconnect: (error) => error && show(`connection to ${server} lost: reload the page`),
+    },
   });
   const deliver = ua.transport.onMessage;
   ua.transport.onMessage = (message) => deliver(md5ChallengeLast(message));
-  const xcap = new Xcap(uri.user, uri.host, form.xcapPassword.value, aor);
   await ua.start();
   session = { aor, ua, xcap, publisher: null, buddies: new Map(), watchers: new Map() };
   $("#login").hidden = true;
@@ -273,7 +280,7 @@ async function logIn(form) {
   $("#me").textContent = aor;
   session.publisher = new AnsweredPublisher(ua, uri);
   subscribeWatchers();
-  for (const buddy of await xcap.buddies()) watch(buddy);
+  for (const buddy of buddies) watch(buddy);
   renderBuddies();
 }
 
