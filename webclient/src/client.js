@@ -24,7 +24,7 @@ const params = new URLSearchParams(location.search);
 // `?expires=N` shortens them (a closed tab then goes offline after N seconds).
 const expires = Number(params.get("expires")) || 3600;
 
-let session = null; // {aor, user, domain, ua, xcap, publisher, buddies: Map, watchers: Map}
+let session = null; // {aor, ua, xcap, publisher, buddies: Map by uri, watchers: Map by winfo id}
 
 // --- presence documents (PIDF, RFC 3863, with RPID activities, RFC 4480) ---------
 
