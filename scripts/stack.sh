@@ -95,6 +95,7 @@ up() {
     auth_defaults
     admin_token
     tls_defaults
+    "$S/webclient.sh"   # the browser client presence-store serves under /client/
     "$S/services.sh" start
     local sip_port="${PRESENCE_SIP_PORT:-5060}" sip_host="${PRESENCE_SIP_HOST:-127.0.0.1}"
     cat <<MSG
@@ -103,6 +104,8 @@ The presence server is up.
   SIP (sip-edge)    udp+tcp $sip_host:$sip_port, tls $sip_host:${PRESENCE_SIP_TLS_PORT:-5061}
                     ws://$sip_host:${PRESENCE_SIP_WS_PORT:-5066}, wss://$sip_host:${PRESENCE_SIP_WSS_PORT:-7443} (subprotocol sip)
   HTTPS (XCAP, admin) https://127.0.0.1:${PRESENCE_STORE_HTTPS_PORT:-8443}
+  browser client    https://127.0.0.1:${PRESENCE_STORE_HTTPS_PORT:-8443}/client/ (trust the local CA below),
+                    or http://127.0.0.1:${PRESENCE_STORE_HTTP_PORT:-8080}/client/ from this machine
   sip-edge          http://127.0.0.1:${PRESENCE_EDGE_HTTP_PORT:-18081}/health/ready
   presence-store    http://127.0.0.1:${PRESENCE_STORE_HTTP_PORT:-8080}/health/ready
   XCAP pres-rules   http://127.0.0.1:${PRESENCE_STORE_HTTP_PORT:-8080}/xcap-root/pres-rules/users/<sip:user@domain>/index

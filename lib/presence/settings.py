@@ -320,6 +320,9 @@ class Settings:
     sip_handshake_timeout_ms: int = 5000
     # presence-store's HTTPS port (XCAP and admin API) when a certificate is set; 0: none.
     store_https_port: int = 8443
+    # The browser client's bundle, served by presence-store under /client/
+    # (scripts/webclient.sh builds it); empty: webclient/dist of this repository.
+    webclient_dir: str = ""
 
     # --- privacy (RFC 5025) and XCAP ---
     # How a subscription ends when a rules change withdraws its permission: reason
@@ -539,6 +542,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "tls_cert": _text,
     "tls_key": _text,
     "tls_client_ca": _text,
+    "webclient_dir": _text,
     "sip_handshake_timeout_ms": _integer(100, 60_000),
     "store_https_port": _integer(0, 65535),
     "withdrawn_reason": _choice("deactivated", "probation"),

@@ -17,6 +17,7 @@ from presence_store.authentication import Authenticator
 from presence_store.cleaner import Cleaner
 from presence_store.gauges import watch_tables
 from presence_store.handlers import RequestHandler
+from presence_store.webclient import webclient_router
 from presence_store.xcap import xcap_router
 
 
@@ -62,6 +63,7 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
             routers=(
                 xcap_router(settings, backend.pool, locks, backend.producer, redis),
                 admin_router(settings, backend.pool, locks, backend.producer, cleaner),
+                webclient_router(settings),
             ),
         )
     finally:
