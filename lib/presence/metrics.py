@@ -162,8 +162,9 @@ UNSTORABLE_REQUESTS = Counter(
 AUTH_FAILURES = Counter(
     "presence_auth_failures_total",
     "SIP requests refused on authentication, by reason: at the store bad_credentials, "
-    "replayed_nonce_count, blocked_account, blocked_source, qop_required, not_own_aor, "
-    "not_own_subscription, bad_authorization; at the edge bad_authorization, "
+    "replayed_nonce_count, blocked_account, blocked_source, qop_required, "
+    "algorithm_not_offered, not_own_aor, not_own_subscription, bad_authorization; at the "
+    "edge bad_authorization, "
     "trusted_proxy_udp",
     ["reason"],
 )

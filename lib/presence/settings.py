@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from presence.logs import parse_levels
+from presence.sip.digest import parse_algorithm_list
 from presence.sip.message import parse_uri
 
 PREFIX = "PRESENCE_"
@@ -161,6 +162,11 @@ def _text(text: str) -> str:
 # A secret shorter than this is refused at start: the nonce key, the XCAP
 # passwords' key and the admin token must not be guessable.
 MIN_SECRET_LENGTH = 16
+
+
+def _algorithm_list(text: str) -> str:
+    parse_algorithm_list(text)
+    return text
 
 
 def _secret(text: str) -> str:
@@ -368,6 +374,11 @@ class Settings:
     # 1: digest credentials must use qop=auth (nonce-count replay protection); those
     # without qop (RFC 2069, some old phones) get a fresh challenge. 0 accepts them.
     auth_require_qop: int = 1
+    # The digest algorithms offered in a 401, in this order, and the only ones
+    # accepted (RFC 8760: the strongest first). Browser libraries that read only one
+    # challenge and know only MD5 (JsSIP takes the first, SIP.js the last) need MD5
+    # where they look: "MD5,SHA-256" for JsSIP, or "MD5" alone.
+    auth_algorithms: str = "SHA-256,MD5"
     # 1: trusted-proxy mode accepts P-Asserted-Identity over UDP too; the operator
     # must guarantee that no one else can send from a trusted address (ingress
     # filtering). 0: only over TCP; over UDP the answer is 403.
@@ -475,6 +486,10 @@ class Settings:
         )
 
     @property
+    def offered_algorithms(self) -> tuple[str, ...]:
+        return parse_algorithm_list(self.auth_algorithms)
+
+    @property
     def event_package_names(self) -> tuple[str, ...]:
         return tuple(n.strip() for n in self.event_packages.split(",") if n.strip())
 
@@ -560,6 +575,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "auth_max_source_failures": _integer(1, 1_000_000),
     "auth_block_seconds": _integer(1, 86400),
     "auth_require_qop": _flag,
+    "auth_algorithms": _algorithm_list,
     "trusted_proxy_udp": _flag,
     "kafka_bootstrap": _bootstrap,
     "kafka_partitions": _integer(1, 1000),
