@@ -206,6 +206,12 @@ CLEANER_REMOVED = Counter(
 
 # --- notifier -------------------------------------------------------------------
 
+STORE_NOTIFIES_BUILT = Counter(
+    "presence_store_notifies_total",
+    "NOTIFY requests presence-store built itself and handed to an edge (the one each "
+    "accepted SUBSCRIBE calls for), by event package",
+    ["event"],
+)
 NOTIFIES_BUILT = Counter(
     "presence_notifier_notifies_total",
     "NOTIFY requests the notifier built and handed to an edge, by event package",
