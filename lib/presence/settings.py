@@ -41,6 +41,9 @@ SCRIPT_VARIABLES = frozenset(
         # docker-compose.yml: the address the observability profile publishes
         # Prometheus and Grafana on (127.0.0.1 unless told otherwise).
         "PRESENCE_OBSERVABILITY_BIND",
+        # docker-compose.yml: more names for the server certificate its init service
+        # makes at the first start (comma-separated).
+        "PRESENCE_TLS_HOSTS",
         # tests/integration/conftest.py: the database the integration tests recreate
         # (presence_test), so that two test runs on one PostgreSQL do not collide.
         "PRESENCE_TEST_DATABASE",
