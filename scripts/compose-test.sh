@@ -293,9 +293,10 @@ SECRET_FILES="/run/presence/auth-secret /run/presence/xcap-secret /run/presence/
 stored_secrets() { compose exec -T sip-edge cat $SECRET_FILES | sha256sum | cut -c1-16; }
 FIRST_SECRETS=""
 first_start() {
-    compose logs --no-color init | grep -q "first start: made" || die "the init service made nothing at the first start"
+    local logs; logs="$(compose logs --no-color init)"   # whole, then searched: no early close of a pipe
+    grep -q "first start: made" <<<"$logs" || die "the init service made nothing at the first start: $logs"
     FIRST_SECRETS="$(stored_secrets)"
-    say "  init made the secrets and a CA (digest $FIRST_SECRETS); read with: $(compose logs --no-color init | grep -m1 -o 'docker compose exec .*auth-secret')"
+    say "  init made the secrets and a CA (digest $FIRST_SECRETS); read with: $(grep -m1 -o 'docker compose exec .*auth-secret' <<<"$logs")"
 }
 secrets_kept() {
     local now; now="$(stored_secrets)"
