@@ -90,10 +90,10 @@ def instructions(directory: Path, service: str = "sip-edge") -> str:
     read = f"docker compose exec {service} cat {directory}"
     return "\n".join(
         [
-            f"  SIP digest nonce key:     {read}/{SECRET_FILES['PRESENCE_AUTH_SECRET']}",
-            f"  XCAP secret:              {read}/{SECRET_FILES['PRESENCE_XCAP_SECRET']}",
-            f"  admin API token:          {read}/{SECRET_FILES['PRESENCE_ADMIN_TOKEN']}",
-            f"  the CA clients must trust: {read}/{CA_CERT} > presence-ca.pem",
+            f"  SIP digest nonce key:  {read}/{SECRET_FILES['PRESENCE_AUTH_SECRET']}",
+            f"  XCAP secret:           {read}/{SECRET_FILES['PRESENCE_XCAP_SECRET']}",
+            f"  admin API token:       {read}/{SECRET_FILES['PRESENCE_ADMIN_TOKEN']}",
+            f"  the CA clients trust:  {read}/{CA_CERT} > presence-ca.pem",
             "  (a value set in the environment wins over its file)",
         ]
     )
