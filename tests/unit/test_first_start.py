@@ -117,3 +117,17 @@ def test_the_command_says_how_to_read_what_it_made(
     assert f"docker compose exec sip-edge cat {tmp_path}/tls/ca.pem" in first
     assert main([str(tmp_path)]) == 0
     assert "reusing" in capsys.readouterr().out
+
+
+def test_presencectl_takes_the_stored_admin_token_unless_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from presencectl.cli import parser
+
+    prepare(tmp_path)
+    stored = (tmp_path / "admin-token").read_text().strip()
+    monkeypatch.delenv("PRESENCE_ADMIN_TOKEN", raising=False)
+    monkeypatch.setenv("PRESENCE_SECRETS_DIR", str(tmp_path))
+    assert parser().parse_args(["presentities"]).token == stored
+    monkeypatch.setenv("PRESENCE_ADMIN_TOKEN", "given-in-the-environment")
+    assert parser().parse_args(["presentities"]).token == "given-in-the-environment"
