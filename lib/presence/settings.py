@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from presence.first_start import with_stored_values
 from presence.logs import parse_levels
 from presence.sip.digest import parse_algorithm_list
 from presence.sip.message import parse_uri
@@ -41,6 +42,9 @@ SCRIPT_VARIABLES = frozenset(
         # docker-compose.yml: the address the observability profile publishes
         # Prometheus and Grafana on (127.0.0.1 unless told otherwise).
         "PRESENCE_OBSERVABILITY_BIND",
+        # docker-compose.yml: more names for the server certificate its init service
+        # makes at the first start (comma-separated).
+        "PRESENCE_TLS_HOSTS",
         # tests/integration/conftest.py: the database the integration tests recreate
         # (presence_test), so that two test runs on one PostgreSQL do not collide.
         "PRESENCE_TEST_DATABASE",
@@ -329,6 +333,11 @@ class Settings:
     # The browser client's bundle, served by presence-store under /client/
     # (scripts/webclient.sh builds it); empty: webclient/dist of this repository.
     webclient_dir: str = ""
+    # A directory of values made once at a deployment's first start (presence.first_start;
+    # docker-compose's init service): PRESENCE_AUTH_SECRET, PRESENCE_XCAP_SECRET,
+    # PRESENCE_ADMIN_TOKEN, PRESENCE_TLS_CERT and PRESENCE_TLS_KEY left unset or empty
+    # are taken from its files. Empty: none.
+    secrets_dir: str = ""
 
     # --- privacy (RFC 5025) and XCAP ---
     # How a subscription ends when a rules change withdraws its permission: reason
@@ -558,6 +567,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "tls_key": _text,
     "tls_client_ca": _text,
     "webclient_dir": _text,
+    "secrets_dir": _text,
     "sip_handshake_timeout_ms": _integer(100, 60_000),
     "store_https_port": _integer(0, 65535),
     "withdrawn_reason": _choice("deactivated", "probation"),
@@ -627,6 +637,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     if env.get("PRESENCE_ENV_FILE"):
         file_values = read_env_file(Path(env["PRESENCE_ENV_FILE"]))
         env = {**file_values, **env}
+    if env.get("PRESENCE_SECRETS_DIR"):
+        env = with_stored_values(env, Path(env["PRESENCE_SECRETS_DIR"]))
     known = {env_name(f.name) for f in fields(Settings)} | SCRIPT_VARIABLES
     for key in env:
         if key.startswith(PREFIX) and key not in known:
