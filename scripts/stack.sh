@@ -128,7 +128,7 @@ $(if [ -n "$TLS_CA" ]; then cat <<TRUST
                     browsers: import it as an authority (Chromium: Settings, Privacy and security, Security, Manage certificates)
 TRUST
 fi)
-Try it:  sipsak -vv -s sip:$sip_host:$sip_port   (or see README.md)
+Try it:  sipsak -vv -s sip:$sip_host:$sip_port   (or see README.md: a first PUBLISH and SUBSCRIBE by hand)
 Stop it: make stop
 MSG
 }

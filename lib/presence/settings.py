@@ -643,7 +643,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     for key in env:
         if key.startswith(PREFIX) and key not in known:
             raise SettingsError(
-                f"{key}: unknown setting (see the configuration table in README.md)"
+                f"{key}: unknown setting (see the table in docs/CONFIGURATION.md)"
             )
     values: dict[str, Any] = {}
     for field in fields(Settings):
