@@ -278,28 +278,45 @@ def metric_samples(stack: Stack, service: str, name: str) -> dict[str, float]:
     return samples
 
 
-async def changes_on_bus(
-    stack: Stack, kind: type[events.Event], user: str, count: int, timeout: float
-) -> list[int]:
-    """The versions of the first `count` change events of type `kind` about `user` on
-    the stack's presence.changes topic (fewer when the deadline passes first)."""
+async def bus_records(
+    stack: Stack,
+    topic: str,
+    keep: Callable[[events.Event], bool],
+    count: int,
+    timeout: float,
+) -> list[events.Event]:
+    """The first `count` records of `topic` that `keep` accepts, from its beginning
+    (fewer when the deadline passes first)."""
     consumer = AIOKafkaConsumer(
-        Topics(stack.env["PRESENCE_KAFKA_NAMESPACE"]).changes,
-        bootstrap_servers=stack.env["PRESENCE_KAFKA_BOOTSTRAP"],
-        auto_offset_reset="earliest",
+        topic, bootstrap_servers=stack.env["PRESENCE_KAFKA_BOOTSTRAP"], auto_offset_reset="earliest"
     )
     await consumer.start()
-    versions: list[int] = []
+    found: list[events.Event] = []
     try:
         async with asyncio.timeout(timeout):
             async for record in consumer:
-                change = events.decode(record.value or b"")
-                if isinstance(change, kind) and getattr(change, "username", None) == user:
-                    versions.append(getattr(change, "version", 0))
-                    if len(versions) == count:
+                event = events.decode(record.value or b"")
+                if keep(event):
+                    found.append(event)
+                    if len(found) == count:
                         break
     except TimeoutError:
         pass
     finally:
         await consumer.stop()
-    return versions
+    return found
+
+
+async def changes_on_bus(
+    stack: Stack, kind: type[events.Event], user: str, count: int, timeout: float
+) -> list[int]:
+    """The versions of the first `count` change events of type `kind` about `user` on
+    the stack's presence.changes topic (fewer when the deadline passes first)."""
+    found = await bus_records(
+        stack,
+        Topics(stack.env["PRESENCE_KAFKA_NAMESPACE"]).changes,
+        lambda e: isinstance(e, kind) and getattr(e, "username", None) == user,
+        count,
+        timeout,
+    )
+    return [getattr(change, "version", 0) for change in found]

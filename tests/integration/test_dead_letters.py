@@ -19,13 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from presence import events
 from presence.kafka import ensure_topics
 from presence.sip.message import SipRequest, SipResponse, parse_name_addr
 from presence.topics import Topics
-from tests.integration.conftest import Stack, metric_samples, running_stack
+from tests.integration.conftest import Stack, bus_records, metric_samples, running_stack
 from tests.integration.sip_client import SipClient
 
 TOKEN = "dead-letters-" + secrets.token_hex(8)
@@ -164,24 +164,11 @@ async def put_on_bus(stack: Stack, topic: str, key: str, value: bytes) -> None:
 
 async def replies_in(stack: Stack, edge_id: str, count: int) -> list[events.SipReply]:
     topics = Topics(stack.env["PRESENCE_KAFKA_NAMESPACE"])
-    consumer = AIOKafkaConsumer(
-        topics.edge_inbox(edge_id),
-        bootstrap_servers=stack.env["PRESENCE_KAFKA_BOOTSTRAP"],
-        auto_offset_reset="earliest",
+    found = await bus_records(
+        stack, topics.edge_inbox(edge_id), lambda e: isinstance(e, events.SipReply), count, 30
     )
-    await consumer.start()
-    replies: list[events.SipReply] = []
-    try:
-        async with asyncio.timeout(30):
-            async for record in consumer:
-                reply = events.decode(record.value or b"")
-                assert isinstance(reply, events.SipReply)
-                replies.append(reply)
-                if len(replies) == count:
-                    break
-    finally:
-        await consumer.stop()
-    return replies
+    assert len(found) == count, f"{len(found)} of {count} replies"
+    return [reply for reply in found if isinstance(reply, events.SipReply)]
 
 
 def presencectl(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:

@@ -16,20 +16,9 @@ from presence.sip.message import SipResponse
 
 from .conftest import make_stack, metric_samples
 from .sip_client import SipClient
+from .test_shutdown import publish_request
 
 pytestmark = pytest.mark.integration
-
-PIDF = (
-    '<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" '
-    'entity="sip:{user}@example.com"><tuple id="t"><status><basic>open</basic>'
-    "</status></tuple></presence>"
-)
-
-
-def publish_request(client: SipClient, user: str) -> bytes:
-    headers = [("Event", "presence"), ("Content-Type", "application/pidf+xml")]
-    body = PIDF.format(user=user).encode()
-    return client.request("PUBLISH", f"sip:{user}@example.com", headers, body)
 
 
 async def stored(db_url: str, user: str) -> bool:

@@ -9,14 +9,14 @@ from collections.abc import Iterator
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from presence import events
 from presence.kafka import ensure_topics
 from presence.sip.message import SipResponse
 from presence.topics import Topics
 
-from .conftest import Stack, changes_on_bus
+from .conftest import Stack, bus_records, changes_on_bus
 from .sip_client import SipClient
 from .test_subscribe import WatcherDialog
 
@@ -303,24 +303,12 @@ async def put_on_bus_and_collect_replies(
             )
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(
-        topics.edge_inbox(request.edge_id),
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    replies: list[events.SipReply] = []
-    try:
-        async with asyncio.timeout(20):
-            async for record in consumer:
-                reply = events.decode(record.value or b"")
-                assert isinstance(reply, events.SipReply)
-                replies.append(reply)
-                if len(replies) == copies:
-                    break
-    finally:
-        await consumer.stop()
-    return replies
+    found = await bus_records(
+        stack, topics.edge_inbox(request.edge_id), lambda e: isinstance(e, events.SipReply),
+        copies, 20,
+    )  # fmt: skip
+    assert len(found) == copies, f"{len(found)} of {copies} replies"
+    return [reply for reply in found if isinstance(reply, events.SipReply)]
 
 
 def bus_publication(received_at: float) -> events.PublishRequest:
