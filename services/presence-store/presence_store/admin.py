@@ -62,7 +62,7 @@ from presence.watcherinfo import Watcher
 from presence_store import credentials
 from presence_store.cleaner import Cleaner
 from presence_store.dead_letters import DeadLettersUnreadable, read_dead_letters
-from presence_store.fencing import enter_fence
+from presence_store.fencing import locked_write
 from presence_store.rejudge import rejudge_presentity
 from presence_store.subscribe_store import watcher_info_notices
 
@@ -442,39 +442,37 @@ def admin_router(
         if row is None:
             raise AdminError(404, f"no subscription {subscription!r}", "subscription")
         user, domain = row["to_user"], row["to_domain"]
-        async with locks.hold(f"{user}@{domain}") as lease, pool.acquire() as connection:
-            async with connection.transaction():
-                await enter_fence(connection, lease)
-                ended = await connection.fetchrow(
-                    f"""UPDATE {subscriptions} SET status = 'terminated', reason = $2
-                        WHERE to_tag = $1 AND status <> 'terminated'
-                        RETURNING event, from_user, from_domain""",
-                    subscription,
-                    reason,
+        async with locked_write(locks, pool, f"{user}@{domain}") as (connection, _):
+            ended = await connection.fetchrow(
+                f"""UPDATE {subscriptions} SET status = 'terminated', reason = $2
+                    WHERE to_tag = $1 AND status <> 'terminated'
+                    RETURNING event, from_user, from_domain""",
+                subscription,
+                reason,
+            )
+            if ended is None:
+                raise AdminError(
+                    409, f"subscription {subscription!r} has ended already", "subscription"
                 )
-                if ended is None:
-                    raise AdminError(
-                        409, f"subscription {subscription!r} has ended already", "subscription"
-                    )
-                watcher = watcher_identity(ended["from_user"], ended["from_domain"])
-                notices: list[events.Event] = [
-                    events.WatcherChanged(
-                        user, domain, ended["event"], subscription, "admin", time.time()
-                    ),
-                    *watcher_info_notices(
-                        user,
-                        domain,
-                        ended["event"],
-                        [Watcher(subscription, watcher, "terminated", reason)],
-                        "admin",
-                        time.time(),
-                    ),
-                ]
-                # Committed only once the final NOTIFY is on its way, as the cleaner does.
-                for notice in notices:
-                    await producer.send_and_wait(
-                        topics.changes, events.encode(notice), key=f"{user}@{domain}".encode()
-                    )
+            watcher = watcher_identity(ended["from_user"], ended["from_domain"])
+            notices: list[events.Event] = [
+                events.WatcherChanged(
+                    user, domain, ended["event"], subscription, "admin", time.time()
+                ),
+                *watcher_info_notices(
+                    user,
+                    domain,
+                    ended["event"],
+                    [Watcher(subscription, watcher, "terminated", reason)],
+                    "admin",
+                    time.time(),
+                ),
+            ]
+            # Committed only once the final NOTIFY is on its way, as the cleaner does.
+            for notice in notices:
+                await producer.send_and_wait(
+                    topics.changes, events.encode(notice), key=f"{user}@{domain}".encode()
+                )
         log.info("admin: terminated subscription %s of %s@%s (%s)", subscription, user, domain,
                  reason)  # fmt: skip
         return {

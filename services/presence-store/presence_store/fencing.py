@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import asyncpg
 
-from presence.locks import Lease
+from presence.locks import Lease, ShardedLocks
 
 
 class FencedOut(RuntimeError):
@@ -25,3 +28,16 @@ async def enter_fence(connection: asyncpg.Connection, lease: Lease) -> None:
     )
     if accepted is None:
         raise FencedOut(f"lock {lease.key}: fence {lease.fence} is stale")
+
+
+@asynccontextmanager
+async def locked_write(
+    locks: ShardedLocks, pool: asyncpg.Pool, presentity: str
+) -> AsyncIterator[tuple[asyncpg.Connection, Lease]]:
+    """The one way a write of a presentity's state begins: its lock shard (Redis), a
+    pooled connection, a transaction whose first statement is the fence. An
+    exception inside rolls the transaction back; the lock is released either way."""
+    async with locks.hold(presentity) as lease, pool.acquire() as connection:
+        async with connection.transaction():
+            await enter_fence(connection, lease)
+            yield connection, lease

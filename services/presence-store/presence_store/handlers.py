@@ -21,7 +21,7 @@ from presence.settings import Settings
 from presence.topics import Topics
 from presence.watcherinfo import Watcher
 from presence_store.authentication import Authenticator, may_act_for
-from presence_store.fencing import FencedOut, enter_fence
+from presence_store.fencing import FencedOut, locked_write
 from presence_store.outcome import Outcome, Reply
 from presence_store.publish_store import apply_publish
 from presence_store.registrar import apply_register
@@ -198,65 +198,66 @@ class RequestHandler:
         return await self._apply_under_lock(event, apply)
 
     async def _apply_under_lock(self, event: Request, apply: Apply) -> Outcome:
-        async with self._locks.hold(event.presentity) as lease, self._pool.acquire() as connection:
-            try:
-                async with connection.transaction():
-                    await enter_fence(connection, lease)
-                    done = await connection.fetchrow(
-                        "SELECT reply, notices FROM processed_requests WHERE request_id = $1",
-                        event.request_id,
-                    )
-                    if done is not None:
-                        return _stored_outcome(done["reply"], done["notices"])
-                    if too_old(event):
-                        # The edge answers 503 (or has already); applying it now would
-                        # change state behind the back of a client told it failed.
-                        log.warning("%s %s too old, not applied", event.TYPE, event.presentity)
-                        return Outcome(REQUEST_EXPIRED)
-                    now = int(time.time())
-                    identity = await self._authenticator.identify(connection, event)
-                    if isinstance(identity, Reply):
-                        outcome = Outcome(identity)
-                    elif not isinstance(event, events.SubscribeRequest) and not may_act_for(
-                        identity, event.presentity, self._settings
-                    ):
-                        # Only alice publishes (and registers) alice, RFC 3261 §22.
-                        metrics.AUTH_FAILURES.labels("not_own_aor").inc()
-                        outcome = Outcome(Reply(403, "Not Your Address-Of-Record"))
-                    else:
-                        event = replace(event, identity=identity)
-                        outcome = await apply(connection, event, self._settings, now)
-                    outcome = replace(
-                        outcome,
-                        notices=[
-                            replace(n, version=lease.fence)
-                            if isinstance(n, events.PresentityChanged)
-                            else n
-                            for n in outcome.notices
-                        ],
-                    )
-                    if too_old(event):
-                        raise _TooLate  # the applying itself took too long
-                    await connection.execute(
-                        """INSERT INTO processed_requests (request_id, reply, notices, created_at)
-                           VALUES ($1, $2, $3, $4)""",
-                        event.request_id,
-                        json.dumps(
-                            {
-                                "status": outcome.reply.status,
-                                "reason": outcome.reply.reason,
-                                "headers": outcome.reply.headers,
-                                "to_tag": outcome.to_tag,
-                            }
-                        ),
-                        json.dumps([events.encode(n).decode() for n in outcome.notices]),
-                        now,
-                    )
-                    return outcome
-            except _TooLate:
-                # Rolled back: the reply would reach the edge after its own 503.
-                log.warning("%s %s applied too late, rolled back", event.TYPE, event.presentity)
-                return Outcome(REQUEST_EXPIRED)
+        try:
+            async with locked_write(self._locks, self._pool, event.presentity) as (
+                connection,
+                lease,
+            ):
+                done = await connection.fetchrow(
+                    "SELECT reply, notices FROM processed_requests WHERE request_id = $1",
+                    event.request_id,
+                )
+                if done is not None:
+                    return _stored_outcome(done["reply"], done["notices"])
+                if too_old(event):
+                    # The edge answers 503 (or has already); applying it now would
+                    # change state behind the back of a client told it failed.
+                    log.warning("%s %s too old, not applied", event.TYPE, event.presentity)
+                    return Outcome(REQUEST_EXPIRED)
+                now = int(time.time())
+                identity = await self._authenticator.identify(connection, event)
+                if isinstance(identity, Reply):
+                    outcome = Outcome(identity)
+                elif not isinstance(event, events.SubscribeRequest) and not may_act_for(
+                    identity, event.presentity, self._settings
+                ):
+                    # Only alice publishes (and registers) alice, RFC 3261 §22.
+                    metrics.AUTH_FAILURES.labels("not_own_aor").inc()
+                    outcome = Outcome(Reply(403, "Not Your Address-Of-Record"))
+                else:
+                    event = replace(event, identity=identity)
+                    outcome = await apply(connection, event, self._settings, now)
+                outcome = replace(
+                    outcome,
+                    notices=[
+                        replace(n, version=lease.fence)
+                        if isinstance(n, events.PresentityChanged)
+                        else n
+                        for n in outcome.notices
+                    ],
+                )
+                if too_old(event):
+                    raise _TooLate  # the applying itself took too long
+                await connection.execute(
+                    """INSERT INTO processed_requests (request_id, reply, notices, created_at)
+                       VALUES ($1, $2, $3, $4)""",
+                    event.request_id,
+                    json.dumps(
+                        {
+                            "status": outcome.reply.status,
+                            "reason": outcome.reply.reason,
+                            "headers": outcome.reply.headers,
+                            "to_tag": outcome.to_tag,
+                        }
+                    ),
+                    json.dumps([events.encode(n).decode() for n in outcome.notices]),
+                    now,
+                )
+                return outcome
+        except _TooLate:
+            # Rolled back: the reply would reach the edge after its own 503.
+            log.warning("%s %s applied too late, rolled back", event.TYPE, event.presentity)
+            return Outcome(REQUEST_EXPIRED)
 
     async def _notify_outcome(self, outcome: events.NotifyOutcome) -> list[events.Event]:
         """End the subscription when its final NOTIFY is done or the watcher is gone;
@@ -275,14 +276,12 @@ class RequestHandler:
                 )
             return []
         table = self._settings.active_watchers_table
-        async with self._locks.hold(outcome.presentity) as lease, self._pool.acquire() as db:
-            async with db.transaction():
-                await enter_fence(db, lease)
-                ended = await db.fetchrow(
-                    f"""DELETE FROM {table} WHERE to_tag = $1
-                        RETURNING from_user, from_domain, status""",
-                    outcome.subscription,
-                )
+        async with locked_write(self._locks, self._pool, outcome.presentity) as (db, _):
+            ended = await db.fetchrow(
+                f"""DELETE FROM {table} WHERE to_tag = $1
+                    RETURNING from_user, from_domain, status""",
+                outcome.subscription,
+            )
         log.info(
             "NOTIFY %s answered %s: subscription %s %s",
             outcome.notify_id,

@@ -22,7 +22,7 @@ from presence.sip.message import parse_uri
 from presence.topics import Topics
 from presence.watcherinfo import Watcher
 from presence.xcap_documents import load_pres_rules
-from presence_store.fencing import enter_fence
+from presence_store.fencing import locked_write
 from presence_store.subscribe_store import record_verdict, watcher_info_notices
 
 
@@ -129,13 +129,11 @@ async def rejudge_presentity(
 ) -> Rejudged:
     """Re-judge with the stored rules, under the presentity's lock in one
     transaction, then emit the notices (acknowledged by Kafka before returning)."""
-    async with locks.hold(f"{username}@{domain}") as lease, pool.acquire() as connection:
-        async with connection.transaction():
-            await enter_fence(connection, lease)
-            document = await load_pres_rules(connection, settings, username, domain)
-            result = await rejudge(
-                connection, settings, username, domain, document, int(time.time()), cause
-            )
+    async with locked_write(locks, pool, f"{username}@{domain}") as (connection, _):
+        document = await load_pres_rules(connection, settings, username, domain)
+        result = await rejudge(
+            connection, settings, username, domain, document, int(time.time()), cause
+        )
     for notice in result.notices:
         await producer.send_and_wait(
             Topics.of(settings).changes,

@@ -72,7 +72,7 @@ from presence.xcap_usages import (
     ApplicationUsage,
     check_document,
 )
-from presence_store.fencing import enter_fence
+from presence_store.fencing import locked_write
 from presence_store.rejudge import rejudge
 
 log = logging.getLogger(__name__)
@@ -392,36 +392,32 @@ def xcap_router(
         username, domain = presentity
         now = int(time.time())
         notices: list[events.Event] = []
-        async with locks.hold(f"{username}@{domain}") as lease, pool.acquire() as connection:
-            async with connection.transaction():
-                await enter_fence(connection, lease)
-                current = await load_document(
-                    connection, settings, username, domain, usage.doc_type
-                )
-                _check_preconditions(request, current)
-                derived, created = derive(None if current is None else current.encode())
-                document = None if derived is None else check_document(usage, derived)
+        async with locked_write(locks, pool, f"{username}@{domain}") as (connection, _):
+            current = await load_document(connection, settings, username, domain, usage.doc_type)
+            _check_preconditions(request, current)
+            derived, created = derive(None if current is None else current.encode())
+            document = None if derived is None else check_document(usage, derived)
+            await connection.execute(
+                f"""DELETE FROM {table}
+                    WHERE username = $1 AND domain = $2 AND doc_type = $3""",
+                username,
+                domain,
+                usage.doc_type,
+            )
+            if document is not None:
                 await connection.execute(
-                    f"""DELETE FROM {table}
-                        WHERE username = $1 AND domain = $2 AND doc_type = $3""",
+                    f"""INSERT INTO {table} (username, domain, xcap, doc_type)
+                        VALUES ($1, $2, $3, $4)""",
                     username,
                     domain,
+                    document,
                     usage.doc_type,
                 )
-                if document is not None:
-                    await connection.execute(
-                        f"""INSERT INTO {table} (username, domain, xcap, doc_type)
-                            VALUES ($1, $2, $3, $4)""",
-                        username,
-                        domain,
-                        document,
-                        usage.doc_type,
-                    )
-                if usage.governs_subscriptions:
-                    rejudged = await rejudge(
-                        connection, settings, username, domain, document, now, "xcap"
-                    )
-                    notices = rejudged.notices
+            if usage.governs_subscriptions:
+                rejudged = await rejudge(
+                    connection, settings, username, domain, document, now, "xcap"
+                )
+                notices = rejudged.notices
         for notice in notices:
             await producer.send_and_wait(
                 topics.changes, events.encode(notice), key=f"{username}@{domain}".encode()
