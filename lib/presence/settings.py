@@ -642,9 +642,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     known = {env_name(f.name) for f in fields(Settings)} | SCRIPT_VARIABLES
     for key in env:
         if key.startswith(PREFIX) and key not in known:
-            raise SettingsError(
-                f"{key}: unknown setting (see the table in docs/CONFIGURATION.md)"
-            )
+            raise SettingsError(f"{key}: unknown setting (see the table in docs/CONFIGURATION.md)")
     values: dict[str, Any] = {}
     for field in fields(Settings):
         raw = env.get(env_name(field.name))

@@ -16,12 +16,13 @@ from hypothesis import strategies as st
 
 from presence import events
 from presence import settings as settings_module
+from presence.answers import Answer
 from presence.sip.message import SipParseError
 from presence.sip.parser import parse_message
 from presence_store.publish_store import apply_publish
 from presence_store.registrar import apply_register
 from presence_store.subscribe_store import apply_subscribe
-from sip_edge.checks import LocalAnswer, check_request, input_defect
+from sip_edge.checks import check_request, input_defect
 from sip_edge.requests import publish_event, register_event, subscribe_event
 
 from .conftest import base_env
@@ -145,7 +146,7 @@ def test_what_the_edge_accepts_the_store_can_store(
         request, request_id="r-" + str(hash(data)), edge_id="e", flow="udp:192.0.2.1:5060",
         now=0.0,
     )  # fmt: skip
-    if isinstance(bus_event, LocalAnswer):
+    if isinstance(bus_event, Answer):
         event("answered by the edge")
         return
     event(f"stored: {request.method}")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from presence.answers import Answer
 from presence.settings import load
 from presence.sip.digest import make_nonce
 from presence.sip.parser import parse_message
 from sip_edge.authentication import Credentials, authenticate
-from sip_edge.checks import LocalAnswer
 
 SECRET = "nonce-secret-for-unit-tests"
 NOW = 1_000_000.0
@@ -45,7 +45,7 @@ def test_without_authentication_everyone_passes() -> None:
 
 def test_no_credentials_get_a_challenge_per_algorithm_for_the_from_domain() -> None:
     answer = authenticate(publish(), "192.0.2.1", DIGEST, NOW, reliable=False)
-    assert isinstance(answer, LocalAnswer) and answer.status == 401
+    assert isinstance(answer, Answer) and answer.status == 401
     values = [value for name, value in answer.headers if name == "WWW-Authenticate"]
     assert [v.split("algorithm=")[1].split(",")[0] for v in values] == ["SHA-256", "MD5"]
     assert all('realm="example.com"' in v and "stale" not in v for v in values)
@@ -65,7 +65,7 @@ def test_old_nonce_is_stale_and_a_foreign_one_is_challenged_afresh() -> None:
         NOW,
         reliable=False,
     )
-    assert isinstance(old, LocalAnswer) and old.status == 401
+    assert isinstance(old, Answer) and old.status == 401
     assert all("stale=true" in value for _, value in old.headers)
     forged = authenticate(
         publish(credentials(make_nonce("other", "example.com", NOW))),
@@ -74,14 +74,14 @@ def test_old_nonce_is_stale_and_a_foreign_one_is_challenged_afresh() -> None:
         NOW,
         reliable=False,
     )
-    assert isinstance(forged, LocalAnswer) and forged.status == 401
+    assert isinstance(forged, Answer) and forged.status == 401
     assert not any("stale" in value for _, value in forged.headers)
 
 
 def test_credentials_for_another_realm_are_not_ours() -> None:
     header = credentials(make_nonce(SECRET, "other.org", NOW), realm="other.org")
     answer = authenticate(publish(header), "192.0.2.1", DIGEST, NOW, reliable=False)
-    assert isinstance(answer, LocalAnswer) and answer.status == 401
+    assert isinstance(answer, Answer) and answer.status == 401
 
 
 TRUSTED = load({"PRESENCE_AUTH": "trusted-proxy", "PRESENCE_TRUSTED_PROXIES": "192.0.2.7"})
@@ -94,15 +94,15 @@ def test_trusted_proxy_identity_comes_from_p_asserted_identity() -> None:
     )
     only_tel = publish("P-Asserted-Identity: <tel:+15551234>")
     refused = authenticate(only_tel, "192.0.2.7", TRUSTED, NOW, reliable=True)
-    assert isinstance(refused, LocalAnswer) and refused.status == 403
+    assert isinstance(refused, Answer) and refused.status == 403
     elsewhere = authenticate(asserted, "192.0.2.8", TRUSTED, NOW, reliable=False)
-    assert isinstance(elsewhere, LocalAnswer) and elsewhere.status == 403
+    assert isinstance(elsewhere, Answer) and elsewhere.status == 403
 
 
 def test_trusted_proxy_over_udp_is_refused_unless_allowed() -> None:
     asserted = publish("P-Asserted-Identity: <sip:bob@example.com>")
     refused = authenticate(asserted, "192.0.2.7", TRUSTED, NOW, reliable=False)
-    assert refused == LocalAnswer(403, "Trusted Proxy Must Use TCP")
+    assert refused == Answer(403, "Trusted Proxy Must Use TCP")
     allowed = load(
         {
             "PRESENCE_AUTH": "trusted-proxy",
@@ -121,9 +121,9 @@ def test_a_proxy_with_a_verified_client_certificate_is_trusted_from_anywhere() -
     assert mutual == Credentials(identity="sip:bob@example.com")
     unasserted = authenticate(publish(), "203.0.113.9", TRUSTED, NOW, reliable=True,
                               verified_peer=True)  # fmt: skip
-    assert unasserted == LocalAnswer(403, "No P-Asserted-Identity")
+    assert unasserted == Answer(403, "No P-Asserted-Identity")
     stranger = authenticate(asserted, "203.0.113.9", TRUSTED, NOW, reliable=True)
-    assert stranger == LocalAnswer(403, "Not From A Trusted Proxy")
+    assert stranger == Answer(403, "Not From A Trusted Proxy")
 
 
 def test_malformed_credentials_get_400_and_unsupported_ones_a_challenge() -> None:
@@ -137,7 +137,7 @@ def test_malformed_credentials_get_400_and_unsupported_ones_a_challenge() -> Non
         good.replace('realm="example.com", ', ""),
     ):
         answer = authenticate(publish("Authorization: " + bad), "h", DIGEST, NOW, reliable=False)
-        assert answer == LocalAnswer(400, "Bad Authorization"), bad
+        assert answer == Answer(400, "Bad Authorization"), bad
     for unsupported in (
         good.replace("algorithm=MD5", "algorithm=SHA-512-256"),
         good.replace("qop=auth", "qop=auth-int"),
@@ -145,7 +145,7 @@ def test_malformed_credentials_get_400_and_unsupported_ones_a_challenge() -> Non
     ):
         header = "Authorization: " + unsupported
         answer = authenticate(publish(header), "h", DIGEST, NOW, reliable=False)
-        assert isinstance(answer, LocalAnswer) and answer.status == 401, unsupported
+        assert isinstance(answer, Answer) and answer.status == 401, unsupported
 
 
 def test_without_qop_is_accepted_when_not_required() -> None:

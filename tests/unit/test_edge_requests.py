@@ -3,11 +3,10 @@
 import pytest
 
 from presence import events
+from presence.answers import Answer
 from presence.settings import load
 from presence.sip.parser import parse_message
-from presence_store.outcome import Reply
 from presence_store.registrar import Binding, plan_bindings
-from sip_edge.checks import LocalAnswer
 from sip_edge.requests import publish_event, register_event, strip_own_routes
 
 
@@ -41,7 +40,7 @@ def test_publish_names_the_presentity_from_the_request_uri() -> None:
 
 def test_publish_to_a_uri_without_user_is_404() -> None:
     answer = translate(publish_event, sip("PUBLISH", "sip:example.com", "Event: presence\r\n"))
-    assert isinstance(answer, LocalAnswer) and answer.status == 404
+    assert isinstance(answer, Answer) and answer.status == 404
 
 
 def test_register_collects_contacts_with_their_parameters() -> None:
@@ -95,7 +94,7 @@ def test_publish_carries_its_contacts_instance_id(contact: str, instance: str | 
 def test_register_with_a_bad_contact_expires_is_400() -> None:
     extra = "Contact: <sip:alice@10.0.0.1>;expires=soon\r\n"
     answer = translate(register_event, sip("REGISTER", "sip:example.com", extra))
-    assert isinstance(answer, LocalAnswer) and answer.status == 400
+    assert isinstance(answer, Answer) and answer.status == 400
 
 
 def test_own_route_is_removed_and_others_kept() -> None:
@@ -141,7 +140,7 @@ def test_registrar_grants_expiry_from_contact_then_header_then_default() -> None
 )
 def test_registrar_refusals(contacts: list, expires: int | None, status: int) -> None:  # type: ignore[type-arg]
     plan = plan_bindings(register(contacts, expires), SETTINGS)
-    assert isinstance(plan, Reply) and plan.status == status
+    assert isinstance(plan, Answer) and plan.status == status
 
 
 def test_registrar_wildcard_removes_everything() -> None:

@@ -3,7 +3,7 @@
 import pytest
 
 from presence.settings import load
-from presence_store.publication import Accepted, PublishKind, Reply, classify, success_reply
+from presence_store.publication import Accepted, Answer, PublishKind, classify, success_reply
 
 from .test_events import publish_request
 
@@ -27,7 +27,7 @@ def test_expiry_above_max_is_lowered() -> None:
 
 
 def test_expiry_below_min_is_423_with_min_expires() -> None:
-    assert classify(publish_request(body=PIDF, expires=10), SETTINGS) == Reply(
+    assert classify(publish_request(body=PIDF, expires=10), SETTINGS) == Answer(
         423, "Interval Too Brief", [("Min-Expires", "60")]
     )
 
@@ -58,7 +58,7 @@ def test_conditional_kinds(changes: dict[str, object], kind: PublishKind) -> Non
 )
 def test_refusals(changes: dict[str, object], status: int) -> None:
     decision = classify(publish_request(**changes), SETTINGS)
-    assert isinstance(decision, Reply) and decision.status == status
+    assert isinstance(decision, Answer) and decision.status == status
 
 
 def test_xml_bomb_is_refused_cheaply() -> None:
@@ -68,7 +68,7 @@ def test_xml_bomb_is_refused_cheaply() -> None:
         '<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:a@b">&lol2;</presence>'
     )
     decision = classify(publish_request(body=bomb), SETTINGS)
-    assert isinstance(decision, Reply) and decision.status == 400
+    assert isinstance(decision, Answer) and decision.status == 400
 
 
 def test_expires_offset_lowers_the_told_expiry_but_not_below_zero() -> None:

@@ -29,6 +29,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from presence import events, metrics
+from presence.answers import Answer
 from presence.counters import WindowCounter
 from presence.settings import Settings
 from presence.sip.digest import (
@@ -40,7 +41,6 @@ from presence.sip.digest import (
 )
 from presence.sip.message import aor_uri, normal_aor, same_aor
 from presence.topics import Topics
-from presence_store.outcome import Reply
 
 Request = events.PublishRequest | events.RegisterRequest | events.SubscribeRequest
 
@@ -72,14 +72,14 @@ class Authenticator:
 
     async def identify(
         self, connection: asyncpg.Connection, request: Request
-    ) -> str | Reply | None:
+    ) -> str | Answer | None:
         """The sender's identity ("sip:user@domain"), None when authentication is off,
         or the refusal to send instead of applying the request."""
         settings = self._settings
         if settings.auth == "none":
             return None
         if settings.auth == "trusted-proxy":
-            return request.identity or Reply(403, "No Asserted Identity")
+            return request.identity or Answer(403, "No Asserted Identity")
         source = source_host(request)
         source_key = f"{self._prefix}failures:source:{source}"
         if await self._failures.count(source_key) >= settings.auth_max_source_failures:
@@ -89,7 +89,7 @@ class Authenticator:
             credentials = parse_credentials(request.authorization or "")
         except DigestError:  # the edge refuses these; this is the backstop
             metrics.AUTH_FAILURES.labels("bad_authorization").inc()
-            return Reply(400, "Bad Authorization")
+            return Answer(400, "Bad Authorization")
         if credentials.qop is None and settings.auth_require_qop:
             metrics.AUTH_FAILURES.labels("qop_required").inc()
             return self._challenge(credentials)
@@ -98,7 +98,7 @@ class Authenticator:
             return self._challenge(credentials)
         if credentials.uri != request.request_uri:
             metrics.AUTH_FAILURES.labels("bad_authorization").inc()
-            return Reply(400, "Digest URI Mismatch")  # RFC 7616 §3.4.6
+            return Answer(400, "Digest URI Mismatch")  # RFC 7616 §3.4.6
         account = f"{credentials.username}@{credentials.realm.lower()}"
         account_key = f"{self._prefix}failures:account:{account}"
         if await self._failures.count(account_key) >= settings.auth_max_failures:
@@ -117,16 +117,16 @@ class Authenticator:
             return self._challenge(credentials, stale=True)
         return aor_uri(credentials.username, credentials.realm)
 
-    def _blocked(self) -> Reply:
+    def _blocked(self) -> Answer:
         retry = [("Retry-After", str(self._settings.auth_block_seconds))]
-        return Reply(403, "Too Many Failed Authentications", retry)
+        return Answer(403, "Too Many Failed Authentications", retry)
 
     async def _fresh_count(self, credentials: DigestCredentials) -> bool:
         key = f"{self._prefix}nc:{credentials.realm}:{credentials.username}:{credentials.nonce}"
         ttl = 2 * self._settings.auth_nonce_ttl
         return bool(await self._nonce_count(keys=[key], args=[credentials.nonce_count, ttl]))
 
-    def _challenge(self, credentials: DigestCredentials, stale: bool = False) -> Reply:
+    def _challenge(self, credentials: DigestCredentials, stale: bool = False) -> Answer:
         headers = challenge_headers(
             self._settings.auth_secret,
             credentials.realm.lower(),
@@ -134,7 +134,7 @@ class Authenticator:
             stale,
             self._settings.offered_algorithms,
         )
-        return Reply(401, "Unauthorized", headers)
+        return Answer(401, "Unauthorized", headers)
 
 
 def may_act_for(identity: str | None, aor: str, settings: Settings) -> bool:

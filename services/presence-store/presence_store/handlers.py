@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from presence import events, metrics
+from presence.answers import Answer
 from presence.authorization import watcher_identity
 from presence.locks import LockTimeout, ShardedLocks
 from presence.settings import Settings
@@ -22,7 +23,7 @@ from presence.topics import Topics
 from presence.watcherinfo import Watcher
 from presence_store.authentication import Authenticator, may_act_for
 from presence_store.fencing import FencedOut, locked_write
-from presence_store.outcome import Outcome, Reply
+from presence_store.outcome import Outcome
 from presence_store.publish_store import apply_publish
 from presence_store.registrar import apply_register
 from presence_store.subscribe_store import apply_subscribe, watcher_info_notices
@@ -42,10 +43,10 @@ FENCED_OUT_ATTEMPTS = 3
 # the edge answers the client 503 itself. Without it a request committed just
 # before the deadline was applied although its client had been told it failed.
 APPLY_MARGIN = 1.0
-REQUEST_EXPIRED = Reply(503, "Request Expired", [("Retry-After", "1")])
+REQUEST_EXPIRED = Answer(503, "Request Expired", [("Retry-After", "1")])
 # The answer to a request that failed every attempt for a reason of its own: no
 # Retry-After, a retransmission gets the same (processed_requests).
-GIVEN_UP = Reply(500, "Server Internal Error")
+GIVEN_UP = Answer(500, "Server Internal Error")
 
 
 class _TooLate(Exception):
@@ -90,12 +91,12 @@ class RequestHandler:
             # instead of failing, and holding up, the batch it came in.
             log.error("%s %s cannot be stored: %s", event.TYPE, event.presentity, error)
             metrics.UNSTORABLE_REQUESTS.labels(event.TYPE).inc()
-            outcome = Outcome(Reply(400, "Unstorable Request"))
+            outcome = Outcome(Answer(400, "Unstorable Request"))
         except (FencedOut, LockTimeout) as error:
             # Contention this long is a fault to report, not to crash on: the client
             # is told to retry, the next request of the partition goes on.
             log.error("%s %s not applied: %s", event.TYPE, event.presentity, error)
-            outcome = Outcome(Reply(500, "Presentity Busy", [("Retry-After", "1")]))
+            outcome = Outcome(Answer(500, "Presentity Busy", [("Retry-After", "1")]))
         sends = await self._reply(event, outcome)
         return sends + await self._send_notices(outcome.notices, event.presentity, event.edge_id)
 
@@ -133,7 +134,7 @@ class RequestHandler:
         log.info("%s %s -> %s %s", event.TYPE, event.presentity, reply.status, reply.reason)
         metrics.STORE_REQUESTS.labels(event.TYPE, str(reply.status)).inc()
         answer = events.SipReply(
-            event.request_id, reply.status, reply.reason, reply.headers, outcome.to_tag
+            event.request_id, reply.status, reply.reason or "", reply.headers, outcome.to_tag
         )
         try:
             return [
@@ -216,14 +217,14 @@ class RequestHandler:
                     return Outcome(REQUEST_EXPIRED)
                 now = int(time.time())
                 identity = await self._authenticator.identify(connection, event)
-                if isinstance(identity, Reply):
+                if isinstance(identity, Answer):
                     outcome = Outcome(identity)
                 elif not isinstance(event, events.SubscribeRequest) and not may_act_for(
                     identity, event.presentity, self._settings
                 ):
                     # Only alice publishes (and registers) alice, RFC 3261 §22.
                     metrics.AUTH_FAILURES.labels("not_own_aor").inc()
-                    outcome = Outcome(Reply(403, "Not Your Address-Of-Record"))
+                    outcome = Outcome(Answer(403, "Not Your Address-Of-Record"))
                 else:
                     event = replace(event, identity=identity)
                     outcome = await apply(connection, event, self._settings, now)
@@ -304,4 +305,4 @@ def _stored_outcome(reply_json: str, notices_json: str) -> Outcome:
     reply = json.loads(reply_json)
     headers = [(name, value) for name, value in reply["headers"]]
     notices = [events.decode(text.encode()) for text in json.loads(notices_json)]
-    return Outcome(Reply(reply["status"], reply["reason"], headers), notices, reply.get("to_tag"))
+    return Outcome(Answer(reply["status"], reply["reason"], headers), notices, reply.get("to_tag"))

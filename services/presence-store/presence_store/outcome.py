@@ -1,22 +1,16 @@
-"""What applying one request produces: the SIP reply, and the events for the notifier."""
+"""What applying one request produces: the SIP answer, and the events it causes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from presence import events
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    reason: str
-    headers: list[tuple[str, str]] = field(default_factory=list)
+from presence.answers import Answer
 
 
 @dataclass(frozen=True)
 class Outcome:
-    reply: Reply
+    reply: Answer
     # Emitted to presence.changes after the database commit (and again if the
     # request is redelivered, so that a crash in between cannot lose them).
     notices: list[events.Event] = field(default_factory=list)

@@ -7,10 +7,10 @@ import secrets
 from dataclasses import dataclass
 from enum import Enum
 
+from presence.answers import Answer
 from presence.events import PublishRequest
 from presence.packages import PACKAGES
 from presence.settings import Settings
-from presence_store.outcome import Reply
 
 
 class PublishKind(Enum):
@@ -37,38 +37,38 @@ def new_entity_tag() -> str:
     return secrets.token_urlsafe(16)
 
 
-def classify(request: PublishRequest, settings: Settings) -> Accepted | Reply:
+def classify(request: PublishRequest, settings: Settings) -> Accepted | Answer:
     """Validate a PUBLISH and decide its kind and granted expiry (RFC 3903 §6)."""
     has_body = bool(request.body.strip())
     if request.if_match is None and not has_body:
-        return Reply(400, "PUBLISH without body or SIP-If-Match")
+        return Answer(400, "PUBLISH without body or SIP-If-Match")
     if request.expires == 0:
         if request.if_match is None:
-            return Reply(400, "Expires 0 without SIP-If-Match")
+            return Answer(400, "Expires 0 without SIP-If-Match")
         return Accepted(PublishKind.REMOVE, 0, None)
     package = PACKAGES[request.event]
     expires = package.expiry_default(settings) if request.expires is None else request.expires
     if 0 < expires < settings.min_expires:
-        return Reply(423, "Interval Too Brief", [("Min-Expires", str(settings.min_expires))])
+        return Answer(423, "Interval Too Brief", [("Min-Expires", str(settings.min_expires))])
     expires = min(expires, package.expiry_max(settings))
     if not has_body:
         return Accepted(PublishKind.REFRESH, expires, None)
     content_type = (request.content_type or "").split(";")[0].strip().lower()
     if content_type not in package.publish_types:
-        return Reply(415, "Unsupported Media Type", [("Accept", ", ".join(package.publish_types))])
+        return Answer(415, "Unsupported Media Type", [("Accept", ", ".join(package.publish_types))])
     try:
         document = package.check_body(request.body.encode())
     except ValueError as error:
-        return Reply(400, str(error))
+        return Answer(400, str(error))
     kind = PublishKind.INITIAL if request.if_match is None else PublishKind.MODIFY
     return Accepted(kind, expires, request.body, package.device_marks(document))
 
 
-def success_reply(entity_tag: str, granted: int, settings: Settings) -> Reply:
+def success_reply(entity_tag: str, granted: int, settings: Settings) -> Answer:
     """200 with the new entity tag. The Expires told to the client is lowered by
     expires_offset (the seed's parameter) so it refreshes before the real expiry."""
     told = max(0, granted - settings.expires_offset) if granted else 0
-    return Reply(200, "OK", [("SIP-ETag", entity_tag), ("Expires", str(told))])
+    return Answer(200, "OK", [("SIP-ETag", entity_tag), ("Expires", str(told))])
 
 
-CONDITIONAL_REQUEST_FAILED = Reply(412, "Conditional Request Failed")
+CONDITIONAL_REQUEST_FAILED = Answer(412, "Conditional Request Failed")

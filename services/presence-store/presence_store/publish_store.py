@@ -8,12 +8,13 @@ import asyncpg
 
 from presence import metrics
 from presence.active_watchers import watched
+from presence.answers import Answer
 from presence.device import publishing_device
 from presence.events import PresentityChanged, PublishRequest
 from presence.expiry import expires_at
 from presence.presentity_documents import load_document
 from presence.settings import Settings
-from presence_store.outcome import Outcome, Reply
+from presence_store.outcome import Outcome
 from presence_store.publication import (
     CONDITIONAL_REQUEST_FAILED,
     Accepted,
@@ -26,14 +27,14 @@ from presence_store.publication import (
 # Beyond PRESENCE_MAX_PUBLICATIONS the new publication is refused, never the oldest
 # replaced: replacing would silently show another device (often a real one, the
 # flood's victim) offline; a refusal tells the one client that adds too many.
-TOO_MANY_PUBLICATIONS = Reply(403, "Too Many Publications")
+TOO_MANY_PUBLICATIONS = Answer(403, "Too Many Publications")
 # A merged document the notifier could not parse (PRESENCE_MAX_DOCUMENT_BYTES) would
 # leave every watcher without NOTIFY; the PUBLISH that would make it is refused.
-DOCUMENT_TOO_LARGE = Reply(413, "Aggregated Document Too Large")
+DOCUMENT_TOO_LARGE = Answer(413, "Aggregated Document Too Large")
 
 
 class _OverCap(Exception):
-    def __init__(self, reply: Reply, cap: str) -> None:
+    def __init__(self, reply: Answer, cap: str) -> None:
         super().__init__(cap)
         self.reply = reply
         self.cap = cap
@@ -41,7 +42,7 @@ class _OverCap(Exception):
 
 @dataclass(frozen=True)
 class Applied:
-    reply: Reply
+    reply: Answer
     changed: bool = False
     # Bodies of publications this request removed: their tuples are shown closed once.
     closed: list[str] = field(default_factory=list)
@@ -78,7 +79,7 @@ async def _apply(
     connection: asyncpg.Connection, request: PublishRequest, settings: Settings, now: int
 ) -> Applied:
     decision = classify(request, settings)
-    if isinstance(decision, Reply):
+    if isinstance(decision, Answer):
         return Applied(decision)
     if decision.kind in (PublishKind.REFRESH, PublishKind.REMOVE):
         # Neither adds a publication nor grows the document: never refused by a cap.

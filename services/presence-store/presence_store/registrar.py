@@ -12,14 +12,15 @@ from dataclasses import dataclass
 import asyncpg
 
 from presence import metrics
+from presence.answers import Answer
 from presence.events import RegisterRequest
 from presence.expiry import expires_at, seconds_left
 from presence.settings import Settings
-from presence_store.outcome import Outcome, Reply
+from presence_store.outcome import Outcome
 
 WILDCARD = "*"
 # Kamailio's registrar answers its max_contacts the same way, which phones know.
-TOO_MANY_CONTACTS = Reply(503, "Too Many Registered Contacts")
+TOO_MANY_CONTACTS = Answer(503, "Too Many Registered Contacts")
 
 
 @dataclass(frozen=True)
@@ -29,13 +30,13 @@ class Binding:
     q: float | None
 
 
-def plan_bindings(request: RegisterRequest, settings: Settings) -> list[Binding] | Reply:
+def plan_bindings(request: RegisterRequest, settings: Settings) -> list[Binding] | Answer:
     """Validate the contacts and grant each its expiry (§10.3 steps 6 and 7)."""
     uris = [uri for uri, _, _ in request.contacts]
     if WILDCARD in uris:
         # §10.3 step 6: "*" only alone, and only with Expires: 0.
         if len(uris) > 1 or request.expires != 0:
-            return Reply(400, "Wildcard Contact Needs Expires 0 Alone")
+            return Answer(400, "Wildcard Contact Needs Expires 0 Alone")
         return [Binding(WILDCARD, 0, None)]
     bindings = []
     for uri, contact_expires, q in request.contacts:
@@ -46,7 +47,7 @@ def plan_bindings(request: RegisterRequest, settings: Settings) -> list[Binding]
         else:
             expires = settings.default_expires
         if 0 < expires < settings.min_expires:
-            return Reply(423, "Interval Too Brief", [("Min-Expires", str(settings.min_expires))])
+            return Answer(423, "Interval Too Brief", [("Min-Expires", str(settings.min_expires))])
         bindings.append(Binding(uri, min(expires, settings.max_expires), q))
     return bindings
 
@@ -74,7 +75,7 @@ async def apply_register(
     connection: asyncpg.Connection, request: RegisterRequest, settings: Settings, now: int
 ) -> Outcome:
     plan = plan_bindings(request, settings)
-    if isinstance(plan, Reply):
+    if isinstance(plan, Answer):
         return Outcome(plan)
     aor = (request.username, request.domain)
     existing = {
@@ -92,7 +93,7 @@ async def apply_register(
         # §10.3 step 7: the same Call-ID with a CSeq that is not higher is an old
         # request arriving late; the whole update is aborted.
         if row is not None and row["callid"] == request.call_id and row["cseq"] >= request.cseq:
-            return Outcome(Reply(500, "Stale CSeq For Binding"))
+            return Outcome(Answer(500, "Stale CSeq For Binding"))
     live = [contact for contact, row in existing.items() if row["expires"] > now]
     if over_contact_cap(live, plan, settings):
         metrics.CAP_REFUSALS.labels("contacts").inc()
@@ -133,4 +134,4 @@ async def apply_register(
         ("Contact", f"<{row['contact']}>;expires={seconds_left(row['expires'], now)}")
         for row in current
     ]
-    return Outcome(Reply(200, "OK", headers))
+    return Outcome(Answer(200, "OK", headers))

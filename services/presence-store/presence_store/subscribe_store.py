@@ -8,6 +8,7 @@ import asyncpg
 
 from presence import metrics
 from presence.active_watchers import watched
+from presence.answers import Answer
 from presence.authorization import Verdict, judge, watcher_identity
 from presence.events import Event, SubscribeRequest, WatcherChanged, WatcherInfoChanged
 from presence.expiry import expires_at
@@ -18,15 +19,15 @@ from presence.settings import Settings
 from presence.sip.message import SipUri, parse_uri, same_aor
 from presence.watcherinfo import Watcher as WinfoWatcher
 from presence.xcap_documents import load_pres_rules
-from presence_store.outcome import Outcome, Reply
+from presence_store.outcome import Outcome
 from presence_store.subscription import grant_expires, new_to_tag
 
 # Caps on new dialogs (refreshes and unsubscribes always pass). 403, not 503: the
 # condition does not clear in seconds, a Retry-After would invite the retry loop a
 # flood already is, and RFC 3263 clients treat 503 as "try the next server", which
 # answers the same.
-TOO_MANY_SUBSCRIPTIONS = Reply(403, "Too Many Subscriptions")  # the watcher's
-TOO_MANY_WATCHERS = Reply(403, "Too Many Watchers")  # the presentity's
+TOO_MANY_SUBSCRIPTIONS = Answer(403, "Too Many Subscriptions")  # the watcher's
+TOO_MANY_WATCHERS = Answer(403, "Too Many Watchers")  # the presentity's
 # Serializes the count-then-insert of one watcher's dialogs across presentities
 # (each presentity has its own lock): the two-key advisory lock space, this class.
 _WATCHER_LOCK_CLASS = 0x57415443  # "WATC"
@@ -39,14 +40,14 @@ async def apply_subscribe(
     connection: asyncpg.Connection, request: SubscribeRequest, settings: Settings, now: int
 ) -> Outcome:
     granted = grant_expires(request, settings)
-    if isinstance(granted, Reply):
+    if isinstance(granted, Answer):
         return Outcome(granted)
     if request.to_tag is None:
         owner_only = PACKAGES[request.event].authorization is Authorization.OWNER
         if owner_only and not _is_owner(request):
             # RFC 3857 §5.3: a user's watcher list is theirs alone to see (and the
             # same holds for every package declared so, a mailbox's summary).
-            return Outcome(Reply(403, "Forbidden"))
+            return Outcome(Answer(403, "Forbidden"))
         if granted:  # a fetch (Expires: 0) leaves no dialog behind
             refused = await _over_cap(connection, request, settings, now)
             if refused is not None:
@@ -56,15 +57,16 @@ async def apply_subscribe(
             # RFC 5025 block: refused outright (polite-block, by contrast, looks like
             # an accepted subscription to a presentity that is offline).
             return Outcome(
-                Reply(403, "Forbidden"), await _watcher_info(connection, settings, request, changed)
+                Answer(403, "Forbidden"),
+                await _watcher_info(connection, settings, request, changed),
             )
     else:
         refreshed = await _refresh(connection, request, settings, now, granted)
-        if isinstance(refreshed, Reply):
+        if isinstance(refreshed, Answer):
             return Outcome(refreshed)
         to_tag, changed = request.to_tag, refreshed
     contact = settings.contact_uri_for(request.flow)
-    reply = Reply(200, "OK", [("Expires", str(granted)), ("Contact", f"<{contact}>")])
+    reply = Answer(200, "OK", [("Expires", str(granted)), ("Contact", f"<{contact}>")])
     # The NOTIFY that follows every accepted SUBSCRIBE (RFC 6665 §4.2.1.1); with
     # Expires 0 it is the final one, carrying the state (a fetch, §4.4.3). Built
     # here, in this transaction and under the presentity's lock, and sent to the edge
@@ -94,7 +96,7 @@ def _is_owner(request: SubscribeRequest) -> bool:
 
 async def _over_cap(
     connection: asyncpg.Connection, request: SubscribeRequest, settings: Settings, now: int
-) -> Reply | None:
+) -> Answer | None:
     """The refusal when a new dialog would pass the watcher's or the presentity's cap
     on live subscriptions."""
     table = settings.active_watchers_table
@@ -261,8 +263,8 @@ async def _refresh(
     settings: Settings,
     now: int,
     granted: int,
-) -> Reply | WinfoWatcher | None:
-    """Refresh or end an existing dialog: a Reply when the request is refused, the
+) -> Answer | WinfoWatcher | None:
+    """Refresh or end an existing dialog: a Answer when the request is refused, the
     watcher as winfo subscribers see it when it ends (Expires: 0)."""
     table = settings.active_watchers_table
     row = await connection.fetchrow(
@@ -272,17 +274,17 @@ async def _refresh(
         now,
     )
     if row is None or (row["callid"], row["from_tag"]) != (request.call_id, request.from_tag):
-        return Reply(481, "Subscription Does Not Exist")
+        return Answer(481, "Subscription Does Not Exist")
     if request.identity is not None and not same_aor(
         request.identity, row["from_user"], row["from_domain"]
     ):
         # The dialog is its authenticated watcher's: knowing its Call-ID and tags
         # does not let another user refresh, move or end it.
         metrics.AUTH_FAILURES.labels("not_own_subscription").inc()
-        return Reply(403, "Not Your Subscription")
+        return Answer(403, "Not Your Subscription")
     if request.cseq <= row["remote_cseq"]:
         # RFC 3261 §12.2.2: a lower (or repeated) CSeq within a dialog is refused.
-        return Reply(500, "CSeq Out Of Order")
+        return Answer(500, "CSeq Out Of Order")
     await connection.execute(
         f"""UPDATE {table} SET remote_cseq = $2, expires = $3, contact = COALESCE($4, contact),
                 flow = $5, edge_id = $6

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import secrets
 
+from presence.answers import Answer
 from presence.events import SubscribeRequest
 from presence.packages import PACKAGES
 from presence.settings import Settings
-from presence_store.outcome import Reply
 
 
-def grant_expires(request: SubscribeRequest, settings: Settings) -> int | Reply:
+def grant_expires(request: SubscribeRequest, settings: Settings) -> int | Answer:
     """The granted expiry, or the refusal: 406 when the watcher accepts none of the
     package's types (no Accept means the package's default, RFC 3856 §6.7), 423 below
     the minimum; above the package's maximum it is lowered."""
     package = PACKAGES[request.event]
     if not package.accepts(request.accept):
-        return Reply(406, "Not Acceptable", [("Accept", package.body_type)])
+        return Answer(406, "Not Acceptable", [("Accept", package.body_type)])
     expires = package.expiry_default(settings) if request.expires is None else request.expires
     if 0 < expires < settings.min_expires:
-        return Reply(423, "Interval Too Brief", [("Min-Expires", str(settings.min_expires))])
+        return Answer(423, "Interval Too Brief", [("Min-Expires", str(settings.min_expires))])
     return min(expires, package.expiry_max(settings))
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from presence import metrics
+from presence.answers import Answer
 from presence.settings import Settings
 from presence.sip.digest import (
     DigestError,
@@ -28,7 +29,6 @@ from presence.sip.digest import (
     parse_credentials,
 )
 from presence.sip.message import SipParseError, SipRequest, aor_uri, parse_name_addr
-from sip_edge.checks import LocalAnswer
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,8 @@ def realm_of(request: SipRequest) -> str:
     return parse_name_addr(request.headers.get("From") or "").uri.host.lower()
 
 
-BAD_AUTHORIZATION = LocalAnswer(400, "Bad Authorization")
-UDP_PROXY = LocalAnswer(403, "Trusted Proxy Must Use TCP")
+BAD_AUTHORIZATION = Answer(400, "Bad Authorization")
+UDP_PROXY = Answer(403, "Trusted Proxy Must Use TCP")
 
 
 def authenticate(
@@ -55,7 +55,7 @@ def authenticate(
     *,
     reliable: bool,
     verified_peer: bool = False,
-) -> Credentials | LocalAnswer:
+) -> Credentials | Answer:
     """`reliable`: the request came over a connection (its source address is not
     spoofed); `verified_peer`: over TLS from a peer whose client certificate
     verified against PRESENCE_TLS_CLIENT_CA (mutual TLS: a trusted proxy)."""
@@ -89,25 +89,25 @@ def authenticate(
     return unauthorized(settings, realm, now)
 
 
-def unauthorized(settings: Settings, realm: str, now: float, stale: bool = False) -> LocalAnswer:
+def unauthorized(settings: Settings, realm: str, now: float, stale: bool = False) -> Answer:
     headers = challenge_headers(
         settings.auth_secret, realm, now, stale, settings.offered_algorithms
     )
-    return LocalAnswer(401, "Unauthorized", headers)
+    return Answer(401, "Unauthorized", headers)
 
 
 def _asserted_identity(
     request: SipRequest, source_host: str, settings: Settings, reliable: bool
-) -> Credentials | LocalAnswer:
+) -> Credentials | Answer:
     if source_host not in settings.trusted_proxy_addresses:
-        return LocalAnswer(403, "Not From A Trusted Proxy")
+        return Answer(403, "Not From A Trusted Proxy")
     if not reliable and not settings.trusted_proxy_udp:
         metrics.AUTH_FAILURES.labels("trusted_proxy_udp").inc()
         return UDP_PROXY
     return _asserted(request)
 
 
-def _asserted(request: SipRequest) -> Credentials | LocalAnswer:
+def _asserted(request: SipRequest) -> Credentials | Answer:
     """The identity a trusted proxy asserts (RFC 3325)."""
     for value in request.headers.get_all("P-Asserted-Identity"):
         try:
@@ -116,4 +116,4 @@ def _asserted(request: SipRequest) -> Credentials | LocalAnswer:
             continue
         if uri.scheme in ("sip", "sips") and uri.user:
             return Credentials(identity=aor_uri(uri.user, uri.host))
-    return LocalAnswer(403, "No P-Asserted-Identity")
+    return Answer(403, "No P-Asserted-Identity")

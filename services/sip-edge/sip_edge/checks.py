@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from presence import column_limits
+from presence.answers import Answer
 from presence.packages import accepted_types, allow_events, enabled
 from presence.settings import Settings
 from presence.sip.message import (
@@ -25,21 +24,13 @@ SUPPORTED_OPTIONS: frozenset[str] = frozenset()
 STORED_METHODS = frozenset({"PUBLISH", "SUBSCRIBE", "REGISTER"})
 
 
-@dataclass(frozen=True)
-class LocalAnswer:
-    status: int
-    reason: str | None = None
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    to_tag: str | None = None
-
-
 def allowed_methods(settings: Settings) -> str:
     methods = [m for m in ALLOWED_METHODS if m != "REGISTER" or settings.registrar]
     return ", ".join(methods)
 
 
-def options_answer(settings: Settings) -> LocalAnswer:
-    return LocalAnswer(
+def options_answer(settings: Settings) -> Answer:
+    return Answer(
         200,
         headers=[
             ("Allow", allowed_methods(settings)),
@@ -49,21 +40,21 @@ def options_answer(settings: Settings) -> LocalAnswer:
     )
 
 
-def check_request(request: SipRequest, settings: Settings) -> LocalAnswer | None:
+def check_request(request: SipRequest, settings: Settings) -> Answer | None:
     """The answer to a request the edge must refuse, or None when it may go on.
     The order follows RFC 3261 §8.2: method, then URI, then extensions, then content."""
     allow = allowed_methods(settings)
     if request.method not in allow.split(", "):
-        return LocalAnswer(405, headers=[("Allow", allow)])
+        return Answer(405, headers=[("Allow", allow)])
     try:
         uri = parse_uri(request.uri)
     except SipParseError:
-        return LocalAnswer(400, "Bad Request-URI")
+        return Answer(400, "Bad Request-URI")
     if uri.scheme not in ("sip", "sips"):
-        return LocalAnswer(416)
+        return Answer(416)
     served = settings.served_domains
     if served and uri.host.strip("[]").lower() not in served:
-        return LocalAnswer(404, "Domain Not Served Here")
+        return Answer(404, "Domain Not Served Here")
     required = [
         option.strip()
         for value in request.headers.get_all("Require")
@@ -72,36 +63,36 @@ def check_request(request: SipRequest, settings: Settings) -> LocalAnswer | None
     ]
     unsupported = [option for option in required if option.lower() not in SUPPORTED_OPTIONS]
     if unsupported:
-        return LocalAnswer(420, headers=[("Unsupported", ", ".join(unsupported))])
+        return Answer(420, headers=[("Unsupported", ", ".join(unsupported))])
     max_forwards = request.headers.get("Max-Forwards")
     if max_forwards is not None:
         if not max_forwards.strip().isdigit():
-            return LocalAnswer(400, "Bad Max-Forwards")
+            return Answer(400, "Bad Max-Forwards")
         if int(max_forwards) == 0 and request.method != "OPTIONS":
-            return LocalAnswer(483)
+            return Answer(483)
     if request.method in ("OPTIONS", "REGISTER"):
         return None
     event = request.headers.get("Event")
     if event is None:
-        return LocalAnswer(489, "Missing Event header", [("Allow-Events", allow_events(settings))])
+        return Answer(489, "Missing Event header", [("Allow-Events", allow_events(settings))])
     try:
         package, _ = parse_event(event)
     except SipParseError:
-        return LocalAnswer(400, "Bad Event")
+        return Answer(400, "Bad Event")
     declared = enabled(settings).get(package)
     if declared is None or (request.method == "PUBLISH" and not declared.publishable):
-        return LocalAnswer(489, headers=[("Allow-Events", allow_events(settings))])
+        return Answer(489, headers=[("Allow-Events", allow_events(settings))])
     expires = request.headers.get("Expires")
     if expires is not None:
         if not expires.strip().isdigit():
-            return LocalAnswer(400, "Bad Expires")
+            return Answer(400, "Bad Expires")
         seconds = int(expires)
         if 0 < seconds < settings.min_expires:
-            return LocalAnswer(423, headers=[("Min-Expires", str(settings.min_expires))])
+            return Answer(423, headers=[("Min-Expires", str(settings.min_expires))])
     if request.method == "PUBLISH" and request.body:
         content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if content_type not in declared.publish_types:
-            return LocalAnswer(415, headers=[("Accept", ", ".join(declared.publish_types))])
+            return Answer(415, headers=[("Accept", ", ".join(declared.publish_types))])
     return None
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from presence import events, metrics
+from presence.answers import Answer
 from presence.logs import correlated, correlation
 from presence.settings import Settings
 from presence.sip.message import (
@@ -39,7 +40,7 @@ from presence.sip.routing import response_address, stamp_via
 from presence.topics import Topics
 from sip_edge.admission import Admission
 from sip_edge.authentication import authenticate
-from sip_edge.checks import LocalAnswer, check_request, input_defect, options_answer
+from sip_edge.checks import check_request, input_defect, options_answer
 from sip_edge.client_transactions import ClientTransaction, ClientTransactions
 from sip_edge.inbox import InboxProgress
 from sip_edge.notify import build_notify, next_hop
@@ -75,8 +76,8 @@ TRANSLATORS = {
 TRYING_AFTER_UDP = 3.5
 # While Kafka is unreachable, requests are answered at once instead of after
 # REPLY_DEADLINE: nothing could carry them to the store.
-BUS_DOWN = LocalAnswer(503, "Service Unavailable", [("Retry-After", "5")])
-SHUTTING_DOWN = LocalAnswer(503, "Shutting Down", [("Retry-After", "5")])
+BUS_DOWN = Answer(503, "Service Unavailable", [("Retry-After", "5")])
+SHUTTING_DOWN = Answer(503, "Shutting Down", [("Retry-After", "5")])
 # Retry-After of an overload refusal, drawn per request so that refused clients
 # do not all come back in the same second.
 OVERLOAD_RETRY_AFTER = (1, 5)
@@ -201,7 +202,7 @@ class Edge:
                 # Text the store could not store or judge: refused here, at once, so
                 # that it never reaches (and never stalls) the store's batches.
                 metrics.INPUT_REFUSALS.labels(defect.metric_header, defect.kind).inc()
-                answer: LocalAnswer | None = LocalAnswer(400, defect.reason)
+                answer: Answer | None = Answer(400, defect.reason)
             elif self.draining and request.method != "OPTIONS":
                 # SIGTERM: no new work; the client retries elsewhere or after the restart.
                 answer = SHUTTING_DOWN
@@ -216,14 +217,14 @@ class Edge:
             else:
                 self._forward(request, source, transaction.request_id)
 
-    def _check_notify_target(self, request: SipRequest) -> LocalAnswer | None:
+    def _check_notify_target(self, request: SipRequest) -> Answer | None:
         """403 for a SUBSCRIBE whose NOTIFYs would go into a denied network."""
         host = denied_target(request, self._denied_networks)
         if host is None:
             return None
         metrics.NOTIFY_TARGETS_DENIED.labels("subscribe").inc()
         log.info("SUBSCRIBE names a NOTIFY target in a denied network: %s", host)
-        return LocalAnswer(403, DENIED_REASON)
+        return Answer(403, DENIED_REASON)
 
     def _forward(self, request: SipRequest, source: Source, request_id: str) -> None:
         """Put the request on the bus as its typed event (or answer what cannot be)."""
@@ -231,7 +232,7 @@ class Edge:
         if not self.admission.admits(self.transactions.unanswered() - 1, time.monotonic()):
             metrics.OVERLOAD_REFUSALS.labels(request.method).inc()
             retry_after = str(random.randint(*OVERLOAD_RETRY_AFTER))
-            self._reply(request_id, LocalAnswer(503, "Overloaded", [("Retry-After", retry_after)]))
+            self._reply(request_id, Answer(503, "Overloaded", [("Retry-After", retry_after)]))
             return
         translate = TRANSLATORS[request.method]
         strip_own_routes(request, self._own_addresses)
@@ -244,13 +245,13 @@ class Edge:
             reliable=source.reliable,
             verified_peer=source.verified_peer,
         )
-        if isinstance(sender, LocalAnswer):
+        if isinstance(sender, Answer):
             self._reply(request_id, sender)
             return
         event = translate(
             request, request_id=request_id, edge_id=self.edge_id, flow=str(source), now=now
         )
-        if isinstance(event, LocalAnswer):
+        if isinstance(event, Answer):
             self._reply(request_id, event)
         elif not self.bus_up:
             self._reply(request_id, BUS_DOWN)
@@ -265,7 +266,7 @@ class Edge:
 
     # --- replies --------------------------------------------------------------
 
-    def _reply(self, request_id: str, answer: LocalAnswer) -> None:
+    def _reply(self, request_id: str, answer: Answer) -> None:
         transaction = self.transactions.by_request_id(request_id)
         if transaction is None or transaction.final:
             return  # the transaction ended (or the edge restarted) meanwhile
@@ -288,7 +289,7 @@ class Edge:
             self._answered(request, source, answer, request_id, now - transaction.started_at)
 
     def _answered(
-        self, request: SipRequest, source: Source, answer: LocalAnswer, request_id: str, took: float
+        self, request: SipRequest, source: Source, answer: Answer, request_id: str, took: float
     ) -> None:
         """Count and log a final response (OPTIONS keep-alives only at DEBUG)."""
         method = metrics.method_label(request.method)
@@ -319,7 +320,7 @@ class Edge:
         with, so that the inbox is committed only past finished NOTIFYs."""
         if isinstance(event, events.SipReply):
             self.admission.replied(time.monotonic())
-            answer = LocalAnswer(event.status, event.reason, event.headers, event.to_tag)
+            answer = Answer(event.status, event.reason, event.headers, event.to_tag)
             self._reply(event.request_id, answer)
         elif isinstance(event, events.NotifyRequest):
             subscription = event.subscription
@@ -542,12 +543,12 @@ class Edge:
             )
             self._reply(
                 transaction.request_id,
-                LocalAnswer(503, "Store Unavailable", [("Retry-After", "5")]),
+                Answer(503, "Store Unavailable", [("Retry-After", "5")]),
             )
         for transaction in self.transactions.unanswered_since(now - TRYING_AFTER_UDP):
             source = transaction.context["source"]
             if isinstance(source, Source) and not source.reliable:
-                self._reply(transaction.request_id, LocalAnswer(100))
+                self._reply(transaction.request_id, Answer(100))
 
     # --- helpers --------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from presence import events
+from presence.answers import Answer
 from presence.device import instance_id
 from presence.sip.message import (
     SipParseError,
@@ -14,17 +15,16 @@ from presence.sip.message import (
     parse_name_addr,
     parse_uri,
 )
-from sip_edge.checks import LocalAnswer
 
 _QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")
 
 
 def publish_event(
     request: SipRequest, *, request_id: str, edge_id: str, flow: str, now: float
-) -> events.PublishRequest | LocalAnswer:
+) -> events.PublishRequest | Answer:
     uri = parse_uri(request.uri)
     if not uri.user:
-        return LocalAnswer(404, "No Presentity in Request-URI")
+        return Answer(404, "No Presentity in Request-URI")
     package, _ = parse_event(request.headers.get("Event") or "")
     expires = request.headers.get("Expires")
     return events.PublishRequest(
@@ -58,10 +58,10 @@ def _publisher_instance(request: SipRequest) -> str | None:
 
 def register_event(
     request: SipRequest, *, request_id: str, edge_id: str, flow: str, now: float
-) -> events.RegisterRequest | LocalAnswer:
+) -> events.RegisterRequest | Answer:
     aor = parse_name_addr(request.headers.get("To") or "").uri
     if not aor.user:
-        return LocalAnswer(404, "No User in To")
+        return Answer(404, "No User in To")
     contacts: list[tuple[str, int | None, float | None]] = []
     instances: dict[str, str] = {}
     for value in request.headers.get_all("Contact"):
@@ -71,15 +71,15 @@ def register_event(
         try:
             contact = parse_name_addr(value)
         except SipParseError:
-            return LocalAnswer(400, "Bad Contact")
+            return Answer(400, "Bad Contact")
         expires_param = contact.params.get("expires")
         q_param = contact.params.get("q")
         try:
             expires = parse_expires(expires_param) if expires_param is not None else None
         except SipParseError:
-            return LocalAnswer(400, "Bad Contact Expires")
+            return Answer(400, "Bad Contact Expires")
         if q_param is not None and not _QVALUE.fullmatch(q_param):
-            return LocalAnswer(400, "Bad Contact q")  # RFC 3261 §25.1 qvalue: 0..1
+            return Answer(400, "Bad Contact q")  # RFC 3261 §25.1 qvalue: 0..1
         q = float(q_param) if q_param is not None else None
         contacts.append((str(contact.uri), expires, q))
         instance = instance_id(contact.params)
@@ -104,25 +104,25 @@ def register_event(
 
 def subscribe_event(
     request: SipRequest, *, request_id: str, edge_id: str, flow: str, now: float
-) -> events.SubscribeRequest | LocalAnswer:
+) -> events.SubscribeRequest | Answer:
     from_ = parse_name_addr(request.headers.get("From") or "")
     to = parse_name_addr(request.headers.get("To") or "")
     if not from_.tag:
-        return LocalAnswer(400, "Missing From Tag")
+        return Answer(400, "Missing From Tag")
     # An initial SUBSCRIBE names its resource in the request-URI (RFC 3856 §5); an
     # in-dialog one is sent to the server's Contact, so its To names the presentity.
     presentity = to.uri if to.tag else parse_uri(request.uri)
     if not presentity.user:
-        return LocalAnswer(404, "No Presentity in Request-URI")
+        return Answer(404, "No Presentity in Request-URI")
     contacts = request.headers.get_all("Contact")
     if to.tag is None and len(contacts) != 1:
-        return LocalAnswer(400, "SUBSCRIBE Needs One Contact")  # RFC 6665 §4.1.2
+        return Answer(400, "SUBSCRIBE Needs One Contact")  # RFC 6665 §4.1.2
     contact = None
     if contacts:
         try:
             contact = str(parse_name_addr(contacts[0]).uri)
         except SipParseError:
-            return LocalAnswer(400, "Bad Contact")
+            return Answer(400, "Bad Contact")
     package, params = parse_event(request.headers.get("Event") or "")
     expires = request.headers.get("Expires")
     accept = [
