@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import statistics
 import sys
 import time
@@ -166,6 +167,104 @@ async def tables(db_url: str) -> dict[str, Any]:
         await connection.close()
 
 
+# --- what each hot statement reads ---------------------------------------------------------
+
+# The statements a PUBLISH, a SUBSCRIBE, a change and the clean_period sweep run (as in
+# publish_store.py, presentity_documents.py, subscribe_store.py, handlers.py,
+# notifier/fanout.py and cleaner.py), for the last loaded dialog: its presentity
+# (:user, watched once), its watcher (:watcher) and its To-tag (:to_tag). The shared
+# blocks each one touches do not depend on the machine's load: a statement whose
+# blocks grow with the size reads more than its own rows.
+PLANS = {
+    "publish: live publications": """SELECT count(*) FROM presentity
+        WHERE username = :user AND domain = :domain AND event = 'presence' AND expires > :now""",
+    "publish: the document": """SELECT etag, received_time, body, device FROM presentity
+        WHERE username = :user AND domain = :domain AND event = 'presence' AND expires > :now
+        ORDER BY received_time, id""",
+    "publish: idempotency lookup": """SELECT reply, notices FROM processed_requests
+        WHERE request_id = 'no-such-request'""",
+    "subscribe: the watcher's dialogs": """SELECT count(*) FROM active_watchers
+        WHERE from_domain = :domain AND from_user = :watcher AND status <> 'terminated'
+          AND expires > :now""",
+    "subscribe: the presentity's dialogs": """SELECT count(*) FROM active_watchers
+        WHERE to_domain = :domain AND to_user = :user AND event = 'presence'
+          AND status <> 'terminated' AND expires > :now""",
+    "subscribe: in-dialog refresh": """SELECT id, callid, from_tag, remote_cseq
+        FROM active_watchers WHERE to_tag = :to_tag AND expires > :now""",
+    "notifier: anyone watching": """SELECT EXISTS (SELECT 1 FROM active_watchers
+        WHERE to_domain = :domain AND to_user = :user AND event = 'presence'
+          AND status <> 'terminated')""",
+    "sweep: expired publications": """SELECT id, username, domain, event, body FROM presentity
+        WHERE expires <= :now ORDER BY expires LIMIT 500""",
+    "sweep: expired subscriptions": """SELECT id FROM active_watchers
+        WHERE expires <= :now AND status <> 'terminated' ORDER BY expires LIMIT 500""",
+    "sweep: terminated dialogs": """SELECT ctid FROM active_watchers
+        WHERE status = 'terminated' AND expires <= :now - 300 LIMIT 500""",
+    "sweep: stale pending watchers": """SELECT ctid FROM watchers
+        WHERE subs_status = 'pending' AND inserted_time <= :now - 30 * 86400 LIMIT 500""",
+    "sweep: old idempotency records": """SELECT ctid FROM processed_requests
+        WHERE created_at <= :now - 3600 LIMIT 500""",
+}
+
+
+def numbered(sql: str, values: dict[str, Any]) -> tuple[str, list[Any]]:
+    """SQL with :names as $1, $2, ... in order of first use, and the arguments."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    return re.sub(r":([a-z_]+)", number, sql), [values[name] for name in names]
+
+
+async def plans(db_url: str) -> dict[str, Any]:
+    """Per statement: shared blocks touched (hit + read), execution ms, the plan's scans."""
+    import asyncpg
+
+    connection = await asyncpg.connect(db_url)
+    try:
+        last = await connection.fetchrow(
+            "SELECT to_user, from_user, to_tag FROM active_watchers ORDER BY id DESC LIMIT 1"
+        )
+        values = {
+            "user": last["to_user"] if last else "pop1",
+            "domain": DOMAIN,
+            "watcher": last["from_user"] if last else "pop1",
+            "to_tag": last["to_tag"] if last else "none",
+            "now": int(time.time()),
+        }
+        result: dict[str, Any] = {}
+        for name, sql in PLANS.items():
+            text, args = numbered(sql, values)
+            # Twice: the first run may read what the second finds in shared buffers.
+            for _ in range(2):
+                (plan,) = json.loads(
+                    await connection.fetchval(
+                        f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {text}", *args
+                    )
+                )
+            top = plan["Plan"]
+            result[name] = {
+                "blocks": top.get("Shared Hit Blocks", 0) + top.get("Shared Read Blocks", 0),
+                "ms": round(plan["Execution Time"], 3),
+                "scans": sorted(set(_scans(top))),
+            }
+        return result
+    finally:
+        await connection.close()
+
+
+def _scans(node: dict[str, Any]) -> list[str]:
+    found = []
+    if "Scan" in node.get("Node Type", ""):
+        found.append(f"{node['Node Type']} {node.get('Index Name') or node.get('Relation Name')}")
+    for child in node.get("Plans", []):
+        found += _scans(child)
+    return found
+
+
 # --- probing the running services ----------------------------------------------------------
 
 
@@ -220,6 +319,7 @@ def figures(folder: Path) -> dict[str, Any]:
         return json.loads(path.read_text()) if path.exists() else {}
 
     loaded, sizes, before, after = part("load"), part("tables"), part("before"), part("after")
+    statements = part("plans")
     steady, flows, search, fanout = (
         part("steady"), part("subscribe_steady"), part("publish_search"), part("fanout")
     )  # fmt: skip
@@ -257,7 +357,9 @@ def figures(folder: Path) -> dict[str, Any]:
         "loadavg_before": before.get("loadavg"),
         "loadavg_after": after.get("loadavg"),
         "load_s": loaded.get("load_s"),
+        "statement_blocks": sum(p["blocks"] for p in statements.values()) if statements else None,
         "tables": sizes,
+        "plans": statements,
         "population": {k: loaded.get(k) for k in
                        ("most_watchers_of_one_presentity", "presentities_without_watchers")},
     }  # fmt: skip
@@ -278,6 +380,7 @@ COLUMNS = (
     ("fan p50", "fanout_p50_ms", "{:.0f}"),
     ("fan last", "fanout_last_ms", "{:.0f}"),
     ("sweep ms", "cleanup_sweep_ms", "{:.1f}"),
+    ("blocks", "statement_blocks", "{:,.0f}"),
     ("scrape ms", "metrics_scrape_ms", "{:.1f}"),
     ("B/sub", "bytes_per_subscription", "{:,.0f}"),
     ("B/sub+w", "bytes_per_subscription_with_watchers", "{:,.0f}"),
@@ -309,7 +412,8 @@ def print_table(runs: list[dict[str, Any]]) -> None:
     print("  PUB: PUBLISH->200 ms at a steady rate, highest clean PUBLISH rate (sipp search);"
           " SUB: SUBSCRIBE->first NOTIFY ms (sipp, whole ms); fan: 1 presentity x watchers,"
           " PUBLISH->NOTIFY ms; sweep: POST /admin/cleanup ms (median of"
-          f" {SWEEPS}); scrape: store /metrics ms; B/sub: active_watchers bytes (table +"
+          f" {SWEEPS}); blocks: shared blocks the hot statements touch together;"
+          " scrape: store /metrics ms; B/sub: active_watchers bytes (table +"
           " indexes) per subscription, +w with its watchers row; B/pres: presentity bytes"
           " per publication; RSS MB edge/store/notifier after the run")  # fmt: skip
 
@@ -339,6 +443,7 @@ def print_table(runs: list[dict[str, Any]]) -> None:
                 ratios.append(f"{header_} {full / empty:.2f}")
         print(f"  {largest:,} / empty: " + ", ".join(ratios)
               + " (within 20 %: 0.80..1.20; for PUB max/s higher is better)")  # fmt: skip
+    print_plans(runs)
     for run in runs:
         problems = []
         if run["publish_ok"].split("/")[0] != run["publish_ok"].split("/")[1]:
@@ -349,6 +454,23 @@ def print_table(runs: list[dict[str, Any]]) -> None:
             problems.append(f"fan-out: {run['fanout_missing']} NOTIFYs missing")
         if problems:
             print(f"  note: size {run['size']:,} round {run['round']}: " + "; ".join(problems))
+
+
+def print_plans(runs: list[dict[str, Any]]) -> None:
+    """Blocks each hot statement touches, by size (the first round that read them)."""
+    by_size: dict[int, dict[str, Any]] = {}
+    for run in runs:
+        if run.get("plans") and run["size"] not in by_size:
+            by_size[run["size"]] = run["plans"]
+    if not by_size:
+        return
+    names = list(next(iter(by_size.values())))
+    width = max(len(name) for name in names)
+    print("  shared blocks per statement (the services' statements, EXPLAIN ANALYZE, BUFFERS):")
+    print(f"  {'':<{width}} " + " ".join(f"{size:>9,}" for size in by_size))
+    for name in names:
+        cells = " ".join(f"{by_size[size].get(name, {}).get('blocks', '-'):>9}" for size in by_size)
+        print(f"  {name:<{width}} {cells}")
 
 
 # --- command line -------------------------------------------------------------------------
@@ -379,6 +501,9 @@ def main() -> None:
     pr.add_argument("--store-http", help="http://127.0.0.1:PORT of the presence-store")
     pr.add_argument("--token", help="its admin token")
     pr.add_argument("--json", type=Path, required=True)
+    pl = sub.add_parser("plans", help="blocks each hot statement touches")
+    pl.add_argument("db_url")
+    pl.add_argument("--json", type=Path, required=True)
     sm = sub.add_parser("summarize", help="the table of DIR/r<round>-<size>/")
     sm.add_argument("folder", type=Path)
     sm.add_argument("--json", type=Path, required=True)
@@ -389,6 +514,8 @@ def main() -> None:
         result = asyncio.run(load(args.db_url, args.size, args.edge_id, args.sink_port))
     elif args.command == "tables":
         result = asyncio.run(tables(args.db_url))
+    elif args.command == "plans":
+        result = asyncio.run(plans(args.db_url))
     elif args.command == "probe":
         if args.store_http and not args.token:
             sys.exit("--store-http needs --token (the cleanup endpoint is an admin one)")

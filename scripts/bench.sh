@@ -7,7 +7,7 @@
 # namespace, so a running `make run` is neither used nor disturbed.
 # Results: var/bench/<UTC timestamp>.json.
 #
-# Environment: BENCH_PARTS (parse,publish,fanout,throughput; "throughput" is both
+# Environment: BENCH_PARTS (parse,publish,fanout,throughput,compare,scale; "throughput" is both
 # throughput1 and throughput3, which can also be named alone), BENCH_RATE (PUBLISH/s,
 # 200), BENCH_DURATION (s, 30), BENCH_USERS (1000), BENCH_WATCHERS (dialogs of the
 # NOTIFY parts, 1000), BENCH_CHANGES (fan-out changes, one every 2 s, 10),
@@ -247,7 +247,10 @@ start_service() {
 }
 
 say "bench: namespace $NAMESPACE, SIP udp 127.0.0.1:$SIP_PORT, logs in $BENCH_LOGS"
-for name in $SERVICES; do start_service "$name"; done
+# The parts compare and scale start their own (one notifier, fresh per size).
+if has_part publish || has_part fanout || has_part throughput1 || has_part throughput3; then
+    for name in $SERVICES; do start_service "$name"; done
+fi
 
 # --- PUBLISH under load ---------------------------------------------------------------------
 failures=()
@@ -390,6 +393,7 @@ if has_part scale; then
             $SCALE load "$BENCH_DB_URL" --size "$size" --edge-id bench-edge \
                 --sink-port "$SCALE_SINK_PORT" --json "$dir/load.json"
             $SCALE tables "$BENCH_DB_URL" --json "$dir/tables.json"
+            $SCALE plans "$BENCH_DB_URL" --json "$dir/plans.json"
             for name in $SERVICES; do start_service "$name"; done
             for group in presence-store notifier; do
                 "$PY" "$CTL" wait-group "$KAFKA_BOOTSTRAP" "$NAMESPACE.$group" 1 60 >/dev/null

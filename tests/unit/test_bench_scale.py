@@ -10,7 +10,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from scale_bench import body_template, figures, median_by_size, print_table, summarize
+from scale_bench import (
+    PLANS,
+    body_template,
+    figures,
+    median_by_size,
+    numbered,
+    print_table,
+    summarize,
+)
 
 from presence_store.gauges import MAX_SHARE, REFRESH_EVERY, refresh_pause
 
@@ -97,3 +105,30 @@ def test_the_loaded_body_is_the_publish_benchs_document() -> None:
 )
 def test_gauges_pause_longer_when_counting_costs_more(count_s: float, pause: float) -> None:
     assert refresh_pause(count_s) == pytest.approx(pause)
+
+
+def test_named_parameters_are_numbered_in_order_of_first_use() -> None:
+    text, args = numbered(
+        "WHERE a = :user AND b = :now AND c = :user AND d <= :now - 1", {"user": "u", "now": 7}
+    )
+    assert text == "WHERE a = $1 AND b = $2 AND c = $1 AND d <= $2 - 1"
+    assert args == ["u", 7]
+
+
+def test_every_plan_names_only_known_parameters() -> None:
+    known = {"user": 1, "domain": 1, "watcher": 1, "to_tag": 1, "now": 1}
+    for sql in PLANS.values():
+        numbered(sql, known)  # a KeyError names a parameter nobody supplies
+
+
+def test_the_table_lists_each_statements_blocks_by_size(tmp_path: Path, capsys) -> None:
+    for size, blocks in ((0, 1), (100_000, 4)):
+        write_run(tmp_path, 1, size, publish_p99=20.0, rate=400.0)
+        (tmp_path / f"r1-{size}" / "plans.json").write_text(
+            json.dumps({"publish: the document": {"blocks": blocks, "ms": 0.1, "scans": []}})
+        )
+    runs = summarize(tmp_path)
+    assert [r["statement_blocks"] for r in runs] == [1, 4]
+    print_table(runs)
+    line = next(x for x in capsys.readouterr().out.splitlines() if "publish: the document" in x)
+    assert line.split()[-2:] == ["1", "4"]
