@@ -8,7 +8,8 @@
 
 `load` empties the population tables (presentity, active_watchers, watchers,
 processed_requests) and fills them with N presentities and N active subscriptions in
-a few set-based statements (generate_series), then ANALYZEs them. The rows are the
+a few set-based statements (generate_series), then VACUUM ANALYZEs them and
+checkpoints (the load's pages written before anything is measured). The rows are the
 ones the store writes for an initial PUBLISH and an accepted SUBSCRIBE followed by
 its first NOTIFY (publish_store.py, subscribe_store.py, the notifier's CSeq
 allocation): a ~600-byte PIDF document (publish_bench.pidf) with its device and
@@ -120,6 +121,12 @@ async def load(db_url: str, size: int, edge_id: str, sink_port: int) -> dict[str
         for table in TABLES:
             await connection.execute(f"VACUUM ANALYZE {table}")
         timings["vacuum_analyze_s"] = time.monotonic() - analyzed
+        # The load's dirty pages written now, not by a checkpoint during the measuring.
+        try:
+            await connection.execute("CHECKPOINT")
+        except asyncpg.InsufficientPrivilegeError:
+            print("  (no CHECKPOINT: needs superuser or pg_checkpoint; a checkpoint may "
+                  "write the load's pages during the measuring)")  # fmt: skip
         most = await connection.fetchval(
             """SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM active_watchers
                GROUP BY to_domain, to_user) AS per"""
