@@ -29,21 +29,6 @@ async def redis() -> Redis:
     await client.aclose()
 
 
-@pytest.fixture
-async def scratch_database(test_database: str):
-    """An empty database of its own, for migration tests."""
-    name = "migrate_" + secrets.token_hex(4)
-    admin = await asyncpg.connect(test_database)
-    await admin.execute(f"CREATE DATABASE {name}")
-    connection = await asyncpg.connect(test_database.rsplit("/", 1)[0] + "/" + name)
-    try:
-        yield connection
-    finally:
-        await connection.close()
-        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-        await admin.close()
-
-
 async def test_lock_serializes_holders_of_one_presentity(redis: Redis) -> None:
     prefix = f"test:{secrets.token_hex(4)}:"
     # Three "replicas" (each its own ShardedLocks) and several holders in each.
