@@ -199,7 +199,9 @@ def report(out: Path, work: Path, meta: list[str]) -> None:
     """One JSON file per run (from the parts in `work`), and the handful of numbers
     worth reading on a terminal."""
     result: dict[str, Any] = dict(item.split("=", 1) for item in meta)
-    for part in ("parse", "publish", "breakdown", "fanout", "throughput_1", "throughput_3"):
+    parts = ("parse", "publish", "breakdown", "fanout", "dialog_publish", "dialog_sipp",
+             "dialog_fanout", "throughput_1", "throughput_3", "overload")  # fmt: skip
+    for part in parts:
         path = work / f"{part}.json"
         result[part] = json.loads(path.read_text()) if path.exists() else None
     # compare-SERVER-PART.json: the side-by-side parts, by server.
@@ -221,22 +223,8 @@ def report(out: Path, work: Path, meta: list[str]) -> None:
                 f"  (parse {r['parse_per_s']:,.0f}/s, serialize {r['serialize_per_s']:,.0f}/s,"
                 f" {r['parse_serialize_us']:.1f} µs)"
             )
-    publish = result["publish"]
-    if publish:
-        lat = {k: float("nan") if v is None else v for k, v in publish["latency_ms"].items()}
-        print(
-            f"  PUBLISH sent {publish['sent']} at {publish['achieved_rate']:.1f}/s "
-            f"(target {publish['target_rate']:g}/s, {publish['users']} users)"
-        )
-        print(
-            f"  PUBLISH->200 ms   p50 {lat['p50']:.1f}  p90 {lat['p90']:.1f}  "
-            f"p99 {lat['p99']:.1f}  max {lat['max']:.1f}"
-        )
-        print(
-            f"  200 OK {publish['ok_200']}, other {publish['other_final'] or 'none'}, "
-            f"timeouts {publish['timeouts']}"
-        )
-    elif "publish" in result.get("parts", "publish"):
+    publish_summary(result["publish"], "PUBLISH")
+    if not result["publish"] and "publish" in result.get("parts", "publish"):
         print("  PUBLISH: no results (the load generator did not finish)")
     rate = (result.get("breakdown") or {}).get("store_replies_per_s")
     if rate:
@@ -252,6 +240,10 @@ def report(out: Path, work: Path, meta: list[str]) -> None:
         from compare import print_table  # imports this module: only when needed
 
         print_table(result["compare"], result)
+    if result["overload"]:
+        from overload_bench import print_summary  # only when the part ran
+
+        print_summary(result["overload"])
     if result["scale"]:
         from scale_bench import print_table as print_scale_table
 
@@ -259,19 +251,54 @@ def report(out: Path, work: Path, meta: list[str]) -> None:
     print(f"  results: {out}")
 
 
+def publish_summary(publish: dict[str, Any] | None, what: str) -> None:
+    """PUBLISH->200 under the steady load of publish_bench.py (presence or dialog)."""
+    if not publish:
+        return
+    lat = {k: float("nan") if v is None else v for k, v in publish["latency_ms"].items()}
+    print(
+        f"  {what} sent {publish['sent']} at {publish['achieved_rate']:.1f}/s "
+        f"(target {publish['target_rate']:g}/s, {publish['users']} users)"
+    )
+    print(
+        f"  {what}->200 ms   p50 {lat['p50']:.1f}  p90 {lat['p90']:.1f}  "
+        f"p99 {lat['p99']:.1f}  max {lat['max']:.1f}"
+    )
+    print(
+        f"  200 OK {publish['ok_200']}, other {publish['other_final'] or 'none'}, "
+        f"timeouts {publish['timeouts']}"
+    )
+
+
+def fanout_summary(fanout: dict[str, Any] | None, what: str) -> None:
+    if not fanout:
+        return
+    q = fanout["notify_delay_ms"]
+    print(
+        f"  {what} 1 presentity x {fanout['watchers_per_presentity']} watchers, "
+        f"{fanout['changes_sent']} changes: PUBLISH->NOTIFY ms p50 {q['p50']:.1f}  "
+        f"p90 {q['p90']:.1f}  p99 {q['p99']:.1f}  max {q['max']:.1f}; missing "
+        f"{fanout['deliveries_missing']} of {fanout['deliveries_expected']}, "
+        f"last state missing at {fanout['final_state_missing']} watchers"
+    )
+
+
 def notify_summary(result: dict[str, Any]) -> None:
     """The NOTIFY parts: fan-out delay, NOTIFYs/s by replica count, and the CPU each
     process used meanwhile (what explains the ratio on a small machine)."""
-    fanout = result.get("fanout")
-    if fanout:
-        q = fanout["notify_delay_ms"]
+    fanout_summary(result.get("fanout"), "fan-out")
+    publish_summary(result.get("dialog_publish"), "dialog PUBLISH")
+    sipp = result.get("dialog_sipp")
+    if sipp:
+        answered = sipp.get("counts", {}).get("successful", "?")
+        q = sipp.get("response_ms", {}).get("1", {})
         print(
-            f"  fan-out 1 presentity x {fanout['watchers_per_presentity']} watchers, "
-            f"{fanout['changes_sent']} changes: PUBLISH->NOTIFY ms p50 {q['p50']:.1f}  "
-            f"p90 {q['p90']:.1f}  p99 {q['p99']:.1f}  max {q['max']:.1f}; missing "
-            f"{fanout['deliveries_missing']} of {fanout['deliveries_expected']}, "
-            f"last state missing at {fanout['final_state_missing']} watchers"
+            f"  dialog PUBLISH from sipp at {sipp['rate']:g}/s: {answered} of {sipp['calls']} "
+            f"answered 200, PUBLISH->200 ms p50 {q.get('p50', float('nan')):.0f}  "
+            f"p99 {q.get('p99', float('nan')):.0f}; "
+            + ("clean" if sipp.get("clean") else "NOT clean: " + "; ".join(sipp["reasons"]))
         )
+    fanout_summary(result.get("dialog_fanout"), "dialog fan-out")
     runs = {n: result.get(f"throughput_{n}") for n in (1, 3)}
     for n, run in runs.items():
         if run:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import secrets
 import shutil
 import socket
@@ -38,7 +39,7 @@ from typing import Any
 from benchctl import free_ports
 
 SIPP_DIR = Path(__file__).resolve().parent / "sipp"
-SCENARIOS = ("publish", "subscribe")
+SCENARIOS = ("publish", "subscribe", "publish-dialog")
 # Time allowed beyond the sending for the last calls to end (each receive in the
 # scenarios gives up after 10 s, which fails the call): a hung step still ends.
 STEP_GRACE_S = 25.0
@@ -182,6 +183,14 @@ def verdict(rate: float, calls: int, count: dict[str, Any], exit_code: int) -> l
     return reasons
 
 
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by each named process and its children."""
+    from notify_bench import cpu_ticks  # imports the project's SIP package: only here
+
+    hz = os.sysconf("SC_CLK_TCK")
+    return {name: sum(ticks.values()) / hz for name, ticks in cpu_ticks(pids).items()}
+
+
 # --- running sipp --------------------------------------------------------------------------
 
 
@@ -196,6 +205,8 @@ class Step:
     exit_code: int = 0
     folder: str = ""
     idle_wait: dict[str, Any] = field(default_factory=dict)  # settle() before the step
+    # CPU of the server's processes per call (steady runs given --cpu).
+    cpu: dict[str, Any] = field(default_factory=dict)
 
 
 def run_step(args: argparse.Namespace, rate: float, index: int) -> Step:
@@ -337,6 +348,10 @@ ROWS = (
     ("fan-out: PUBLISH->NOTIFY p50", "fanout", ("notify_delay_ms", "p50"), "ms", False),
     ("fan-out: PUBLISH->NOTIFY p99", "fanout", ("notify_delay_ms", "p99"), "ms", False),
     ("fan-out: PUBLISH->last NOTIFY", "fanout", ("notify_delay_ms", "max"), "ms", False),
+    ("CPU per PUBLISH at steady rate, all server processes", "steady",
+     ("cpu", "server_ms_per_publish"), "ms", False),
+    ("CPU per subscription flow at steady rate, all server processes", "subscribe_steady",
+     ("cpu", "server_ms_per_call"), "ms", False),
 )  # fmt: skip
 
 
@@ -444,6 +459,15 @@ def print_table(compare: dict[str, dict[str, Any]], meta: dict[str, Any] | None 
         after = meta.get("loadavg_after", "?")
         print(f"  load average before {meta['loadavg_before']}, after {after} "
               "(other work on the machine skews both columns)")  # fmt: skip
+    for server, parts in compare.items():
+        per = ((parts or {}).get("steady") or {}).get("cpu", {}) or {}
+        if per.get("ms_per_publish"):
+            print(f"  CPU ms per PUBLISH, {server}: " + ", ".join(
+                f"{name} {ms:g}" for name, ms in per["ms_per_publish"].items()))  # fmt: skip
+        per = ((parts or {}).get("subscribe_steady") or {}).get("cpu", {}) or {}
+        if per.get("ms_per_call"):
+            print(f"  CPU ms per subscription flow, {server}: " + ", ".join(
+                f"{name} {ms:g}" for name, ms in per["ms_per_call"].items()))  # fmt: skip
     for line in notes(compare):
         print(f"  note: {line}")
 
@@ -486,12 +510,16 @@ def main() -> None:
     st.add_argument("--json", type=Path, required=True)
     st.add_argument("--step-seconds", type=float, default=10.0, help="calls = rate x this")
     st.add_argument("--sipp", default=shutil.which("sipp") or "sipp")
+    st.add_argument("--cpu", action="append", default=[], metavar="NAME=PID",
+                    help="a server process whose CPU (with its children) to measure")  # fmt: skip
     se = sub.add_parser("settle", help="wait until a server answers PUBLISH promptly again")
     se.add_argument("--port", type=int, required=True, help="the server's UDP port on 127.0.0.1")
     add_settle_arguments(se)
     t = sub.add_parser("table", help="print the table of a make bench result file")
     t.add_argument("result", type=Path)
     args = parser.parse_args()
+    if args.command == "steady":
+        args.cpu = [(name, int(pid)) for name, _, pid in (v.partition("=") for v in args.cpu)]
     if args.command == "table":
         result = json.loads(args.result.read_text())
         print_table(result.get("compare") or {}, result)
@@ -505,7 +533,16 @@ def main() -> None:
     if args.command == "steady":
         if not (1 <= args.step_seconds <= 60 and 0 < args.rate <= 10_000):
             sys.exit("--step-seconds must be in 1..60 and --rate in (0, 10000]")
+        pids = dict(args.cpu)
+        before = cpu_seconds(pids)
         step = run_step(args, args.rate, 1)
+        if pids:
+            used = {name: seconds - before[name] for name, seconds in cpu_seconds(pids).items()}
+            per_call = {name: round(1000 * s / step.calls, 3) for name, s in used.items()}
+            step.cpu = {
+                "ms_per_call": per_call,
+                "server_ms_per_call": round(sum(per_call.values()), 3),
+            }
         args.json.write_text(json.dumps(asdict(step), indent=2))
         return
     if not (1 <= args.step_seconds <= 60 and 0 <= args.cooldown <= 60 and args.max_steps <= 20):

@@ -4,8 +4,9 @@ Watchers are SIP dialogs spread over a few UDP sockets (one socket hosts many di
 matched by Call-ID), so 1,000 watchers cost 10 file descriptors. Every NOTIFY is
 answered 200 at once: a late answer makes the edge retransmit and hold back the
 dialog's next NOTIFY (one in flight per dialog), and we would measure ourselves. Each
-PUBLISH carries `<note>change N</note>`, which the aggregated document carries through,
-so a NOTIFY says which state it shows.
+PUBLISH carries `<note>change N</note>` (with --event dialog: a dialog-info document
+whose one dialog has `<duration>N</duration>`), which the aggregated document carries
+through, so a NOTIFY says which state it shows.
 
   fanout      W watchers of ONE presentity, K changes one every `interval` s: for each
               (watcher, change) the delay from sending the PUBLISH to the first NOTIFY
@@ -20,7 +21,7 @@ edge drops datagrams, and this client does not retransmit). The CPU used by the
 processes named with --cpu NAME=PID (and their children: PostgreSQL's backends) is read
 over the measured window: on a small machine that is what decides whether replicas help.
 
-    .venv/bin/python bench/notify_bench.py fanout --port 5060 [--watchers 1000]
+    .venv/bin/python bench/notify_bench.py fanout --port 5060 [--watchers 1000] [--event dialog]
     .venv/bin/python bench/notify_bench.py throughput --port 5060 [--rate 200] --cpu notifier=PID
 """
 
@@ -49,6 +50,7 @@ from presence.sip.parser import parse_message, serialize
 
 DOMAIN = "example.com"
 NOTE = re.compile(rb"<note[^>]*>change (\d+)</note>")
+DURATION = re.compile(rb"<duration>(\d+)</duration>")
 LOST_AFTER = 10.0  # s: a PUBLISH still unanswered by then was dropped (the edge 503s at 8 s)
 
 
@@ -72,6 +74,25 @@ def pidf(user: str, change: int) -> str:
     )
 
 
+def dialog_info(user: str, change: int) -> str:
+    """A PBX's one call on the line, the change number as its duration; the same dialog
+    id each time, so each initial PUBLISH replaces the last (the same device)."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<dialog-info '
+        'xmlns="urn:ietf:params:xml:ns:dialog-info" version="0" state="full" '
+        f'entity="sip:{user}@{DOMAIN}"><dialog id="bench" call-id="bench@pbx" '
+        f'direction="recipient"><state>confirmed</state><duration>{change}</duration>'
+        "</dialog></dialog-info>"
+    )
+
+
+# event package -> (body of change N, its Content-Type, what finds N in a NOTIFY)
+PACKAGES: dict[str, tuple[Callable[[str, int], str], str, re.Pattern[bytes]]] = {
+    "presence": (pidf, "application/pidf+xml", NOTE),
+    "dialog": (dialog_info, "application/dialog-info+xml", DURATION),
+}
+
+
 @dataclass
 class Dialog:
     presentity: int
@@ -88,6 +109,7 @@ class Bench:
     """What the sockets saw, keyed the way the datagrams identify it."""
 
     presentities: int
+    marker: re.Pattern[bytes] = NOTE  # what finds a change's number in a NOTIFY body
     dialogs: dict[str, Dialog] = field(default_factory=dict)
     changes: list[list[tuple[int, float, str]]] = field(default_factory=list)  # note, sent, id
     publish_sent: dict[str, float] = field(default_factory=dict)
@@ -139,7 +161,7 @@ class Bench:
         # The newest change a document shows: ours keeps one note (the same device
         # replaces its publication); a server that keeps every initial PUBLISH as a
         # publication of its own (Kamailio) aggregates all their notes.
-        notes = [int(n) for n in NOTE.findall(message.body)]
+        notes = [int(n) for n in self.marker.findall(message.body)]
         if not notes:
             self.anomalies["notify_without_note"] += 1
         elif dialog.notes and max(notes) < dialog.notes[-1]:
@@ -273,7 +295,9 @@ async def paced(count: int, rate: float, send: Callable[[int], None]) -> float:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     loop, fanout = asyncio.get_running_loop(), args.mode == "fanout"
     presentities, per = (1, args.watchers) if fanout else (args.presentities, args.per_presentity)
-    bench, run_id, target = Bench(presentities), secrets.token_hex(3), (args.host, args.port)
+    make_body, content_type, marker = PACKAGES[args.event]
+    bench, run_id = Bench(presentities, marker), secrets.token_hex(3)
+    target = (args.host, args.port)
     endpoints = []
     for _ in range(args.sockets + 1):  # the last one publishes
         transport, _ = await loop.create_datagram_endpoint(
@@ -288,8 +312,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         call_id = f"{run_id}-pub-{len(bench.publish_sent)}"
         data = request("PUBLISH", users[p], call_id, publisher.get_extra_info("sockname"),
                        f"From: <sip:{users[p]}@{DOMAIN}>;tag=p{run_id}", "CSeq: 1 PUBLISH",
-                       "Event: presence", "Expires: 600", "Content-Type: application/pidf+xml",
-                       body=pidf(users[p], note))  # fmt: skip
+                       f"Event: {args.event}", "Expires: 600", f"Content-Type: {content_type}",
+                       body=make_body(users[p], note))  # fmt: skip
         bench.publish_sent[call_id] = now = time.perf_counter()
         if note > 0:
             bench.changes[p].append((note, now, call_id))
@@ -300,8 +324,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         call_id, me = f"{run_id}-sub-{n}", transport.get_extra_info("sockname")
         subscribes[call_id] = (request(
             "SUBSCRIBE", users[p], call_id, me, f"From: <sip:w{n}@{DOMAIN}>;tag=w{run_id}{n}",
-            "CSeq: 1 SUBSCRIBE", f"Contact: <sip:w{n}@{me[0]}:{me[1]}>", "Event: presence",
-            "Accept: application/pidf+xml", "Expires: 600"), transport)  # fmt: skip
+            "CSeq: 1 SUBSCRIBE", f"Contact: <sip:w{n}@{me[0]}:{me[1]}>", f"Event: {args.event}",
+            f"Accept: {content_type}", "Expires: 600"), transport)  # fmt: skip
         bench.dialogs[call_id] = Dialog(p)
         transport.sendto(subscribes[call_id][0], target)
 
@@ -358,7 +382,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     steady = seconds[1 : int(window) - 1]
     publish_status = Counter(s for s, _ in bench.publish_final.values())
     return {
-        "mode": args.mode, "presentities": presentities, "watchers_per_presentity": per,
+        "mode": args.mode, "event": args.event, "presentities": presentities,
+        "watchers_per_presentity": per,
         "subscribe_status": {str(k): v for k, v in statuses.items()}, "setup_s": round(setup_s, 1),
         "changes_sent": sum(map(len, bench.changes)),
         "publish_status": {str(k): v for k, v in sorted(publish_status.items())},
@@ -394,6 +419,7 @@ def main() -> None:
     add("--rate", type=float, default=200.0, help="throughput: PUBLISH per second")
     add("--duration", type=float, default=20.0, help="throughput: seconds of PUBLISH")
     add("--drain", type=float, default=30.0, help="at most this long for the last NOTIFYs")
+    add("--event", choices=sorted(PACKAGES), default="presence", help="the event package")
     add("--cpu", action="append", default=[], metavar="NAME=PID", help="a process to measure")
     add("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args()
@@ -406,7 +432,7 @@ def main() -> None:
     if not (1 <= args.sockets <= 100 and 1 <= args.watchers * args.per_presentity <= 20_000):
         sys.exit("--sockets must be in 1..100, and at most 20,000 watchers")
 
-    print(f"notify_bench {args.mode} against udp {args.host}:{args.port}")
+    print(f"notify_bench {args.mode} ({args.event}) against udp {args.host}:{args.port}")
     r = asyncio.run(run(args))
     lat, pub = r["notify_delay_ms"], r["publish_to_200_ms"]
     print(f"  PUBLISH->NOTIFY ms  p50 {lat.get('p50', 0):.1f}  p90 {lat.get('p90', 0):.1f}  "

@@ -1,13 +1,15 @@
 """Open-loop PUBLISH load against a running sip-edge, over a real UDP socket.
 
-Each request is an initial PUBLISH (no SIP-If-Match) with a PIDF body, so every one
-crosses the whole path: edge -> Kafka -> store (PostgreSQL, Redis lock) -> Kafka ->
+Each request is an initial PUBLISH (no SIP-If-Match) with a PIDF body (or, with
+--event dialog, a PBX's dialog-info document about one call), so every one crosses
+the whole path: edge -> Kafka -> store (PostgreSQL, Redis lock) -> Kafka ->
 edge. Send times follow a fixed schedule, independent of the answers, so a slow
 server shows up as latency rather than as a slower sender (no coordinated omission).
 Final responses are matched by Call-ID; 1xx are ignored. Exits 1 when any request
 failed or timed out, so a broken run cannot pass for a fast one.
 
     .venv/bin/python bench/publish_bench.py --port 5060 [--rate 200] [--duration 30]
+        [--event dialog]
 """
 
 from __future__ import annotations
@@ -48,8 +50,32 @@ def pidf(user: str) -> bytes:
     ).encode()
 
 
-def publish(user: str, call_id: str, branch: str, local: tuple[str, int]) -> bytes:
-    body = pidf(user)
+def dialog_info(user: str) -> bytes:
+    """A PBX's report of one ringing call on a line (RFC 4235), ~400 bytes; the same
+    dialog id each time, so the PBX's next PUBLISH replaces it (same device)."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="1" state="full" '
+        f'entity="sip:{user}">\n'
+        '  <dialog id="call" call-id="a84b4c76e66710@pbx" local-tag="1928301774" '
+        'direction="recipient"><state>early</state>\n'
+        "    <remote><identity>sip:caller@example.com</identity></remote></dialog>\n"
+        "</dialog-info>\n"
+    ).encode()
+
+
+# event package -> (body, Content-Type)
+BODIES = {
+    "presence": (pidf, "application/pidf+xml"),
+    "dialog": (dialog_info, "application/dialog-info+xml"),
+}
+
+
+def publish(
+    user: str, call_id: str, branch: str, local: tuple[str, int], event: str = "presence"
+) -> bytes:
+    make_body, content_type = BODIES[event]
+    body = make_body(user)
     head = (
         f"PUBLISH sip:{user} SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP {local[0]}:{local[1]};branch={branch};rport\r\n"
@@ -58,9 +84,9 @@ def publish(user: str, call_id: str, branch: str, local: tuple[str, int]) -> byt
         f"To: <sip:{user}>\r\n"
         f"Call-ID: {call_id}\r\n"
         "CSeq: 1 PUBLISH\r\n"
-        "Event: presence\r\n"
+        f"Event: {event}\r\n"
         "Expires: 600\r\n"
-        "Content-Type: application/pidf+xml\r\n"
+        f"Content-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
@@ -113,6 +139,14 @@ def percentile(sorted_values: list[float], fraction: float) -> float | None:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    sending_done = asyncio.Event()
+    cpu = None
+    if args.cpu:
+        # Imported only here: notify_bench imports the project's SIP package.
+        from notify_bench import cpu_window
+
+        # From the second second (warm-up) to the last send.
+        cpu = asyncio.create_task(cpu_window(dict(args.cpu), time.perf_counter() + 1, sending_done))
     loop = asyncio.get_running_loop()
     transport, results = await loop.create_datagram_endpoint(
         Results, local_addr=("127.0.0.1", 0), remote_addr=(args.host, args.port)
@@ -133,8 +167,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         sent = time.perf_counter()
         max_lag = max(max_lag, sent - due)
         results.sent_at[call_id.encode()] = sent
-        transport.sendto(publish(user, call_id, f"z9hG4bK-{run_id}-{n}", local))
+        transport.sendto(publish(user, call_id, f"z9hG4bK-{run_id}-{n}", local, args.event))
     send_time = time.perf_counter() - start
+    sending_done.set()
+    cpu_used = await cpu if cpu is not None else None
     try:
         await asyncio.wait_for(results.done.wait(), args.timeout)
     except TimeoutError:
@@ -150,7 +186,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     timeline = [percentile(sorted(v), 0.5) for _, v in sorted(by_second.items())]
     ok = results.statuses.get(200, 0)
+    if cpu_used is not None:
+        # What one PUBLISH costs each process, at this steady rate.
+        per = {
+            name: round(pct * 10 / args.rate, 3)
+            for name, pct in cpu_used["pct_of_one_core"].items()
+        }
+        cpu_used["ms_per_publish"] = per
+        # The server side in all: every listed process but the load generator.
+        cpu_used["server_ms_per_publish"] = round(
+            sum(v for k, v in per.items() if k not in ("load-generator", "other (not listed)")), 3
+        )
     return {
+        "event": args.event,
+        "cpu": cpu_used,
         "target_rate": args.rate,
         "duration_s": args.duration,
         "users": args.users,
@@ -186,8 +235,14 @@ def main() -> None:
         default=5.0,
         help="seconds to wait for final responses after the last send",
     )
+    parser.add_argument("--event", choices=sorted(BODIES), default="presence")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument(
+        "--cpu", action="append", default=[], metavar="NAME=PID",
+        help="a process whose CPU (with its children) to measure while sending",
+    )  # fmt: skip
     args = parser.parse_args()
+    args.cpu = [(name, int(pid)) for name, _, pid in (v.partition("=") for v in args.cpu)]
     if args.host != "127.0.0.1":
         sys.exit("--host: this benchmark sends only to 127.0.0.1")
     if not (0 < args.duration <= MAX_DURATION and 0 < args.rate <= MAX_RATE):
@@ -196,7 +251,8 @@ def main() -> None:
         sys.exit("--users must be >= 1 and --timeout in (0, 60]")
 
     print(
-        f"PUBLISH to udp {args.host}:{args.port}: {args.rate:g}/s for {args.duration:g} s, "
+        f"PUBLISH ({args.event}) to udp {args.host}:{args.port}: {args.rate:g}/s for "
+        f"{args.duration:g} s, "
         f"{args.users} presentities"
     )
     report = asyncio.run(run(args))
@@ -217,6 +273,9 @@ def main() -> None:
         "p50 ms by second of sending: "
         + " ".join("-" if v is None else f"{v:.0f}" for v in report["p50_ms_by_second"])
     )
+    if report["cpu"]:
+        per = report["cpu"]["ms_per_publish"]
+        print("CPU ms per PUBLISH: " + ", ".join(f"{k} {v:g}" for k, v in per.items()))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     if report["ok_200"] != report["sent"]:

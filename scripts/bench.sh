@@ -7,8 +7,11 @@
 # namespace, so a running `make run` is neither used nor disturbed.
 # Results: var/bench/<UTC timestamp>.json.
 #
-# Environment: BENCH_PARTS (parse,publish,fanout,throughput,compare,scale; "throughput" is both
-# throughput1 and throughput3, which can also be named alone), BENCH_RATE (PUBLISH/s,
+# Environment: BENCH_PARTS (parse,publish,fanout,dialog,throughput,compare,overload,scale;
+# "throughput" is both throughput1 and throughput3, which can also be named alone;
+# "dialog" is a PBX's dialog PUBLISHes at BENCH_RATE for BENCH_DURATION, the same
+# from sipp (bench/sipp/publish-dialog.xml) for BENCH_DIALOG_SIPP_SECONDS (20), then the
+# fan-out part with dialog state), BENCH_RATE (PUBLISH/s,
 # 200), BENCH_DURATION (s, 30), BENCH_USERS (1000), BENCH_WATCHERS (dialogs of the
 # NOTIFY parts, 1000), BENCH_CHANGES (fan-out changes, one every 2 s, 10),
 # BENCH_PRESENTITIES (throughput, 200: BENCH_WATCHERS/200 watchers each),
@@ -40,6 +43,13 @@
 # scripts/kamailio.sh (KAMAILIO_CHILDREN, KAMAILIO_SUBS_DB_MODE). sipp's files of every
 # step stay in var/bench/<timestamp>-compare/.
 #
+# The part "overload" (bench/overload_bench.py) sends half the sustainable PUBLISH rate
+# for 10 s, BENCH_OVERLOAD_FACTOR (2) times it for BENCH_OVERLOAD_SECONDS (30), then
+# half again for 20 s, from clients that retransmit as RFC 3261 says, and checks that
+# what is refused is refused early with 503 and never applied, and how soon latency is
+# normal again. The sustainable rate: BENCH_OVERLOAD_RATE, else this run's PUBLISH
+# search result (compare), else 300/s.
+#
 # The part "scale" (last) measures the same figures with a stored population: for each
 # size in BENCH_SCALE_SIZES (0,10000,100000) it loads that many presentities and active
 # subscriptions straight into the bench database (bench/scale_bench.py load), restarts
@@ -66,15 +76,18 @@ BENCH_CHANGES="${BENCH_CHANGES:-10}"
 BENCH_PRESENTITIES="${BENCH_PRESENTITIES:-200}"
 BENCH_NOTIFY_RATE="${BENCH_NOTIFY_RATE:-200}"
 BENCH_NOTIFY_DURATION="${BENCH_NOTIFY_DURATION:-20}"
-BENCH_PARTS="${BENCH_PARTS:-parse,publish,fanout,throughput,compare,scale}"
+BENCH_PARTS="${BENCH_PARTS:-parse,publish,fanout,dialog,throughput,compare,overload,scale}"
 BENCH_REDIS_DB="${BENCH_REDIS_DB:-9}"
 BENCH_DB="${BENCH_DB:-presence_bench}"
 BENCH_PROFILE="${BENCH_PROFILE:-0}"
 PARTS=",${BENCH_PARTS// /},"
 PARTS="${PARTS//,throughput,/,throughput1,throughput3,}"
 for part in ${PARTS//,/ }; do
-    case "$part" in parse|publish|fanout|throughput1|throughput3|compare|scale) ;; *) die "BENCH_PARTS: unknown part '$part'" ;; esac
+    case "$part" in parse|publish|fanout|dialog|throughput1|throughput3|compare|overload|scale) ;; *) die "BENCH_PARTS: unknown part '$part'" ;; esac
 done
+BENCH_DIALOG_SIPP_SECONDS="${BENCH_DIALOG_SIPP_SECONDS:-20}"
+BENCH_OVERLOAD_FACTOR="${BENCH_OVERLOAD_FACTOR:-2}"
+BENCH_OVERLOAD_SECONDS="${BENCH_OVERLOAD_SECONDS:-30}"
 BENCH_SCALE_SIZES="${BENCH_SCALE_SIZES:-0,10000,100000}"
 BENCH_SCALE_ROUNDS="${BENCH_SCALE_ROUNDS:-1}"
 BENCH_SCALE_RATE="${BENCH_SCALE_RATE:-200}"
@@ -112,7 +125,7 @@ if compares kamailio; then
     ! pid_alive kamailio || die "kamailio runs already (pid $(cat "$RUN_DIR/kamailio.pid")): scripts/kamailio.sh stop"
     "$S/kamailio.sh" install
 fi
-command -v sipp >/dev/null || ! { has_part compare || has_part scale; } || apt_install sip-tester
+command -v sipp >/dev/null || ! { has_part compare || has_part dialog || has_part scale; } || apt_install sip-tester
 SERVICES="presence-store notifier sip-edge"   # start order; stop goes in reverse
 module_of() { case "$1" in sip-edge) echo sip_edge ;; presence-store) echo presence_store ;; notifier*) echo notifier ;; esac; }
 
@@ -219,6 +232,8 @@ service_env=(
     PRESENCE_STORE_HTTP_PORT="$STORE_HTTP"
     PRESENCE_NOTIFIER_HTTP_PORT="$NOTIFIER_HTTP"
     PRESENCE_EDGE_ID=bench-edge
+    # TLS and WebSocket listeners: not measured here, and their default ports may be taken.
+    PRESENCE_SIP_WS_PORT=0
     PRESENCE_FORCE_ACTIVE=1
     PRESENCE_AUTH=none  # the protocol path itself; digest adds a challenge round trip
     PRESENCE_LOG_LEVEL="$BENCH_LOG_LEVEL"
@@ -248,7 +263,7 @@ start_service() {
 
 say "bench: namespace $NAMESPACE, SIP udp 127.0.0.1:$SIP_PORT, logs in $BENCH_LOGS"
 # The parts compare and scale start their own (one notifier, fresh per size).
-if has_part publish || has_part fanout || has_part throughput1 || has_part throughput3; then
+if has_part publish || has_part fanout || has_part dialog || has_part throughput1 || has_part throughput3; then
     for name in $SERVICES; do start_service "$name"; done
 fi
 
@@ -266,8 +281,13 @@ if has_part publish; then
             profilers+=($!)
         done
     fi
+    cpu=()
+    for name in "${service_order[@]}"; do cpu+=(--cpu "$name=${service_pid[$name]}"); done
+    for part_name in kafka postgres redis; do
+        pid_alive "$part_name" && cpu+=(--cpu "$part_name=$(cat "$RUN_DIR/$part_name.pid")")
+    done
     "$PY" "$REPO_ROOT/bench/publish_bench.py" --port "$SIP_PORT" --rate "$BENCH_RATE" \
-        --duration "$BENCH_DURATION" --users "$BENCH_USERS" --json "$WORK/publish.json" \
+        --duration "$BENCH_DURATION" --users "$BENCH_USERS" --json "$WORK/publish.json" "${cpu[@]}" \
         || failures+=("publish_bench (exit $?)")
     for pid in "${profilers[@]}"; do
         wait "$pid" || say "py-spy (pid $pid) failed, see $BENCH_LOGS/py-spy-*.log"
@@ -296,6 +316,21 @@ per_presentity=$(( BENCH_WATCHERS / BENCH_PRESENTITIES > 0 ? BENCH_WATCHERS / BE
 throughput_args=(--presentities "$BENCH_PRESENTITIES" --per-presentity "$per_presentity"
     --rate "$BENCH_NOTIFY_RATE" --duration "$BENCH_NOTIFY_DURATION")
 has_part fanout && notify_bench fanout fanout --watchers "$BENCH_WATCHERS" --changes "$BENCH_CHANGES"
+if has_part dialog; then
+    # Busy-lamp fields (RFC 4235): a PBX publishing one call per line, then one line
+    # watched by BENCH_WATCHERS lamps; the same load generators, --event dialog.
+    echo
+    "$PY" "$REPO_ROOT/bench/publish_bench.py" --event dialog --port "$SIP_PORT" --rate "$BENCH_RATE" \
+        --duration "$BENCH_DURATION" --users "$BENCH_USERS" --json "$WORK/dialog_publish.json" \
+        || failures+=("publish_bench dialog (exit $?)")
+    # The same load from sipp, as a PBX sends it (bench/sipp/publish-dialog.xml): a new
+    # line per call, retransmitting on its own timer.
+    "$PY" "$REPO_ROOT/bench/compare.py" steady publish-dialog --rate "$BENCH_RATE" --port "$SIP_PORT" \
+        --server ours --step-seconds "$BENCH_DIALOG_SIPP_SECONDS" \
+        --out "$PRESENCE_VAR/bench/$STAMP-dialog-sipp" --json "$WORK/dialog_sipp.json" \
+        || failures+=("sipp dialog PUBLISH (exit $?)")
+    notify_bench dialog_fanout fanout --event dialog --watchers "$BENCH_WATCHERS" --changes "$BENCH_CHANGES"
+fi
 has_part throughput1 && notify_bench throughput_1 throughput "${throughput_args[@]}"
 if has_part throughput3; then
     echo
@@ -332,12 +367,12 @@ compare_server() {   # compare_server NAME PORT CPU_ARGS...: all compare parts a
         || failures+=("compare $server subscribe search (exit $?)")
     settle
     "$PY" "$REPO_ROOT/bench/compare.py" steady subscribe --rate "$BENCH_COMPARE_FLOW_RATE" --port "$port" \
-        --server "$server" --step-seconds "$BENCH_COMPARE_STEADY_DURATION" --out "$raw/subscribe-steady" \
+        --server "$server" --step-seconds "$BENCH_COMPARE_STEADY_DURATION" --out "$raw/subscribe-steady" "$@" \
         --json "$WORK/compare-$server-subscribe_steady.json" || failures+=("compare $server subscribe steady (exit $?)")
     settle
     # Every PUBLISH to a presentity of its own, as in the search.
     "$PY" "$REPO_ROOT/bench/publish_bench.py" --port "$port" --rate "$BENCH_COMPARE_STEADY_RATE" \
-        --duration "$BENCH_COMPARE_STEADY_DURATION" \
+        --duration "$BENCH_COMPARE_STEADY_DURATION" "$@" \
         --users "$(( ${BENCH_COMPARE_STEADY_RATE%.*} * ${BENCH_COMPARE_STEADY_DURATION%.*} ))" \
         --json "$WORK/compare-$server-steady.json" || failures+=("compare $server steady (exit $?)")
     settle
@@ -361,14 +396,38 @@ if compares ours; then
     # shellcheck disable=SC2046
     compare_server ours "$SIP_PORT" "${cpu[@]}" $(infra_cpu)
 fi
+
+# --- overload: a burst at twice the sustainable rate -------------------------------------
+# The sustainable rate is the one this run's PUBLISH search found for this project,
+# unless BENCH_OVERLOAD_RATE names one (or the search did not run: 300/s).
+if has_part overload; then
+    overload_rate="${BENCH_OVERLOAD_RATE:-}"
+    if [ -z "$overload_rate" ] && [ -f "$WORK/compare-ours-publish_search.json" ]; then
+        overload_rate="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["highest_clean_rate"] or "")' \
+            "$WORK/compare-ours-publish_search.json")"
+    fi
+    overload_rate="${overload_rate:-300}"
+    if [ "${#service_order[@]}" -ne 3 ]; then
+        stop_services
+        for name in $SERVICES; do start_service "$name"; done
+    fi
+    sleep "$BENCH_COMPARE_COOLDOWN"
+    "$PY" "$REPO_ROOT/bench/compare.py" settle --port "$SIP_PORT" || true
+    echo
+    "$PY" "$REPO_ROOT/bench/overload_bench.py" --port "$SIP_PORT" --rate "$overload_rate" \
+        --burst-factor "$BENCH_OVERLOAD_FACTOR" --burst-seconds "$BENCH_OVERLOAD_SECONDS" \
+        --db-url "$BENCH_DB_URL" --store-metrics "http://127.0.0.1:$STORE_HTTP/metrics" \
+        --json "$WORK/overload.json" || failures+=("overload_bench (exit $?)")
+fi
 stop_services
 if compares kamailio; then
     echo
     read -r KAMAILIO_PORT <<<"$("$PY" "$CTL" free-ports 1)"
     kamailio_started=1
     KAMAILIO_SIP_PORT="$KAMAILIO_PORT" "$S/kamailio.sh" start
-    # shellcheck disable=SC2046
-    compare_server kamailio "$KAMAILIO_PORT" --cpu "kamailio=$(cat "$RUN_DIR/kamailio.pid")" $(infra_cpu)
+    # Kamailio uses PostgreSQL only: the idle broker and Redis are not its cost.
+    compare_server kamailio "$KAMAILIO_PORT" --cpu "kamailio=$(cat "$RUN_DIR/kamailio.pid")" \
+        --cpu "postgres=$(cat "$RUN_DIR/postgres.pid")"
     "$S/kamailio.sh" stop
     kamailio_started=""
     COMPARE_META=("kamailio_version=$({ kamailio -v 2>/dev/null || true; } | head -n 1 | sed 's/^version: //')"

@@ -58,6 +58,24 @@ admin_token() {
     fi
 }
 
+# SIP over TLS, WSS and HTTPS need a certificate: without one given, a local CA and
+# a server certificate it signs are made once under var/tls (kept, so a CA the user
+# trusted stays valid), for 127.0.0.1, ::1, localhost, this host's name and
+# PRESENCE_SIP_HOST.
+tls_defaults() {
+    in_env_file() { [ -n "${PRESENCE_ENV_FILE:-}" ] && grep -q "^$1=." "$PRESENCE_ENV_FILE"; }
+    if [ -n "${PRESENCE_TLS_CERT:-}" ] || in_env_file PRESENCE_TLS_CERT; then
+        TLS_CA=""
+        return
+    fi
+    local dir="$PRESENCE_VAR/tls" hosts
+    hosts="$(hostname) ${PRESENCE_SIP_HOST:-}"
+    # shellcheck disable=SC2086  # the host names are separate arguments
+    "$PY" -m presence.local_ca "$dir" $hosts >/dev/null  # keys 0600, certificates readable
+    export PRESENCE_TLS_CERT="$dir/server.pem" PRESENCE_TLS_KEY="$dir/server-key.pem"
+    TLS_CA="$dir/ca.pem"
+}
+
 infra_up() {
     "$S/venv.sh"
     "$S/postgres.sh" start
@@ -76,12 +94,18 @@ up() {
     xcap_secret
     auth_defaults
     admin_token
+    tls_defaults
+    "$S/webclient.sh"   # the browser client presence-store serves under /client/
     "$S/services.sh" start
     local sip_port="${PRESENCE_SIP_PORT:-5060}" sip_host="${PRESENCE_SIP_HOST:-127.0.0.1}"
     cat <<MSG
 
 The presence server is up.
-  SIP (sip-edge)    udp+tcp $sip_host:$sip_port
+  SIP (sip-edge)    udp+tcp $sip_host:$sip_port, tls $sip_host:${PRESENCE_SIP_TLS_PORT:-5061}
+                    ws://$sip_host:${PRESENCE_SIP_WS_PORT:-5066}, wss://$sip_host:${PRESENCE_SIP_WSS_PORT:-7443} (subprotocol sip)
+  HTTPS (XCAP, admin) https://127.0.0.1:${PRESENCE_STORE_HTTPS_PORT:-8443}
+  browser client    https://127.0.0.1:${PRESENCE_STORE_HTTPS_PORT:-8443}/client/ (trust the local CA below),
+                    or http://127.0.0.1:${PRESENCE_STORE_HTTP_PORT:-8080}/client/ from this machine
   sip-edge          http://127.0.0.1:${PRESENCE_EDGE_HTTP_PORT:-18081}/health/ready
   presence-store    http://127.0.0.1:${PRESENCE_STORE_HTTP_PORT:-8080}/health/ready
   XCAP pres-rules   http://127.0.0.1:${PRESENCE_STORE_HTTP_PORT:-8080}/xcap-root/pres-rules/users/<sip:user@domain>/index
@@ -97,6 +121,13 @@ The presence server is up.
   Redis             127.0.0.1:$PRESENCE_REDIS_PORT
   Kafka             127.0.0.1:$PRESENCE_KAFKA_PORT
   data and logs     $PRESENCE_VAR (logs in $LOG_DIR)
+$(if [ -n "$TLS_CA" ]; then cat <<TRUST
+  local CA          $TLS_CA made the server certificate; trust it in a client, e.g.
+                    curl --cacert $TLS_CA https://127.0.0.1:${PRESENCE_STORE_HTTPS_PORT:-8443}/health/ready
+                    system-wide (Debian): cp $TLS_CA /usr/local/share/ca-certificates/presence-local-ca.crt && update-ca-certificates
+                    browsers: import it as an authority (Chromium: Settings, Privacy and security, Security, Manage certificates)
+TRUST
+fi)
 Try it:  sipsak -vv -s sip:$sip_host:$sip_port   (or see README.md)
 Stop it: make stop
 MSG

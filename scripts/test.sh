@@ -14,7 +14,10 @@ S="$REPO_ROOT/scripts"
 clients=()
 command -v baresip >/dev/null || clients+=(baresip-core)
 command -v linphonec >/dev/null || clients+=(linphone-cli)
+# Debian's chromium for the browser client's test (tests/integration/test_webclient.py).
+command -v chromium >/dev/null || clients+=(chromium)
 [ "${#clients[@]}" -eq 0 ] || apt_install "${clients[@]}"
+"$S/webclient.sh"
 "$REPO_ROOT/.venv/bin/ruff" check "$REPO_ROOT/lib" "$REPO_ROOT/services" "$REPO_ROOT/tests"
 
 started=()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from presence import metrics, service
 from presence.cache import connect_redis, redis_ready
 from presence.db import create_pool, database_ready
 from presence.health import make_health_app
+from presence.http_limits import CredentialsOverHttps
 from presence.kafka import (
     DeadLetters,
     EventHandler,
@@ -29,6 +30,7 @@ from presence.kafka import (
     start_producer,
 )
 from presence.settings import Settings
+from presence.tls import TlsConfigError, server_context
 from presence.topics import Topics, ensure_shared_topics
 
 log = logging.getLogger(__name__)
@@ -39,17 +41,25 @@ SHUTDOWN_GRACE = 10.0
 @dataclass
 class Backend:
     pool: asyncpg.Pool
-    redis: Redis
+    # None for a service that takes no presentity lock (the notifier): its readiness
+    # then does not depend on Redis either.
+    redis: Redis | None
     producer: AIOKafkaProducer
     consumer: AIOKafkaConsumer
 
     @classmethod
     async def open(
-        cls, settings: Settings, *, topics: list[str], group: str, client_id: str
+        cls,
+        settings: Settings,
+        *,
+        topics: list[str],
+        group: str,
+        client_id: str,
+        use_redis: bool = True,
     ) -> Backend:
         # In the order a user would check them; each failure is one line.
         pool = await create_pool(settings.db_url)
-        redis = await connect_redis(settings.redis_url)
+        redis = await connect_redis(settings.redis_url) if use_redis else None
         await ensure_shared_topics(settings)
         producer = await start_producer(settings.kafka_bootstrap)
         consumer = await start_consumer(
@@ -64,11 +74,19 @@ class Backend:
         return cls(pool, redis, producer, consumer)
 
     async def ready(self) -> bool:
-        """Whether PostgreSQL, Redis and Kafka all answer now (what /health/ready asks)."""
-        checks = await asyncio.gather(
-            database_ready(self.pool), redis_ready(self.redis), bus_ready(self.producer)
-        )
+        """Whether the dependencies all answer now (what /health/ready asks)."""
+        checks = await asyncio.gather(*(check() for check in self._checks().values()))
         return all(checks)
+
+    def _checks(self) -> dict[str, Callable[[], Awaitable[bool]]]:
+        checks: dict[str, Callable[[], Awaitable[bool]]] = {
+            "kafka": lambda: bus_ready(self.producer),
+            "postgresql": lambda: database_ready(self.pool),
+        }
+        if self.redis is not None:
+            redis = self.redis
+            checks["redis"] = lambda: redis_ready(redis)
+        return checks
 
     def consume(
         self,
@@ -87,19 +105,22 @@ class Backend:
         )
         if give_up is not None:
             dead_letters.give_up = give_up
+        dead_letters.attempts = settings.record_attempts
         return consume_in_batches(
             self.consumer,
             handle,
             concurrency=concurrency,
             stopping=stopping,
             dead_letters=dead_letters,
+            commit_interval=settings.kafka_commit_interval_ms / 1000,
         )
 
     async def close(self) -> None:
         await self.consumer.stop()
         await self.producer.stop()
         await self.pool.close()
-        await self.redis.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
 
     async def serve(
         self,
@@ -111,31 +132,44 @@ class Backend:
         port_variable: str,
         workers: list[Coroutine[Any, Any, None]],
         routers: tuple[APIRouter, ...] = (),
+        https_port: int = 0,
     ) -> None:
         """Run the workers and the health endpoints until SIGTERM; a worker that
         crashes ends the service loudly (its orchestrator restarts it)."""
-        checks = {
-            "kafka": lambda: bus_ready(self.producer),
-            "postgresql": lambda: database_ready(self.pool),
-            "redis": lambda: redis_ready(self.redis),
-        }
-        app = make_health_app(name, checks)
+        app = make_health_app(name, self._checks())
         for router in routers:
             app.include_router(router)
         # The port first: if it is taken, nothing has started that would need stopping.
+        servers = []
         try:
-            http = await service.serve_http(app, settings.http_host, http_port, port_variable)
-        except service.StartupError:
+            https = bool(https_port and settings.tls_enabled)
+            plain = CredentialsOverHttps(app, https_port) if https else app
+            servers.append(
+                await service.serve_http(plain, settings.http_host, http_port, port_variable)
+            )
+            if https:
+                # The same endpoints over TLS (XCAP passwords, the admin token).
+                tls = server_context(settings)
+                servers.append(
+                    await service.serve_http(
+                        app, settings.http_host, https_port, "PRESENCE_STORE_HTTPS_PORT", tls
+                    )
+                )
+                log.info("HTTPS on %s:%s", settings.http_host, https_port)
+        except (service.StartupError, TlsConfigError) as error:
+            for server in servers:
+                server.should_exit = True
             for worker in workers:
                 worker.close()
-            raise
+            raise service.StartupError(str(error)) from None
         tasks = [asyncio.create_task(worker) for worker in workers]
         log.info("%s running", name)
         stop = asyncio.create_task(stopping.wait())
         done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
         crashed = [task for task in done if task is not stop]
         log.info("stopping")
-        http.should_exit = True
+        for server in servers:
+            server.should_exit = True
         # Consumers finish and commit the batch in hand (they watch `stopping`); what
         # is still running after the grace period (timers, a stuck batch) is cancelled.
         await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE)

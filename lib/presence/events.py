@@ -235,6 +235,12 @@ class NotifyRequest:
         return f"{self.username}@{self.domain}"
 
 
+# NOTIFY answers that mean the watcher is gone (RFC 6665 §4.2.2). 430 Flow Failed
+# (RFC 5626): the edge's answer for a WebSocket watcher whose connection is gone;
+# nothing else can reach it, and it subscribes anew when back.
+DEAD_SUBSCRIPTION_STATUSES = frozenset({404, 410, 430, 480, 481})
+
+
 @dataclass(frozen=True)
 class NotifyOutcome:
     """How a NOTIFY ended: its final status, or 408 when Timer F fired."""
@@ -254,6 +260,17 @@ class NotifyOutcome:
     @property
     def presentity(self) -> str:
         return f"{self.username}@{self.domain}"
+
+    def ends_subscription(self, *, timeout_ends: bool) -> bool:
+        """Whether the subscription ends with this outcome (what presence-store acts
+        on): its final NOTIFY is done, or the watcher is gone (RFC 6665 §4.2.2; 408,
+        no answer at all, unless PRESENCE_NOTIFY_TIMEOUT_ENDS_SUBSCRIPTION=0). Any
+        other outcome changes nothing, so the edge does not put it on the bus."""
+        return (
+            self.final
+            or self.status in DEAD_SUBSCRIPTION_STATUSES
+            or (self.status == 408 and timeout_ends)
+        )
 
     @classmethod
     def of(cls, notify: NotifyRequest, status: int, reason: str) -> NotifyOutcome:

@@ -12,6 +12,8 @@ for ever), and each one is counted by area.
 
 from __future__ import annotations
 
+import ipaddress
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from presence import column_limits, metrics
@@ -51,6 +53,45 @@ class RefusedBodies:
             await send(message)
 
         await self.app(scope, receive, closing)
+
+
+class CredentialsOverHttps:
+    """ASGI middleware of the plain-HTTP port once HTTPS serves the same endpoints:
+    XCAP and the admin API (which carry passwords and tokens) answer 403 pointing
+    at HTTPS unless the client is on this machine (loopback: development, the
+    command line, health checks stay on plain HTTP). Counted in
+    presence_http_plain_refused_total{area}."""
+
+    def __init__(self, app: ASGIApp, https_port: int) -> None:
+        self.app = app
+        self.https_port = https_port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        area = area_of(scope.get("path", "")) if scope["type"] == "http" else "other"
+        client = scope.get("client") or ("", 0)
+        if area == "other" or scope.get("scheme") == "https" or _loopback(client[0]):
+            await self.app(scope, receive, send)
+            return
+        metrics.HTTP_PLAIN_REFUSED.labels(area).inc()
+        body = (f'{{"error": "credentials only over HTTPS: port {self.https_port}"}}').encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 403,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def storable_address(user: str, domain: str) -> str | None:

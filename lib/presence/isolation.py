@@ -23,8 +23,9 @@ from aiokafka import errors as kafka_errors
 from presence import events
 from presence.locks import LockTimeout
 
-# How often a record is handled before it is dead-lettered, and the pauses before
-# the second and later attempts (the last repeats).
+# How often a record is handled before it is dead-lettered (the default of
+# PRESENCE_RECORD_ATTEMPTS), and the pauses before the second and later attempts
+# (the last repeats).
 RECORD_ATTEMPTS = 3
 RECORD_RETRY_PAUSES = (0.1, 0.3)
 # A dead-letter record keeps at most this much of the record's value (the rest stays
@@ -47,6 +48,14 @@ _RECORD_KAFKA_ERRORS: tuple[type[BaseException], ...] = (
     kafka_errors.InvalidTopicError,
     kafka_errors.UnknownTopicOrPartitionError,
     kafka_errors.TopicAuthorizationFailedError,
+)
+_RECORD_ERRORS: tuple[type[BaseException], ...] = (
+    *_RECORD_KAFKA_ERRORS,
+    # A statement cancelled (statement_timeout, pg_cancel_backend: SQLSTATE 57014) is
+    # about that statement, although its class 57 is "operator intervention": retried
+    # forever it would hold up every record behind it; a real outage still shows as
+    # the connection errors below on the next attempt.
+    asyncpg.exceptions.QueryCanceledError,
 )
 _OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # ConnectionError, refused and reset sockets
@@ -77,7 +86,7 @@ def classify(error: BaseException) -> Failure:
         # Concurrent work inside a handler: an outage if any part of it met one.
         outage = any(classify(part) is Failure.OUTAGE for part in error.exceptions)
         return Failure.OUTAGE if outage else Failure.RECORD
-    if isinstance(error, _RECORD_KAFKA_ERRORS):
+    if isinstance(error, _RECORD_ERRORS):
         return Failure.RECORD
     if isinstance(error, _OUTAGE_ERRORS):
         return Failure.OUTAGE

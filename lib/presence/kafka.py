@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -127,7 +128,9 @@ async def start_consumer(
     if assign:
         consumer.assign([TopicPartition(topic, 0) for topic in topics])
     else:
-        consumer.subscribe(list(topics), listener=_LogAssignments())
+        listener = _LogAssignments()
+        consumer.subscribe(list(topics), listener=listener)
+        _LISTENERS[consumer] = listener
     try:
         await consumer.start()
     except KafkaError as error:
@@ -138,14 +141,26 @@ async def start_consumer(
 
 class _LogAssignments(ConsumerRebalanceListener):
     """Which partitions this replica owns, in its log: the first thing an operator
-    asks when replicas share work."""
+    asks when replicas share work. Before partitions move away, `before_revoke`
+    runs (the offset committer's flush), so that the next owner starts where this
+    one finished instead of handling its last records again."""
+
+    def __init__(self) -> None:
+        self.before_revoke: list[Callable[[], Awaitable[None]]] = []
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        pass
+        for hook in self.before_revoke:
+            await hook()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         owned = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned))
         log.info("partitions assigned: %s", owned or "none")
+
+
+# The rebalance listener of each group consumer started here (start_consumer).
+_LISTENERS: weakref.WeakKeyDictionary[AIOKafkaConsumer, _LogAssignments] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def ensure_topics(
@@ -216,6 +231,8 @@ class DeadLetters:
     # taken for an outage (the batch waits), never dead-lettered.
     ready: Callable[[], Awaitable[bool]]
     give_up: GiveUp = _nothing_owed
+    # How often a record is handled before it is given up (PRESENCE_RECORD_ATTEMPTS).
+    attempts: int = isolation.RECORD_ATTEMPTS
 
     async def put(self, record: ConsumerRecord[bytes, bytes], error: str, attempts: int) -> None:
         """Put the record on the dead-letters topic and wait for Kafka's acknowledgement."""
@@ -244,6 +261,66 @@ class DeadLetters:
         )
 
 
+class OffsetCommitter:
+    """Commits the offsets of handled batches beside the consumer loop.
+
+    The loop hands over a batch's next offsets once its records are handled and
+    what they produced is acknowledged (`handled`): the offsets are never ahead of
+    the database. A commit is one round trip to the broker; made here, it is off the
+    loop's path, and at most one is in flight: offsets handed over meanwhile leave
+    together in the next, no sooner than `interval` after the last one. A crash
+    loses at most the commits not made yet: those records are delivered again and
+    the handlers are idempotent. `flush` commits what is pending at once (at stop,
+    and before a rebalance moves partitions away).
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer, interval: float) -> None:
+        self._consumer = consumer
+        self._interval = interval
+        self._pending: dict[TopicPartition, int] = {}
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()  # one commit in flight: the loop's or a flush's
+
+    def handled(self, offsets: dict[TopicPartition, int]) -> None:
+        for partition, offset in offsets.items():
+            if offset > self._pending.get(partition, -1):
+                self._pending[partition] = offset
+        self._wake.set()
+
+    async def run(self) -> None:
+        pause = FIRST_RETRY_PAUSE
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.flush()
+                pause = FIRST_RETRY_PAUSE
+                await asyncio.sleep(self._interval)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the broker or coordinator away: later
+                log.warning("offset commit failed (%s); trying again in %.1f s", error, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, LAST_RETRY_PAUSE)
+                self._wake.set()
+
+    async def flush(self) -> None:
+        """Commit the pending offsets of the partitions still owned; on failure they
+        stay pending (unless a newer offset came meanwhile)."""
+        async with self._lock:
+            owned = self._consumer.assignment()
+            offsets = {tp: o for tp, o in self._pending.items() if tp in owned}
+            self._pending.clear()
+            if not offsets:
+                return
+            try:
+                await self._consumer.commit(offsets)
+            except BaseException:
+                for partition, offset in offsets.items():
+                    self._pending.setdefault(partition, offset)
+                raise
+
+
 async def consume_in_batches(
     consumer: AIOKafkaConsumer,
     handle: EventHandler,
@@ -252,6 +329,7 @@ async def consume_in_batches(
     stopping: asyncio.Event,
     dead_letters: DeadLetters,
     max_records: int = 500,
+    commit_interval: float = 0.0,
 ) -> None:
     """The consumer loop of presence-store and notifier, at least once and in key order.
 
@@ -260,8 +338,11 @@ async def consume_in_batches(
     database and broker round trips overlap. Each handler returns the futures of the
     records it produced; the offsets of a batch are committed only after every
     handler finished (its database transaction committed) and every produced record
-    was acknowledged, so a crash at any point redelivers, never loses. When
-    `stopping` is set, the batch in hand is finished and committed, then it returns.
+    was acknowledged, so a crash at any point redelivers, never loses. The commit
+    itself is made beside the loop (OffsetCommitter, at most one every
+    `commit_interval` seconds), so the next batch does not wait for its round trip.
+    When `stopping` is set, the batch in hand is finished and committed, then it
+    returns.
 
     A batch that meets an outage (PostgreSQL, Redis or Kafka unreachable:
     presence.isolation.classify) is handled again from its first record after a
@@ -270,13 +351,12 @@ async def consume_in_batches(
     attempt did apply is answered, not redone.
 
     A record that fails for any other reason costs only itself: it is tried again
-    (RECORD_ATTEMPTS in all, short pauses), then given up: put on the dead-letters
+    (`dead_letters.attempts` in all, short pauses), then given up: put on the dead-letters
     topic (acknowledged before the batch's offsets are committed), answered through
     `dead_letters.give_up`, counted; the records after it, of its key too, go on in
     order. An undecodable record is dead-lettered at once.
     """
     slots = asyncio.Semaphore(concurrency)
-    pause = FIRST_RETRY_PAUSE
     # Records of the batch in hand already dead-lettered: a batch handled again after
     # an outage does not dead-letter them twice (it still gives their answer).
     given_up: set[tuple[str, int, int]] = set()
@@ -297,7 +377,7 @@ async def consume_in_batches(
         with correlated(correlation_id):
             if where in given_up:
                 return await answer(record, event, "dead-lettered")
-            attempts = isolation.Attempts()
+            attempts = isolation.Attempts(limit=dead_letters.attempts)
             while True:
                 try:
                     return await handle(event)
@@ -345,6 +425,32 @@ async def consume_in_batches(
                 produced += await handle_record(record)
         return produced
 
+    committer = OffsetCommitter(consumer, commit_interval)
+    listener = _LISTENERS.get(consumer)
+    if listener is not None:
+        listener.before_revoke.append(committer.flush)
+    committing = asyncio.create_task(committer.run())
+    try:
+        await _consume_loop(consumer, handle_key, committer, stopping, given_up, max_records)
+    finally:
+        committing.cancel()
+        if listener is not None:
+            listener.before_revoke.remove(committer.flush)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(committer.flush(), 5)
+
+
+async def _consume_loop(
+    consumer: AIOKafkaConsumer,
+    handle_key: Callable[
+        [list[ConsumerRecord[bytes, bytes]]], Awaitable[list[asyncio.Future[object]]]
+    ],
+    committer: OffsetCommitter,
+    stopping: asyncio.Event,
+    given_up: set[tuple[str, int, int]],
+    max_records: int,
+) -> None:
+    pause = FIRST_RETRY_PAUSE
     while not stopping.is_set():
         batch = await consumer.getmany(timeout_ms=500, max_records=max_records)
         if not batch:
@@ -360,7 +466,7 @@ async def consume_in_batches(
                 handled = [group.create_task(handle_key(records)) for records in by_key.values()]
             produced = [future for task in handled for future in task.result()]
             await asyncio.gather(*produced)
-            await consumer.commit()
+            committer.handled({tp: records[-1].offset + 1 for tp, records in batch.items()})
             pause = FIRST_RETRY_PAUSE
             given_up.clear()
         except Exception as error:  # a dependency is down: handle the batch again later

@@ -93,10 +93,34 @@ TCP_CLOSED = Counter(
     "write_buffer_full, framing_error)",
     ["reason"],
 )
+SIP_CONNECTIONS = Gauge(
+    "presence_sip_connections",
+    "Open SIP connections by transport (tcp, tls, ws, wss); all of them count "
+    "against PRESENCE_TCP_MAX_CONNECTIONS",
+    ["transport"],
+)
+CONNECTION_SLOTS = Gauge(
+    "presence_sip_connection_slots",
+    "Connections holding a slot of PRESENCE_TCP_MAX_CONNECTIONS: open ones of every "
+    "transport and accepted ones still in their TLS handshake or WebSocket upgrade",
+)
+TRANSPORT_REFUSALS = Counter(
+    "presence_sip_transport_refusals_total",
+    "Connections closed for what their peer sent or failed to send before SIP: "
+    "handshake_timeout (TLS or WebSocket upgrade not done in time), tls_failed, "
+    "no_sip_subprotocol, bad_upgrade, message_too_large, websocket_protocol_error",
+    ["transport", "reason"],
+)
 NOTIFY_RETRANSMISSIONS = Counter(
     "presence_sip_notify_retransmissions_total",
     "NOTIFY retransmissions over UDP (Timer E)",
     ["event"],
+)
+OVERLOAD_REFUSALS = Counter(
+    "presence_sip_overload_refusals_total",
+    "Requests the edge answered 503 at once, before the bus, because its backlog of "
+    "requests waiting for the store was full (sip_edge.admission), by method",
+    ["method"],
 )
 INPUT_REFUSALS = Counter(
     "presence_sip_input_refusals_total",
@@ -160,6 +184,12 @@ XCAP_AUTH_FAILURES = Counter(
     "XCAP requests refused on their credentials, by reason (missing, unreadable: "
     "401; wrong: 401; other_user: 403)",
     ["reason"],
+)
+HTTP_PLAIN_REFUSED = Counter(
+    "presence_http_plain_refused_total",
+    "XCAP and admin requests refused on plain HTTP from another machine while "
+    "HTTPS serves them (PRESENCE_TLS_CERT set), by area (xcap, admin)",
+    ["area"],
 )
 HTTP_BODY_TOO_LARGE = Counter(
     "presence_http_body_too_large_total",

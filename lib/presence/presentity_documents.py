@@ -1,5 +1,6 @@
-"""Reading a presentity's aggregated document from the presentity table, for the
-notifier (NOTIFY bodies) and the store (the sphere that pres-rules may test)."""
+"""Reading a presentity's document of one event package from the presentity table
+(its publications as the package combines them, presence.packages), for the
+notifier (NOTIFY bodies) and the store (caps, the sphere that pres-rules may test)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from presence.aggregation import Publication, aggregate
+from presence.aggregation import Publication
+from presence.packages import PACKAGES
 from presence.pidf import current_sphere
 from presence.settings import Settings
 
@@ -21,8 +23,8 @@ async def load_document(
     event: str,
     closed: Sequence[str] = (),
 ) -> bytes:
-    """The live publications aggregated, with the `closed` bodies (publications that
-    just ended) shown closed once."""
+    """The live publications as the package combines them, with the `closed` bodies
+    (publications that just ended) shown ended once where the package can say so."""
     rows = await connection.fetch(
         f"""SELECT etag, received_time, body, device FROM {settings.presentity_table}
             WHERE username = $1 AND domain = $2 AND event = $3 AND expires > $4
@@ -36,7 +38,7 @@ async def load_document(
         Publication(r["etag"], r["received_time"], r["body"], r["device"]) for r in rows
     ]
     ended = [Publication("", 0, body) for body in closed]
-    return aggregate(f"sip:{username}@{domain}", publications, closed=ended)
+    return PACKAGES[event].state(f"sip:{username}@{domain}", publications, ended, settings)
 
 
 def needs_sphere(rules: str | None) -> bool:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 
 import uvicorn
 import uvloop
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from presence import logs
 from presence import settings as settings_module
@@ -53,8 +54,11 @@ def bind_socket(host: str, port: int, kind: int, variable: str) -> socket.socket
     return sock
 
 
-async def serve_http(app: FastAPI, host: str, port: int, variable: str) -> uvicorn.Server:
-    """Start uvicorn on an already-bound socket (so a taken port is a clear error)."""
+async def serve_http(
+    app: ASGIApp, host: str, port: int, variable: str, tls: ssl.SSLContext | None = None
+) -> uvicorn.Server:
+    """Start uvicorn on an already-bound socket (so a taken port is a clear error);
+    HTTPS with `tls` (presence.tls.server_context)."""
     sock = bind_socket(host, port, socket.SOCK_STREAM, variable)
     # log_config=None: uvicorn's few lines go through ours (JSON, correlation ids).
     config = uvicorn.Config(
@@ -63,6 +67,7 @@ async def serve_http(app: FastAPI, host: str, port: int, variable: str) -> uvico
         access_log=False,
         lifespan="off",
         log_config=None,
+        ssl_context_factory=(lambda _config, _default: tls) if tls is not None else None,
     )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # ours handle them

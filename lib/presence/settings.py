@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from presence.logs import parse_levels
+from presence.sip.message import parse_uri
 
 PREFIX = "PRESENCE_"
 # The highest PRESENCE_MAX_DOCUMENT_BYTES and PRESENCE_MAX_WINFO_BYTES accepted.
@@ -39,6 +40,9 @@ SCRIPT_VARIABLES = frozenset(
         # docker-compose.yml: the address the observability profile publishes
         # Prometheus and Grafana on (127.0.0.1 unless told otherwise).
         "PRESENCE_OBSERVABILITY_BIND",
+        # tests/integration/conftest.py: the database the integration tests recreate
+        # (presence_test), so that two test runs on one PostgreSQL do not collide.
+        "PRESENCE_TEST_DATABASE",
     }
 )
 
@@ -118,6 +122,14 @@ def _domain_list(text: str) -> str:
     for domain in filter(None, (d.strip() for d in text.split(","))):
         if not _HOSTNAME.match(domain):
             raise ValueError(f"must be a comma-separated list of domains, got {domain!r}")
+    return text
+
+
+def _event_packages(text: str) -> str:
+    # Imported here: the package declarations import modules that import settings.
+    from presence.packages import check_package_names
+
+    check_package_names([n.strip() for n in text.split(",") if n.strip()])
     return text
 
 
@@ -230,6 +242,13 @@ class Settings:
     # busy lamps until they re-subscribe).
     notify_timeout_ends_subscription: int = 1
 
+    # --- event packages (presence.packages) ---
+    # The packages served, comma-separated; any other Event gets 489 with Allow-Events.
+    event_packages: str = "presence,presence.winfo,dialog,message-summary"
+    # 1: a message-summary subscription with nothing published gets
+    # "Messages-Waiting: no" (some phones reject an empty body); 0: no body.
+    message_summary_empty_body: int = 1
+
     # --- caps on what clients create (each refusal: a SIP code, a metric) ---
     # Live publications of one presentity and event package; an initial PUBLISH
     # beyond it gets 403 "Too Many Publications" (the other devices keep theirs).
@@ -248,6 +267,17 @@ class Settings:
     # The largest watcherinfo document (RFC 3858) of a NOTIFY: a longer watcher list
     # is cut (pending watchers first, newest first), logged and counted.
     max_winfo_bytes: int = 61440
+    # How often presence-store and the notifier handle a record that fails for a
+    # reason of its own before they dead-letter it (presence.isolation); a
+    # dependency's outage is retried without limit.
+    record_attempts: int = 3
+    # --- Admission (sip_edge.admission) ---
+    # The edge answers a new request 503 at once (Retry-After) when its backlog of
+    # requests waiting for the store holds more than the store answered in the
+    # last edge_queue_delay_ms (by its reply rate over the last second), and at
+    # least edge_min_backlog: what would wait longer is refused before any work.
+    edge_queue_delay_ms: int = 250
+    edge_min_backlog: int = 100
     # --- NOTIFY delivery and TCP connections (resource bounds) ---
     # Milliseconds a NOTIFY may wait for its next hop's TCP connect (it then ends as
     # 408, like an unanswered one) and for a name lookup (408 too).
@@ -272,6 +302,27 @@ class Settings:
     # Comma-separated CIDR networks NOTIFYs must never be sent to (empty: none):
     # a SUBSCRIBE naming an address in them gets 403 "Notify Target Denied".
     notify_deny_networks: str = ""
+
+    # --- secure and web transports (TLS, WebSocket: RFC 7118) ---
+    # SIP over TLS; over WebSocket (ws://) and secure WebSocket (wss://). 0: no such
+    # listener. TLS and WSS listen only when a certificate is configured.
+    sip_tls_port: int = 5061
+    sip_ws_port: int = 5066
+    sip_wss_port: int = 7443
+    # PEM files: the server's certificate chain and its key (SIP over TLS and WSS,
+    # and presence-store's HTTPS); the CA whose client certificates identify trusted
+    # proxies (mutual TLS), which also verifies the edge's outgoing TLS connections.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    # Milliseconds an accepted connection may take for its TLS handshake and its
+    # WebSocket upgrade; then it is closed (counted).
+    sip_handshake_timeout_ms: int = 5000
+    # presence-store's HTTPS port (XCAP and admin API) when a certificate is set; 0: none.
+    store_https_port: int = 8443
+    # The browser client's bundle, served by presence-store under /client/
+    # (scripts/webclient.sh builds it); empty: webclient/dist of this repository.
+    webclient_dir: str = ""
 
     # --- privacy (RFC 5025) and XCAP ---
     # How a subscription ends when a rules change withdraws its permission: reason
@@ -330,6 +381,10 @@ class Settings:
     # record (presence.kafka): longer means fewer empty round trips when idle, but a
     # partition left out of the parked fetch waits up to this long for its next record.
     kafka_fetch_wait_ms: int = 100
+    # presence-store's and the notifier's offset commits (made beside their consumer
+    # loop, after the database commit): at most one per this many ms. A crash
+    # redelivers what was handled since the last one (the handlers are idempotent).
+    kafka_commit_interval_ms: int = 100
     redis_url: str = "redis://127.0.0.1:16379/0"
     http_host: str = "127.0.0.1"
     edge_http_port: int = 18081
@@ -360,6 +415,23 @@ class Settings:
         host = f"[{self.sip_host}]" if ":" in self.sip_host else self.sip_host
         return f"sip:{host}:{self.sip_port}"
 
+    def contact_uri_for(self, flow: str) -> str:
+        """The server's Contact for a dialog whose SUBSCRIBE came over `flow`
+        ("tls:…", "ws:…"): its in-dialog requests must come back over that kind of
+        transport (RFC 5630 §3.1.3, RFC 7118 §5.1), so the port and transport of
+        that listener; UDP and TCP dialogs get contact_uri."""
+        transport = flow.partition(":")[0]
+        port = {"tls": self.sip_tls_port, "ws": self.sip_ws_port, "wss": self.sip_wss_port}.get(
+            transport
+        )
+        if not port:
+            return self.contact_uri
+        if self.server_address:
+            host = parse_uri(self.server_address).host
+        else:
+            host = f"[{self.sip_host}]" if ":" in self.sip_host else self.sip_host
+        return f"sip:{host}:{port};transport={transport}"
+
     def check_authentication(self) -> None:
         """Raise SettingsError when the authentication mode lacks what it needs; the
         services that authenticate (sip-edge, presence-store) call it at start."""
@@ -368,10 +440,16 @@ class Settings:
                 "PRESENCE_AUTH_SECRET: must be set when PRESENCE_AUTH=digest (the default); "
                 "PRESENCE_AUTH=none turns authentication off, for development only"
             )
-        if self.auth == "trusted-proxy" and not self.trusted_proxies:
+        if self.auth == "trusted-proxy" and not (self.trusted_proxies or self.tls_client_ca):
             raise SettingsError(
-                "PRESENCE_TRUSTED_PROXIES: must be set when PRESENCE_AUTH=trusted-proxy"
+                "PRESENCE_TRUSTED_PROXIES: must be set when PRESENCE_AUTH=trusted-proxy "
+                "(or PRESENCE_TLS_CLIENT_CA, for proxies that present client certificates)"
             )
+
+    @property
+    def tls_enabled(self) -> bool:
+        """A certificate is configured: TLS, WSS and HTTPS listeners run."""
+        return bool(self.tls_cert)
 
     @property
     def trusted_proxy_addresses(self) -> frozenset[str]:
@@ -395,6 +473,10 @@ class Settings:
             for n in self.notify_deny_networks.split(",")
             if n.strip()
         )
+
+    @property
+    def event_package_names(self) -> tuple[str, ...]:
+        return tuple(n.strip() for n in self.event_packages.split(",") if n.strip())
 
     @property
     def served_domains(self) -> frozenset[str]:
@@ -431,6 +513,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "tcp_idle_timeout": _integer(1, 86400),
     "notify_min_interval": _integer(0, 3600),
     "notify_timeout_ends_subscription": _flag,
+    "event_packages": _event_packages,
+    "message_summary_empty_body": _flag,
     "max_publications": _integer(1, 10_000),
     "max_subscriptions_per_watcher": _integer(1, 1_000_000),
     "max_subscriptions_per_presentity": _integer(1, 1_000_000),
@@ -439,6 +523,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     # after JSON escaping (at most doubling: quotes, tabs and line ends).
     "max_document_bytes": _integer(1024, MAX_BODY_BYTES),
     "max_winfo_bytes": _integer(1024, MAX_BODY_BYTES),
+    "record_attempts": _integer(1, 100),
+    "edge_queue_delay_ms": _integer(10, 60_000),
+    "edge_min_backlog": _integer(1, 1_000_000),
     "notify_connect_timeout_ms": _integer(100, 60_000),
     "notify_dns_timeout_ms": _integer(100, 60_000),
     "notify_dns_workers": _integer(1, 256),
@@ -449,6 +536,15 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "tcp_max_write_buffer": _integer(4096, 64 * 1024 * 1024),
     "tcp_keepalive_only_timeout": _integer(1, 7 * 86400),
     "notify_deny_networks": _network_list,
+    "sip_tls_port": _integer(0, 65535),
+    "sip_ws_port": _integer(0, 65535),
+    "sip_wss_port": _integer(0, 65535),
+    "tls_cert": _text,
+    "tls_key": _text,
+    "tls_client_ca": _text,
+    "webclient_dir": _text,
+    "sip_handshake_timeout_ms": _integer(100, 60_000),
+    "store_https_port": _integer(0, 65535),
     "withdrawn_reason": _choice("deactivated", "probation"),
     "probation_retry_after": _integer(1, 86400 * 7),
     "pending_watcher_days": _integer(0, 36500),
@@ -469,6 +565,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "kafka_partitions": _integer(1, 1000),
     "kafka_namespace": _topic_part,
     "kafka_fetch_wait_ms": _integer(1, 1000),
+    "kafka_commit_interval_ms": _integer(0, 10_000),
     "redis_url": _url("redis", "rediss", "unix"),
     "http_host": _host,
     "edge_http_port": _integer(1, 65535),
@@ -530,6 +627,13 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         except ValueError as error:
             raise SettingsError(f"{env_name(field.name)}: {error}") from None
     settings = Settings(**values)
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        missing = "PRESENCE_TLS_KEY" if settings.tls_cert else "PRESENCE_TLS_CERT"
+        raise SettingsError(
+            f"{missing}: must be set too (PRESENCE_TLS_CERT goes with PRESENCE_TLS_KEY)"
+        )
+    if settings.tls_client_ca and not settings.tls_cert:
+        raise SettingsError("PRESENCE_TLS_CLIENT_CA: needs PRESENCE_TLS_CERT and PRESENCE_TLS_KEY")
     if settings.min_expires > settings.max_expires:
         raise SettingsError(
             f"PRESENCE_MIN_EXPIRES: {settings.min_expires} is above PRESENCE_MAX_EXPIRES "

@@ -16,6 +16,8 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
+from presence.packages import PACKAGES
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 PAGE = 1000
 
@@ -153,20 +155,37 @@ def cmd_presentities(client: AdminClient, args: argparse.Namespace, out: IO[str]
 
 
 def cmd_show(client: AdminClient, args: argparse.Namespace, out: IO[str]) -> Any:
-    shown = client.call("GET", f"/presentities/{aor_path(args.aor)}", event=args.event)
+    """One event package's publications, watchers and document; without --event,
+    every package the presentity has publications or watchers of."""
+    path = f"/presentities/{aor_path(args.aor)}"
+    if args.event is not None:
+        shown = [client.call("GET", path, event=args.event)]
+    else:
+        shown = []
+        for event in PACKAGES:
+            try:
+                shown.append(client.call("GET", path, event=event))
+            except ApiError as error:
+                if error.status != 404:
+                    raise
+        if not shown:
+            raise ApiError(f"{args.aor} has no publication or watcher", "aor", 404)
     if args.json:
-        return shown
-    out.write(f"presentity  {shown['presentity']}\nevent       {shown['event']}\n")
-    out.write(f"watchers    {shown['watchers']}\n\n")
-    table(
-        [
-            (p["etag"], duration(p["expires_in"]), " ".join(p["device"]) or "-")
-            for p in shown["publications"]
-        ],
-        ["ETAG", "EXPIRES IN", "DEVICE"],
-        out,
-    )
-    out.write("\n" + shown["document"].rstrip() + "\n")
+        return shown[0] if args.event is not None else shown
+    for number, section in enumerate(shown):
+        if number:
+            out.write("\n")
+        out.write(f"presentity  {section['presentity']}\nevent       {section['event']}\n")
+        out.write(f"watchers    {section['watchers']}\n\n")
+        table(
+            [
+                (p["etag"], duration(p["expires_in"]), " ".join(p["device"]) or "-")
+                for p in section["publications"]
+            ],
+            ["ETAG", "EXPIRES IN", "DEVICE"],
+            out,
+        )
+        out.write("\n" + section["document"].rstrip() + "\n")
     return None
 
 
@@ -412,9 +431,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--domain")
     sub.add_argument("--event")
     paged(sub)
-    sub = command("show", cmd_show, "one presentity: publications and aggregated document")
+    sub = command("show", cmd_show, "one presentity: publications, watchers and document")
     sub.add_argument("aor", help="sip:user@domain")
-    sub.add_argument("--event", default="presence")
+    sub.add_argument("--event", help="one event package (default: each one it has)")
     sub = command("watchers", cmd_watchers, "the subscriptions to a presentity")
     sub.add_argument("aor")
     sub.add_argument("--event", default="presence")

@@ -81,7 +81,7 @@ DEPENDENCIES = ("postgres", "redis", "kafka")
 # Services whose readiness must turn false while a dependency is down.
 DEPENDENTS = {
     "kafka": ("sip-edge", "presence-store", "notifier"),
-    "redis": ("presence-store", "notifier"),
+    "redis": ("presence-store",),
     "postgres": ("presence-store", "notifier"),
 }
 
@@ -217,7 +217,11 @@ class System:
             PRESENCE_EDGE_ID="chaos-edge",
             PRESENCE_LOG_LEVEL="INFO",
         )
-        if "auth" in {f.name for f in fields(Settings)}:
+        known = {f.name for f in fields(Settings)}
+        for listener in ("sip_tls_port", "sip_ws_port", "sip_wss_port", "store_https_port"):
+            if listener in known:  # not needed here, and their default ports may be taken
+                env[f"PRESENCE_{listener.upper()}"] = "0"
+        if "auth" in known:
             # The load's phones do not authenticate: what is tested here is faults.
             env["PRESENCE_AUTH"] = "none"
         return env

@@ -19,9 +19,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from presence import events
 from presence import settings as settings_module
+from presence.topics import Topics
 from presence_store.migrate import DEFAULT_SCHEMA_DIR, migrate
 from tests.ports import free_port
 
@@ -108,6 +111,11 @@ class Stack:
         env = dict(self.env)
         if replica:
             env[port_variable] = str(free_port())
+            if name == "sip-edge":  # its own connection listeners too
+                for transport in ("TLS", "WS", "WSS"):
+                    env[f"PRESENCE_SIP_{transport}_PORT"] = str(free_port())
+            elif name == "presence-store":
+                env["PRESENCE_STORE_HTTPS_PORT"] = str(free_port())
         env.update(overrides)
         port = int(env[port_variable])
         with log_path.open("ab") as log:
@@ -170,6 +178,11 @@ def base_env() -> dict[str, str]:
         PRESENCE_XCAP_SECRET=XCAP_SECRET,
         # SIP authentication is tested by its own stacks (test_authentication.py).
         PRESENCE_AUTH="none",
+        # Admission at the edge depends on how fast the store answers on this machine
+        # at this moment: tests of other features (1,000 PUBLISHes at 200/s among
+        # them) must not turn into overload tests on a busy machine. Admission has its
+        # own tests (test_overload.py), which set it.
+        PRESENCE_EDGE_MIN_BACKLOG="100000",
     )
     return env
 
@@ -201,6 +214,11 @@ def make_stack(test_database: str, **overrides: str) -> Stack:
         PRESENCE_EDGE_HTTP_PORT=str(free_port()),
         PRESENCE_STORE_HTTP_PORT=str(free_port()),
         PRESENCE_NOTIFIER_HTTP_PORT=str(free_port()),
+        # Listeners that run without a certificate (WS) or with one a test gives.
+        PRESENCE_SIP_WS_PORT=str(free_port()),
+        PRESENCE_SIP_TLS_PORT=str(free_port()),
+        PRESENCE_SIP_WSS_PORT=str(free_port()),
+        PRESENCE_STORE_HTTPS_PORT=str(free_port()),
         PRESENCE_EDGE_ID="edge-" + secrets.token_hex(3),
     )
     env.update(overrides)
@@ -258,6 +276,33 @@ def metric_samples(stack: Stack, service: str, name: str) -> dict[str, float]:
         elif line.startswith(name + " "):
             samples[""] = float(line.split()[1])
     return samples
+
+
+async def changes_on_bus(
+    stack: Stack, kind: type[events.Event], user: str, count: int, timeout: float
+) -> list[int]:
+    """The versions of the first `count` change events of type `kind` about `user` on
+    the stack's presence.changes topic (fewer when the deadline passes first)."""
+    consumer = AIOKafkaConsumer(
+        Topics(stack.env["PRESENCE_KAFKA_NAMESPACE"]).changes,
+        bootstrap_servers=stack.env["PRESENCE_KAFKA_BOOTSTRAP"],
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    versions: list[int] = []
+    try:
+        async with asyncio.timeout(timeout):
+            async for record in consumer:
+                change = events.decode(record.value or b"")
+                if isinstance(change, kind) and getattr(change, "username", None) == user:
+                    versions.append(getattr(change, "version", 0))
+                    if len(versions) == count:
+                        break
+    except TimeoutError:
+        pass
+    finally:
+        await consumer.stop()
+    return versions
 
 
 @pytest.fixture

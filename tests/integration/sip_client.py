@@ -1,10 +1,11 @@
-"""A minimal SIP user agent for tests: sends crafted requests over real UDP/TCP
-sockets and waits (with a deadline) for the responses that match them."""
+"""A minimal SIP user agent for tests: sends crafted requests over real UDP, TCP or
+TLS sockets and waits (with a deadline) for the responses that match them."""
 
 from __future__ import annotations
 
 import secrets
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -25,6 +26,8 @@ class SipClient:
     transport: str = "udp"
     timeout: float = 10.0
     local_host: str = "127.0.0.1"  # any 127/8 address: tests of trusted proxies use another
+    # For transport "tls": trusts the server's CA (and may carry a client certificate).
+    tls_context: ssl.SSLContext | None = None
     _sock: socket.socket = field(init=False)
     _framer: StreamFramer = field(init=False, default_factory=StreamFramer)
     _pending: list[bytes] = field(init=False, default_factory=list)
@@ -40,6 +43,11 @@ class SipClient:
             self._sock = socket.create_connection(
                 self.server, timeout=self.timeout, source_address=(self.local_host, 0)
             )
+            if self.transport == "tls":
+                assert self.tls_context is not None, "a TLS client needs a context"
+                self._sock = self.tls_context.wrap_socket(
+                    self._sock, server_hostname=self.server[0]
+                )
         self.local_port = self._sock.getsockname()[1]
 
     def close(self) -> None:

@@ -413,3 +413,39 @@ def test_sip_users_through_the_api_and_presencectl(admin_stack: Stack) -> None:
     status, body, _ = api(admin_stack, "DELETE", f"/admin/users/{quoted('not an aor')}")
     assert status == 400 and body["field"] == "aor"
     assert asyncio.run(stored()) is None
+
+
+def test_presencectl_show_lists_each_event_package(admin_stack: Stack, scene: Scene) -> None:
+    line = scene.alice
+    dialogs = (
+        '<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="0" state="full" '
+        f'entity="{line}"><dialog id="call-7"><state>confirmed</state></dialog></dialog-info>'
+    ).encode()
+    client = SipClient(admin_stack.sip, "udp")
+    try:
+        for event, content_type, body in (
+            ("dialog", "application/dialog-info+xml", dialogs),
+            ("message-summary", "application/simple-message-summary",
+             b"Messages-Waiting: yes\r\nVoice-Message: 3/4\r\n"),
+        ):  # fmt: skip
+            headers = [("Event", event), ("Content-Type", content_type)]
+            reply = client.transact(client.request("PUBLISH", line, headers, body))
+            assert reply.status == 200, (event, reply.reason)
+    finally:
+        client.close()
+
+    shown = ctl(admin_stack, "show", line)
+    assert shown.returncode == 0, shown.stderr
+    events = [row.split()[1] for row in shown.stdout.splitlines() if row.startswith("event ")]
+    assert events == ["presence", "dialog", "message-summary"]
+    assert 'id="call-7"' in shown.stdout and "Voice-Message: 3/4" in shown.stdout
+    as_json = json.loads(ctl(admin_stack, "--json", "show", line).stdout)
+    assert [(s["event"], s["watchers"], len(s["publications"])) for s in as_json] == [
+        ("presence", 1, 2),
+        ("dialog", 0, 1),
+        ("message-summary", 0, 1),
+    ]
+    one = json.loads(ctl(admin_stack, "--json", "show", line, "--event", "dialog").stdout)
+    assert one["event"] == "dialog"
+    nobody = ctl(admin_stack, "show", f"sip:nobody@{scene.domain}")
+    assert nobody.returncode == 1 and "no publication or watcher" in nobody.stderr

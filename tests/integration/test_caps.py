@@ -115,7 +115,9 @@ def test_a_publish_that_would_make_the_aggregated_document_too_large_is_refused(
     presentity = new_presentity("big")
     watcher_client = SipClient(capped.sip, "udp")
     try:
-        watcher = WatcherDialog(watcher_client, presentity, secrets.token_hex(6), "w")
+        watcher = WatcherDialog(
+            watcher_client, presentity, secrets.token_hex(6), "w", from_uri=new_presentity("w")
+        )
         assert watcher.subscribe().status == 200
         watcher.next_notify()
         first = publish(client, presentity, document(presentity, "phone", note="p" * 2000))
@@ -168,7 +170,10 @@ def test_subscriptions_per_watcher_are_capped_refreshes_pass(capped: Stack) -> N
         assert dialogs[0].subscribe().status == 200
         dialogs[0].next_notify()
         # Another watcher may subscribe to the same presentity.
-        other = WatcherDialog(client, fourth.presentity, secrets.token_hex(6), "g")
+        # (A watcher of its own: the test database holds other tests' subscriptions.)
+        other = WatcherDialog(
+            client, fourth.presentity, secrets.token_hex(6), "g", from_uri=new_presentity("g")
+        )
         assert other.subscribe().status == 200
         other.next_notify()
         # Unsubscribing frees a place.

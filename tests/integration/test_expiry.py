@@ -12,10 +12,12 @@ from collections.abc import Iterator
 import asyncpg
 import pytest
 
+from presence.dialoginfo import dialog_states
 from presence.watcherinfo import parse_watcherinfo
 
 from .conftest import Stack, make_stack, running_stack, wait_until
 from .sip_client import SipClient
+from .test_dialog import Publisher, dialog_info
 from .test_subscribe import WatcherDialog, publish_device, tuples
 
 pytestmark = pytest.mark.integration
@@ -49,6 +51,29 @@ def test_expired_publication_shows_closed_then_goes(fast_clean: Stack) -> None:
         expired = watcher.next_notify()
         assert tuples(expired) == {"desk": "closed"}
     finally:
+        client.close()
+
+
+def test_an_expired_dialog_publication_shows_its_dialogs_terminated_once(
+    fast_clean: Stack,
+) -> None:
+    client = SipClient(fast_clean.sip, "udp")
+    pbx = Publisher(fast_clean, "pbx")
+    line = f"sip:exp-line-{secrets.token_hex(3)}@example.com"
+    lamp = WatcherDialog(client, line, secrets.token_hex(6), secrets.token_hex(3))
+    try:
+        assert lamp.subscribe(Event="dialog").status == 200
+        lamp.next_notify()
+        body = dialog_info(line, ("call-1", "confirmed"))
+        assert pbx.publish(line, body, expires=2).status == 200
+        assert dialog_states(lamp.next_notify().body) == {"call-1": "confirmed"}
+        # No refresh: the PBX is gone; the lamp must not stay lit.
+        assert dialog_states(lamp.next_notify().body) == {"call-1": "terminated"}
+        # Shown once: the next change no longer carries it.
+        assert pbx.publish(line, dialog_info(line, ("call-2", "early"))).status == 200
+        assert dialog_states(lamp.next_notify().body) == {"call-2": "early"}
+    finally:
+        pbx.close()
         client.close()
 
 

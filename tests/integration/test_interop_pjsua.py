@@ -2,6 +2,8 @@
 in requirements-dev.txt), each a child process (tests/integration/pjsua_agent.py).
 carol registers and publishes; dave registers and subscribes to carol as a buddy and
 must see what she publishes: online, busy, offline, and her publication's removal.
+PJSIP's MWI and its dialog-event buddy watch what a test voicemail server and a test
+PBX publish.
 
 PJSIP sends its requests through a pre-loaded Route to the edge (`;lr`), publishes
 with RPID person elements, and at shutdown un-PUBLISHes, unregisters and
@@ -26,6 +28,7 @@ import pytest
 from presence_store.credentials import set_password
 
 from .conftest import LOGS, Stack, eventually, running_stack
+from .sip_client import SipClient
 
 pytestmark = pytest.mark.integration
 
@@ -191,6 +194,95 @@ async def test_pjsua_watcher_sees_pjsua_presentity(stack: Stack, db: asyncpg.Con
         carol.kill()
         if dave is not None:
             dave.kill()
+
+
+async def test_pjsua_shows_the_waiting_messages_a_voicemail_server_publishes(
+    stack: Stack, db: asyncpg.Connection
+) -> None:
+    """PJSIP's MWI (AccountMwiConfig) subscribes to message-summary of its own account;
+    a test voicemail server publishes the mailbox's summary, which PJSIP reports."""
+    gina = Agent(stack, f"gina-{secrets.token_hex(3)}", "--mwi")
+    voicemail = SipClient(stack.sip, "udp")
+    try:
+        gina.wait_for("reg 200 OK")
+        # Nothing published yet: PJSIP gets "no messages" rather than an empty body.
+        gina.wait_for(r"mwi \d+ Messages-Waiting:no")
+        watcher = await db.fetchrow(
+            "SELECT status, from_user FROM active_watchers"
+            " WHERE to_user = $1 AND event = 'message-summary'",
+            gina.user,
+        )
+        assert watcher is not None and tuple(watcher) == ("active", gina.user)
+
+        seen = gina.mark()
+        headers = [
+            ("Event", "message-summary"),
+            ("Content-Type", "application/simple-message-summary"),
+        ]
+        summary = (
+            b"Messages-Waiting: yes\r\nMessage-Account: sip:vm@127.0.0.1\r\nVoice-Message: 2/8\r\n"
+        )
+        request = voicemail.request(
+            "PUBLISH", gina.uri, headers, summary, from_uri="sip:voicemail@127.0.0.1"
+        )
+        published = voicemail.transact(request)
+        assert published.status == 200
+        gina.wait_for(
+            r"mwi \d+ Messages-Waiting:yes\|Message-Account:sip:vm@127.0.0.1\|Voice-Message:2/8",
+            after=seen,
+        )
+
+        seen = gina.mark()
+        removal = voicemail.request(
+            "PUBLISH",
+            gina.uri,
+            [("Event", "message-summary"), ("SIP-If-Match", published.headers.get("SIP-ETag")),
+             ("Expires", "0")],
+            from_uri="sip:voicemail@127.0.0.1",
+        )  # fmt: skip
+        assert voicemail.transact(removal).status == 200
+        gina.wait_for(r"mwi \d+ Messages-Waiting:no", after=seen)
+    finally:
+        voicemail.close()
+        gina.kill()
+
+
+def test_pjsua_busy_lamp_follows_the_dialog_states_a_pbx_publishes(stack: Stack) -> None:
+    """PJSIP's dialog-event buddy (RFC 4235, PJSUA-LIB) watches a line while a test PBX
+    publishes its call: idle, early, confirmed, terminated."""
+    line = f"sip:line-{secrets.token_hex(3)}@127.0.0.1"
+    lamp = Agent(stack, f"ivan-{secrets.token_hex(3)}", "--dialog-buddy", line)
+    pbx = SipClient(stack.sip, "udp")
+
+    def dialog_line(state: str) -> str:
+        return rf"dialog {re.escape(line)} ACTIVE {state}"
+
+    def publish(state: str, etag: str | None) -> str:
+        body = (
+            '<?xml version="1.0"?><dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" '
+            f'version="0" state="full" entity="{line}"><dialog id="call-1" '
+            f'call-id="call-1@pbx" direction="recipient"><state>{state}</state></dialog>'
+            "</dialog-info>"
+        ).encode()
+        headers = [("Event", "dialog"), ("Content-Type", "application/dialog-info+xml")]
+        if etag is not None:
+            headers.append(("SIP-If-Match", etag))
+        request = pbx.request("PUBLISH", line, headers, body, from_uri="sip:pbx@127.0.0.1")
+        reply = pbx.transact(request)
+        assert reply.status == 200, reply.reason
+        return reply.headers.get("SIP-ETag") or ""
+
+    try:
+        lamp.wait_for("reg 200 OK")
+        lamp.wait_for(dialog_line("idle"))  # nobody publishes for the line yet
+        etag = None
+        for state in ("early", "confirmed", "terminated"):
+            seen = lamp.mark()
+            etag = publish(state, etag)
+            lamp.wait_for(dialog_line(state), after=seen)
+    finally:
+        pbx.close()
+        lamp.kill()
 
 
 @pytest.fixture(scope="module")

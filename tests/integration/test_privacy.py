@@ -326,10 +326,26 @@ def test_xcap_error_cases(private_stack: Stack) -> None:
 def test_openapi_describes_the_xcap_api(private_stack: Stack) -> None:
     with urllib.request.urlopen(private_stack.http("presence-store", "/openapi.json")) as answer:
         schema = json.loads(answer.read())
-    assert "/xcap-root/pres-rules/users/{xui}/index" in schema["paths"]
-    assert {"get", "put", "delete"} <= set(
-        schema["paths"]["/xcap-root/pres-rules/users/{xui}/index"]
-    )
+    for auid in ("pres-rules", "resource-lists"):
+        document = f"/xcap-root/{auid}/users/{{xui}}/index"
+        assert set(schema["paths"][document]) == {"get", "put", "delete"}
+        assert set(schema["paths"][document + "/~~/{selector}"]) == {"get", "put", "delete"}
+    assert set(schema["paths"]["/xcap-root/xcap-caps/global/index"]) == {"get", "put", "delete"}
+    # XML in and out, in the media types the server really uses.
+    rules = schema["paths"]["/xcap-root/pres-rules/users/{xui}/index"]
+    assert set(rules["get"]["responses"]["200"]["content"]) == {"application/auth-policy+xml"}
+    assert set(rules["put"]["requestBody"]["content"]) == {"application/auth-policy+xml"}
+    assert set(rules["put"]["responses"]["409"]["content"]) == {"application/xcap-error+xml"}
+    node = schema["paths"]["/xcap-root/resource-lists/users/{xui}/index/~~/{selector}"]
+    assert set(node["get"]["responses"]["200"]["content"]) == {
+        "application/xcap-el+xml",
+        "application/xcap-att+xml",
+        "application/xcap-ns+xml",
+    }
+    assert set(node["put"]["requestBody"]["content"]) == {
+        "application/xcap-el+xml",
+        "application/xcap-att+xml",
+    }
     with urllib.request.urlopen(private_stack.http("presence-store", "/docs")) as answer:
         assert answer.status == 200 and b"swagger" in answer.read().lower()
 
@@ -426,7 +442,9 @@ def test_xcap_element_selectors_change_one_rule(private_stack: Stack) -> None:
     attribute = xcap(
         private_stack, "GET", presentity, node="cr:ruleset/cr:rule[2]/@id" + CP_BINDINGS
     )
-    assert attribute[:2] == (200, b"others")
+    assert attribute[:2] == (200, b'"others"')  # an AttValue, quotes included
     assert xcap(private_stack, "DELETE", presentity, node=second)[0] == 200
     assert xcap(private_stack, "GET", presentity, node=second)[0] == 404
-    assert xcap(private_stack, "GET", presentity, node="cr:ruleset/x:y" + CP_BINDINGS)[0] == 404
+    assert xcap(private_stack, "GET", presentity, node="cr:ruleset/cr:y" + CP_BINDINGS)[0] == 404
+    # A prefix no xmlns() binds is a bad request (RFC 4825 §8).
+    assert xcap(private_stack, "GET", presentity, node="cr:ruleset/x:y" + CP_BINDINGS)[0] == 400

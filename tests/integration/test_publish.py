@@ -16,8 +16,9 @@ from presence.kafka import ensure_topics
 from presence.sip.message import SipResponse
 from presence.topics import Topics
 
-from .conftest import Stack
+from .conftest import Stack, changes_on_bus
 from .sip_client import SipClient
+from .test_subscribe import WatcherDialog
 
 pytestmark = pytest.mark.integration
 
@@ -363,10 +364,14 @@ async def test_request_older_than_the_edges_patience_is_not_applied(
 
 async def test_every_change_carries_a_growing_version(stack: Stack) -> None:
     """Each change event of a presentity has a higher version than the one before."""
-    topics = Topics(stack.env["PRESENCE_KAFKA_NAMESPACE"])
     device = Publisher(stack, f"sip:ver-{secrets.token_hex(3)}@example.com")
     user = device.presentity.removeprefix("sip:").split("@")[0]
+    # Changes go on the bus only for a watched presentity.
+    watcher = WatcherDialog(
+        SipClient(stack.sip, "udp"), device.presentity, secrets.token_hex(8), secrets.token_hex(4)
+    )
     try:
+        assert (await asyncio.to_thread(watcher.subscribe)).status == 200
         first = await asyncio.to_thread(device.publish, document(device.presentity, "a", "open"))
         tag = first.headers.get("SIP-ETag")
         for basic in ("closed", "open"):
@@ -376,21 +381,39 @@ async def test_every_change_carries_a_growing_version(stack: Stack) -> None:
             tag = response.headers.get("SIP-ETag")
     finally:
         device.client.close()
-    consumer = AIOKafkaConsumer(
-        topics.changes,
-        bootstrap_servers=stack.env["PRESENCE_KAFKA_BOOTSTRAP"],
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    versions = []
-    try:
-        async with asyncio.timeout(20):
-            async for record in consumer:
-                change = events.decode(record.value or b"")
-                if isinstance(change, events.PresentityChanged) and change.username == user:
-                    versions.append(change.version)
-                    if len(versions) == 3:
-                        break
-    finally:
-        await consumer.stop()
+        watcher.client.close()
+    versions = await changes_on_bus(stack, events.PresentityChanged, user, 3, timeout=20)
+    assert len(versions) == 3
     assert versions == sorted(set(versions)) and versions[0] > 0  # strictly growing
+
+
+async def test_a_presentity_nobody_watches_puts_no_change_on_the_bus(stack: Stack) -> None:
+    """The store asks, under the presentity's lock, whether anyone watches before it
+    emits a change: without a watcher there is nobody for the notifier to notify.
+    A watcher subscribing afterwards still gets the published state at once."""
+    device = Publisher(stack, f"sip:quiet-{secrets.token_hex(3)}@example.com")
+    user = device.presentity.removeprefix("sip:").split("@")[0]
+    watcher = WatcherDialog(
+        SipClient(stack.sip, "udp"), device.presentity, secrets.token_hex(8), secrets.token_hex(4)
+    )
+    try:
+        published = await asyncio.to_thread(
+            device.publish, document(device.presentity, "a", "open", note="here")
+        )
+        assert published.status == 200
+        # The change event of a PUBLISH is produced before its reply: none came.
+        assert await changes_on_bus(stack, events.PresentityChanged, user, 1, timeout=3) == []
+        assert (await asyncio.to_thread(watcher.subscribe)).status == 200
+        shown = await asyncio.to_thread(watcher.notify_until, lambda t: t.get("a") == "open")
+        assert shown == {"a": "open"}
+        # Watched now: the next change goes on the bus.
+        closed = await asyncio.to_thread(
+            device.publish,
+            document(device.presentity, "a", "closed"),
+            etag=published.headers.get("SIP-ETag"),
+        )
+        assert closed.status == 200
+        assert len(await changes_on_bus(stack, events.PresentityChanged, user, 1, timeout=20)) == 1
+    finally:
+        device.client.close()
+        watcher.client.close()

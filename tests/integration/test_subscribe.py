@@ -12,9 +12,10 @@ import asyncpg
 import pytest
 from lxml import etree
 
+from presence import events
 from presence.sip.message import SipRequest, SipResponse, parse_name_addr
 
-from .conftest import Stack, make_stack
+from .conftest import Stack, changes_on_bus, make_stack
 from .sip_client import SipClient
 
 pytestmark = pytest.mark.integration
@@ -334,12 +335,16 @@ async def test_unanswered_notify_ends_the_subscription_unless_configured_not_to(
             await asyncio.to_thread(stack.start, name)
         dialog = WatcherDialog(client, f"sip:mute-{secrets.token_hex(3)}@example.com", "c9", "f9")
         assert (await asyncio.to_thread(dialog.subscribe)).status == 200
-        # The watcher never answers its NOTIFY: the edge gives up after Timer F.
-        verdict = "ended" if ends == "1" else "kept"
-        needle = f"answered 408: subscription {dialog.to_tag} {verdict}"
+        # The watcher never answers its NOTIFY: the edge gives up after Timer F. An
+        # outcome that ends the subscription goes to the store; one that does not is
+        # only the edge's to log.
+        if ends == "1":
+            service, needle = "presence-store", f"answered 408: subscription {dialog.to_tag} ended"
+        else:
+            service, needle = "sip-edge", f"({dialog.to_tag}) -> 408 Request Timeout"
         deadline = time.monotonic() + 20
-        while needle not in stack.processes["presence-store"].log():
-            assert time.monotonic() < deadline, f"no '{needle}' in the store's log"
+        while needle not in stack.processes[service].log():
+            assert time.monotonic() < deadline, f"no '{needle}' in the log of {service}"
             await asyncio.sleep(0.1)
         connection = await asyncpg.connect(stack.db_url)
         try:
@@ -373,3 +378,34 @@ def test_without_force_active_a_subscription_is_pending_and_sees_no_document(
     assert notify.headers.get("Subscription-State").startswith("pending;expires=")
     assert notify.body == b""
     assert notify.headers.get("Content-Type") is None
+
+
+async def test_a_watcher_change_nobody_watches_puts_no_winfo_change_on_the_bus(
+    stack: Stack,
+) -> None:
+    """A new watcher changes the presentity's watcher list, but when nobody subscribes
+    to that list (presence.winfo) the store emits no winfo change: asked under the
+    presentity's lock, as the owner's winfo SUBSCRIBE takes it. Once the owner
+    watches the list, the next new watcher's change goes on the bus."""
+    presentity = f"sip:winfo-quiet-{secrets.token_hex(3)}@example.com"
+    user = presentity.removeprefix("sip:").split("@")[0]
+    first = WatcherDialog(SipClient(stack.sip, "udp"), presentity, secrets.token_hex(8), "a")
+    owner = WatcherDialog(
+        SipClient(stack.sip, "udp"), presentity, secrets.token_hex(8), "o", from_uri=presentity
+    )
+    second = WatcherDialog(
+        SipClient(stack.sip, "udp"), presentity, secrets.token_hex(8), "b",
+        from_uri="sip:second@example.com",
+    )  # fmt: skip
+    try:
+        assert (await asyncio.to_thread(first.subscribe)).status == 200
+        await asyncio.to_thread(first.next_notify)
+        assert await changes_on_bus(stack, events.WatcherInfoChanged, user, 1, timeout=3) == []
+        assert (await asyncio.to_thread(owner.subscribe, Event="presence.winfo")).status == 200
+        listing = await asyncio.to_thread(owner.next_notify)
+        assert b"sip:watcher@example.com" in listing.body  # the first watcher is listed
+        assert (await asyncio.to_thread(second.subscribe)).status == 200
+        assert len(await changes_on_bus(stack, events.WatcherInfoChanged, user, 1, 20)) == 1
+    finally:
+        for dialog in (first, owner, second):
+            dialog.client.close()

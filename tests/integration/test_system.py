@@ -26,6 +26,11 @@ PIDF = (
     b'  <tuple id="t1"><status><basic>open</basic></status></tuple>\n'
     b"</presence>\n"
 )
+# What OPTIONS and every 489 list with the default PRESENCE_EVENT_PACKAGES.
+ALLOW_EVENTS = "presence, presence.winfo, dialog, message-summary"
+PUBLISH_TYPES = (
+    "application/dialog-info+xml, application/pidf+xml, application/simple-message-summary"
+)
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
@@ -41,8 +46,8 @@ def test_options_is_answered_by_the_edge(stack: Stack, transport: str) -> None:
     assert response.status == 200
     assert "PUBLISH" in response.headers.get("Allow")
     assert "SUBSCRIBE" in response.headers.get("Allow")
-    assert response.headers.get("Accept") == "application/pidf+xml"
-    assert response.headers.get("Allow-Events") == "presence, presence.winfo"
+    assert response.headers.get("Accept") == PUBLISH_TYPES
+    assert response.headers.get("Allow-Events") == ALLOW_EVENTS
     # RFC 3581: the edge filled rport and received in the Via it echoed.
     via = response.headers.get("Via")
     assert f"rport={client.local_port};received=127.0.0.1" in via
@@ -114,7 +119,7 @@ def test_health_endpoints_report_every_dependency(stack: Stack) -> None:
     expected_checks = {
         "sip-edge": {"kafka"},
         "presence-store": {"kafka", "postgresql", "redis"},
-        "notifier": {"kafka", "postgresql", "redis"},
+        "notifier": {"kafka", "postgresql"},
     }
     for service, checks in expected_checks.items():
         with urllib.request.urlopen(stack.http(service, "/health/live"), timeout=5) as live:

@@ -309,3 +309,42 @@ def test_without_redis_writes_get_503_and_reads_still_work(test_database: str) -
         assert b"Redis" in refused.body
         read = request(stack, "GET", xcap_path(alice), owner(alice))
         assert read.status == 200 and read.body == RULES
+
+
+BUDDIES = (
+    b'<?xml version="1.0" encoding="UTF-8"?>'
+    b'<resource-lists xmlns="urn:ietf:params:xml:ns:resource-lists">'
+    b'<list name="f"/></resource-lists>'
+)
+
+
+def lists_path(presentity: str) -> str:
+    return xcap_path(presentity).replace("/pres-rules/", "/resource-lists/")
+
+
+def lists_put(stack: Stack, presentity: str, body: bytes = BUDDIES) -> Answer:
+    headers = [*owner(presentity), ("Content-Type", b"application/resource-lists+xml")]
+    return request(stack, "PUT", lists_path(presentity), headers, body)
+
+
+def test_resource_lists_have_the_same_body_limit(limits_stack: Stack) -> None:
+    """The 256 KiB limit holds for buddy lists too, read as the body arrives."""
+    alice = new_user()
+    entries = b"".join(b'<entry uri="sip:u%d@example.com"/>' % n for n in range(9000))
+    big = BUDDIES.replace(b'<list name="f"/>', b'<list name="f">' + entries + b"</list>")
+    assert len(big) > XCAP_LIMIT
+    answer = lists_put(limits_stack, alice, big)
+    assert answer.status == 413 and answer.headers.get("connection") == "close"
+    assert lists_put(limits_stack, alice).status == 201
+
+
+def test_resource_lists_writes_count_with_the_users_other_writes(limits_stack: Stack) -> None:
+    """One budget of writes a minute per user, whichever of their documents changes."""
+    alice = new_user()
+    statuses = [rules_put(limits_stack, alice).status for _ in range(WRITES_PER_MINUTE - 1)]
+    assert statuses == [201] + [200] * (WRITES_PER_MINUTE - 2)
+    assert lists_put(limits_stack, alice).status == 201
+    refused = lists_put(limits_stack, alice)
+    assert refused.status == 429 and 1 <= int(refused.headers["retry-after"]) <= 60
+    read = request(limits_stack, "GET", lists_path(alice), owner(alice))
+    assert read.status == 200 and read.body == BUDDIES

@@ -115,6 +115,17 @@ def test_trusted_proxy_over_udp_is_refused_unless_allowed() -> None:
     )
 
 
+def test_a_proxy_with_a_verified_client_certificate_is_trusted_from_anywhere() -> None:
+    asserted = publish("P-Asserted-Identity: <sip:bob@example.com>")
+    mutual = authenticate(asserted, "203.0.113.9", TRUSTED, NOW, reliable=True, verified_peer=True)
+    assert mutual == Credentials(identity="sip:bob@example.com")
+    unasserted = authenticate(publish(), "203.0.113.9", TRUSTED, NOW, reliable=True,
+                              verified_peer=True)  # fmt: skip
+    assert unasserted == LocalAnswer(403, "No P-Asserted-Identity")
+    stranger = authenticate(asserted, "203.0.113.9", TRUSTED, NOW, reliable=True)
+    assert stranger == LocalAnswer(403, "Not From A Trusted Proxy")
+
+
 def test_malformed_credentials_get_400_and_unsupported_ones_a_challenge() -> None:
     nonce = make_nonce(SECRET, "example.com", NOW)
     good = credentials(nonce).split(": ", 1)[1]

@@ -173,7 +173,10 @@ def test_inbox_progress_without_notifies_follows_the_records() -> None:
 
 class FakeRecord:
     def __init__(self, offset: int, value: bytes) -> None:
+        self.topic = "inbox"
+        self.partition = 0
         self.offset = offset
+        self.key: bytes | None = None
         self.value = value
         self.headers: list[tuple[str, bytes]] = []
 
@@ -202,11 +205,12 @@ class OneBatchConsumer:
 
 
 async def test_a_record_that_fails_costs_only_itself() -> None:
-    from presence.events import SipReply, encode
-    from sip_edge.__main__ import consume_inbox
+    from presence.events import DeadLetter, SipReply, decode, encode
+    from sip_edge.__main__ import consume_inbox, inbox_dead_letters
 
     handled: list[int] = []
-    edge = make_edge(FakeProducer())
+    producer = FakeProducer()
+    edge = make_edge(producer)
 
     async def on_inbox_event(event: object, offset: int) -> None:
         if offset == 0:
@@ -215,13 +219,21 @@ async def test_a_record_that_fails_costs_only_itself() -> None:
 
     edge.on_inbox_event = on_inbox_event  # type: ignore[method-assign]
     reply = encode(SipReply("r", 200, "OK", [], None))
-    consumer = OneBatchConsumer([FakeRecord(0, reply), FakeRecord(1, reply)])
+    records = [FakeRecord(0, reply), FakeRecord(1, reply), FakeRecord(2, b"{not an event")]
+    consumer = OneBatchConsumer(records)
+    give_up = inbox_dead_letters(producer, "dead-letters")  # type: ignore[arg-type]
     try:
-        await consume_inbox(consumer, edge, "inbox")  # type: ignore[arg-type]
+        await consume_inbox(consumer, edge, "inbox", give_up)  # type: ignore[arg-type]
     except asyncio.CancelledError:
         pass
     assert handled == [1]
-    assert [list(c.values()) for c in consumer.committed] == [[2]]
+    assert [list(c.values()) for c in consumer.committed] == [[3]]
+    letters = [decode(value) for topic, value in producer.sent if topic == "dead-letters"]
+    assert all(isinstance(letter, DeadLetter) for letter in letters)
+    assert [(letter.offset, letter.error.split(":")[0]) for letter in letters] == [  # type: ignore[attr-defined]
+        (0, "RuntimeError"),
+        (2, "undecodable"),
+    ]
 
 
 class SlowCommitConsumer:

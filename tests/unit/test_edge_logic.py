@@ -33,8 +33,10 @@ def test_options_answer_lists_methods_types_and_packages() -> None:
     headers = dict(options_answer(load({})).headers)
     assert headers == {
         "Allow": "OPTIONS, PUBLISH, SUBSCRIBE, REGISTER",
-        "Accept": "application/pidf+xml",
-        "Allow-Events": "presence, presence.winfo",
+        "Accept": (
+            "application/dialog-info+xml, application/pidf+xml, application/simple-message-summary"
+        ),
+        "Allow-Events": "presence, presence.winfo, dialog, message-summary",
     }
 
 
@@ -71,9 +73,17 @@ def test_non_sip_uri_scheme_is_416() -> None:
 
 
 def test_unknown_package_is_489_with_allow_events() -> None:
-    result = check(request(extra="Event: dialog\r\n"))
+    result = check(request(extra="Event: conference\r\n"))
     assert result is not None and result[0] == 489
-    assert ("Allow-Events", "presence, presence.winfo") in result[1]
+    assert ("Allow-Events", "presence, presence.winfo, dialog, message-summary") in result[1]
+
+
+def test_disabled_package_is_489_and_left_out_of_options() -> None:
+    subscribe = request(method="SUBSCRIBE", extra="Event: presence.winfo\r\n")
+    result = check(subscribe, event_packages="presence")
+    assert result == (489, [("Allow-Events", "presence")])
+    headers = dict(options_answer(load({"PRESENCE_EVENT_PACKAGES": "presence"})).headers)
+    assert headers["Allow-Events"] == "presence"
 
 
 def test_publish_of_watcher_info_is_489() -> None:

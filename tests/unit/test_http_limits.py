@@ -8,7 +8,7 @@ import asyncio
 from starlette.types import Message, Receive, Scope, Send
 
 from presence import metrics
-from presence.http_limits import RefusedBodies, area_of, storable_address
+from presence.http_limits import CredentialsOverHttps, RefusedBodies, area_of, storable_address
 
 
 def test_areas_are_the_known_first_path_segments() -> None:
@@ -67,3 +67,33 @@ def test_storable_addresses() -> None:
     assert storable_address("a\x00b", "example.com") == "the user part holds a control character"
     assert storable_address("a", "ex\x7fample") == "the domain part holds a control character"
     assert storable_address("ålice", "example.com") is None  # UTF-8 is text PostgreSQL holds
+
+
+def test_credentials_take_https_once_it_is_served() -> None:
+    passed: list[str] = []
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        passed.append(scope["path"])
+
+    guarded = CredentialsOverHttps(app, 8443)  # type: ignore[arg-type]
+
+    def request(path: str, client: str, scheme: str = "http") -> list[dict]:
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "path": path, "client": (client, 40000), "scheme": scheme}
+        asyncio.run(guarded(scope, None, send))  # type: ignore[arg-type]
+        return sent
+
+    before = metrics.HTTP_PLAIN_REFUSED.labels("xcap")._value.get()
+    refused = request("/xcap-root/pres-rules/users/sip:a@b/index", "192.0.2.5")
+    assert refused[0]["status"] == 403 and b"8443" in refused[1]["body"]
+    assert metrics.HTTP_PLAIN_REFUSED.labels("xcap")._value.get() == before + 1
+    assert request("/admin/users", "10.0.0.1")[0]["status"] == 403
+    for path, client in (("/xcap-root/x", "127.0.0.1"), ("/admin/users", "::1"),
+                         ("/health/ready", "192.0.2.5"), ("/metrics", "192.0.2.5")):  # fmt: skip
+        assert request(path, client) == []
+    assert request("/admin/users", "192.0.2.5", scheme="https") == []
+    assert passed == ["/xcap-root/x", "/admin/users", "/health/ready", "/metrics", "/admin/users"]

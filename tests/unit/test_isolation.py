@@ -60,6 +60,8 @@ def test_a_dependency_that_is_down_is_an_outage(error: BaseException) -> None:
         asyncpg.exceptions.StringDataRightTruncationError("value too long"),
         kafka_errors.MessageSizeTooLargeError("The message is 1200000 bytes"),
         kafka_errors.UnknownTopicOrPartitionError(),  # an edge inbox whose edge is gone
+        # statement_timeout: about that statement, not the server (class 57, though).
+        asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout"),
         redis.exceptions.ResponseError("WRONGTYPE"),
     ],
     ids=lambda error: type(error).__name__,

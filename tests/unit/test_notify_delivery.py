@@ -7,6 +7,7 @@ import asyncio
 import ipaddress
 import socket
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -18,7 +19,7 @@ from sip_edge.edge import Edge
 from sip_edge.limits import SlotLimiter
 from sip_edge.notify_targets import choose_address, denied_target, is_denied, notify_targets
 from sip_edge.resolver import Resolver, ResolveTimeout
-from sip_edge.transport import ConnectTimeout, WriteBufferFull
+from sip_edge.transport import ConnectTimeout, TcpConnections, TcpLimits, WriteBufferFull
 
 NETWORKS = (
     ipaddress.ip_network("10.0.0.0/8"),
@@ -187,12 +188,17 @@ class FakeProducer:
 class HangingTcp:
     """A TCP transport whose connects never complete until told how they end."""
 
-    def __init__(self) -> None:
+    def __init__(self, transport: str = "tcp") -> None:
+        self.transport = transport
         self.outcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.addresses: list[tuple[str, int]] = []
+        self.server_names: list[str | None] = []
 
-    async def send(self, data: bytes, address: tuple[str, int]) -> None:
+    async def send(
+        self, data: bytes, address: tuple[str, int], server_name: str | None = None
+    ) -> None:
         self.addresses.append(address)
+        self.server_names.append(server_name)
         await asyncio.shield(self.outcome)
 
 
@@ -266,7 +272,9 @@ async def test_tcp_failures_end_the_notify(error: Exception, expected: tuple[int
     edge, producer = make_edge()
     tcp = HangingTcp()
     edge.tcp = tcp  # type: ignore[assignment]
-    await edge.on_inbox_event(notify("n1", "<sip:192.0.2.50;transport=tcp;lr>"), offset=1)
+    # A final NOTIFY: its outcome goes on the bus whatever it is.
+    final = replace(notify("n1", "<sip:192.0.2.50;transport=tcp;lr>"), final=True)
+    await edge.on_inbox_event(final, offset=1)
     await settle()
     tcp.outcome.set_exception(error)
     await settle()
@@ -284,3 +292,55 @@ async def test_a_name_resolving_into_a_denied_network_ends_the_notify() -> None:
         await asyncio.sleep(0.01)
     assert outcomes(producer) == [(408, "Notify Target Denied")]
     assert tcp.addresses == []
+
+
+async def test_a_sips_route_goes_over_tls_verified_by_its_name() -> None:
+    edge, producer = make_edge()
+    tls = HangingTcp("tls")
+    edge.tls = tls  # type: ignore[assignment]
+    await edge.on_inbox_event(notify("n1", "<sips:localhost:5071;lr>"), offset=1)
+    for _ in range(100):
+        if tls.addresses:
+            break
+        await asyncio.sleep(0.01)
+    assert tls.addresses[0][1] == 5071 and tls.server_names == ["localhost"]
+    tls.outcome.set_result(None)
+    await settle()
+    assert outcomes(producer) == []  # sent; its answer is awaited
+
+
+async def test_a_websocket_watcher_without_its_connection_fails_fast_with_430() -> None:
+    edge, producer = make_edge()
+    edge.ws = TcpConnections(lambda data, source: None, TcpLimits(), transport="ws", websocket=True)
+    gone = replace(notify("n1", ""), route_set=[], flow="ws:192.0.2.10:53211")
+    await edge.on_inbox_event(gone, offset=1)
+    for _ in range(100):
+        if outcomes(producer):
+            break
+        await asyncio.sleep(0.01)
+    assert outcomes(producer) == [(430, "Flow Failed")]
+    assert edge.inbox.unfinished() == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "final", "timeout_ends", "on_bus"),
+    [
+        (200, False, True, False),  # delivered, the subscription goes on: nothing to do
+        (503, False, True, False),  # failed for now: the subscription is kept
+        (200, True, True, True),  # the final NOTIFY is done: the dialog goes
+        (481, False, True, True),  # the watcher forgot the dialog
+        (430, False, True, True),  # its WebSocket is gone
+        (408, False, True, True),  # no answer at all...
+        (408, False, False, False),  # ...unless PRESENCE_NOTIFY_TIMEOUT_ENDS_SUBSCRIPTION=0
+    ],
+)
+async def test_only_outcomes_that_end_a_subscription_go_on_the_bus(
+    status: int, final: bool, timeout_ends: bool, on_bus: bool
+) -> None:
+    edge, producer = make_edge(
+        PRESENCE_NOTIFY_TIMEOUT_ENDS_SUBSCRIPTION="1" if timeout_ends else "0"
+    )
+    sent = replace(notify("n1", ""), final=final)
+    edge._report_outcome(sent, status, "Whatever")
+    await settle()
+    assert outcomes(producer) == ([(status, "Whatever")] if on_bus else [])

@@ -101,6 +101,24 @@ def test_next_hop_without_flow_is_the_remote_target() -> None:
     assert next_hop(ipv6) == Hop("udp", "2001:db8::1", 5060)
 
 
+@pytest.mark.parametrize("transport", ["tls", "ws", "wss"])
+def test_secure_and_websocket_flows_are_next_hops(transport: str) -> None:
+    assert next_hop(notify_request(flow=f"{transport}:198.51.100.1:40000")) == Hop(
+        transport, "198.51.100.1", 40000
+    )
+
+
+def test_sips_and_tls_targets_go_over_tls() -> None:
+    sips = notify_request(route_set=["<sips:proxy.example.com;lr>"])
+    assert next_hop(sips) == Hop("tls", "proxy.example.com", 5061)
+    tagged = notify_request(request_uri="sip:bob@192.0.2.10:5071;transport=TLS")
+    assert next_hop(tagged) == Hop("tls", "192.0.2.10", 5071)
+    # A browser's Contact: reachable over its flow only (no flow here: the edge has
+    # no connection to it and fails the NOTIFY at once).
+    browser = notify_request(request_uri="sips:x@df7jal23ls0d.invalid;transport=ws")
+    assert next_hop(browser) == Hop("wss", "df7jal23ls0d.invalid", 443)
+
+
 @pytest.mark.parametrize("flow", ["", "sctp:1.2.3.4:5", "udp:1.2.3.4", "udp:1.2.3.4:x"])
 def test_unusable_flows_are_ignored(flow: str) -> None:
     assert parse_flow(flow) is None

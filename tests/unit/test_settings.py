@@ -110,6 +110,8 @@ def test_xcap_write_rate_setting() -> None:
 
 def test_the_observability_bind_address_is_a_compose_variable_not_a_typo() -> None:
     assert load({"PRESENCE_OBSERVABILITY_BIND": "0.0.0.0"}) is not None
+
+
 def test_authentication_brakes_and_qop_settings() -> None:
     from presence.settings import SettingsError, load
 
@@ -128,6 +130,8 @@ def test_authentication_brakes_and_qop_settings() -> None:
             assert str(error).startswith(name)
         else:
             raise AssertionError(f"{name}={value} accepted")
+
+
 def test_notify_deny_networks_are_cidr_lists() -> None:
     settings = load({"PRESENCE_NOTIFY_DENY_NETWORKS": "10.0.0.0/8, 192.0.2.7 ,fd00::/8"})
     assert [str(n) for n in settings.denied_notify_networks] == [
@@ -171,3 +175,72 @@ def test_kafka_fetch_wait_is_bounded_milliseconds() -> None:
     for bad in ("0", "1001", "soon"):
         with pytest.raises(SettingsError, match="PRESENCE_KAFKA_FETCH_WAIT_MS"):
             load({"PRESENCE_KAFKA_FETCH_WAIT_MS": bad})
+
+
+def test_secure_transports_defaults_and_the_certificate_pair() -> None:
+    settings = load({})
+    assert (settings.sip_tls_port, settings.sip_ws_port, settings.sip_wss_port) == (
+        5061,
+        5066,
+        7443,
+    )
+    assert not settings.tls_enabled and settings.store_https_port == 8443
+    assert settings.sip_handshake_timeout_ms == 5000
+    paired = load({"PRESENCE_TLS_CERT": "/c.pem", "PRESENCE_TLS_KEY": "/k.pem"})
+    assert paired.tls_enabled
+    with pytest.raises(SettingsError, match=r"^PRESENCE_TLS_KEY: must be set too"):
+        load({"PRESENCE_TLS_CERT": "/c.pem"})
+    with pytest.raises(SettingsError, match=r"^PRESENCE_TLS_CERT: must be set too"):
+        load({"PRESENCE_TLS_KEY": "/k.pem"})
+    with pytest.raises(SettingsError, match=r"^PRESENCE_TLS_CLIENT_CA: needs"):
+        load({"PRESENCE_TLS_CLIENT_CA": "/ca.pem"})
+    with pytest.raises(SettingsError, match="PRESENCE_SIP_WS_PORT: must be between 0"):
+        load({"PRESENCE_SIP_WS_PORT": "70000"})
+
+
+def test_the_contact_of_a_dialog_names_the_transport_it_came_over() -> None:
+    settings = load({"PRESENCE_SIP_HOST": "192.0.2.1"})
+    assert settings.contact_uri_for("udp:203.0.113.5:5060") == "sip:192.0.2.1:5060"
+    assert settings.contact_uri_for("tcp:203.0.113.5:4711") == "sip:192.0.2.1:5060"
+    assert settings.contact_uri_for("tls:203.0.113.5:4711") == "sip:192.0.2.1:5061;transport=tls"
+    assert settings.contact_uri_for("ws:203.0.113.5:4711") == "sip:192.0.2.1:5066;transport=ws"
+    assert settings.contact_uri_for("wss:[2001:db8::1]:4711") == (
+        "sip:192.0.2.1:7443;transport=wss"
+    )
+    named = load({"PRESENCE_SERVER_ADDRESS": "sip:presence.example.com:5070"})
+    assert named.contact_uri_for("wss:203.0.113.5:1") == (
+        "sip:presence.example.com:7443;transport=wss"
+    )
+    assert named.contact_uri_for("udp:203.0.113.5:1") == "sip:presence.example.com:5070"
+
+
+def test_trusted_proxies_may_be_known_by_their_client_certificates() -> None:
+    mutual = load(
+        {
+            "PRESENCE_AUTH": "trusted-proxy",
+            "PRESENCE_TLS_CERT": "/c.pem",
+            "PRESENCE_TLS_KEY": "/k.pem",
+            "PRESENCE_TLS_CLIENT_CA": "/ca.pem",
+        }
+    )
+    mutual.check_authentication()  # no PRESENCE_TRUSTED_PROXIES needed
+    with pytest.raises(SettingsError, match="PRESENCE_TRUSTED_PROXIES: must be set"):
+        load({"PRESENCE_AUTH": "trusted-proxy"}).check_authentication()
+
+
+def test_record_attempts_and_admission_settings() -> None:
+    from presence.settings import SettingsError, load
+
+    settings = load({})
+    assert (settings.record_attempts, settings.edge_queue_delay_ms, settings.edge_min_backlog) == (
+        3, 250, 100,
+    )  # fmt: skip
+    settings = load({"PRESENCE_RECORD_ATTEMPTS": "5", "PRESENCE_EDGE_MIN_BACKLOG": "20"})
+    assert (settings.record_attempts, settings.edge_min_backlog) == (5, 20)
+    for name, value in (("PRESENCE_RECORD_ATTEMPTS", "0"), ("PRESENCE_EDGE_QUEUE_DELAY_MS", "5")):
+        try:
+            load({name: value})
+        except SettingsError as error:
+            assert str(error).startswith(name)
+        else:
+            raise AssertionError(f"{name}={value} accepted")

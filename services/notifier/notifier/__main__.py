@@ -17,7 +17,11 @@ from presence.topics import Topics
 async def body(settings: Settings, stopping: asyncio.Event) -> None:
     topics = Topics.of(settings)
     backend = await Backend.open(
-        settings, topics=[topics.changes], group=topics.group("notifier"), client_id="notifier"
+        settings,
+        topics=[topics.changes],
+        group=topics.group("notifier"),
+        client_id="notifier",
+        use_redis=False,  # it takes no presentity lock: CSeqs are allocated in PostgreSQL
     )
     fanout = Fanout(settings, backend.pool, backend.producer)
     try:

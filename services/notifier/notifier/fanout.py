@@ -16,12 +16,12 @@ from aiokafka import AIOKafkaProducer
 from notifier.edge_inboxes import EdgeInboxes
 from notifier.notify_builder import Subscription, build_notify
 from presence import events, metrics
-from presence.aggregation import empty_document
-from presence.authorization import judge, watcher_document, watcher_identity
+from presence.active_watchers import watched
+from presence.authorization import judge, watcher_identity
 from presence.expiry import seconds_left
-from presence.packages import PACKAGES
+from presence.packages import PACKAGES, PRESENCE, Authorization, watcher_info_package
 from presence.pidf import PidfError, current_sphere
-from presence.presentity_documents import load_document, needs_sphere
+from presence.presentity_documents import load_document, load_sphere, needs_sphere
 from presence.settings import Settings
 from presence.topics import Topics
 from presence.watcherinfo import (
@@ -89,16 +89,11 @@ class Fanout:
         which is what lets the edge drop stragglers."""
         table = self._settings.active_watchers_table
         if isinstance(change, events.WatcherInfoChanged):
-            event = next(n for n, p in PACKAGES.items() if p.watcher_info_of == change.package)
+            event = watcher_info_package(change.package)
         else:
             event = change.event
-        if not isinstance(change, events.WatcherChanged) and not await self._pool.fetchval(
-            f"""SELECT EXISTS (SELECT 1 FROM {table}
-                               WHERE to_domain = $1 AND to_user = $2 AND event = $3
-                                 AND status <> 'terminated')""",
-            change.domain,
-            change.username,
-            event,
+        if not isinstance(change, events.WatcherChanged) and not await watched(
+            self._pool, table, change.domain, change.username, event
         ):
             # Nobody to notify (most changes of most presentities under a PUBLISH load):
             # one statement instead of BEGIN, an UPDATE of no row and COMMIT. It sees
@@ -130,9 +125,9 @@ class Fanout:
                 if not rows:
                     return
                 page = [Subscription(**row) for row in sorted(rows, key=lambda r: r["id"])]
-                watched = PACKAGES[page[0].event].watcher_info_of
-                if watched:
-                    view = await self._watcher_info_view(connection, change, watched, page)
+                watched_package = PACKAGES[page[0].event].watcher_info_of
+                if watched_package:
+                    view = await self._watcher_info_view(connection, change, watched_package, page)
                 else:
                     view = await self._state_view(connection, change)
             yield page, view
@@ -152,10 +147,22 @@ class Fanout:
         now = datetime.now(UTC)
         sphere = None
         if needs_sphere(rules):
-            sphere = current_sphere(document, max_bytes=self._settings.max_document_bytes)
-        return lambda subscription: self._as_seen_by(
-            subscription, document, entity, rules, now, sphere
-        )
+            # The sphere is a presence attribute (RFC 4480), whatever package is notified.
+            if change.event == PRESENCE.name:
+                sphere = current_sphere(document, max_bytes=self._settings.max_document_bytes)
+            else:
+                sphere = await load_sphere(
+                    connection, self._settings, change.username, change.domain
+                )
+        package = PACKAGES[change.event]
+
+        def view(subscription: Subscription) -> bytes:
+            shown = self._as_seen_by(subscription, document, entity, rules, now, sphere)
+            if package.versioned is None:
+                return shown
+            return package.versioned(shown, subscription.version - 1)
+
+        return view
 
     async def _watcher_info_view(
         self,
@@ -230,21 +237,22 @@ class Fanout:
     ) -> bytes:
         """The document filtered by the presentity's rules for this watcher (judged
         now, so a rules change shows in the next NOTIFY)."""
-        if self._settings.force_active:
+        package = PACKAGES[subscription.event]
+        if self._settings.force_active or package.authorization is not Authorization.PRES_RULES:
             return document
         watcher = watcher_identity(subscription.from_user, subscription.from_domain)
         verdict = judge(rules, watcher, self._settings, now, sphere=sphere)
         if verdict.status != "active":
-            return empty_document(entity)
+            return package.empty_state(entity, self._settings)
         try:
-            return watcher_document(document, entity, verdict, self._settings)
+            return package.as_seen_by(document, entity, verdict, self._settings)
         except PidfError as error:
             # Only a document stored under a larger PRESENCE_MAX_DOCUMENT_BYTES gets
             # here (the store refuses a PUBLISH that would make one): the watcher is
             # told nothing is known rather than the change failing on every retry.
             metrics.DOCUMENTS_WITHHELD.labels(subscription.event).inc()
             log.error("document of %s withheld from a watcher: %s", entity, error)
-            return empty_document(entity)
+            return package.empty_state(entity, self._settings)
 
     async def _notify(
         self, subscription: Subscription, document: bytes, published_at: float
@@ -253,7 +261,7 @@ class Fanout:
             subscription,
             document=document,
             now=int(time.time()),
-            contact_uri=self._settings.contact_uri,
+            contact_uri=self._settings.contact_uri_for(subscription.flow),
             notify_id=secrets.token_hex(12),
             retry_after=self._settings.probation_retry_after,
         )

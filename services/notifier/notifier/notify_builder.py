@@ -89,7 +89,8 @@ def build_notify(
         ("Contact", f"<{contact_uri}>"),
     ]
     body = ""
-    if shows_state(subscription):
+    if shows_state(subscription) and document:
+        # An empty document is a package's "no state" (presence.packages): no body.
         headers.append(("Content-Type", PACKAGES[subscription.event].body_type))
         body = document.decode()
     notify = NotifyRequest(

@@ -17,6 +17,7 @@ from presence_store.authentication import Authenticator
 from presence_store.cleaner import Cleaner
 from presence_store.gauges import watch_tables
 from presence_store.handlers import RequestHandler
+from presence_store.webclient import webclient_router
 from presence_store.xcap import xcap_router
 
 
@@ -32,10 +33,12 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
         group=topics.group("presence-store"),
         client_id="presence-store",
     )
-    locks = ShardedLocks(backend.redis, settings.lock_set_size, prefix=topics.lock_prefix)
-    authenticator = Authenticator(settings, backend.redis)
+    redis = backend.redis
+    assert redis is not None  # opened with Redis: the presentity locks live there
+    locks = ShardedLocks(redis, settings.lock_set_size, prefix=topics.lock_prefix)
+    authenticator = Authenticator(settings, redis)
     handler = RequestHandler(settings, backend.pool, locks, backend.producer, authenticator)
-    cleaner = Cleaner(settings, backend.pool, backend.redis, backend.producer)
+    cleaner = Cleaner(settings, backend.pool, redis, backend.producer)
     watch_tables(settings, backend.pool)
     try:
         await backend.serve(
@@ -44,6 +47,7 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
             stopping,
             http_port=settings.store_http_port,
             port_variable="PRESENCE_STORE_HTTP_PORT",
+            https_port=settings.store_https_port,
             workers=[
                 # Concurrency beyond the lock shards would only queue on the locks.
                 backend.consume(
@@ -57,8 +61,9 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
                 cleaner.run(stopping),
             ],
             routers=(
-                xcap_router(settings, backend.pool, locks, backend.producer, backend.redis),
+                xcap_router(settings, backend.pool, locks, backend.producer, redis),
                 admin_router(settings, backend.pool, locks, backend.producer, cleaner),
+                webclient_router(settings),
             ),
         )
     finally:

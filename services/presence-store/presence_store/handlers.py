@@ -36,9 +36,6 @@ APPLY: dict[type, Apply] = {
     events.RegisterRequest: apply_register,
     events.SubscribeRequest: apply_subscribe,
 }
-# NOTIFY outcomes that mean the watcher is gone (RFC 6665 §4.2.2): its subscription
-# ends. 408 (no answer at all) too, unless PRESENCE_NOTIFY_TIMEOUT_ENDS_SUBSCRIPTION=0.
-DEAD_SUBSCRIPTION_STATUSES = frozenset({404, 410, 480, 481})
 FENCED_OUT_ATTEMPTS = 3
 # The store commits a request only while it is younger than the edge's
 # REPLY_DEADLINE by this margin: the time its reply has to reach the edge before
@@ -238,10 +235,9 @@ class RequestHandler:
         the notices that tell winfo subscribers about a watcher that went away."""
         # The final NOTIFY was delivered (or failed for good): the dialog ends now, not
         # when it was built, so that a notifier crash before sending cannot lose it.
-        dead = outcome.status in DEAD_SUBSCRIPTION_STATUSES or (
-            outcome.status == 408 and self._settings.notify_timeout_ends_subscription
-        )
-        if not outcome.final and not dead:
+        if not outcome.ends_subscription(
+            timeout_ends=bool(self._settings.notify_timeout_ends_subscription)
+        ):
             if outcome.status >= 300:
                 log.info(
                     "NOTIFY %s answered %s: subscription %s kept",

@@ -46,16 +46,16 @@ def classify(request: PublishRequest, settings: Settings) -> Accepted | Reply:
         if request.if_match is None:
             return Reply(400, "Expires 0 without SIP-If-Match")
         return Accepted(PublishKind.REMOVE, 0, None)
-    expires = settings.default_expires if request.expires is None else request.expires
+    package = PACKAGES[request.event]
+    expires = package.expiry_default(settings) if request.expires is None else request.expires
     if 0 < expires < settings.min_expires:
         return Reply(423, "Interval Too Brief", [("Min-Expires", str(settings.min_expires))])
-    expires = min(expires, settings.max_expires)
+    expires = min(expires, package.expiry_max(settings))
     if not has_body:
         return Accepted(PublishKind.REFRESH, expires, None)
-    package = PACKAGES[request.event]
     content_type = (request.content_type or "").split(";")[0].strip().lower()
-    if content_type != package.body_type:
-        return Reply(415, "Unsupported Media Type", [("Accept", package.body_type)])
+    if content_type not in package.publish_types:
+        return Reply(415, "Unsupported Media Type", [("Accept", ", ".join(package.publish_types))])
     try:
         document = package.check_body(request.body.encode())
     except ValueError as error:

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 from presence import events
 from presence.authorization import Verdict, judge, watcher_identity
 from presence.locks import ShardedLocks
+from presence.packages import PACKAGES, Authorization
 from presence.presentity_documents import load_sphere, needs_sphere
 from presence.settings import Settings
 from presence.sip.message import parse_uri
@@ -44,23 +45,26 @@ async def rejudge(
     now: int,
     cause: str,
 ) -> Rejudged:
-    """Apply `document` (None: no rules) to the presentity's live presence
-    subscriptions, in the caller's transaction under the presentity's lock: pending
-    -> active when allowed, active -> terminated (deactivated, or probation) when no
-    longer allowed, rejected when blocked; each decision recorded in the watchers
-    table. The notices tell the notifier: a final NOTIFY for each ended
-    subscription, the document as the rules now filter it for everyone else, and
-    winfo subscribers the watchers that changed."""
+    """Apply `document` (None: no rules) to the presentity's live subscriptions of
+    every package pres-rules govern (presence.packages), in the caller's transaction
+    under the presentity's lock: pending -> active when allowed, active -> terminated
+    (deactivated, or probation) when no longer allowed, rejected when blocked; each
+    decision recorded in the watchers table. The notices tell the notifier: a final
+    NOTIFY for each ended subscription, the document as the rules now filter it for
+    everyone else, and winfo subscribers the watchers that changed."""
     watchers = settings.active_watchers_table
+    ruled = [n for n, p in PACKAGES.items() if p.authorization is Authorization.PRES_RULES]
     rows = await connection.fetch(
         f"""SELECT id, to_tag, from_user, from_domain, status, event FROM {watchers}
             WHERE to_domain = $1 AND to_user = $2 AND status <> 'terminated'
-              AND expires > $3 AND event = 'presence' FOR UPDATE""",
+              AND expires > $3 AND event = ANY($4::text[]) FOR UPDATE""",
         domain,
         username,
         now,
+        list(ruled),
     )
     result = Rejudged()
+    changed_by_event: dict[str, list[Watcher]] = {}
     judged_at = datetime.now(UTC)
     sphere = None
     if rows and needs_sphere(document):
@@ -95,6 +99,7 @@ async def rejudge(
             now,
         )
         result.changed.append(Watcher(row["to_tag"], watcher, status, event))
+        changed_by_event.setdefault(row["event"], []).append(result.changed[-1])
         result.before[row["to_tag"]] = row["status"]
         if status == "terminated":
             result.notices.append(
@@ -103,12 +108,13 @@ async def rejudge(
                 )
             )
     # Every remaining watcher sees the document as the new rules filter it.
-    result.notices.append(
-        events.PresentityChanged(username, domain, "presence", cause, time.time())
-    )
-    result.notices += watcher_info_notices(
-        username, domain, "presence", result.changed, cause, time.time()
-    )
+    result.notices += [
+        events.PresentityChanged(username, domain, event, cause, time.time()) for event in ruled
+    ]
+    for package, changed in changed_by_event.items():
+        result.notices += watcher_info_notices(
+            username, domain, package, changed, cause, time.time()
+        )
     return result
 
 

@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 import asyncpg
 
 from presence import metrics
+from presence.active_watchers import watched
 from presence.authorization import Verdict, judge, watcher_identity
 from presence.events import Event, SubscribeRequest, WatcherChanged, WatcherInfoChanged
 from presence.expiry import expires_at
-from presence.packages import PACKAGES
+from presence.packages import PACKAGES, Authorization, watcher_info_package
 from presence.presentity_documents import load_sphere, needs_sphere
 from presence.settings import Settings
 from presence.sip.message import SipUri, parse_uri, same_aor
@@ -40,8 +41,10 @@ async def apply_subscribe(
     if isinstance(granted, Reply):
         return Outcome(granted)
     if request.to_tag is None:
-        if PACKAGES[request.event].watcher_info_of and not _is_owner(request):
-            # RFC 3857 §5.3: a user's watcher list is theirs alone to see.
+        owner_only = PACKAGES[request.event].authorization is Authorization.OWNER
+        if owner_only and not _is_owner(request):
+            # RFC 3857 §5.3: a user's watcher list is theirs alone to see (and the
+            # same holds for every package declared so, a mailbox's summary).
             return Outcome(Reply(403, "Forbidden"))
         if granted:  # a fetch (Expires: 0) leaves no dialog behind
             refused = await _over_cap(connection, request, settings, now)
@@ -51,13 +54,16 @@ async def apply_subscribe(
         if to_tag is None:
             # RFC 5025 block: refused outright (polite-block, by contrast, looks like
             # an accepted subscription to a presentity that is offline).
-            return Outcome(Reply(403, "Forbidden"), _watcher_info(request, changed))
+            return Outcome(
+                Reply(403, "Forbidden"), await _watcher_info(connection, settings, request, changed)
+            )
     else:
         refreshed = await _refresh(connection, request, settings, now, granted)
         if isinstance(refreshed, Reply):
             return Outcome(refreshed)
         to_tag, changed = request.to_tag, refreshed
-    reply = Reply(200, "OK", [("Expires", str(granted)), ("Contact", f"<{settings.contact_uri}>")])
+    contact = settings.contact_uri_for(request.flow)
+    reply = Reply(200, "OK", [("Expires", str(granted)), ("Contact", f"<{contact}>")])
     # The NOTIFY that follows every accepted SUBSCRIBE (RFC 6665 §4.2.1.1); with
     # Expires 0 it is the final one, carrying the state (a fetch, §4.4.3).
     notice = WatcherChanged(
@@ -68,7 +74,8 @@ async def apply_subscribe(
         cause=request.request_id,
         received_at=request.received_at,
     )
-    return Outcome(reply, [notice, *_watcher_info(request, changed)], to_tag=to_tag)
+    winfo = await _watcher_info(connection, settings, request, changed)
+    return Outcome(reply, [notice, *winfo], to_tag=to_tag)
 
 
 def _is_owner(request: SubscribeRequest) -> bool:
@@ -112,8 +119,21 @@ async def _over_cap(
     return None
 
 
-def _watcher_info(request: SubscribeRequest, changed: WinfoWatcher | None) -> list[Event]:
-    if changed is None:
+async def _watcher_info(
+    connection: asyncpg.Connection,
+    settings: Settings,
+    request: SubscribeRequest,
+    changed: WinfoWatcher | None,
+) -> list[Event]:
+    """The winfo notice of a watcher that changed state, when someone watches the
+    presentity's watchers: asked under the presentity's lock, which a winfo
+    SUBSCRIBE takes too, so one that comes later starts from the full list."""
+    winfo = watcher_info_package(request.event)
+    if changed is None or winfo is None:
+        return []
+    if not await watched(
+        connection, settings.active_watchers_table, request.domain, request.username, winfo
+    ):
         return []
     return watcher_info_notices(
         request.username, request.domain, request.event, [changed], request.request_id,
@@ -156,7 +176,7 @@ async def _create(
     From only when authentication is off."""
     watcher = parse_uri(request.identity or request.from_uri)
     identity = watcher_identity(watcher.user or "", watcher.host.lower())
-    if PACKAGES[request.event].watcher_info_of:
+    if PACKAGES[request.event].authorization is Authorization.OWNER:
         verdict = Verdict("active")  # the owner, checked by the caller
     else:
         rules = await load_pres_rules(connection, settings, request.username, request.domain)

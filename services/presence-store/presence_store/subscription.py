@@ -13,15 +13,14 @@ from presence_store.outcome import Reply
 def grant_expires(request: SubscribeRequest, settings: Settings) -> int | Reply:
     """The granted expiry, or the refusal: 406 when the watcher accepts none of the
     package's types (no Accept means the package's default, RFC 3856 §6.7), 423 below
-    the minimum; above max_expires it is lowered."""
-    content_type = PACKAGES[request.event].body_type
-    acceptable = {content_type, content_type.split("/")[0] + "/*", "*/*"}
-    if request.accept and not acceptable.intersection(request.accept):
-        return Reply(406, "Not Acceptable", [("Accept", content_type)])
-    expires = settings.default_expires if request.expires is None else request.expires
+    the minimum; above the package's maximum it is lowered."""
+    package = PACKAGES[request.event]
+    if not package.accepts(request.accept):
+        return Reply(406, "Not Acceptable", [("Accept", package.body_type)])
+    expires = package.expiry_default(settings) if request.expires is None else request.expires
     if 0 < expires < settings.min_expires:
         return Reply(423, "Interval Too Brief", [("Min-Expires", str(settings.min_expires))])
-    return min(expires, settings.max_expires)
+    return min(expires, package.expiry_max(settings))
 
 
 def new_to_tag(settings: Settings) -> str:

@@ -1,30 +1,41 @@
-"""The XCAP server for pres-rules documents (RFC 4825, RFC 5025 §9), on presence-store.
+"""The XCAP server (RFC 4825) on presence-store: each user's pres-rules (RFC 5025 §9)
+and resource-lists (RFC 4826 §3) documents, and the global xcap-caps document.
 
-    PUT    /xcap-root/pres-rules/users/{xui}/index   store or replace (201 / 200)
-    GET    /xcap-root/pres-rules/users/{xui}/index   the document (404 when none)
-    DELETE /xcap-root/pres-rules/users/{xui}/index   remove it
-    GET|PUT|DELETE .../index/~~/<node selector>      one element (or GET an attribute),
-                                                      RFC 4825 §6.3 (presence.xcap_selectors)
+    PUT    /xcap-root/<auid>/users/{xui}/index   store or replace (201 / 200)
+    GET    /xcap-root/<auid>/users/{xui}/index   the document (404 when none)
+    DELETE /xcap-root/<auid>/users/{xui}/index   remove it
+    GET|PUT|DELETE .../index/~~/<node selector>  one element or attribute; GET also
+                                                  namespace::* (presence.xcap_selectors)
+    GET    /xcap-root/xcap-caps/global/index     what the server supports (§12)
 
-xui is the presentity's SIP URI ("sip:alice@example.com", percent-encoded in the
-path). A document that is not well-formed or not a valid ruleset is refused with
-409 and an XCAP error body (RFC 4825 §11), and the stored one stays. Every change
-re-judges the presentity's subscriptions at once: those now allowed become active,
-those no longer allowed end (reason deactivated, or rejected when blocked), and
-every watcher gets a NOTIFY with what it may now see.
+A node selector outside the grammar is a 404, one with a prefix no xmlns() of the
+query binds a 400 (RFC 4825 §8); an attribute's body is an XML AttValue with its
+quotes, both ways (§7.7, §7.9).
 
-Because of that, writes are limited per presentity: beyond
-PRESENCE_XCAP_WRITES_PER_MINUTE PUTs and DELETEs in a minute, 429 with Retry-After
-(a Redis counter, shared by the store replicas). A body is read with its limit
+auid is pres-rules or resource-lists (presence.xcap_usages). xui is the user's SIP
+URI ("sip:alice@example.com", percent-encoded in the path). A change that would
+leave a document that is not UTF-8, not well-formed or not valid for its usage is
+refused with 409 and an XCAP error body (RFC 4825 §11, presence.xcap_errors), and
+the stored one stays. Every pres-rules change re-judges the presentity's
+subscriptions at once: those now allowed become active, those no longer allowed
+end (reason deactivated, or rejected when blocked), and every watcher gets a
+NOTIFY with what it may now see. GET, PUT and DELETE honour If-Match and
+If-None-Match (RFC 9110 §13: 412, and 304 for a GET that If-None-Match matches);
+the ETag is the document's, also for its elements and attributes (RFC 4825 §7.11).
+
+Writes are limited per user: beyond PRESENCE_XCAP_WRITES_PER_MINUTE PUTs and
+DELETEs in a minute (of all the user's documents), 429 with Retry-After (a Redis
+counter, shared by the store replicas). A body is read with its limit
 (MAX_DOCUMENT_BYTES) enforced while it arrives: 413 as soon as it is passed, or at
 once when Content-Length says so.
 
-Every request is authenticated (presence.xcap_credentials): HTTP Basic or Bearer
-with the user's XCAP password, derived from PRESENCE_XCAP_SECRET; a user reads and
-changes only their own document (401 without valid credentials, 403 with someone
-else's). Credentials that cannot be read (not ASCII, bad base64, no colon) are no
-credentials: 401. Without a secret XCAP answers 503; PRESENCE_XCAP_AUTH=none opens it
-to anyone, for development.
+Every request for a user's document is authenticated (presence.xcap_credentials):
+HTTP Basic or Bearer with the user's XCAP password, derived from
+PRESENCE_XCAP_SECRET; a user reads and changes only their own documents (401
+without valid credentials, 403 with someone else's). Credentials that cannot be
+read (not ASCII, bad base64, no colon) are no credentials: 401. Without a secret
+XCAP answers 503; PRESENCE_XCAP_AUTH=none opens it to anyone, for development.
+xcap-caps is the same for everyone and is read without credentials.
 """
 
 from __future__ import annotations
@@ -32,7 +43,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -46,38 +58,30 @@ from presence.counters import WindowCounter
 from presence.http_limits import storable_address
 from presence.locks import LockTimeout, ShardedLocks
 from presence.logs import correlated, new_correlation_id
-from presence.rules import RulesError, parse_rules
-from presence.safexml import XmlRefused, parse_untrusted
 from presence.settings import Settings
 from presence.sip.message import SipParseError, parse_uri
 from presence.topics import Topics
 from presence.xcap_credentials import REALM, authorizes, parse_authorization
-from presence.xcap_documents import PRES_RULES_DOC_TYPE, load_pres_rules
+from presence.xcap_documents import load_document
+from presence.xcap_errors import XCAP_ERROR, XcapConflict, error_body, node_selector_uri
+from presence.xcap_usages import (
+    MAX_DOCUMENT_BYTES,
+    USER_USAGES,
+    XCAP_CAPS_DOCUMENT,
+    XCAP_CAPS_USAGE,
+    ApplicationUsage,
+    check_document,
+)
 from presence_store.fencing import enter_fence
 from presence_store.rejudge import rejudge
 
 log = logging.getLogger(__name__)
 
-AUTH_POLICY = "application/auth-policy+xml"
-MAX_DOCUMENT_BYTES = 256 * 1024
-_PATH = "/xcap-root/pres-rules/users/{xui}/index"
-# RFC 4825 §6: the document URI, "~~", then the node selector (element steps and
-# an optional final @attribute; namespace prefixes bound in the query string).
-_NODE_PATH = _PATH + "/~~/{selector:path}"
-# pres-rules' default namespace for unprefixed selector steps (RFC 5025 §9.4).
-COMMON_POLICY_NS = "urn:ietf:params:xml:ns:common-policy"
+_CAPS_PATH = "/xcap-root/xcap-caps/global/index"
 _NO_PRESENTITY = (
     "xui must be a SIP URI with a user part of at most 64 characters and a domain of at "
     "most 128, without control characters"
 )
-
-
-def _xcap_error(tag: str, status: int = 409) -> Response:
-    body = (
-        '<?xml version="1.0" encoding="UTF-8"?>'
-        f'<xcap-error xmlns="urn:ietf:params:xml:ns:xcap-error"><{tag}/></xcap-error>'
-    )
-    return Response(body, status, media_type="application/xcap-error+xml")
 
 
 def _unavailable(what: str) -> Response:
@@ -89,6 +93,13 @@ def _etag(document: str) -> str:
     return '"' + hashlib.sha256(document.encode()).hexdigest()[:32] + '"'
 
 
+def _tags(header: str, *, weak: bool) -> set[str]:
+    """The entity tags of an If-Match (strong comparison: a weak tag matches nothing,
+    RFC 9110 §13.1.1) or If-None-Match (weak comparison, §13.1.2) header."""
+    tags = {tag.strip() for tag in header.split(",")}
+    return {tag.removeprefix("W/") for tag in tags} if weak else tags
+
+
 class PreconditionFailed(Exception):
     pass
 
@@ -97,46 +108,38 @@ class NotFound(Exception):
     pass
 
 
-class InvalidDocument(Exception):
-    """The result is not a pres-rules document; tag names the RFC 4825 §11.2 error."""
-
-    def __init__(self, tag: str, detail: str) -> None:
-        super().__init__(detail)
-        self.tag, self.detail = tag, detail
-
-
 # From the stored document (None: there is none) to the new one (None: delete it),
-# and whether the change creates the document or element (201) or not (200).
+# and whether the change creates the document, element or attribute (201) or not (200).
 Derive = Callable[[bytes | None], tuple[bytes | None, bool]]
 
 
-def _valid_document(document: bytes) -> str:
-    """The document as text once it is well-formed XML and a valid ruleset
-    (RFC 4825 §8.2.1 and §8.2.5: 409 with not-well-formed or schema-validation-error)."""
-    try:
-        parse_untrusted(document, what="document", max_bytes=MAX_DOCUMENT_BYTES, max_depth=64)
-    except XmlRefused as error:
-        raise InvalidDocument("not-well-formed", str(error)) from None
-    try:
-        parse_rules(document)
-    except RulesError as error:
-        raise InvalidDocument("schema-validation-error", str(error)) from None
-    return document.decode()
-
-
 def _check_preconditions(request: Request, current: str | None) -> None:
-    """If-Match / If-None-Match (RFC 4825 §7.11, RFC 9110 §13): 412 when not met."""
+    """If-Match / If-None-Match of a write (RFC 4825 §7.11, RFC 9110 §13): 412 when
+    not met."""
     current_tag = _etag(current) if current is not None else None
     if_match = request.headers.get("if-match")
     if if_match is not None:
-        tags = {tag.strip() for tag in if_match.split(",")}
+        tags = _tags(if_match, weak=False)
         if current_tag is None or ("*" not in tags and current_tag not in tags):
             raise PreconditionFailed
     if_none_match = request.headers.get("if-none-match")
     if if_none_match is not None and current_tag is not None:
-        tags = {tag.strip() for tag in if_none_match.split(",")}
+        tags = _tags(if_none_match, weak=True)
         if "*" in tags or current_tag in tags:
             raise PreconditionFailed
+
+
+def _read_precondition(request: Request, tag: str) -> Response | None:
+    """If-Match / If-None-Match of a GET of something that exists (RFC 9110 §13.1.1,
+    §13.1.2): 412 when If-Match names another tag, 304 when If-None-Match is * or
+    names this one; None: answer the GET."""
+    if_match = request.headers.get("if-match")
+    if if_match is not None and not ({"*", tag} & _tags(if_match, weak=False)):
+        return Response(status_code=412, headers={"ETag": tag})
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None and {"*", tag} & _tags(if_none_match, weak=True):
+        return Response(status_code=304, headers={"ETag": tag})
+    return None
 
 
 def xcap_router(
@@ -157,12 +160,15 @@ def xcap_router(
     elif not settings.xcap_secret:
         log.warning("XCAP: disabled (503) until PRESENCE_XCAP_SECRET is set")
 
-    def refusal(xui: str, request: Request) -> Response | None:
-        """Why this request may not touch xui's document, or None when it may."""
+    def refusal(xui: str | None, request: Request) -> Response | None:
+        """Why this request may not touch xui's document (None: the global xcap-caps),
+        or None when it may."""
         if settings.xcap_auth == "none":
             return None
         if not settings.xcap_secret:
             return Response("XCAP is disabled: PRESENCE_XCAP_SECRET is not set", 503)
+        if xui is None:
+            return None
         header = request.headers.get("authorization")
         credentials = parse_authorization(header)
         if credentials is not None and authorizes(credentials, settings.xcap_secret, xui):
@@ -180,8 +186,8 @@ def xcap_router(
         return Response(status_code=401, headers={"WWW-Authenticate": challenge})
 
     async def throttled(presentity: tuple[str, str], method: str) -> Response | None:
-        """429 once the presentity's writes this minute are used up (each write
-        re-judges every watcher), else None."""
+        """429 once the presentity's writes this minute are used up (each pres-rules
+        write re-judges every watcher), else None."""
         limit = settings.xcap_writes_per_minute
         if not limit:
             return None
@@ -208,46 +214,58 @@ def xcap_router(
             return None
         return uri.user, uri.host.lower()
 
-    @router.get(_PATH)
-    async def get_rules(xui: str, request: Request) -> Response:
-        return await get_node(xui, None, request)
-
-    @router.get(_NODE_PATH)
-    async def get_node(xui: str, selector: str | None, request: Request) -> Response:
-        if (refused := refusal(xui, request)) is not None:
-            return refused
-        presentity = presentity_of(xui)
-        if presentity is None:
-            return Response(_NO_PRESENTITY, 404)
-        document = await load_pres_rules(pool, settings, *presentity)
-        if document is None:
-            return Response(status_code=404)
+    def answer_get(
+        usage: ApplicationUsage,
+        document: str,
+        node: selectors.NodeSelector | None,
+        request: Request,
+    ) -> Response:
         tag = _etag(document)
-        if tag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
-            return Response(status_code=304, headers={"ETag": tag})
-        if selector is None:
-            return Response(document, media_type=AUTH_POLICY, headers={"ETag": tag})
-        try:
-            node = selectors.get_node(document.encode(), _selector(selector, request))
-        except selectors.SelectorError as error:
-            return Response(str(error), 404)
         if node is None:
+            if (conditional := _read_precondition(request, tag)) is not None:
+                return conditional
+            return Response(document, media_type=usage.media_type, headers={"ETag": tag})
+        found = selectors.get_node(document.encode(), node)
+        if found is None:
             return Response(status_code=404)
-        media_type, body = node
+        if (conditional := _read_precondition(request, tag)) is not None:
+            return conditional
+        media_type, body = found
         return Response(body, media_type=media_type, headers={"ETag": tag})
 
-    @router.put(_PATH)
-    async def put_rules(xui: str, request: Request) -> Response:
-        return await put_node(xui, None, request)
-
-    @router.put(_NODE_PATH)
-    async def put_node(xui: str, selector: str | None, request: Request) -> Response:
+    async def get_user_node(
+        usage: ApplicationUsage, xui: str, selector: str | None, request: Request
+    ) -> Response:
         if (refused := refusal(xui, request)) is not None:
             return refused
         presentity = presentity_of(xui)
         if presentity is None:
             return Response(_NO_PRESENTITY, 404)
-        expected = AUTH_POLICY if selector is None else selectors.XCAP_EL
+        node = parse_node(usage, selector, request)
+        if isinstance(node, Response):
+            return node
+        document = await load_document(pool, settings, *presentity, usage.doc_type)
+        if document is None:
+            return Response(status_code=404)
+        return answer_get(usage, document, node, request)
+
+    async def put_user_node(
+        usage: ApplicationUsage, xui: str, selector: str | None, request: Request
+    ) -> Response:
+        if (refused := refusal(xui, request)) is not None:
+            return refused
+        presentity = presentity_of(xui)
+        if presentity is None:
+            return Response(_NO_PRESENTITY, 404)
+        node = parse_node(usage, selector, request)
+        if isinstance(node, Response):
+            return node
+        if node is not None and node.namespaces:
+            return _only_get("namespace bindings are read only (RFC 4825 §8.2.1)")
+        if node is None:
+            expected = usage.media_type
+        else:
+            expected = selectors.XCAP_EL if node.attribute is None else selectors.XCAP_ATT
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != expected:
             return Response(f"Content-Type must be {expected}", 415)
@@ -257,38 +275,38 @@ def xcap_router(
         try:
             body.decode()
         except UnicodeDecodeError:
-            return _xcap_error("not-utf-8")
-        if selector is None:
-            return await _store(xui, presentity, request, lambda current: (body, current is None))
-        try:
-            node = _selector(selector, request)
-        except selectors.SelectorError as error:
-            return Response(str(error), 404)
+            return xcap_error(XcapConflict("not-utf-8", "the body is not UTF-8"), request)
+        if node is None:
+            return await store(usage, xui, presentity, request, lambda now: (body, now is None))
+        change = selectors.put_element if node.attribute is None else selectors.put_attribute
 
-        def with_element(current: bytes | None) -> tuple[bytes, bool]:
+        def with_node(current: bytes | None) -> tuple[bytes, bool]:
             if current is None:
-                raise selectors.XcapConflict("no-parent")
-            return selectors.put_element(current, node, body)
+                raise XcapConflict("no-parent", "the document does not exist", ancestor="")
+            try:
+                return change(current, node, body)
+            except XcapConflict as conflict:
+                if conflict.tag == "no-parent":
+                    conflict.ancestor = selectors.closest_ancestor(current, node)
+                raise
 
-        return await _store(xui, presentity, request, with_element)
+        return await store(usage, xui, presentity, request, with_node)
 
-    @router.delete(_PATH)
-    async def delete_rules(xui: str, request: Request) -> Response:
-        return await delete_node(xui, None, request)
-
-    @router.delete(_NODE_PATH)
-    async def delete_node(xui: str, selector: str | None, request: Request) -> Response:
+    async def delete_user_node(
+        usage: ApplicationUsage, xui: str, selector: str | None, request: Request
+    ) -> Response:
         if (refused := refusal(xui, request)) is not None:
             return refused
         presentity = presentity_of(xui)
         if presentity is None:
             return Response(_NO_PRESENTITY, 404)
+        node = parse_node(usage, selector, request)
+        if isinstance(node, Response):
+            return node
+        if node is not None and node.namespaces:
+            return _only_get("namespace bindings are read only (RFC 4825 §8.2.1)")
         if (limited := await throttled(presentity, "DELETE")) is not None:
             return limited
-        try:
-            node = None if selector is None else _selector(selector, request)
-        except selectors.SelectorError as error:
-            return Response(str(error), 404)
 
         def without(current: bytes | None) -> tuple[bytes | None, bool]:
             if current is None:
@@ -300,23 +318,55 @@ def xcap_router(
                 raise NotFound
             return changed, False
 
-        return await _store(xui, presentity, request, without)
+        return await store(usage, xui, presentity, request, without)
 
-    def _selector(selector: str, request: Request) -> selectors.NodeSelector:
-        return selectors.parse_selector(selector, request.url.query, COMMON_POLICY_NS)
+    def parse_node(
+        usage: ApplicationUsage, selector: str | None, request: Request
+    ) -> selectors.NodeSelector | Response | None:
+        """The node selector as the URI carries it (None: the whole document),
+        percent-decoded once (by parse_selector): the path parameter is decoded
+        already, and decoding it again would turn a value's "%2541" into "A". A
+        selector this server does not understand is a 404 (RFC 4825 §8: "If the URI
+        includes extension-selectors that the server doesn't understand, it MUST reject
+        the request with a 404"), one with a prefix no xmlns() of the query binds a
+        400 (§8), whatever the method and whether or not the document exists."""
+        if selector is None:
+            return None
+        raw_path = request.scope.get("raw_path") or b""
+        encoded = raw_path.decode("latin-1").partition("/~~/")[2] or selector
+        try:
+            return selectors.parse_selector(encoded, request.url.query, usage.default_namespace)
+        except selectors.UnboundPrefix as error:
+            return Response(str(error), 400)
+        except selectors.SelectorError as error:
+            return Response(str(error), 404)
 
-    async def _store(
+    def xcap_error(conflict: XcapConflict, request: Request) -> Response:
+        """409 with the condition's body; a no-parent names the closest ancestor that
+        exists by its HTTP URI (the document's, or the document's with a selector)."""
+        ancestor_uri = None
+        if conflict.ancestor is not None:
+            document_uri = str(request.url.replace(query="")).partition("/~~/")[0]
+            ancestor_uri = document_uri
+            if conflict.ancestor:
+                path = node_selector_uri(conflict.ancestor)
+                query = f"?{request.url.query}" if request.url.query else ""
+                ancestor_uri = f"{document_uri}/~~/{path}{query}"
+        return Response(error_body(conflict, ancestor_uri), 409, media_type=XCAP_ERROR)
+
+    async def store(
+        usage: ApplicationUsage,
         xui: str,
         presentity: tuple[str, str],
         request: Request,
         derive: Derive,
     ) -> Response:
-        """Apply a change and answer it: 201 when the document or element is new, 200
-        when replaced or deleted; RFC 4825 409s when the result would not be a
-        well-formed, valid pres-rules document."""
+        """Apply a change and answer it: 201 when the document, element or attribute
+        is new, 200 when replaced or deleted; RFC 4825 409s when the result would not
+        be a well-formed, valid document of its usage."""
         try:
             with correlated(new_correlation_id("xcap")):
-                created, document = await _change(presentity, derive, request)
+                created, document = await change(usage, presentity, derive, request)
         except PreconditionFailed:
             return Response(status_code=412)
         except LockTimeout:
@@ -325,38 +375,38 @@ def xcap_router(
             return _unavailable("cannot lock the user's document (Redis unreachable)")
         except NotFound:
             return Response(status_code=404)
-        except selectors.XcapConflict as conflict:
-            log.info("XCAP %s for %s refused: %s", request.method, xui, conflict.tag)
-            return _xcap_error(conflict.tag)
-        except InvalidDocument as invalid:
-            log.info("XCAP %s for %s refused: %s", request.method, xui, invalid.detail)
-            return _xcap_error(invalid.tag)
+        except XcapConflict as conflict:
+            log.info("XCAP %s for %s refused: %s %s", request.method, xui, conflict.tag, conflict)
+            return xcap_error(conflict, request)
         headers = {} if document is None else {"ETag": _etag(document)}
         return Response(status_code=201 if created else 200, headers=headers)
 
-    async def _change(
-        presentity: tuple[str, str], derive: Derive, request: Request
+    async def change(
+        usage: ApplicationUsage, presentity: tuple[str, str], derive: Derive, request: Request
     ) -> tuple[bool, str | None]:
         """Derive the new document from the stored one, check it, store it (or delete
-        it) and re-judge the subscriptions, in one transaction under the presentity's
-        lock, where the request's preconditions are checked too; then tell the
-        notifier. Returns whether the change created something, and the new document."""
+        it) and, for pres-rules, re-judge the subscriptions, in one transaction under
+        the presentity's lock, where the request's preconditions are checked too; then
+        tell the notifier. Returns whether the change created something, and the new
+        document."""
         username, domain = presentity
         now = int(time.time())
         notices: list[events.Event] = []
         async with locks.hold(f"{username}@{domain}") as lease, pool.acquire() as connection:
             async with connection.transaction():
                 await enter_fence(connection, lease)
-                current = await load_pres_rules(connection, settings, username, domain)
+                current = await load_document(
+                    connection, settings, username, domain, usage.doc_type
+                )
                 _check_preconditions(request, current)
                 derived, created = derive(None if current is None else current.encode())
-                document = None if derived is None else _valid_document(derived)
+                document = None if derived is None else check_document(usage, derived)
                 await connection.execute(
                     f"""DELETE FROM {table}
                         WHERE username = $1 AND domain = $2 AND doc_type = $3""",
                     username,
                     domain,
-                    PRES_RULES_DOC_TYPE,
+                    usage.doc_type,
                 )
                 if document is not None:
                     await connection.execute(
@@ -365,16 +415,183 @@ def xcap_router(
                         username,
                         domain,
                         document,
-                        PRES_RULES_DOC_TYPE,
+                        usage.doc_type,
                     )
-                rejudged = await rejudge(
-                    connection, settings, username, domain, document, now, "xcap"
-                )
-                notices = rejudged.notices
+                if usage.governs_subscriptions:
+                    rejudged = await rejudge(
+                        connection, settings, username, domain, document, now, "xcap"
+                    )
+                    notices = rejudged.notices
         for notice in notices:
             await producer.send_and_wait(
                 topics.changes, events.encode(notice), key=f"{username}@{domain}".encode()
             )
         return created, document
 
+    for usage in USER_USAGES.values():
+        _user_routes(router, usage, get_user_node, put_user_node, delete_user_node)
+
+    caps_content = {XCAP_CAPS_USAGE.media_type: {"schema": {"type": "string"}}}
+    caps_answers: dict[int | str, dict[str, Any]] = {
+        200: {"description": "the xcap-caps document", "content": caps_content},
+        304: {"description": "If-None-Match matched"},
+        412: {"description": "If-Match not met"},
+    }
+
+    @router.get(_CAPS_PATH, tags=["xcap-caps"], response_class=Response, responses=caps_answers)
+    async def get_xcap_caps(request: Request) -> Response:
+        """The server's capabilities (RFC 4825 §12): AUIDs, extensions, namespaces."""
+        return await get_xcap_caps_node(None, request)
+
+    @router.get(
+        _CAPS_PATH + "/~~/{selector:path}",
+        tags=["xcap-caps"],
+        response_class=Response,
+        responses={**caps_answers, 404: {"description": "the selector selects nothing"}},
+    )
+    async def get_xcap_caps_node(selector: str | None, request: Request) -> Response:
+        """One element or attribute of xcap-caps."""
+        if (refused := refusal(None, request)) is not None:
+            return refused
+        node = parse_node(XCAP_CAPS_USAGE, selector, request)
+        if isinstance(node, Response):
+            return node
+        return answer_get(XCAP_CAPS_USAGE, XCAP_CAPS_DOCUMENT, node, request)
+
+    @router.api_route(
+        _CAPS_PATH,
+        methods=["PUT", "DELETE"],
+        tags=["xcap-caps"],
+        response_class=Response,
+        responses={405: {"description": "read only (Allow: GET)"}},
+    )
+    async def change_xcap_caps(request: Request) -> Response:
+        """xcap-caps is the server's to write: 405 (RFC 4825 §12.4: nobody may write it)."""
+        return _only_get("xcap-caps is read only")
+
     return router
+
+
+def _only_get(why: str) -> Response:
+    return Response(why, 405, headers={"Allow": "GET"})
+
+
+# What answers one request for a user's document: (usage, xui, node selector or None).
+NodeHandler = Callable[[ApplicationUsage, str, str | None, Request], Awaitable[Response]]
+
+
+def _user_routes(
+    router: APIRouter,
+    usage: ApplicationUsage,
+    get: NodeHandler,
+    put: NodeHandler,
+    delete: NodeHandler,
+) -> None:
+    """The routes of one application usage's per-user documents (one name each in
+    OpenAPI)."""
+    path = f"/xcap-root/{usage.auid}/users/{{xui}}/index"
+    node_path = path + "/~~/{selector:path}"
+    name = usage.auid.replace("-", "_")
+
+    async def get_document(xui: str, request: Request) -> Response:
+        return await get(usage, xui, None, request)
+
+    async def get_node(xui: str, selector: str, request: Request) -> Response:
+        return await get(usage, xui, selector, request)
+
+    async def put_document(xui: str, request: Request) -> Response:
+        return await put(usage, xui, None, request)
+
+    async def put_node(xui: str, selector: str, request: Request) -> Response:
+        return await put(usage, xui, selector, request)
+
+    async def delete_document(xui: str, request: Request) -> Response:
+        return await delete(usage, xui, None, request)
+
+    async def delete_node(xui: str, selector: str, request: Request) -> Response:
+        return await delete(usage, xui, selector, request)
+
+    what = f"{usage.auid} document ({usage.media_type})"
+    nodes = (selectors.XCAP_EL, selectors.XCAP_ATT)
+    for method, endpoint, route, summary, media_types in (
+        ("GET", get_document, path, f"Read the user's {what}", (usage.media_type,)),
+        (
+            "GET",
+            get_node,
+            node_path,
+            f"Read one element, attribute or namespace::* of the {what}",
+            (*nodes, selectors.XCAP_NS),
+        ),
+        ("PUT", put_document, path, f"Store or replace the user's {what}", (usage.media_type,)),
+        (
+            "PUT",
+            put_node,
+            node_path,
+            f"Create or replace one element or attribute of the {what}",
+            nodes,
+        ),
+        ("DELETE", delete_document, path, f"Delete the user's {what}", ()),
+        ("DELETE", delete_node, node_path, f"Delete one element or attribute of the {what}", ()),
+    ):
+        router.add_api_route(
+            route,
+            endpoint,
+            methods=[method],
+            name=f"{method.lower()}_{name}_{endpoint.__name__.split('_')[1]}",
+            summary=summary,
+            tags=[usage.auid],
+            response_class=Response,
+            responses=_openapi_responses(method, media_types, node=route == node_path),
+            openapi_extra=_openapi_body(media_types) if method == "PUT" else None,
+        )
+
+
+def _openapi_body(media_types: tuple[str, ...]) -> dict[str, Any]:
+    """The raw XML body a PUT takes (read as bytes, so OpenAPI is told here)."""
+    content = {media: {"schema": {"type": "string"}} for media in media_types}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+_XCAP_ERROR_CONTENT = {XCAP_ERROR: {"schema": {"type": "string"}}}
+_REFUSALS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no valid credentials (Basic challenge)"},
+    403: {"description": "another user's credentials"},
+    404: {
+        "description": "no such document or node, a selector outside the grammar, or an xui"
+        " the tables cannot hold"
+    },
+    412: {"description": "If-Match or If-None-Match not met"},
+    503: {"description": "XCAP disabled (no secret), or Redis unreachable for a write"},
+}
+_SELECTOR_REFUSALS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "the node selector uses a prefix no xmlns() of the query binds"},
+}
+
+
+def _openapi_responses(
+    method: str, media_types: tuple[str, ...], *, node: bool
+) -> dict[int | str, Any]:
+    """What OpenAPI says a route answers: XML of its media types, not JSON."""
+    refusals = {**_REFUSALS, **_SELECTOR_REFUSALS} if node else _REFUSALS
+    if method == "GET":
+        content = {media: {"schema": {"type": "string"}} for media in media_types}
+        return {
+            200: {
+                "description": "the document or node, with the document's ETag",
+                "content": content,
+            },
+            304: {"description": "If-None-Match matched (also *)"},
+            **refusals,
+        }
+    changed = {
+        200: {"description": "replaced or deleted; ETag of the new document"},
+        405: {"description": "namespace::* is read only"},
+        409: {"description": "RFC 4825 §11 conflict", "content": _XCAP_ERROR_CONTENT},
+        429: {"description": "too many writes this minute for this user (Retry-After)"},
+        **refusals,
+    }
+    if method == "PUT":
+        changed[201] = {"description": "created; ETag of the new document"}
+        changed[413] = {"description": "body over 256 KiB"}
+        changed[415] = {"description": f"Content-Type is not {' or '.join(media_types)}"}
+    return changed

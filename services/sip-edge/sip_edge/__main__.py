@@ -8,18 +8,21 @@ import itertools
 import logging
 import resource
 import socket
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
-from presence import events, metrics, service
+from presence import events, isolation, metrics, service
 from presence.health import make_health_app
 from presence.kafka import bus_ready, ensure_topics, start_consumer, start_producer
 from presence.logs import correlated, from_kafka_headers
 from presence.settings import Settings, SettingsError
+from presence.tls import TlsConfigError, client_context, server_context
 from presence.topics import Topics, shared_topics, topic_configs
 from sip_edge.edge import Edge
-from sip_edge.transport import TcpConnections, TcpLimits, UdpEndpoint
+from sip_edge.transport import SharedSlots, TcpConnections, TcpLimits, UdpEndpoint
 
 log = logging.getLogger("sip_edge")
 
@@ -29,7 +32,47 @@ BUS_CHECK_INTERVAL = 1.0
 INBOX_FETCH_WAIT_MS = 500
 
 
-async def consume_inbox(consumer: AIOKafkaConsumer, edge: Edge, inbox: str) -> None:
+# What the inbox loop does with a record it could not handle (edge.on_inbox_event
+# raised, or it is undecodable): keep it for operators, never hold up the others.
+InboxGiveUp = Callable[[ConsumerRecord[bytes, bytes], str], Awaitable[None]]
+
+
+async def _log_only(record: ConsumerRecord[bytes, bytes], error: str) -> None:
+    return None
+
+
+def inbox_dead_letters(producer: AIOKafkaProducer, topic: str) -> InboxGiveUp:
+    """Put an inbox record the edge could not handle on the dead-letters topic (as
+    the store and notifier do with theirs; presence.isolation). Handling it again
+    would fail again: the edge's handling has no dependency that could be down. The
+    send is not awaited: after a crash the record is read and dead-lettered again."""
+
+    async def give_up(record: ConsumerRecord[bytes, bytes], error: str) -> None:
+        letter = isolation.dead_letter(
+            service="sip-edge",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            error=error,
+            attempts=1,
+            failed_at=time.time(),
+            correlation_id=from_kafka_headers(record.headers) or "",
+        )
+        try:
+            await producer.send(topic, events.encode(letter), key=record.key)
+        except Exception as failure:
+            log.error("inbox record %s: dead letter not sent: %s", record.offset, failure)
+            return
+        metrics.DEAD_LETTERS.labels("sip-edge", record.topic).inc()
+
+    return give_up
+
+
+async def consume_inbox(
+    consumer: AIOKafkaConsumer, edge: Edge, inbox: str, give_up: InboxGiveUp = _log_only
+) -> None:
     """Replies and NOTIFY requests addressed to this edge replica. The committed
     position stops at the oldest NOTIFY not yet finished (sip_edge.inbox). A
     failure (Kafka unreachable, a rebalance during a commit) is retried after a
@@ -45,7 +88,7 @@ async def consume_inbox(consumer: AIOKafkaConsumer, edge: Edge, inbox: str) -> N
                 batch = await consumer.getmany(timeout_ms=1000, max_records=500)
                 for records in batch.values():
                     for index, record in enumerate(records):
-                        await handle_inbox_record(edge, record.value, record.offset, record.headers)
+                        await handle_inbox_record(edge, record, give_up)
                         if index % 16 == 15:
                             # Let the sockets in: the answers to these NOTIFYs are arriving.
                             await asyncio.sleep(0)
@@ -63,22 +106,24 @@ async def consume_inbox(consumer: AIOKafkaConsumer, edge: Edge, inbox: str) -> N
 
 
 async def handle_inbox_record(
-    edge: Edge, value: bytes | None, offset: int, headers: Sequence[tuple[str, bytes]]
+    edge: Edge, record: ConsumerRecord[bytes, bytes], give_up: InboxGiveUp
 ) -> None:
     try:
-        event = events.decode(value or b"")
+        event = events.decode(record.value or b"")
     except events.EventDecodeError as error:
-        log.error("skipping undecodable inbox record %s: %s", offset, error)
+        log.error("skipping undecodable inbox record %s: %s", record.offset, error)
+        await give_up(record, f"undecodable: {error}")
     else:
         # The NOTIFY or reply is handled under the id of what caused it.
-        with correlated(from_kafka_headers(headers)):
+        with correlated(from_kafka_headers(record.headers)):
             try:
-                await edge.on_inbox_event(event, offset)
-            except Exception:
+                await edge.on_inbox_event(event, record.offset)
+            except Exception as error:
                 # One record that cannot be handled must not cost the
                 # rest of the batch (they are not fetched again).
-                log.exception("inbox record %s not handled", offset)
-    edge.inbox.consumed(offset)
+                log.exception("inbox record %s not handled", record.offset)
+                await give_up(record, isolation.describe(error))
+    edge.inbox.consumed(record.offset)
 
 
 async def commit_inbox_behind(
@@ -167,6 +212,25 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
     tcp_sock = service.bind_socket(
         settings.sip_host, settings.sip_port, socket.SOCK_STREAM, "PRESENCE_SIP_PORT"
     )
+    try:
+        server_tls = server_context(settings) if settings.tls_enabled else None
+        client_tls = client_context(settings)
+    except TlsConfigError as error:
+        raise service.StartupError(str(error)) from None
+    # The connection listeners: (transport, port, its variable), those switched on.
+    listeners = [
+        (transport, port, variable)
+        for transport, port, variable, wanted in (
+            ("tls", settings.sip_tls_port, "PRESENCE_SIP_TLS_PORT", server_tls is not None),
+            ("ws", settings.sip_ws_port, "PRESENCE_SIP_WS_PORT", True),
+            ("wss", settings.sip_wss_port, "PRESENCE_SIP_WSS_PORT", server_tls is not None),
+        )
+        if port and wanted
+    ]
+    listener_socks = {
+        transport: service.bind_socket(settings.sip_host, port, socket.SOCK_STREAM, variable)
+        for transport, port, variable in listeners
+    }
     if settings.auth == "none":
         log.warning("PRESENCE_AUTH=none: anyone may publish for anyone (development only)")
     if settings.auth == "trusted-proxy" and settings.trusted_proxy_udp:
@@ -196,18 +260,53 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
     edge = Edge(settings, producer)
     metrics.watch_consumer(consumer)
 
+    limits = TcpLimits.of(settings)
+    slots = SharedSlots.of(limits)  # one connection cap over every transport
+
     async def in_flight() -> None:
         metrics.SIP_TRANSACTIONS_IN_FLIGHT.labels("server").set(edge.transactions.unanswered())
         metrics.SIP_TRANSACTIONS_IN_FLIGHT.labels("client").set(len(edge.client_transactions))
         metrics.TCP_CONNECTIONS.set(len(edge.tcp) if edge.tcp is not None else 0)
+        metrics.CONNECTION_SLOTS.set(len(slots.connections))
+        for transport in ("tcp", "tls", "ws", "wss"):
+            connections = edge.connections(transport)
+            count = len(connections) if connections is not None else 0
+            metrics.SIP_CONNECTIONS.labels(transport).set(count)
 
     metrics.on_scrape(in_flight)
     edge.udp = UdpEndpoint(udp_sock, edge.message_received)
-    edge.tcp = TcpConnections(edge.message_received, TcpLimits.of(settings))
+    edge.tcp = TcpConnections(edge.message_received, limits, slots=slots)
+    edge.tls = TcpConnections(
+        edge.message_received,
+        limits,
+        transport="tls",
+        slots=slots,
+        server_tls=server_tls,
+        client_tls=client_tls,
+    )
+    if "ws" in listener_socks:
+        edge.ws = TcpConnections(
+            edge.message_received, limits, transport="ws", slots=slots, websocket=True
+        )
+    if "wss" in listener_socks:
+        edge.wss = TcpConnections(
+            edge.message_received,
+            limits,
+            transport="wss",
+            slots=slots,
+            server_tls=server_tls,
+            websocket=True,
+        )
     check_file_limit(settings.tcp_max_connections)
     await edge.tcp.serve(tcp_sock)
+    for transport, sock in listener_socks.items():
+        connections = edge.connections(transport)
+        assert connections is not None
+        await connections.serve(sock)
     tasks = [
-        asyncio.create_task(consume_inbox(consumer, edge, inbox)),
+        asyncio.create_task(
+            consume_inbox(consumer, edge, inbox, inbox_dead_letters(producer, topics.dead_letters))
+        ),
         asyncio.create_task(run_timers(edge)),
         asyncio.create_task(watch_bus(producer, edge)),
     ]
@@ -218,25 +317,31 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
         "PRESENCE_EDGE_HTTP_PORT",
     )
     log.info(
-        "sip-edge %s listening on udp+tcp %s:%s, inbox %s",
+        "sip-edge %s listening on udp+tcp %s:%s%s, inbox %s",
         edge_id,
         settings.sip_host,
         settings.sip_port,
+        "".join(f", {transport} {port}" for transport, port, _ in listeners),
         inbox,
     )
+    if not settings.tls_enabled:
+        log.info("no PRESENCE_TLS_CERT: SIP over TLS and WSS are off")
     await stopping.wait()
     # Stop taking requests (new ones get 503, no new TCP connections), give the ones
     # in flight the time the store has to answer them (their replies still arrive on
     # the inbox and leave through the sockets, which stay open until then), then go.
     log.info("stopping: %d transactions in flight", edge.transactions.unanswered())
     edge.draining = True
-    edge.tcp.stop_listening()
+    all_connections = [c for c in map(edge.connections, ("tcp", "tls", "ws", "wss")) if c]
+    for connections in all_connections:
+        connections.stop_listening()
     for _ in range(int(events.REPLY_DEADLINE / 0.05)):
         if not edge.transactions.unanswered():
             break
         await asyncio.sleep(0.05)
     edge.udp.close()
-    edge.tcp.close()
+    for connections in all_connections:
+        connections.close()
     edge.resolver.close()
     http.should_exit = True
     for task in tasks:

@@ -48,12 +48,22 @@ UDP_PROXY = LocalAnswer(403, "Trusted Proxy Must Use TCP")
 
 
 def authenticate(
-    request: SipRequest, source_host: str, settings: Settings, now: float, *, reliable: bool
+    request: SipRequest,
+    source_host: str,
+    settings: Settings,
+    now: float,
+    *,
+    reliable: bool,
+    verified_peer: bool = False,
 ) -> Credentials | LocalAnswer:
-    """`reliable`: the request came over TCP (its source address is not spoofed)."""
+    """`reliable`: the request came over a connection (its source address is not
+    spoofed); `verified_peer`: over TLS from a peer whose client certificate
+    verified against PRESENCE_TLS_CLIENT_CA (mutual TLS: a trusted proxy)."""
     if settings.auth == "none":
         return Credentials()
     if settings.auth == "trusted-proxy":
+        if verified_peer:
+            return _asserted(request)
         return _asserted_identity(request, source_host, settings, reliable)
     realm = realm_of(request)
     for value in request.headers.get_all("Authorization"):
@@ -90,6 +100,11 @@ def _asserted_identity(
     if not reliable and not settings.trusted_proxy_udp:
         metrics.AUTH_FAILURES.labels("trusted_proxy_udp").inc()
         return UDP_PROXY
+    return _asserted(request)
+
+
+def _asserted(request: SipRequest) -> Credentials | LocalAnswer:
+    """The identity a trusted proxy asserts (RFC 3325)."""
     for value in request.headers.get_all("P-Asserted-Identity"):
         try:
             uri = parse_name_addr(value).uri

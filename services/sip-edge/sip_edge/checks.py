@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from presence import column_limits
-from presence.packages import PACKAGES, accepted_types, allow_events
+from presence.packages import accepted_types, allow_events, enabled
 from presence.settings import Settings
 from presence.sip.message import (
     SipParseError,
@@ -43,8 +43,8 @@ def options_answer(settings: Settings) -> LocalAnswer:
         200,
         headers=[
             ("Allow", allowed_methods(settings)),
-            ("Accept", accepted_types()),
-            ("Allow-Events", allow_events()),
+            ("Accept", accepted_types(settings)),
+            ("Allow-Events", allow_events(settings)),
         ],
     )
 
@@ -83,15 +83,14 @@ def check_request(request: SipRequest, settings: Settings) -> LocalAnswer | None
         return None
     event = request.headers.get("Event")
     if event is None:
-        return LocalAnswer(489, "Missing Event header", [("Allow-Events", allow_events())])
+        return LocalAnswer(489, "Missing Event header", [("Allow-Events", allow_events(settings))])
     try:
         package, _ = parse_event(event)
     except SipParseError:
         return LocalAnswer(400, "Bad Event")
-    if package not in PACKAGES or (
-        request.method == "PUBLISH" and not PACKAGES[package].publishable
-    ):
-        return LocalAnswer(489, headers=[("Allow-Events", allow_events())])
+    declared = enabled(settings).get(package)
+    if declared is None or (request.method == "PUBLISH" and not declared.publishable):
+        return LocalAnswer(489, headers=[("Allow-Events", allow_events(settings))])
     expires = request.headers.get("Expires")
     if expires is not None:
         if not expires.strip().isdigit():
@@ -101,8 +100,8 @@ def check_request(request: SipRequest, settings: Settings) -> LocalAnswer | None
             return LocalAnswer(423, headers=[("Min-Expires", str(settings.min_expires))])
     if request.method == "PUBLISH" and request.body:
         content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if content_type != PACKAGES[package].body_type:
-            return LocalAnswer(415, headers=[("Accept", PACKAGES[package].body_type)])
+        if content_type not in declared.publish_types:
+            return LocalAnswer(415, headers=[("Accept", ", ".join(declared.publish_types))])
     return None
 
 

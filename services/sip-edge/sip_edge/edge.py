@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import random
 import re
 import secrets
 import socket
@@ -36,6 +37,7 @@ from presence.sip.message import (
 from presence.sip.parser import parse_message, serialize
 from presence.sip.routing import response_address, stamp_via
 from presence.topics import Topics
+from sip_edge.admission import Admission
 from sip_edge.authentication import authenticate
 from sip_edge.checks import LocalAnswer, check_request, input_defect, options_answer
 from sip_edge.client_transactions import ClientTransaction, ClientTransactions
@@ -54,6 +56,7 @@ from sip_edge.transactions import TransactionTable, transaction_key
 from sip_edge.transport import (
     ConnectionLimit,
     ConnectTimeout,
+    FlowFailed,
     Source,
     TcpConnections,
     UdpEndpoint,
@@ -74,6 +77,9 @@ TRYING_AFTER_UDP = 3.5
 # REPLY_DEADLINE: nothing could carry them to the store.
 BUS_DOWN = LocalAnswer(503, "Service Unavailable", [("Retry-After", "5")])
 SHUTTING_DOWN = LocalAnswer(503, "Shutting Down", [("Retry-After", "5")])
+# Retry-After of an overload refusal, drawn per request so that refused clients
+# do not all come back in the same second.
+OVERLOAD_RETRY_AFTER = (1, 5)
 # A password in a URI's user part (deprecated, RFC 3261 §19.1.1) never reaches a log.
 _URI_PASSWORD = re.compile(r"^(sips?:[^:@;]*):[^@]*@")
 
@@ -85,12 +91,21 @@ class Edge:
         self._producer = producer
         self._topics = Topics.of(settings)
         self.transactions = TransactionTable()
+        self.admission = Admission(
+            queue_delay=settings.edge_queue_delay_ms / 1000,
+            min_backlog=settings.edge_min_backlog,
+        )
         self.client_transactions = ClientTransactions(settings.sip_t1_ms / 1000)
         self.pacer = NotifyPacer(
             min_interval=settings.notify_min_interval, memory=64 * settings.sip_t1_ms / 1000
         )
         self.udp: UdpEndpoint | None = None
         self.tcp: TcpConnections | None = None
+        # TLS (outgoing connections always possible; listening with a certificate),
+        # WebSocket and secure WebSocket (only when listening).
+        self.tls: TcpConnections | None = None
+        self.ws: TcpConnections | None = None
+        self.wss: TcpConnections | None = None
         self.resolver = Resolver(settings.notify_dns_workers, settings.notify_dns_timeout_ms / 1000)
         self._denied_networks = settings.denied_notify_networks
         self._tasks: set[asyncio.Task[None]] = set()
@@ -105,9 +120,18 @@ class Edge:
         # done with yet: the pacer may send it later, outside the inbox's context.
         self._notify_correlation: dict[str, str] = {}
         self._via_host, self._via_port = _advertised_address(settings)
+        # The port each transport listens on, for the sent-by of our Vias.
+        self._via_ports = {
+            "udp": self._via_port,
+            "tcp": self._via_port,
+            "tls": settings.sip_tls_port or self._via_port,
+            "ws": settings.sip_ws_port or self._via_port,
+            "wss": settings.sip_wss_port or self._via_port,
+        }
         self._own_addresses = {
-            (self._via_host.strip("[]").lower(), self._via_port),
-            (settings.sip_host.lower(), settings.sip_port),
+            (host, port)
+            for host in (self._via_host.strip("[]").lower(), settings.sip_host.lower())
+            for port in {settings.sip_port, *self._via_ports.values()}
         }
 
     # --- incoming SIP ---------------------------------------------------------
@@ -115,7 +139,7 @@ class Edge:
     def message_received(self, data: bytes, source: Source) -> None:
         """One complete SIP message (a datagram, or one framed from a TCP stream)."""
         try:
-            message = parse_message(data, datagram=not source.reliable)
+            message = parse_message(data, datagram=source.message_bounded)
         except SipParseError as error:
             self._answer_unparsable(error, source)
             return
@@ -203,10 +227,23 @@ class Edge:
 
     def _forward(self, request: SipRequest, source: Source, request_id: str) -> None:
         """Put the request on the bus as its typed event (or answer what cannot be)."""
+        # This request's own transaction is already in the backlog count.
+        if not self.admission.admits(self.transactions.unanswered() - 1, time.monotonic()):
+            metrics.OVERLOAD_REFUSALS.labels(request.method).inc()
+            retry_after = str(random.randint(*OVERLOAD_RETRY_AFTER))
+            self._reply(request_id, LocalAnswer(503, "Overloaded", [("Retry-After", retry_after)]))
+            return
         translate = TRANSLATORS[request.method]
         strip_own_routes(request, self._own_addresses)
         now = time.time()
-        sender = authenticate(request, source.host, self.settings, now, reliable=source.reliable)
+        sender = authenticate(
+            request,
+            source.host,
+            self.settings,
+            now,
+            reliable=source.reliable,
+            verified_peer=source.verified_peer,
+        )
         if isinstance(sender, LocalAnswer):
             self._reply(request_id, sender)
             return
@@ -281,6 +318,7 @@ class Edge:
         """One inbox record; `offset` (its position) is kept until its NOTIFY is done
         with, so that the inbox is committed only past finished NOTIFYs."""
         if isinstance(event, events.SipReply):
+            self.admission.replied(time.monotonic())
             answer = LocalAnswer(event.status, event.reason, event.headers, event.to_tag)
             self._reply(event.request_id, answer)
         elif isinstance(event, events.NotifyRequest):
@@ -321,17 +359,21 @@ class Edge:
             return
         branch = "z9hG4bK" + secrets.token_hex(12)
         via = (
-            f"SIP/2.0/{hop.transport.upper()} {self._via_host}:{self._via_port}"
+            f"SIP/2.0/{hop.transport.upper()} {self._via_host}:{self._via_ports[hop.transport]}"
             f";branch={branch};rport"
         )
         data = serialize(build_notify(notify, via))
         # The transaction starts before the lookup and the connect, so that Timer F
         # bounds them too (tick() then cancels this task and reports 408).
         transaction = self.client_transactions.start(
-            branch, notify.notify_id, data, reliable=hop.transport == "tcp", now=time.monotonic()
+            branch, notify.notify_id, data, reliable=hop.transport != "udp", now=time.monotonic()
         )
         transaction.context.update(
-            notify=notify, transport=hop.transport, address=None, task=asyncio.current_task()
+            notify=notify,
+            transport=hop.transport,
+            address=None,
+            server_name=hop.host,
+            task=asyncio.current_task(),
         )
         try:
             address = await self.resolver.resolve(hop.host, hop.port)
@@ -367,9 +409,21 @@ class Edge:
             assert self.udp is not None
             self.udp.send(transaction.data, address)
             return True
-        assert self.tcp is not None
+        transport = transaction.context["transport"]
+        connections = self.connections(str(transport))
+        if connections is None:
+            error = OSError(f"no {transport} transport here")
+            self._delivery_failed(transaction, 503, "Unsupported Transport", "unroutable", error)
+            return False
         try:
-            await self.tcp.send(transaction.data, address)
+            server_name = transaction.context.get("server_name")
+            await connections.send(
+                transaction.data, address, server_name if isinstance(server_name, str) else None
+            )
+        except FlowFailed as error:
+            # A WebSocket watcher is reachable over its own connection only (RFC 7118);
+            # it is gone, and so is this dialog's way to it (RFC 5626 §5.3: 430).
+            self._delivery_failed(transaction, 430, "Flow Failed", "flow_failed", error)
         except ConnectTimeout as error:
             self._delivery_failed(transaction, 408, "Connect Timeout", "connect_timeout", error)
         except WriteBufferFull as error:
@@ -378,11 +432,19 @@ class Edge:
         except ConnectionLimit as error:
             self._delivery_failed(transaction, 503, "Too Many Connections", "overload", error)
         except OSError as error:
-            # §8.1.3.1: a transport error is treated as a 503.
-            self._delivery_failed(transaction, 503, "Transport Error", "transport_error", error)
+            if connections.transport in ("ws", "wss"):
+                # The connection broke while this was written to it: the flow is gone.
+                self._delivery_failed(transaction, 430, "Flow Failed", "flow_failed", error)
+            else:
+                # §8.1.3.1: a transport error is treated as a 503.
+                self._delivery_failed(transaction, 503, "Transport Error", "transport_error", error)
         else:
             return True
         return False
+
+    def connections(self, transport: str) -> TcpConnections | None:
+        """The connections of a connection transport (None: not served here)."""
+        return {"tcp": self.tcp, "tls": self.tls, "ws": self.ws, "wss": self.wss}.get(transport)
 
     def _delivery_failed(
         self,
@@ -438,7 +500,12 @@ class Edge:
 
     def _report_outcome(self, notify: events.NotifyRequest, status: int, reason: str) -> None:
         outcome = events.NotifyOutcome.of(notify, status, reason)
-        self._produce(self._topics.notify_outcomes, outcome, key=notify.presentity)
+        # Only what ends a subscription matters to the store: a delivered NOTIFY of a
+        # live subscription (nearly all of them) costs no bus record.
+        if outcome.ends_subscription(
+            timeout_ends=bool(self.settings.notify_timeout_ends_subscription)
+        ):
+            self._produce(self._topics.notify_outcomes, outcome, key=notify.presentity)
         self._notify_done(notify.notify_id)
         following = self.pacer.finished(notify.subscription, time.monotonic())
         if following is not None:

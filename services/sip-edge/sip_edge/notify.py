@@ -8,10 +8,13 @@ from presence.events import NotifyRequest
 from presence.sip.message import Headers, SipRequest, parse_name_addr, parse_uri
 from presence.sip.routing import DEFAULT_PORT
 
+# The transports a NOTIFY may leave on; "ws" and "wss" only over an open flow.
+TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
+
 
 @dataclass(frozen=True)
 class Hop:
-    transport: str  # "udp" or "tcp"
+    transport: str  # "udp", "tcp", "tls", "ws" or "wss"
     host: str
     port: int
     # True for the flow a SUBSCRIBE came on: an address the watcher sent from, never
@@ -23,7 +26,7 @@ def parse_flow(flow: str) -> Hop | None:
     """ "udp:203.0.113.5:5060" (IPv6 hosts in brackets) -> Hop."""
     transport, _, address = flow.partition(":")
     host, _, port = address.rpartition(":")
-    if transport not in ("udp", "tcp") or not host or not port.isdigit():
+    if transport not in TRANSPORTS or not host or not port.isdigit():
         return None
     return Hop(transport, host.strip("[]"), int(port), from_flow=True)
 
@@ -40,7 +43,11 @@ def next_hop(notify: NotifyRequest) -> Hop:
             return flow
         uri = parse_uri(notify.request_uri)
     transport = (uri.params.get("transport") or "udp").lower()
-    if transport not in ("udp", "tcp"):
+    if uri.scheme == "sips":
+        # RFC 5630 §3.1.3: sips: means TLS on every hop; a ws/wss target stays
+        # WebSocket (secure on its own, but only over its flow).
+        transport = "wss" if transport in ("ws", "wss") else "tls"
+    elif transport not in TRANSPORTS:
         transport = "udp"
     port = uri.port or DEFAULT_PORT[transport.upper()]
     return Hop(transport, uri.host.strip("[]"), port)

@@ -1,0 +1,115 @@
+"""The event package declarations (presence.packages) and PRESENCE_EVENT_PACKAGES."""
+
+import pytest
+
+from presence.aggregation import Publication, empty_document
+from presence.packages import (
+    PACKAGES,
+    Aggregation,
+    Authorization,
+    EventPackage,
+    accepted_types,
+    allow_events,
+    enabled,
+)
+from presence.settings import SettingsError, load
+
+ENTITY = "sip:alice@example.com"
+
+
+def pidf(basic: str) -> str:
+    return (
+        f'<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="{ENTITY}">'
+        f'<tuple id="t1"><status><basic>{basic}</basic></status></tuple></presence>'
+    )
+
+
+def test_every_package_is_declared_once_under_its_name() -> None:
+    assert all(name == package.name for name, package in PACKAGES.items())
+    assert {"presence", "presence.winfo"} <= set(PACKAGES)
+
+
+def test_presence_merges_publications_and_pres_rules_decide() -> None:
+    presence = PACKAGES["presence"]
+    assert presence.publish_types == ("application/pidf+xml",)
+    assert presence.aggregation is Aggregation.MERGE
+    assert presence.authorization is Authorization.PRES_RULES
+    assert presence.empty_state(ENTITY, load({})) == empty_document(ENTITY)
+    both = presence.state(
+        ENTITY, [Publication("a", 1, pidf("open")), Publication("b", 2, pidf("closed"))], [],
+        load({}),
+    )  # fmt: skip
+    assert both.count(b"<tuple") == 1  # one tuple id: the newest copy wins
+
+
+def test_watcher_info_is_not_publishable_and_only_for_the_owner() -> None:
+    winfo = PACKAGES["presence.winfo"]
+    assert not winfo.publishable
+    assert winfo.watcher_info_of == "presence"
+    assert winfo.authorization is Authorization.OWNER
+    with pytest.raises(ValueError):
+        winfo.check_body(b"<x/>")
+
+
+def test_newest_publication_wins_when_the_package_does_not_aggregate() -> None:
+    newest = EventPackage(
+        "test",
+        "text/plain",
+        Aggregation.NEWEST,
+        Authorization.OWNER,
+        lambda entity, settings: b"none",
+        publish_types=("text/plain",),
+        document=lambda entity, live, closed, settings: b"|".join(
+            str(p.body).encode() for p in live
+        ),
+    )
+    publications = [
+        Publication("a", 5, "five"),
+        Publication("b", 9, "nine"),
+        Publication("c", 7, "seven"),
+    ]
+    assert newest.state(ENTITY, publications, [], load({})) == b"nine"
+
+
+def test_accept_allows_the_body_type_its_wildcards_or_nothing() -> None:
+    presence = PACKAGES["presence"]
+    assert presence.accepts([])
+    assert presence.accepts(["application/pidf+xml"])
+    assert presence.accepts(["application/*"])
+    assert presence.accepts(["*/*"])
+    assert not presence.accepts(["application/xpidf+xml"])
+
+
+def test_package_expiry_is_bounded_by_the_settings() -> None:
+    settings = load({"PRESENCE_MAX_EXPIRES": "1800", "PRESENCE_DEFAULT_EXPIRES": "900"})
+    presence = PACKAGES["presence"]
+    assert presence.expiry_default(settings) == 900
+    assert presence.expiry_max(settings) == 1800
+    short = EventPackage(
+        "test", "text/plain", Aggregation.NEWEST, Authorization.OWNER,
+        lambda entity, settings: b"", default_expires=3600, max_expires=600,
+    )  # fmt: skip
+    assert short.expiry_max(settings) == 600
+    assert short.expiry_default(settings) == 600
+
+
+def test_event_packages_setting_turns_packages_off() -> None:
+    settings = load({"PRESENCE_EVENT_PACKAGES": "presence"})
+    assert list(enabled(settings)) == ["presence"]
+    assert allow_events(settings) == "presence"
+    assert accepted_types(settings) == "application/pidf+xml"
+    assert list(enabled(load({}))) == list(PACKAGES)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("presence,conference", "unknown event package 'conference'"),
+        ("presence.winfo", "presence.winfo needs presence"),
+        (" , ", "at least one"),
+    ],
+)
+def test_event_packages_setting_is_checked(value: str, problem: str) -> None:
+    with pytest.raises(SettingsError, match="PRESENCE_EVENT_PACKAGES") as raised:
+        load({"PRESENCE_EVENT_PACKAGES": value})
+    assert problem in str(raised.value)
