@@ -178,7 +178,7 @@ async def tables(db_url: str) -> dict[str, Any]:
 
 # The statements a PUBLISH, a SUBSCRIBE, a change and the clean_period sweep run (as in
 # publish_store.py, presentity_documents.py, subscribe_store.py, handlers.py,
-# notifier/fanout.py and cleaner.py), for the last loaded dialog: its presentity
+# presence/active_watchers.py and cleaner.py), for the last loaded dialog: its presentity
 # (:user, watched once), its watcher (:watcher) and its To-tag (:to_tag). The shared
 # blocks each one touches do not depend on the machine's load: a statement whose
 # blocks grow with the size reads more than its own rows.
@@ -198,7 +198,7 @@ PLANS = {
           AND status <> 'terminated' AND expires > :now""",
     "subscribe: in-dialog refresh": """SELECT id, callid, from_tag, remote_cseq
         FROM active_watchers WHERE to_tag = :to_tag AND expires > :now""",
-    "notifier: anyone watching": """SELECT EXISTS (SELECT 1 FROM active_watchers
+    "publish and notifier: anyone watching": """SELECT EXISTS (SELECT 1 FROM active_watchers
         WHERE to_domain = :domain AND to_user = :user AND event = 'presence'
           AND status <> 'terminated')""",
     "sweep: expired publications": """SELECT id, username, domain, event, body FROM presentity
