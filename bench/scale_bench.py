@@ -179,43 +179,63 @@ async def tables(db_url: str) -> dict[str, Any]:
 # The statements a PUBLISH, a SUBSCRIBE, a change and the clean_period sweep run (as in
 # publish_store.py, presentity_documents.py, subscribe_store.py, handlers.py,
 # presence/active_watchers.py and cleaner.py), for the last loaded dialog: its presentity
-# (:user, watched once), its watcher (:watcher) and its To-tag (:to_tag). The shared
+# ({user}, watched once), its watcher ({watcher}) and its To-tag ({to_tag}). The shared
 # blocks each one touches do not depend on the machine's load: a statement whose
 # blocks grow with the size reads more than its own rows.
 PLANS = {
     "publish: live publications": """SELECT count(*) FROM presentity
-        WHERE username = :user AND domain = :domain AND event = 'presence' AND expires > :now""",
+        WHERE username = {user} AND domain = {domain} AND event = 'presence' AND expires > {now}""",
     "publish: the document": """SELECT etag, received_time, body, device FROM presentity
-        WHERE username = :user AND domain = :domain AND event = 'presence' AND expires > :now
+        WHERE username = {user} AND domain = {domain} AND event = 'presence' AND expires > {now}
         ORDER BY received_time, id""",
     "publish: idempotency lookup": """SELECT reply, notices FROM processed_requests
         WHERE request_id = 'no-such-request'""",
     "subscribe: the watcher's dialogs": """SELECT count(*) FROM active_watchers
-        WHERE from_domain = :domain AND from_user = :watcher AND status <> 'terminated'
-          AND expires > :now""",
+        WHERE from_domain = {domain} AND from_user = {watcher} AND status <> 'terminated'
+          AND expires > {now}""",
     "subscribe: the presentity's dialogs": """SELECT count(*) FROM active_watchers
-        WHERE to_domain = :domain AND to_user = :user AND event = 'presence'
-          AND status <> 'terminated' AND expires > :now""",
+        WHERE to_domain = {domain} AND to_user = {user} AND event = 'presence'
+          AND status <> 'terminated' AND expires > {now}""",
     "subscribe: in-dialog refresh": """SELECT id, callid, from_tag, remote_cseq
-        FROM active_watchers WHERE to_tag = :to_tag AND expires > :now""",
+        FROM active_watchers WHERE to_tag = {to_tag} AND expires > {now}""",
     "publish and notifier: anyone watching": """SELECT EXISTS (SELECT 1 FROM active_watchers
-        WHERE to_domain = :domain AND to_user = :user AND event = 'presence'
+        WHERE to_domain = {domain} AND to_user = {user} AND event = 'presence'
           AND status <> 'terminated')""",
     "sweep: expired publications": """SELECT id, username, domain, event, body FROM presentity
-        WHERE expires <= :now ORDER BY expires LIMIT 500""",
+        WHERE expires <= {now} ORDER BY expires LIMIT 500""",
     "sweep: expired subscriptions": """SELECT id FROM active_watchers
-        WHERE expires <= :now AND status <> 'terminated' ORDER BY expires LIMIT 500""",
+        WHERE expires <= {now} AND status <> 'terminated' ORDER BY expires LIMIT 500""",
     "sweep: terminated dialogs": """SELECT ctid FROM active_watchers
-        WHERE status = 'terminated' AND expires <= :now - 300 LIMIT 500""",
+        WHERE status = 'terminated' AND expires <= {now} - 300 LIMIT 500""",
     "sweep: stale pending watchers": """SELECT ctid FROM watchers
-        WHERE subs_status = 'pending' AND inserted_time <= :now - 30 * 86400 LIMIT 500""",
+        WHERE subs_status = 'pending' AND inserted_time <= {now} - 30 * 86400 LIMIT 500""",
     "sweep: old idempotency records": """SELECT ctid FROM processed_requests
-        WHERE created_at <= :now - 3600 LIMIT 500""",
+        WHERE created_at <= {now} - 3600 LIMIT 500""",
+    # Writes (rolled back): a new dialog and its decision, a new publication, a NOTIFY's
+    # CSeq; a random To-tag and entity tag land where real ones do in their indexes.
+    "subscribe: new dialog (insert)": """INSERT INTO active_watchers (to_user, to_domain,
+            from_user, from_domain, event, to_tag, from_tag, callid, remote_cseq, local_cseq,
+            contact, expires, status, version, local_uri, remote_uri, flow, edge_id)
+        VALUES ({user}, {domain}, 'probe', {domain}, 'presence',
+            '10' || substr(md5(clock_timestamp()::text), 1, 16), 'f', 'c@h', 1, 0,
+            'sip:probe@127.0.0.1:9', {now} + 3600, 'active', 0, 'sip:u', 'sip:w',
+            'udp:127.0.0.1:9', 'bench-edge')""",
+    "subscribe: its decision (upsert)": """INSERT INTO watchers (p_user, p_domain, w_user,
+            w_domain, subs_status, reason, inserted_time)
+        VALUES ({user}, {domain}, 'probe', {domain}, 'active', NULL, {now})
+        ON CONFLICT (p_user, p_domain, w_user, w_domain) DO UPDATE
+            SET subs_status = EXCLUDED.subs_status, reason = EXCLUDED.reason""",
+    "publish: new publication (insert)": """INSERT INTO presentity (username, domain, event,
+            etag, expires, received_time, body, device_marks, device)
+        VALUES ({user}, {domain}, 'presence', substr(md5(clock_timestamp()::text), 1, 22),
+            {now} + 600, {now}, repeat('x', 630), ARRAY['id:t1'], 'flow:udp:127.0.0.1:9')""",
+    "notifier: a NOTIFY's CSeq (update)": """UPDATE active_watchers
+        SET local_cseq = local_cseq + 1, version = version + 1 WHERE to_tag = {to_tag}""",
 }
 
 
 def numbered(sql: str, values: dict[str, Any]) -> tuple[str, list[Any]]:
-    """SQL with :names as $1, $2, ... in order of first use, and the arguments."""
+    """SQL with {names} as $1, $2, ... in order of first use, and the arguments."""
     names: list[str] = []
 
     def number(match: re.Match[str]) -> str:
@@ -223,11 +243,13 @@ def numbered(sql: str, values: dict[str, Any]) -> tuple[str, list[Any]]:
             names.append(match.group(1))
         return f"${names.index(match.group(1)) + 1}"
 
-    return re.sub(r":([a-z_]+)", number, sql), [values[name] for name in names]
+    return re.sub(r"\{([a-z_]+)\}", number, sql), [values[name] for name in names]
 
 
 async def plans(db_url: str) -> dict[str, Any]:
-    """Per statement: shared blocks touched (hit + read), execution ms, the plan's scans."""
+    """Per statement: shared blocks touched (hit + read), execution ms, the plan's scans,
+    and the WAL it wrote the first time (right after the load's checkpoint: every page
+    it changes is then written whole, as after any checkpoint) and the second time."""
     import asyncpg
 
     connection = await asyncpg.connect(db_url)
@@ -246,17 +268,27 @@ async def plans(db_url: str) -> dict[str, Any]:
         for name, sql in PLANS.items():
             text, args = numbered(sql, values)
             # Twice: the first run may read what the second finds in shared buffers.
+            runs = []
             for _ in range(2):
-                (plan,) = json.loads(
-                    await connection.fetchval(
-                        f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {text}", *args
+                transaction = connection.transaction()
+                await transaction.start()
+                try:
+                    (plan,) = json.loads(
+                        await connection.fetchval(
+                            f"EXPLAIN (ANALYZE, BUFFERS, WAL, FORMAT JSON) {text}", *args
+                        )
                     )
-                )
-            top = plan["Plan"]
+                finally:
+                    await transaction.rollback()
+                runs.append(plan)
+            first, top = runs[0]["Plan"], runs[1]["Plan"]
             result[name] = {
                 "blocks": top.get("Shared Hit Blocks", 0) + top.get("Shared Read Blocks", 0),
-                "ms": round(plan["Execution Time"], 3),
+                "ms": round(runs[1]["Execution Time"], 3),
                 "scans": sorted(set(_scans(top))),
+                "wal_bytes_after_checkpoint": first.get("WAL Bytes", 0),
+                "wal_full_pages_after_checkpoint": first.get("WAL FPI", 0),
+                "wal_bytes": top.get("WAL Bytes", 0),
             }
         return result
     finally:
@@ -473,11 +505,18 @@ def print_plans(runs: list[dict[str, Any]]) -> None:
         return
     names = list(next(iter(by_size.values())))
     width = max(len(name) for name in names)
-    print("  shared blocks per statement (the services' statements, EXPLAIN ANALYZE, BUFFERS):")
-    print(f"  {'':<{width}} " + " ".join(f"{size:>9,}" for size in by_size))
+    print("  shared blocks per statement (the services' statements, EXPLAIN ANALYZE,"
+          " BUFFERS; writes: also WAL bytes, first after a checkpoint / again):")  # fmt: skip
+    print(f"  {'':<{width}} " + " ".join(f"{size:>15,}" for size in by_size))
     for name in names:
-        cells = " ".join(f"{by_size[size].get(name, {}).get('blocks', '-'):>9}" for size in by_size)
-        print(f"  {name:<{width}} {cells}")
+        cells = []
+        for size in by_size:
+            plan = by_size[size].get(name, {})
+            cell = str(plan.get("blocks", "-"))
+            if plan.get("wal_bytes_after_checkpoint"):
+                cell += f" {plan['wal_bytes_after_checkpoint']}/{plan.get('wal_bytes', 0)}"
+            cells.append(f"{cell:>15}")
+        print(f"  {name:<{width}} " + " ".join(cells))
 
 
 # --- command line -------------------------------------------------------------------------

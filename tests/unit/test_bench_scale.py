@@ -109,9 +109,10 @@ def test_gauges_pause_longer_when_counting_costs_more(count_s: float, pause: flo
 
 def test_named_parameters_are_numbered_in_order_of_first_use() -> None:
     text, args = numbered(
-        "WHERE a = :user AND b = :now AND c = :user AND d <= :now - 1", {"user": "u", "now": 7}
+        "WHERE a = {user} AND b = {now} AND c = {user} AND d <= {now} - 1 AND e = 's:x'::text",
+        {"user": "u", "now": 7},
     )
-    assert text == "WHERE a = $1 AND b = $2 AND c = $1 AND d <= $2 - 1"
+    assert text == "WHERE a = $1 AND b = $2 AND c = $1 AND d <= $2 - 1 AND e = 's:x'::text"
     assert args == ["u", 7]
 
 
