@@ -13,7 +13,7 @@ help:
 	@echo "make bench  parse/serialize, PUBLISH latency under load, NOTIFY fan-out delay and NOTIFYs/s with 1 and 3 notifiers,"
 	@echo "            then the same load side by side with Kamailio 5.6 (installs it from Debian; docs/PERFORMANCE.md),"
 	@echo "            then again with 10k and 100k stored presentities and subscriptions (docs/perf/scale.md)"
-	@echo "            (BENCH_PARTS=parse,publish,fanout,throughput,compare,scale; knobs in scripts/bench.sh)"
+	@echo "            (BENCH_PARTS=parse,publish,fanout,dialog,throughput,compare,overload,scale; knobs in scripts/bench.sh)"
 	@echo "make chaos  fault suite: SIGKILL and restart each service and PostgreSQL, Redis, Kafka under"
 	@echo "            SIP load; checks nothing is lost and prints a table (own servers, var/chaos)"
 	@echo "make compose-test  verify docker-compose.yml here: local stand-in images, up, test profile, --scale notifier=3, down"
