@@ -58,7 +58,8 @@
 # subscription flows at BENCH_SCALE_FLOW_RATE (100/s), each for BENCH_SCALE_DURATION
 # (10 s), the PUBLISH rate search of "compare" for this project only (start
 # BENCH_SCALE_SEARCH_START 100/s, BENCH_SCALE_STEP_SECONDS 5, BENCH_SCALE_REFINE 1) and
-# the fan-out (BENCH_SCALE_WATCHERS 1000, BENCH_SCALE_CHANGES 3). BENCH_SCALE_ROUNDS
+# the fan-out (BENCH_SCALE_WATCHERS 1000, BENCH_SCALE_CHANGES 3, its SUBSCRIBEs at
+# BENCH_SCALE_SETUP_RATE 200/s: lower it where the edge refuses some). BENCH_SCALE_ROUNDS
 # (1) repeats the sizes, interleaved (0, 10k, 100k, 0, ...). sipp's files in
 # var/bench/<timestamp>-scale/.
 set -euo pipefail
@@ -98,6 +99,7 @@ BENCH_SCALE_STEP_SECONDS="${BENCH_SCALE_STEP_SECONDS:-5}"
 BENCH_SCALE_REFINE="${BENCH_SCALE_REFINE:-1}"
 BENCH_SCALE_WATCHERS="${BENCH_SCALE_WATCHERS:-1000}"
 BENCH_SCALE_CHANGES="${BENCH_SCALE_CHANGES:-3}"
+BENCH_SCALE_SETUP_RATE="${BENCH_SCALE_SETUP_RATE:-200}"
 for size in ${BENCH_SCALE_SIZES//,/ }; do
     [[ "$size" =~ ^[0-9]+$ ]] || die "BENCH_SCALE_SIZES: '$size' is not a number of rows"
 done
@@ -484,6 +486,7 @@ if has_part scale; then
             "$PY" "$REPO_ROOT/bench/compare.py" settle --port "$SIP_PORT"
             "$PY" "$REPO_ROOT/bench/notify_bench.py" fanout --port "$SIP_PORT" \
                 --watchers "$BENCH_SCALE_WATCHERS" --changes "$BENCH_SCALE_CHANGES" \
+                --setup-rate "$BENCH_SCALE_SETUP_RATE" \
                 --json "$dir/fanout.json" || failures+=("scale $size fanout (exit $?)")
             $SCALE probe "${rss[@]}" --json "$dir/after.json"
             stop_services
