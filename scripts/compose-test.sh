@@ -8,13 +8,16 @@
 #      bookworm root made with debootstrap, packages installed into copies of it in
 #      a chroot on the host, `docker import`, then the Dockerfiles in infra/images;
 #   3. the service and test images, built offline from a wheelhouse made on the host;
-#   4. `up -d`, wait for health, the test profile, `--scale notifier=3`, the test
+#   4. `up -d` (the init service makes the secrets and a CA into a volume), wait for
+#      health, the test profile (UDP, TCP, TLS and WSS), `--scale notifier=3`, the test
 #      profile again, the notifier-replica checks from the host (change events spread
 #      over the three; one killed mid-load loses no NOTIFY), `down -v`.
 #
 # Environment:
 #   COMPOSE_TEST_SIP_PORT   host port published for SIP (default: the first of 25060-25159 free
 #                           for TCP and UDP; 5060 may be `make run`'s, 25060 someone else's)
+#   COMPOSE_TEST_PROJECT    compose project name (default presence-compose-test): another name
+#                           lets a second run share one Docker engine without colliding
 #   COMPOSE_TEST_COMPOSE    the compose command (default: `docker compose` when it answers, else
 #                           docker-compose; e.g. COMPOSE_TEST_COMPOSE=docker-compose)
 #   COMPOSE_TEST_KEEP=1     leave the stack (and a dockerd started here) running at the end
@@ -42,6 +45,10 @@ SIP_PORT="${COMPOSE_TEST_SIP_PORT:-}"
 if [ -z "$SIP_PORT" ]; then
     for SIP_PORT in $(seq 25060 25159); do sip_port_free "$SIP_PORT" && break; done
 fi
+# The other published ports (SIP over TLS, WS, WSS; presence-store's HTTPS): free
+# ones the kernel picks, so that nothing on the host's defaults is disturbed.
+free_tcp_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("0.0.0.0", 0)); print(s.getsockname()[1])'; }
+TLS_PORT="$(free_tcp_port)" WS_PORT="$(free_tcp_port)" WSS_PORT="$(free_tcp_port)" HTTPS_PORT="$(free_tcp_port)"
 IMAGES_DIR="$PRESENCE_VAR/images"
 WHEELHOUSE="$PRESENCE_VAR/wheelhouse"
 CONTEXT="$PRESENCE_VAR/compose-build/context"
@@ -49,13 +56,15 @@ DOCKERD_PID_FILE="$RUN_DIR/dockerd.pid"
 KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$REPO_ROOT/infra/kafka/pom.xml" | head -n 1)"
 L=presence-local   # repository prefix of every image built here
 export DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0   # the classic builder: no buildx needed
-export COMPOSE_PROJECT_NAME=presence-compose-test COMPOSE_FILE="$REPO_ROOT/docker-compose.yml"
+export COMPOSE_PROJECT_NAME="${COMPOSE_TEST_PROJECT:-presence-compose-test}" COMPOSE_FILE="$REPO_ROOT/docker-compose.yml"
 # What docker-compose.yml reads: the local images, a free SIP port, documents in NOTIFYs.
 export POSTGRES_IMAGE=$L/postgres:15 REDIS_IMAGE=$L/redis:7 KAFKA_IMAGE=$L/kafka:$KAFKA_VERSION \
     PYTHON_IMAGE=$L/python:3.11 SIP_EDGE_IMAGE=$L/sip-edge:latest \
     PRESENCE_STORE_IMAGE=$L/presence-store:latest NOTIFIER_IMAGE=$L/notifier:latest \
     TESTS_IMAGE=$L/compose-tests:latest \
     PRESENCE_SIP_PORT="$SIP_PORT" PRESENCE_SERVER_ADDRESS="sip:127.0.0.1:$SIP_PORT" \
+    PRESENCE_SIP_TLS_PORT="$TLS_PORT" PRESENCE_SIP_WS_PORT="$WS_PORT" PRESENCE_SIP_WSS_PORT="$WSS_PORT" \
+    PRESENCE_STORE_HTTPS_PORT="$HTTPS_PORT" \
     PRESENCE_FORCE_ACTIVE=1 PRESENCE_AUTH=none  # its SIP checks send no credentials
 
 say() { printf 'compose-test: %s\n' "$*"; }
@@ -99,7 +108,7 @@ pick_compose() {
     elif command -v docker-compose >/dev/null; then COMPOSE=(docker-compose)
     else die "neither 'docker compose' nor docker-compose found: apt-get install -y docker-compose"
     fi
-    say "compose: ${COMPOSE[*]} ($("${COMPOSE[@]}" version --short 2>/dev/null || echo '?')), docker engine $(docker version -f '{{.Server.Version}}'), SIP on host port $SIP_PORT"
+    say "compose: ${COMPOSE[*]} ($("${COMPOSE[@]}" version --short 2>/dev/null || echo '?')), docker engine $(docker version -f '{{.Server.Version}}'), SIP on host port $SIP_PORT (TLS $TLS_PORT, WS $WS_PORT, WSS $WSS_PORT, HTTPS $HTTPS_PORT), project $COMPOSE_PROJECT_NAME"
 }
 
 # --- stand-in images --------------------------------------------------------------
@@ -279,6 +288,22 @@ notifier_replicas() {
     "$REPO_ROOT/.venv/bin/python" "$REPO_ROOT/tests/compose/notifier_replicas.py" --project "$COMPOSE_PROJECT_NAME"
 }
 
+# The first start made the secrets once; a later start (init runs again) keeps them.
+SECRET_FILES="/run/presence/auth-secret /run/presence/xcap-secret /run/presence/admin-token /run/presence/tls/ca.pem"
+stored_secrets() { compose exec -T sip-edge cat $SECRET_FILES | sha256sum | cut -c1-16; }
+FIRST_SECRETS=""
+first_start() {
+    local logs; logs="$(compose logs --no-color init)"   # whole, then searched: no early close of a pipe
+    grep -q "first start: made" <<<"$logs" || die "the init service made nothing at the first start: $logs"
+    FIRST_SECRETS="$(stored_secrets)"
+    say "  init made the secrets and a CA (digest $FIRST_SECRETS); read with: $(grep -m1 -o 'docker compose exec .*auth-secret' <<<"$logs")"
+}
+secrets_kept() {
+    local now; now="$(stored_secrets)"
+    [ "$now" = "$FIRST_SECRETS" ] || die "the secrets changed on a later start ($FIRST_SECRETS -> $now)"
+    say "  a later start kept them (digest $now)"
+}
+
 wait_stack() { wait_healthy sip-edge 1 180; wait_healthy presence-store 1 10; wait_healthy notifier 1 10; }
 
 # --no-deps: the stack is up and healthy; without it Compose v2 reconciles the
@@ -320,9 +345,11 @@ main() {
     step "docker compose up -d" compose up -d --no-build
     step "waiting for health" wait_stack
     step "OPTIONS from the host to the published port" options_from_host
+    step "the first start's secrets" first_start
     step "test profile (1 notifier)" run_tests
     step "docker compose up -d --scale notifier=3" compose up -d --no-build --scale notifier=3
     step "waiting for 3 healthy notifiers" wait_healthy notifier 3 120
+    step "secrets after a later start" secrets_kept
     step "test profile (3 notifiers)" run_tests
     step "notifier replicas: change events spread, one killed mid-load" notifier_replicas
     say "all checks passed"

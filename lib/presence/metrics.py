@@ -162,8 +162,9 @@ UNSTORABLE_REQUESTS = Counter(
 AUTH_FAILURES = Counter(
     "presence_auth_failures_total",
     "SIP requests refused on authentication, by reason: at the store bad_credentials, "
-    "replayed_nonce_count, blocked_account, blocked_source, qop_required, not_own_aor, "
-    "not_own_subscription, bad_authorization; at the edge bad_authorization, "
+    "replayed_nonce_count, blocked_account, blocked_source, qop_required, "
+    "algorithm_not_offered, not_own_aor, not_own_subscription, bad_authorization; at the "
+    "edge bad_authorization, "
     "trusted_proxy_udp",
     ["reason"],
 )
@@ -205,6 +206,12 @@ CLEANER_REMOVED = Counter(
 
 # --- notifier -------------------------------------------------------------------
 
+STORE_NOTIFIES_BUILT = Counter(
+    "presence_store_notifies_total",
+    "NOTIFY requests presence-store built itself and handed to an edge (the one each "
+    "accepted SUBSCRIBE calls for), by event package",
+    ["event"],
+)
 NOTIFIES_BUILT = Counter(
     "presence_notifier_notifies_total",
     "NOTIFY requests the notifier built and handed to an edge, by event package",

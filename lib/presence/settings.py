@@ -18,7 +18,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from presence.first_start import with_stored_values
 from presence.logs import parse_levels
+from presence.sip.digest import parse_algorithm_list
 from presence.sip.message import parse_uri
 
 PREFIX = "PRESENCE_"
@@ -40,6 +42,9 @@ SCRIPT_VARIABLES = frozenset(
         # docker-compose.yml: the address the observability profile publishes
         # Prometheus and Grafana on (127.0.0.1 unless told otherwise).
         "PRESENCE_OBSERVABILITY_BIND",
+        # docker-compose.yml: more names for the server certificate its init service
+        # makes at the first start (comma-separated).
+        "PRESENCE_TLS_HOSTS",
         # tests/integration/conftest.py: the database the integration tests recreate
         # (presence_test), so that two test runs on one PostgreSQL do not collide.
         "PRESENCE_TEST_DATABASE",
@@ -161,6 +166,11 @@ def _text(text: str) -> str:
 # A secret shorter than this is refused at start: the nonce key, the XCAP
 # passwords' key and the admin token must not be guessable.
 MIN_SECRET_LENGTH = 16
+
+
+def _algorithm_list(text: str) -> str:
+    parse_algorithm_list(text)
+    return text
 
 
 def _secret(text: str) -> str:
@@ -323,6 +333,11 @@ class Settings:
     # The browser client's bundle, served by presence-store under /client/
     # (scripts/webclient.sh builds it); empty: webclient/dist of this repository.
     webclient_dir: str = ""
+    # A directory of values made once at a deployment's first start (presence.first_start;
+    # docker-compose's init service): PRESENCE_AUTH_SECRET, PRESENCE_XCAP_SECRET,
+    # PRESENCE_ADMIN_TOKEN, PRESENCE_TLS_CERT and PRESENCE_TLS_KEY left unset or empty
+    # are taken from its files. Empty: none.
+    secrets_dir: str = ""
 
     # --- privacy (RFC 5025) and XCAP ---
     # How a subscription ends when a rules change withdraws its permission: reason
@@ -368,6 +383,11 @@ class Settings:
     # 1: digest credentials must use qop=auth (nonce-count replay protection); those
     # without qop (RFC 2069, some old phones) get a fresh challenge. 0 accepts them.
     auth_require_qop: int = 1
+    # The digest algorithms offered in a 401, in this order, and the only ones
+    # accepted (RFC 8760: the strongest first). Browser libraries that read only one
+    # challenge and know only MD5 (JsSIP takes the first, SIP.js the last) need MD5
+    # where they look: "MD5,SHA-256" for JsSIP, or "MD5" alone.
+    auth_algorithms: str = "SHA-256,MD5"
     # 1: trusted-proxy mode accepts P-Asserted-Identity over UDP too; the operator
     # must guarantee that no one else can send from a trusted address (ingress
     # filtering). 0: only over TCP; over UDP the answer is 403.
@@ -475,6 +495,10 @@ class Settings:
         )
 
     @property
+    def offered_algorithms(self) -> tuple[str, ...]:
+        return parse_algorithm_list(self.auth_algorithms)
+
+    @property
     def event_package_names(self) -> tuple[str, ...]:
         return tuple(n.strip() for n in self.event_packages.split(",") if n.strip())
 
@@ -543,6 +567,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "tls_key": _text,
     "tls_client_ca": _text,
     "webclient_dir": _text,
+    "secrets_dir": _text,
     "sip_handshake_timeout_ms": _integer(100, 60_000),
     "store_https_port": _integer(0, 65535),
     "withdrawn_reason": _choice("deactivated", "probation"),
@@ -560,6 +585,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "auth_max_source_failures": _integer(1, 1_000_000),
     "auth_block_seconds": _integer(1, 86400),
     "auth_require_qop": _flag,
+    "auth_algorithms": _algorithm_list,
     "trusted_proxy_udp": _flag,
     "kafka_bootstrap": _bootstrap,
     "kafka_partitions": _integer(1, 1000),
@@ -611,6 +637,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     if env.get("PRESENCE_ENV_FILE"):
         file_values = read_env_file(Path(env["PRESENCE_ENV_FILE"]))
         env = {**file_values, **env}
+    if env.get("PRESENCE_SECRETS_DIR"):
+        env = with_stored_values(env, Path(env["PRESENCE_SECRETS_DIR"]))
     known = {env_name(f.name) for f in fields(Settings)} | SCRIPT_VARIABLES
     for key in env:
         if key.startswith(PREFIX) and key not in known:

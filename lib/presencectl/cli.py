@@ -14,8 +14,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import IO, Any
 
+from presence.first_start import with_stored_values
 from presence.packages import PACKAGES
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -409,10 +411,13 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("PRESENCECTL_URL", DEFAULT_URL),
         help="presence-store's HTTP address (PRESENCECTL_URL; default %(default)s)",
     )
+    # Inside a compose container the token may be the one made at the first start.
+    stored = os.environ.get("PRESENCE_SECRETS_DIR")
+    environ = with_stored_values(os.environ, Path(stored)) if stored else os.environ
     top.add_argument(
         "--token",
-        default=os.environ.get("PRESENCE_ADMIN_TOKEN", ""),
-        help="the admin token (default: PRESENCE_ADMIN_TOKEN)",
+        default=environ.get("PRESENCE_ADMIN_TOKEN", ""),
+        help="the admin token (default: PRESENCE_ADMIN_TOKEN, or PRESENCE_SECRETS_DIR's)",
     )
     top.add_argument("--json", action="store_true", help="JSON on stdout instead of tables")
     top.add_argument("--timeout", type=float, default=30.0, help="seconds per request")

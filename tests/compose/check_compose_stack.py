@@ -1,8 +1,14 @@
 """Checks of a running Docker Compose stack, driven from outside over SIP.
 
     PRESENCE_TEST_SIP=sip-edge:5060 \
+    PRESENCE_TEST_SIP_TLS=sip-edge:5061 PRESENCE_TEST_SIP_WSS=sip-edge:7443 \
+    PRESENCE_TEST_CA=/run/presence/tls/ca.pem \
     PRESENCE_TEST_DB_URL=postgresql://presence:presence@postgres:5432/presence \
     python -m pytest tests/compose/check_compose_stack.py
+
+SIP over TLS and over secure WebSocket are checked against the certificate the
+stack made at its first start (its init service), verified with that CA and the
+host names the variables give.
 
 Run by `docker compose --profile test run --rm tests` (and `make compose-test`).
 The file name does not match `test_*.py` on purpose: `make test` collects
@@ -20,12 +26,15 @@ import asyncio
 import os
 import secrets
 import socket
+import ssl
+from dataclasses import dataclass
 
 import asyncpg
 import pytest
+from websockets.asyncio.client import connect
 
-from presence.sip.message import SipRequest, make_response, parse_name_addr
-from presence.sip.parser import serialize
+from presence.sip.message import SipRequest, SipResponse, make_response, parse_name_addr
+from presence.sip.parser import parse_message, serialize
 from tests.integration.sip_client import SipClient
 
 
@@ -51,6 +60,22 @@ def db_url() -> str:
     return _required("PRESENCE_TEST_DB_URL")
 
 
+@pytest.fixture(scope="module")
+def stack_tls() -> ssl.SSLContext:
+    """Trusts the CA the stack made at its first start (the presence-secrets volume)."""
+    ca = _required("PRESENCE_TEST_CA")
+    try:
+        return ssl.create_default_context(cafile=ca)
+    except (OSError, ssl.SSLError) as error:
+        pytest.fail(f"PRESENCE_TEST_CA: cannot load {ca} ({error}); did the init service run?")
+
+
+def host_and_port(variable: str) -> tuple[str, int]:
+    host, _, port = _required(variable).rpartition(":")
+    return host, int(port)
+
+
+@dataclass
 class StackClient(SipClient):
     """SipClient on a non-loopback address: the edge runs in another container.
 
@@ -58,7 +83,10 @@ class StackClient(SipClient):
     container uses towards the edge, so replies and NOTIFYs find their way back.
     Responses to the server's NOTIFYs go to the edge we talk to, whatever host
     its Via advertises (PRESENCE_SERVER_ADDRESS may name one for other clients).
+    Over TLS the server's certificate is verified for `server_name`.
     """
+
+    server_name: str = ""
 
     def __post_init__(self) -> None:
         probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -72,7 +100,12 @@ class StackClient(SipClient):
             try:
                 self._sock = socket.create_connection(self.server, timeout=self.timeout)
             except OSError as error:
-                pytest.fail(f"no SIP over TCP at {self.server}: {error}")
+                pytest.fail(f"no SIP over {self.transport.upper()} at {self.server}: {error}")
+            if self.transport == "tls":
+                assert self.tls_context is not None
+                self._sock = self.tls_context.wrap_socket(
+                    self._sock, server_hostname=self.server_name
+                )
         self.local_port = self._sock.getsockname()[1]
 
     def request(
@@ -213,3 +246,100 @@ def test_subscribe_gets_notify_with_published_state(sip_server):
     finally:
         publisher.close()
         watcher.close()
+
+
+def subscribe_request(client: StackClient, aor: str) -> bytes:
+    contact = f"<sip:watcher@{client.local_ip}:{client.local_port};transport={client.transport}>"
+    return client.request(
+        "SUBSCRIBE",
+        aor,
+        [("Event", "presence"), ("Expires", "600"), ("Contact", contact)],
+        from_uri="sip:watcher@example.com",
+    )
+
+
+def test_tls_publish_subscribe_and_notify_over_one_connection(stack_tls: ssl.SSLContext) -> None:
+    """SIP over TLS on the published port's container side: the server's certificate
+    names sip-edge and verifies with the stack's CA; the NOTIFY comes back over the
+    subscriber's TLS connection."""
+    name, port = host_and_port("PRESENCE_TEST_SIP_TLS")
+    aor, _, _ = fresh_aor()
+    try:
+        client = StackClient(
+            (socket.gethostbyname(name), port), "tls", 20, tls_context=stack_tls, server_name=name
+        )
+    except ssl.SSLCertVerificationError as error:
+        pytest.fail(
+            f"the certificate of {name}:{port} does not verify with PRESENCE_TEST_CA: {error}"
+        )
+    try:
+        published = publish(client, aor, "open")
+        assert published.status == 200, f"PUBLISH over TLS got {published.status}"
+        response = client.transact(subscribe_request(client, aor))
+        assert response.status == 200, f"SUBSCRIBE over TLS got {response.status}"
+        notify = client.next_request()
+        client.answer(notify)
+        assert notify.method == "NOTIFY" and b"<basic>open</basic>" in notify.body
+        assert (notify.headers.get("Via") or "").startswith("SIP/2.0/TLS")
+    finally:
+        client.close()
+
+
+def test_wss_subscribe_gets_notify_over_the_websocket(
+    sip_server: tuple[str, int], stack_tls: ssl.SSLContext
+) -> None:
+    """SIP over secure WebSocket (RFC 7118, subprotocol `sip`), as a browser speaks it:
+    a SUBSCRIBE to a presentity published over UDP, its NOTIFY over the WebSocket."""
+    name, port = host_and_port("PRESENCE_TEST_SIP_WSS")
+    aor, _, _ = fresh_aor()
+    publisher = StackClient(sip_server, "udp")
+    try:
+        assert publish(publisher, aor, "open").status == 200
+    finally:
+        publisher.close()
+
+    async def watch() -> tuple[SipResponse, SipRequest]:
+        host = f"{secrets.token_hex(5)}.invalid"  # RFC 7118 §5: a browser's made-up Via host
+        lines = [
+            f"SUBSCRIBE {aor} SIP/2.0",
+            f"Via: SIP/2.0/WSS {host};branch=z9hG4bK{secrets.token_hex(8)};rport",
+            "Max-Forwards: 70",
+            f"From: <sip:wss-watcher@example.com>;tag={secrets.token_hex(4)}",
+            f"To: <{aor}>",
+            f"Call-ID: {secrets.token_hex(8)}",
+            "CSeq: 1 SUBSCRIBE",
+            "Event: presence",
+            "Expires: 600",
+            f"Contact: <sip:watcher@{host};transport=wss>",
+            "Content-Length: 0",
+            "",
+            "",
+        ]
+        async with connect(
+            f"wss://{name}:{port}/",
+            subprotocols=["sip"],  # type: ignore[list-item]
+            ssl=stack_tls,
+            open_timeout=10,
+        ) as websocket:
+            assert websocket.subprotocol == "sip"
+            await websocket.send("\r\n".join(lines))
+            response: SipResponse | None = None
+            notify: SipRequest | None = None
+            while response is None or notify is None:  # the NOTIFY may overtake the 200
+                message = await asyncio.wait_for(websocket.recv(), 20)
+                data = message.encode() if isinstance(message, str) else message
+                parsed = parse_message(data, datagram=False)
+                if isinstance(parsed, SipResponse):
+                    if parsed.status >= 200:
+                        response = parsed
+                else:
+                    await websocket.send(serialize(make_response(parsed, 200)).decode())
+                    notify = notify or parsed
+            return response, notify
+
+    try:
+        response, notify = asyncio.run(watch())
+    except (OSError, ssl.SSLError) as error:
+        pytest.fail(f"no SIP over WSS at {name}:{port}: {error}")
+    assert response.status == 200, f"SUBSCRIBE over WSS got {response.status}"
+    assert notify.method == "NOTIFY" and b"<basic>open</basic>" in notify.body

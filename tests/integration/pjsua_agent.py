@@ -3,7 +3,11 @@ interoperability test, so that PJSIP's process-wide library state and threads st
 out of pytest's process.
 
     python pjsua_agent.py --server 127.0.0.1:5060 --user alice [--buddy sip:bob@...]
-        [--publish] [--mwi] [--dialog-buddy sip:carol@...] [--log FILE]
+        [--publish] [--mwi] [--dialog-buddy sip:carol@...] [--log FILE] [--tls-ca FILE]
+
+With --tls-ca it speaks SIP over TLS only (--server is then the TLS port): a TLS
+transport that verifies the server's certificate against that CA file, a registrar
+and Route of `;transport=tls`, so every request and NOTIFY goes over TLS.
 
 It registers with the server (its built-in registrar), publishes its presence if
 told to (AccountPresConfig.publishEnabled; PJSIP sends the first PUBLISH on the
@@ -131,7 +135,7 @@ def presence(command: str) -> pj.PresenceStatus:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--server", required=True, help="host:port of sip-edge (UDP)")
+    parser.add_argument("--server", required=True, help="sip-edge host:port (UDP, TLS)")
     parser.add_argument("--user", required=True)
     parser.add_argument("--domain", default="127.0.0.1")
     parser.add_argument("--buddy", action="append", default=[])
@@ -140,6 +144,7 @@ def main() -> int:
     parser.add_argument("--dialog-buddy", action="append", default=[])
     parser.add_argument("--log", default="")
     parser.add_argument("--password", help="digest credentials for any realm")
+    parser.add_argument("--tls-ca", default="", help="SIP over TLS, trusting this CA (PEM)")
     args = parser.parse_args()
 
     endpoint = pj.Endpoint()
@@ -157,15 +162,23 @@ def main() -> int:
     transport = pj.TransportConfig()
     transport.port = 0
     transport.boundAddress = "127.0.0.1"
-    transport_id = endpoint.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
+    kind = pj.PJSIP_TRANSPORT_UDP
+    if args.tls_ca:
+        kind = pj.PJSIP_TRANSPORT_TLS
+        transport.tlsConfig.CaListFile = args.tls_ca
+        # An unverifiable server is refused (the default only logs it).
+        transport.tlsConfig.verifyServer = True
+    transport_id = endpoint.transportCreate(kind, transport)
     endpoint.libStart()
     endpoint.audDevManager().setNullDev()
 
-    server = f"sip:{args.server}"
+    server = f"sip:{args.server};transport=tls" if args.tls_ca else f"sip:{args.server}"
     account_config = pj.AccountConfig()
     account_config.idUri = f"sip:{args.user}@{args.domain}"
     account_config.regConfig.registrarUri = server
     account_config.sipConfig.proxies.append(f"{server};lr")
+    if args.tls_ca:
+        account_config.sipConfig.transportId = transport_id
     account_config.presConfig.publishEnabled = args.publish
     account_config.mwiConfig.enabled = args.mwi
     if args.password:

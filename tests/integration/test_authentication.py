@@ -302,3 +302,33 @@ def test_a_user_added_with_presencectl_can_publish(digest_stack: Stack) -> None:
         )
     finally:
         client.close()
+
+
+def test_the_offered_algorithms_and_their_order_are_the_operators_choice(
+    test_database: str,
+) -> None:
+    """PRESENCE_AUTH_ALGORITHMS: JsSIP answers the first challenge and knows only MD5,
+    so a deployment with browsers offers MD5 first; an algorithm not offered is
+    challenged again, never accepted (RFC 8760 §2.4: the server's choice)."""
+    with running_stack(
+        test_database,
+        PRESENCE_AUTH="digest",
+        PRESENCE_AUTH_SECRET=AUTH_SECRET,
+        PRESENCE_AUTH_ALGORITHMS="MD5",
+        PRESENCE_AUTH_MAX_FAILURES="1000",
+    ) as stack:
+        user, password = new_user(stack, "browser")
+        aor = f"sip:{user}@{DOMAIN}"
+        client = SipClient(stack.sip, "udp")
+        try:
+            challenged = publish(client, aor, aor)
+            assert challenged.status == 401
+            assert [v.split("algorithm=")[1].split(",")[0] for v in
+                    challenged.headers.get_all("WWW-Authenticate")] == ["MD5"]  # fmt: skip
+            nonce = challenges(challenged)["MD5"]["nonce"]
+            sha = authorization(user, password, "PUBLISH", aor, nonce, algorithm="SHA-256")
+            assert publish(client, aor, aor, sha).status == 401
+            md5 = authorization(user, password, "PUBLISH", aor, nonce, algorithm="MD5", nc=2)
+            assert publish(client, aor, aor, md5).status == 200
+        finally:
+            client.close()

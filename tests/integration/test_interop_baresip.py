@@ -1,6 +1,6 @@
 """A real SIP client against the real stack: two baresip instances (Debian's
 baresip-core, installed by `make test`). alice publishes her presence; bob
-subscribes to alice and must see her Online, then Offline.
+subscribes to alice and must see her Online, then Offline; the same over TLS.
 
 baresip pre-loads a Route to its outbound proxy (our edge), publishes with its
 own PIDF and subscribes without Accept: the interoperability cases a real client brings.
@@ -8,6 +8,7 @@ own PIDF and subscribes without Accept: the interoperability cases a real client
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import socket
@@ -16,9 +17,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from presence.device import tuple_id_suffix
+from presence.local_ca import ensure
 
 from .conftest import Stack, free_port, running_stack
 from .sip_client import SipClient
@@ -43,15 +46,28 @@ audio_source\taufile,/dev/null
 class Baresip:
     """One baresip process, driven through its console keys on stdin."""
 
-    def __init__(self, home: Path, user: str, server: tuple[str, int], contacts: str = "") -> None:
+    def __init__(
+        self,
+        home: Path,
+        user: str,
+        server: tuple[str, int],
+        contacts: str = "",
+        tls_ca: Path | None = None,
+    ) -> None:
+        """With `tls_ca`, `server` is the TLS port and baresip reaches it over TLS
+        (its outbound proxy `;transport=tls`), with that CA file as `sip_cafile`."""
         home.mkdir(parents=True)
         # baresip also binds TLS on its SIP port + 1: keep both free.
         port = free_port()
         while not _free(port + 1):
             port = free_port()
-        (home / "config").write_text(CONFIG.format(port=port))
+        config = CONFIG.format(port=port)
+        if tls_ca is not None:
+            config += f"sip_cafile\t{tls_ca}\n"
+        (home / "config").write_text(config)
         self.port = port  # its PUBLISHes come from here: the flow that is its device
-        outbound = f'outbound="sip:{server[0]}:{server[1]}"'
+        transport = ";transport=tls" if tls_ca is not None else ""
+        outbound = f'outbound="sip:{server[0]}:{server[1]}{transport}"'
         (home / "accounts").write_text(f"<sip:{user}@127.0.0.1>;regint=0;pubint=60;{outbound}\n")
         (home / "contacts").write_text(contacts)
         self.log = home / "console.log"
@@ -162,3 +178,55 @@ def test_two_baresips_of_one_user_are_two_devices(stack: Stack, tmp_path: Path) 
         client.close()
         phone.stop()
         desk.stop()
+
+
+def test_baresip_watcher_sees_baresip_presentity_over_tls(
+    test_database: str, tmp_path: Path
+) -> None:
+    """Debian's baresip over TLS (libre's OpenSSL transport, `sip_cafile` the CA made
+    for the test): alice publishes, bob watches, both over TLS. (baresip 1.0 does not
+    verify the server: with a CA that did not sign the server's certificate it is
+    served all the same, so this shows TLS interoperability, not its verification;
+    PJSIP's test covers that.)"""
+    local_ca = ensure(tmp_path / "ca")
+    with running_stack(
+        test_database,
+        PRESENCE_FORCE_ACTIVE="1",
+        PRESENCE_TLS_CERT=str(local_ca.server_cert),
+        PRESENCE_TLS_KEY=str(local_ca.server_key),
+    ) as stack:
+        server = ("127.0.0.1", int(stack.env["PRESENCE_SIP_TLS_PORT"]))
+        alice = Baresip(tmp_path / "alice", "alice", server, tls_ca=local_ca.ca_cert)
+        bob = Baresip(
+            tmp_path / "bob",
+            "bob",
+            server,
+            contacts='"Alice" <sip:alice@127.0.0.1>;presence=p2p\n',
+            tls_ca=local_ca.ca_cert,
+        )
+        try:
+            alice.key("[")  # presence online
+            assert alice_as_bob_sees_her(bob) == "Online", bob.output()
+            assert "tls" in asyncio.run(live_watcher_transports(stack.db_url, "alice", "bob"))
+            alice.key("]")  # presence offline
+            deadline = time.monotonic() + 20
+            while alice_as_bob_sees_her(bob, timeout=2) != "Offline":
+                assert time.monotonic() < deadline, bob.output()
+        finally:
+            alice.stop()
+            bob.stop()
+
+
+async def live_watcher_transports(db_url: str, presentity: str, watcher: str) -> set[str]:
+    """The transports of the flows of `watcher`'s unexpired presence subscriptions."""
+    connection = await asyncpg.connect(db_url)
+    try:
+        flows = await connection.fetch(
+            "SELECT flow FROM active_watchers WHERE to_user = $1 AND from_user = $2"
+            " AND event = 'presence' AND expires > extract(epoch FROM now())",
+            presentity,
+            watcher,
+        )
+    finally:
+        await connection.close()
+    return {row["flow"].partition(":")[0] for row in flows}

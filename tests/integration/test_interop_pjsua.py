@@ -3,7 +3,8 @@ in requirements-dev.txt), each a child process (tests/integration/pjsua_agent.py
 carol registers and publishes; dave registers and subscribes to carol as a buddy and
 must see what she publishes: online, busy, offline, and her publication's removal.
 PJSIP's MWI and its dialog-event buddy watch what a test voicemail server and a test
-PBX publish.
+PBX publish. Over TLS, PJSIP verifies the server against a CA made for the test
+(presence.local_ca) and does everything over its TLS connection.
 
 PJSIP sends its requests through a pre-loaded Route to the edge (`;lr`), publishes
 with RPID person elements, and at shutdown un-PUBLISHes, unregisters and
@@ -25,6 +26,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from presence.local_ca import LocalCa, ensure
 from presence_store.credentials import set_password
 
 from .conftest import LOGS, Stack, eventually, running_stack
@@ -46,12 +48,17 @@ AGENT = Path(__file__).with_name("pjsua_agent.py")
 class Agent:
     """One pjsua_agent.py process: commands on its stdin, events read from its stdout."""
 
-    def __init__(self, stack: Stack, user: str, *options: str) -> None:
+    def __init__(self, stack: Stack, user: str, *options: str, tls_ca: Path | None = None) -> None:
+        """With `tls_ca`, the agent speaks SIP over TLS to the stack's TLS port, trusting
+        that CA; otherwise UDP."""
         LOGS.mkdir(parents=True, exist_ok=True)
         self.user = user
         self.uri = f"sip:{user}@127.0.0.1"
         self.log = LOGS / f"pjsua-{user}-{stack.env['PRESENCE_KAFKA_NAMESPACE']}.log"
         host, port = stack.sip
+        if tls_ca is not None:
+            port = int(stack.env["PRESENCE_SIP_TLS_PORT"])
+            options = (*options, "--tls-ca", str(tls_ca))
         command = [sys.executable, str(AGENT), "--server", f"{host}:{port}", "--user", user]
         self.process = subprocess.Popen(
             [*command, "--log", str(self.log), *options],
@@ -331,6 +338,90 @@ async def test_pjsua_publishes_and_watches_with_digest_credentials(
         impostor = Agent(digest_stack, f"mallory-{suffix}", "--publish", "--password", "guess")
         agents.append(impostor)
         impostor.wait_for(r"reg 401 .*")
+    finally:
+        for agent in agents:
+            agent.kill()
+        await db.close()
+
+
+# --- over TLS ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local_ca(tmp_path_factory: pytest.TempPathFactory) -> LocalCa:
+    return ensure(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def tls_stack(test_database: str, local_ca: LocalCa) -> Iterator[Stack]:
+    with running_stack(
+        test_database,
+        PRESENCE_FORCE_ACTIVE="1",
+        PRESENCE_TLS_CERT=str(local_ca.server_cert),
+        PRESENCE_TLS_KEY=str(local_ca.server_key),
+    ) as stack:
+        yield stack
+
+
+async def test_pjsua_registers_publishes_and_watches_over_tls(
+    tls_stack: Stack, local_ca: LocalCa, tmp_path: Path
+) -> None:
+    """PJSIP's TLS transport, verifying the server against the generated CA: it
+    registers, publishes and watches over TLS, its NOTIFYs come back over its TLS
+    connection; PJSIP trusting another CA refuses the server and registers nothing."""
+    suffix = secrets.token_hex(3)
+    db = await asyncpg.connect(tls_stack.db_url)
+    agents: list[Agent] = []
+    try:
+        carol = Agent(tls_stack, f"carol-tls-{suffix}", "--publish", tls_ca=local_ca.ca_cert)
+        agents.append(carol)
+        carol.wait_for("reg 200 OK")
+        contact = await db.fetchval("SELECT contact FROM location WHERE username = $1", carol.user)
+        assert "transport=tls" in str(contact).lower(), contact
+        carol.send("online")
+        body = await eventually(
+            lambda: db.fetchval("SELECT body FROM presentity WHERE username = $1", carol.user),
+            lambda body: body is not None,
+            "carol's publication over TLS",
+        )
+        assert "<basic>open</basic>" in str(body)
+
+        dave = Agent(tls_stack, f"dave-tls-{suffix}", "--buddy", carol.uri, tls_ca=local_ca.ca_cert)
+        agents.append(dave)
+        dave.wait_for("reg 200 OK")
+        dave.wait_for(buddy_line(carol, "online", "Online"))
+        watcher = await db.fetchrow(
+            "SELECT status, flow FROM active_watchers"
+            " WHERE to_user = $1 AND from_user = $2 AND event = 'presence'",
+            carol.user,
+            dave.user,
+        )
+        assert watcher is not None and watcher["status"] == "active"
+        assert str(watcher["flow"]).startswith("tls:"), watcher["flow"]
+
+        seen = dave.mark()
+        carol.send("busy")
+        dave.wait_for(buddy_line(carol, "online", "Busy"), after=seen)
+        seen = dave.mark()
+        carol.quit()
+        dave.wait_for(buddy_line(carol, "offline"), after=seen)
+        await eventually(
+            lambda: db.fetchval("SELECT count(*) FROM presentity WHERE username = $1", carol.user),
+            lambda n: n == 0,
+            "carol's publication to be removed",
+        )
+
+        # A CA that did not sign the server's certificate: PJSIP's verification fails,
+        # its REGISTER is never sent (503 from its own transport layer) and the server
+        # stores nothing.
+        other_ca = ensure(tmp_path / "other-ca")
+        stranger = Agent(tls_stack, f"stranger-{suffix}", tls_ca=other_ca.ca_cert)
+        agents.append(stranger)
+        stranger.wait_for(r"reg 503 .*\(PJSIP_TLS_ECERTVERIF\)")
+        assert (
+            await db.fetchval("SELECT count(*) FROM location WHERE username = $1", stranger.user)
+            == 0
+        )
     finally:
         for agent in agents:
             agent.kill()

@@ -178,24 +178,24 @@ def test_a_document_over_a_lowered_limit_is_withheld_not_a_failed_change() -> No
     filtered: the watcher gets "nothing known" and the notifier goes on."""
     from datetime import UTC, datetime
 
-    from notifier.fanout import Fanout
-    from notifier.notify_builder import Subscription
+    from presence.notify_builder import Subscription
+    from presence.notify_views import as_seen_by
 
     settings = load({"PRESENCE_MAX_DOCUMENT_BYTES": "4096"})
-    fanout = Fanout(settings, None, None)  # type: ignore[arg-type]
     subscription = Subscription(
         1, "alice", "example.com", "presence", None, "tt", "ft", "c", 1, 1, "sip:b@h", None,
         2**40, "active", None, RESOURCE, "sip:bob@example.com", "bob", "example.com", "udp:h",
         "e",
     )  # fmt: skip
-    seen = fanout._as_seen_by(
-        subscription, big_document(5000), RESOURCE, ALLOW_ALL.decode(), datetime.now(UTC), None
-    )
+    seen = as_seen_by(
+        settings, subscription, big_document(5000), RESOURCE, ALLOW_ALL.decode(),
+        datetime.now(UTC), None,
+    )  # fmt: skip
     root = parse_pidf(seen)
     assert root.get("entity") == RESOURCE and len(root) == 0
     # Within the limit the same rules show the document.
     small = big_document(3000)
-    shown = fanout._as_seen_by(
-        subscription, small, RESOURCE, ALLOW_ALL.decode(), datetime.now(UTC), None
+    shown = as_seen_by(
+        settings, subscription, small, RESOURCE, ALLOW_ALL.decode(), datetime.now(UTC), None
     )
     assert b'<tuple id="t">' in shown

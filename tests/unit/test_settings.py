@@ -244,3 +244,19 @@ def test_record_attempts_and_admission_settings() -> None:
             assert str(error).startswith(name)
         else:
             raise AssertionError(f"{name}={value} accepted")
+
+
+def test_digest_algorithms_are_known_names_each_once() -> None:
+    from presence.settings import SettingsError, load
+
+    assert load({}).offered_algorithms == ("SHA-256", "MD5")
+    assert load({"PRESENCE_AUTH_ALGORITHMS": "MD5, SHA-256"}).offered_algorithms == (
+        "MD5", "SHA-256",
+    )  # fmt: skip
+    for value in ("", "SHA-1", "MD5,MD5"):
+        try:
+            load({"PRESENCE_AUTH_ALGORITHMS": value})
+        except SettingsError as error:
+            assert str(error).startswith("PRESENCE_AUTH_ALGORITHMS")
+        else:
+            raise AssertionError(f"PRESENCE_AUTH_ALGORITHMS={value!r} accepted")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
-from notifier.notify_builder import Subscription, build_notify, subscription_state
+from presence.notify_builder import Subscription, build_notify, subscription_state
 from presence.pidf import current_sphere
 from presence.watcherinfo import (
     WATCHERINFO_NS,

@@ -196,8 +196,27 @@ def _unquote(raw: str) -> str:
 
 
 def challenge_headers(
-    secret: str, realm: str, now: float, stale: bool = False
+    secret: str,
+    realm: str,
+    now: float,
+    stale: bool = False,
+    algorithms: tuple[str, ...] = OFFERED,
 ) -> list[tuple[str, str]]:
-    """The WWW-Authenticate headers of a 401: a fresh nonce, every offered algorithm."""
+    """The WWW-Authenticate headers of a 401: a fresh nonce, one challenge per offered
+    algorithm, in the order given (PRESENCE_AUTH_ALGORITHMS)."""
     nonce = make_nonce(secret, realm, now)
-    return [("WWW-Authenticate", challenge(realm, nonce, name, stale)) for name in OFFERED]
+    return [("WWW-Authenticate", challenge(realm, nonce, name, stale)) for name in algorithms]
+
+
+def parse_algorithm_list(text: str) -> tuple[str, ...]:
+    """PRESENCE_AUTH_ALGORITHMS: known algorithm names, each once, in offering order;
+    ValueError otherwise."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise ValueError("must name at least one digest algorithm")
+    for name in names:
+        if name not in ALGORITHMS:
+            raise ValueError(f"unknown digest algorithm {name!r} (known: {', '.join(OFFERED)})")
+    if len(set(names)) != len(names):
+        raise ValueError(f"names an algorithm twice: {text!r}")
+    return names

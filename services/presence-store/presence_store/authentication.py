@@ -93,6 +93,9 @@ class Authenticator:
         if credentials.qop is None and settings.auth_require_qop:
             metrics.AUTH_FAILURES.labels("qop_required").inc()
             return self._challenge(credentials)
+        if credentials.algorithm not in settings.offered_algorithms:
+            metrics.AUTH_FAILURES.labels("algorithm_not_offered").inc()
+            return self._challenge(credentials)
         if credentials.uri != request.request_uri:
             metrics.AUTH_FAILURES.labels("bad_authorization").inc()
             return Reply(400, "Digest URI Mismatch")  # RFC 7616 §3.4.6
@@ -125,7 +128,11 @@ class Authenticator:
 
     def _challenge(self, credentials: DigestCredentials, stale: bool = False) -> Reply:
         headers = challenge_headers(
-            self._settings.auth_secret, credentials.realm.lower(), time.time(), stale
+            self._settings.auth_secret,
+            credentials.realm.lower(),
+            time.time(),
+            stale,
+            self._settings.offered_algorithms,
         )
         return Reply(401, "Unauthorized", headers)
 

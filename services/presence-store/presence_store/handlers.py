@@ -97,7 +97,7 @@ class RequestHandler:
             log.error("%s %s not applied: %s", event.TYPE, event.presentity, error)
             outcome = Outcome(Reply(500, "Presentity Busy", [("Retry-After", "1")]))
         sends = await self._reply(event, outcome)
-        return sends + await self._send_notices(outcome.notices, event.presentity)
+        return sends + await self._send_notices(outcome.notices, event.presentity, event.edge_id)
 
     async def give_up(self, event: events.Event, error: str) -> list[asyncio.Future[object]]:
         """The final answer to a request the consumer loop gave up on (it failed every
@@ -125,7 +125,7 @@ class RequestHandler:
             return await self._reply(event, Outcome(GIVEN_UP))
         outcome = _stored_outcome(done["reply"], done["notices"])
         sends = await self._reply(event, outcome)
-        return sends + await self._send_notices(outcome.notices, event.presentity)
+        return sends + await self._send_notices(outcome.notices, event.presentity, event.edge_id)
 
     async def _reply(self, event: Request, outcome: Outcome) -> list[asyncio.Future[object]]:
         """Send the request's answer to the edge that holds its transaction."""
@@ -148,16 +148,44 @@ class RequestHandler:
             return []
 
     async def _send_notices(
-        self, notices: list[events.Event], presentity: str
+        self, notices: list[events.Event], presentity: str, edge_id: str | None = None
     ) -> list[asyncio.Future[object]]:
-        return [
-            await self._producer.send(
-                self._topics.changes,
-                events.encode(notice),
-                key=getattr(notice, "presentity", presentity).encode(),
+        """Change notices to presence.changes; a NOTIFY the store built itself (the one
+        a SUBSCRIBE calls for) to the inbox of the edge that holds its dialog, after
+        the reply already sent there."""
+        sends = []
+        for notice in notices:
+            if isinstance(notice, events.NotifyRequest):
+                if edge_id is None:
+                    log.error("NOTIFY %s without an edge to send it", notice.notify_id)
+                    continue
+                try:
+                    sends.append(
+                        await self._producer.send(
+                            self._topics.edge_inbox(edge_id), events.encode(notice)
+                        )
+                    )
+                except KafkaError as error:
+                    # Its edge is gone (as for the reply before it): the dialog ends
+                    # as one whose NOTIFY got no answer.
+                    log.warning("NOTIFY to %s not sent: %s", edge_id, error)
+                    outcome = events.NotifyOutcome.of(notice, 408, "Edge Gone")
+                    sends.append(
+                        await self._producer.send(
+                            self._topics.notify_outcomes,
+                            events.encode(outcome),
+                            key=outcome.presentity.encode(),
+                        )
+                    )
+                continue
+            sends.append(
+                await self._producer.send(
+                    self._topics.changes,
+                    events.encode(notice),
+                    key=getattr(notice, "presentity", presentity).encode(),
+                )
             )
-            for notice in notices
-        ]
+        return sends
 
     async def _apply_once(self, event: Request, apply: Apply) -> Outcome:
         """Apply the request unless it was applied before (a redelivery after a crash).

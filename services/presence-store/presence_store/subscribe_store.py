@@ -11,6 +11,7 @@ from presence.active_watchers import watched
 from presence.authorization import Verdict, judge, watcher_identity
 from presence.events import Event, SubscribeRequest, WatcherChanged, WatcherInfoChanged
 from presence.expiry import expires_at
+from presence.notify_views import notify_of_dialog
 from presence.packages import PACKAGES, Authorization, watcher_info_package
 from presence.presentity_documents import load_sphere, needs_sphere
 from presence.settings import Settings
@@ -65,8 +66,12 @@ async def apply_subscribe(
     contact = settings.contact_uri_for(request.flow)
     reply = Reply(200, "OK", [("Expires", str(granted)), ("Contact", f"<{contact}>")])
     # The NOTIFY that follows every accepted SUBSCRIBE (RFC 6665 §4.2.1.1); with
-    # Expires 0 it is the final one, carrying the state (a fetch, §4.4.3).
-    notice = WatcherChanged(
+    # Expires 0 it is the final one, carrying the state (a fetch, §4.4.3). Built
+    # here, in this transaction and under the presentity's lock, and sent to the edge
+    # right after the 200: no trip through presence.changes and the notifier. Its
+    # CSeq is allocated like the notifier's (presence.notify_views), so a NOTIFY the
+    # notifier sends later for a newer state has a higher one.
+    own_change = WatcherChanged(
         username=request.username,
         domain=request.domain,
         event=request.event,
@@ -74,8 +79,13 @@ async def apply_subscribe(
         cause=request.request_id,
         received_at=request.received_at,
     )
+    notify = await notify_of_dialog(connection, settings, own_change)
+    notifies: list[Event] = []
+    if notify is not None:
+        metrics.STORE_NOTIFIES_BUILT.labels(notify.event).inc()
+        notifies.append(notify)
     winfo = await _watcher_info(connection, settings, request, changed)
-    return Outcome(reply, [notice, *winfo], to_tag=to_tag)
+    return Outcome(reply, [*notifies, *winfo], to_tag=to_tag)
 
 
 def _is_owner(request: SubscribeRequest) -> bool:

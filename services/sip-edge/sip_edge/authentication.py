@@ -76,6 +76,8 @@ def authenticate(
             return BAD_AUTHORIZATION
         if credentials.qop is None and settings.auth_require_qop:
             continue  # no nonce-count, no replay protection: challenged again
+        if credentials.algorithm not in settings.offered_algorithms:
+            continue  # an algorithm this server does not offer: challenged again
         if credentials.realm.lower() != realm:
             continue
         age = nonce_age(settings.auth_secret, realm, credentials.nonce, now)
@@ -88,7 +90,9 @@ def authenticate(
 
 
 def unauthorized(settings: Settings, realm: str, now: float, stale: bool = False) -> LocalAnswer:
-    headers = challenge_headers(settings.auth_secret, realm, now, stale)
+    headers = challenge_headers(
+        settings.auth_secret, realm, now, stale, settings.offered_algorithms
+    )
     return LocalAnswer(401, "Unauthorized", headers)
 
 

@@ -12,7 +12,7 @@ from presence.sip.message import split_list
 
 @dataclass(frozen=True)
 class Subscription:
-    """One active_watchers row, as the notifier needs it."""
+    """One active_watchers row, as a NOTIFY needs it."""
 
     id: int
     to_user: str
