@@ -11,8 +11,8 @@ processed_requests) and fills them with N presentities and N active subscription
 a few set-based statements (generate_series), then VACUUM ANALYZEs them and
 checkpoints (the load's pages written before anything is measured). The rows are the
 ones the store writes for an initial PUBLISH and an accepted SUBSCRIBE followed by
-its first NOTIFY (publish_store.py, subscribe_store.py, the notifier's CSeq
-allocation): a ~600-byte PIDF document (publish_bench.pidf) with its device and
+its first NOTIFY (publish_store.py, subscribe_store.py and the CSeq allocation
+of presence.notify_views): a ~600-byte PIDF document (publish_bench.pidf) with its device and
 device marks; a dialog with To-tag (to_tag_pref + 16 hex digits), From-tag, Call-ID,
 CSeqs, Contact, URIs, flow and the bench edge's id, status active, and the
 (presentity, watcher) decision in watchers. Subscriptions are spread like a real
@@ -178,10 +178,10 @@ async def tables(db_url: str) -> dict[str, Any]:
 
 # The statements a PUBLISH, a SUBSCRIBE, a change and the clean_period sweep run (as in
 # publish_store.py, presentity_documents.py, subscribe_store.py, handlers.py,
-# presence/active_watchers.py and cleaner.py), for the last loaded dialog: its presentity
-# ({user}, watched once), its watcher ({watcher}) and its To-tag ({to_tag}). The shared
-# blocks each one touches do not depend on the machine's load: a statement whose
-# blocks grow with the size reads more than its own rows.
+# presence/active_watchers.py, presence/notify_views.py and cleaner.py), for the last
+# loaded dialog: its presentity ({user}, watched once), its watcher ({watcher}) and its
+# To-tag ({to_tag}). The shared blocks each one touches do not depend on the machine's
+# load: a statement whose blocks grow with the size reads more than its own rows.
 PLANS = {
     "publish: live publications": """SELECT count(*) FROM presentity
         WHERE username = {user} AND domain = {domain} AND event = 'presence' AND expires > {now}""",
@@ -229,7 +229,7 @@ PLANS = {
             etag, expires, received_time, body, device_marks, device)
         VALUES ({user}, {domain}, 'presence', substr(md5(clock_timestamp()::text), 1, 22),
             {now} + 600, {now}, repeat('x', 630), ARRAY['id:t1'], 'flow:udp:127.0.0.1:9')""",
-    "notifier: a NOTIFY's CSeq (update)": """UPDATE active_watchers
+    "store and notifier: a NOTIFY's CSeq (update)": """UPDATE active_watchers
         SET local_cseq = local_cseq + 1, version = version + 1 WHERE to_tag = {to_tag}""",
 }
 
