@@ -7,7 +7,8 @@ benchctl.py delete-topics BOOTSTRAP NS    delete the Kafka topics of namespace N
 benchctl.py wait-group BOOTSTRAP GROUP N SECONDS   until N members all own partitions
 benchctl.py breakdown BOOTSTRAP NS EDGE OUT   where PUBLISH time went, from the topics
 benchctl.py report OUT WORKDIR K=V...     merge WORKDIR/*.json into OUT, print a summary
-                                          (and compare.py's side-by-side table)
+                                          (and compare.py's side-by-side table, and
+                                          scale_bench.py's table)
 """
 
 from __future__ import annotations
@@ -209,6 +210,8 @@ def report(out: Path, work: Path, meta: list[str]) -> None:
         _, server, part = path.stem.split("-", 2)
         compare.setdefault(server, {})[part] = json.loads(path.read_text())
     result["compare"] = compare or None
+    scale = work / "scale.json"  # one entry per (round, size): scale_bench.py
+    result["scale"] = json.loads(scale.read_text()) if scale.exists() else None
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
 
@@ -241,6 +244,10 @@ def report(out: Path, work: Path, meta: list[str]) -> None:
         from overload_bench import print_summary  # only when the part ran
 
         print_summary(result["overload"])
+    if result["scale"]:
+        from scale_bench import print_table as print_scale_table
+
+        print_scale_table(result["scale"])
     print(f"  results: {out}")
 
 

@@ -7,7 +7,7 @@
 # namespace, so a running `make run` is neither used nor disturbed.
 # Results: var/bench/<UTC timestamp>.json.
 #
-# Environment: BENCH_PARTS (parse,publish,fanout,dialog,throughput,compare,overload;
+# Environment: BENCH_PARTS (parse,publish,fanout,dialog,throughput,compare,overload,scale;
 # "throughput" is both throughput1 and throughput3, which can also be named alone;
 # "dialog" is a PBX's dialog PUBLISHes at BENCH_RATE for BENCH_DURATION, the same
 # from sipp (bench/sipp/publish-dialog.xml) for BENCH_DIALOG_SIPP_SECONDS (20), then the
@@ -49,6 +49,19 @@
 # what is refused is refused early with 503 and never applied, and how soon latency is
 # normal again. The sustainable rate: BENCH_OVERLOAD_RATE, else this run's PUBLISH
 # search result (compare), else 300/s.
+#
+# The part "scale" (last) measures the same figures with a stored population: for each
+# size in BENCH_SCALE_SIZES (0,10000,100000) it loads that many presentities and active
+# subscriptions straight into the bench database (bench/scale_bench.py load), restarts
+# the services, reads the tables' bytes and the services' RSS, times the clean_period
+# sweep and a /metrics scrape, then runs PUBLISH->200 at BENCH_SCALE_RATE (200/s),
+# subscription flows at BENCH_SCALE_FLOW_RATE (100/s), each for BENCH_SCALE_DURATION
+# (10 s), the PUBLISH rate search of "compare" for this project only (start
+# BENCH_SCALE_SEARCH_START 100/s, BENCH_SCALE_STEP_SECONDS 5, BENCH_SCALE_REFINE 1) and
+# the fan-out (BENCH_SCALE_WATCHERS 1000, BENCH_SCALE_CHANGES 3, its SUBSCRIBEs at
+# BENCH_SCALE_SETUP_RATE 200/s: lower it where the edge refuses some). BENCH_SCALE_ROUNDS
+# (1) repeats the sizes, interleaved (0, 10k, 100k, 0, ...). sipp's files in
+# var/bench/<timestamp>-scale/.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 S="$REPO_ROOT/scripts"
@@ -64,18 +77,33 @@ BENCH_CHANGES="${BENCH_CHANGES:-10}"
 BENCH_PRESENTITIES="${BENCH_PRESENTITIES:-200}"
 BENCH_NOTIFY_RATE="${BENCH_NOTIFY_RATE:-200}"
 BENCH_NOTIFY_DURATION="${BENCH_NOTIFY_DURATION:-20}"
-BENCH_PARTS="${BENCH_PARTS:-parse,publish,fanout,dialog,throughput,compare,overload}"
+BENCH_PARTS="${BENCH_PARTS:-parse,publish,fanout,dialog,throughput,compare,overload,scale}"
 BENCH_REDIS_DB="${BENCH_REDIS_DB:-9}"
 BENCH_DB="${BENCH_DB:-presence_bench}"
 BENCH_PROFILE="${BENCH_PROFILE:-0}"
 PARTS=",${BENCH_PARTS// /},"
 PARTS="${PARTS//,throughput,/,throughput1,throughput3,}"
 for part in ${PARTS//,/ }; do
-    case "$part" in parse|publish|fanout|dialog|throughput1|throughput3|compare|overload) ;; *) die "BENCH_PARTS: unknown part '$part'" ;; esac
+    case "$part" in parse|publish|fanout|dialog|throughput1|throughput3|compare|overload|scale) ;; *) die "BENCH_PARTS: unknown part '$part'" ;; esac
 done
 BENCH_DIALOG_SIPP_SECONDS="${BENCH_DIALOG_SIPP_SECONDS:-20}"
 BENCH_OVERLOAD_FACTOR="${BENCH_OVERLOAD_FACTOR:-2}"
 BENCH_OVERLOAD_SECONDS="${BENCH_OVERLOAD_SECONDS:-30}"
+BENCH_SCALE_SIZES="${BENCH_SCALE_SIZES:-0,10000,100000}"
+BENCH_SCALE_ROUNDS="${BENCH_SCALE_ROUNDS:-1}"
+BENCH_SCALE_RATE="${BENCH_SCALE_RATE:-200}"
+BENCH_SCALE_FLOW_RATE="${BENCH_SCALE_FLOW_RATE:-100}"
+BENCH_SCALE_DURATION="${BENCH_SCALE_DURATION:-10}"
+BENCH_SCALE_SEARCH_START="${BENCH_SCALE_SEARCH_START:-100}"
+BENCH_SCALE_STEP_SECONDS="${BENCH_SCALE_STEP_SECONDS:-5}"
+BENCH_SCALE_REFINE="${BENCH_SCALE_REFINE:-1}"
+BENCH_SCALE_WATCHERS="${BENCH_SCALE_WATCHERS:-1000}"
+BENCH_SCALE_CHANGES="${BENCH_SCALE_CHANGES:-3}"
+BENCH_SCALE_SETUP_RATE="${BENCH_SCALE_SETUP_RATE:-200}"
+for size in ${BENCH_SCALE_SIZES//,/ }; do
+    [[ "$size" =~ ^[0-9]+$ ]] || die "BENCH_SCALE_SIZES: '$size' is not a number of rows"
+done
+[[ "$BENCH_SCALE_ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_SCALE_ROUNDS: a positive count"
 BENCH_COMPARE_SERVERS="${BENCH_COMPARE_SERVERS:-ours,kamailio}"
 BENCH_COMPARE_STEP_SECONDS="${BENCH_COMPARE_STEP_SECONDS:-8}"
 BENCH_COMPARE_COOLDOWN="${BENCH_COMPARE_COOLDOWN:-3}"
@@ -99,12 +127,13 @@ if compares kamailio; then
     ! pid_alive kamailio || die "kamailio runs already (pid $(cat "$RUN_DIR/kamailio.pid")): scripts/kamailio.sh stop"
     "$S/kamailio.sh" install
 fi
-command -v sipp >/dev/null || ! { has_part compare || has_part dialog; } || apt_install sip-tester
+command -v sipp >/dev/null || ! { has_part compare || has_part dialog || has_part scale; } || apt_install sip-tester
 SERVICES="presence-store notifier sip-edge"   # start order; stop goes in reverse
 module_of() { case "$1" in sip-edge) echo sip_edge ;; presence-store) echo presence_store ;; notifier*) echo notifier ;; esac; }
 
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 NAMESPACE="bench-$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+ADMIN_TOKEN="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 BENCH_LOGS="$LOG_DIR/bench"
 WORK=""
 mkdir -p "$BENCH_LOGS" "$PRESENCE_VAR/bench"
@@ -210,6 +239,8 @@ service_env=(
     PRESENCE_FORCE_ACTIVE=1
     PRESENCE_AUTH=none  # the protocol path itself; digest adds a challenge round trip
     PRESENCE_LOG_LEVEL="$BENCH_LOG_LEVEL"
+    # For the scale part's POST /admin/cleanup (the clean_period sweep, timed).
+    PRESENCE_ADMIN_TOKEN="$ADMIN_TOKEN"
 )
 read -r -a extra_service_env <<<"${BENCH_SERVICE_ENV:-}"
 service_env+=("${extra_service_env[@]}")
@@ -233,7 +264,10 @@ start_service() {
 }
 
 say "bench: namespace $NAMESPACE, SIP udp 127.0.0.1:$SIP_PORT, logs in $BENCH_LOGS"
-for name in $SERVICES; do start_service "$name"; done
+# The parts compare and scale start their own (one notifier, fresh per size).
+if has_part publish || has_part fanout || has_part dialog || has_part throughput1 || has_part throughput3; then
+    for name in $SERVICES; do start_service "$name"; done
+fi
 
 # --- PUBLISH under load ---------------------------------------------------------------------
 failures=()
@@ -400,6 +434,69 @@ if compares kamailio; then
     kamailio_started=""
     COMPARE_META=("kamailio_version=$({ kamailio -v 2>/dev/null || true; } | head -n 1 | sed 's/^version: //')"
         "kamailio_children=${KAMAILIO_CHILDREN:-4}" "kamailio_subs_db_mode=${KAMAILIO_SUBS_DB_MODE:-2}")
+fi
+# --- the same figures with a stored population ------------------------------------------
+# Each size from a fresh load and freshly started services (their RSS then says what
+# the stored rows cost them); the loaded dialogs' Contact is a loopback UDP port nobody
+# listens on, and nothing expires during the run (scale_bench.py load).
+if has_part scale; then
+    stop_services
+    echo
+    say "scale: sizes $BENCH_SCALE_SIZES, $BENCH_SCALE_ROUNDS round(s)"
+    read -r SCALE_SINK_PORT <<<"$("$PY" "$CTL" free-ports 1)"
+    SCALE="$PY $REPO_ROOT/bench/scale_bench.py"
+    for ((round = 1; round <= BENCH_SCALE_ROUNDS; round++)); do
+        for size in ${BENCH_SCALE_SIZES//,/ }; do
+            dir="$WORK/scale/r$round-$size" raw="$PRESENCE_VAR/bench/$STAMP-scale/r$round-$size"
+            mkdir -p "$dir"
+            echo
+            say "scale: $size presentities and subscriptions (round $round)"
+            $SCALE load "$BENCH_DB_URL" --size "$size" --edge-id bench-edge \
+                --sink-port "$SCALE_SINK_PORT" --json "$dir/load.json"
+            $SCALE tables "$BENCH_DB_URL" --json "$dir/tables.json"
+            $SCALE plans "$BENCH_DB_URL" --json "$dir/plans.json"
+            for name in $SERVICES; do start_service "$name"; done
+            for group in presence-store notifier; do
+                "$PY" "$CTL" wait-group "$KAFKA_BOOTSTRAP" "$NAMESPACE.$group" 1 60 >/dev/null
+            done
+            rss=(--pid "sip-edge=${service_pid[sip-edge]}" --pid "presence-store=${service_pid[presence-store]}"
+                --pid "notifier=${service_pid[notifier]}")
+            $SCALE probe "${rss[@]}" --store-http "http://127.0.0.1:$STORE_HTTP" --token "$ADMIN_TOKEN" \
+                --json "$dir/before.json"
+            # Fresh processes, pools and consumers: a few seconds of load before measuring.
+            "$PY" "$REPO_ROOT/bench/compare.py" steady publish --rate "$BENCH_SCALE_RATE" --port "$SIP_PORT" \
+                --server warmup --step-seconds 3 --out "$raw/warmup" --json "$dir/warmup.json" >/dev/null || true
+            "$PY" "$REPO_ROOT/bench/compare.py" settle --port "$SIP_PORT"
+            "$PY" "$REPO_ROOT/bench/publish_bench.py" --port "$SIP_PORT" --rate "$BENCH_SCALE_RATE" \
+                --duration "$BENCH_SCALE_DURATION" \
+                --users "$(( ${BENCH_SCALE_RATE%.*} * ${BENCH_SCALE_DURATION%.*} ))" \
+                --json "$dir/steady.json" || failures+=("scale $size steady (exit $?)")
+            "$PY" "$REPO_ROOT/bench/compare.py" settle --port "$SIP_PORT"
+            "$PY" "$REPO_ROOT/bench/compare.py" steady subscribe --rate "$BENCH_SCALE_FLOW_RATE" \
+                --port "$SIP_PORT" --server ours --step-seconds "$BENCH_SCALE_DURATION" \
+                --out "$raw/subscribe-steady" --json "$dir/subscribe_steady.json" \
+                || failures+=("scale $size subscribe steady (exit $?)")
+            "$PY" "$REPO_ROOT/bench/compare.py" settle --port "$SIP_PORT"
+            "$PY" "$REPO_ROOT/bench/compare.py" search publish --port "$SIP_PORT" --server ours \
+                --step-seconds "$BENCH_SCALE_STEP_SECONDS" --cooldown "$BENCH_COMPARE_COOLDOWN" \
+                --refine "$BENCH_SCALE_REFINE" --max-rate "$BENCH_COMPARE_MAX_RATE" \
+                --start "$BENCH_SCALE_SEARCH_START" --out "$raw/publish" --json "$dir/publish_search.json" \
+                || failures+=("scale $size publish search (exit $?)")
+            sleep "$BENCH_COMPARE_COOLDOWN"
+            "$PY" "$REPO_ROOT/bench/compare.py" settle --port "$SIP_PORT"
+            "$PY" "$REPO_ROOT/bench/notify_bench.py" fanout --port "$SIP_PORT" \
+                --watchers "$BENCH_SCALE_WATCHERS" --changes "$BENCH_SCALE_CHANGES" \
+                --setup-rate "$BENCH_SCALE_SETUP_RATE" \
+                --json "$dir/fanout.json" || failures+=("scale $size fanout (exit $?)")
+            $SCALE probe "${rss[@]}" --json "$dir/after.json"
+            stop_services
+        done
+    done
+    # Nothing of the population stays behind for a later stack to notify.
+    $SCALE load "$BENCH_DB_URL" --size 0 --edge-id bench-edge --sink-port "$SCALE_SINK_PORT" \
+        --json "$WORK/scale-emptied.json" >/dev/null
+    echo
+    $SCALE summarize "$WORK/scale" --json "$WORK/scale.json" >/dev/null
 fi
 if has_part compare; then   # `sipp -v` exits 99
     COMPARE_META+=("sipp_version=$({ sipp -v 2>/dev/null || true; } | grep -o 'v[0-9][0-9.]*[0-9]' | head -n 1)")

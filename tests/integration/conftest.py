@@ -320,3 +320,18 @@ async def changes_on_bus(
         timeout,
     )
     return [getattr(change, "version", 0) for change in found]
+
+
+@pytest.fixture
+async def scratch_database(test_database: str):
+    """An empty database of its own (migration tests, bulk loads that empty tables)."""
+    name = "migrate_" + secrets.token_hex(4)
+    admin = await asyncpg.connect(test_database)
+    await admin.execute(f"CREATE DATABASE {name}")
+    connection = await asyncpg.connect(test_database.rsplit("/", 1)[0] + "/" + name)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        await admin.close()

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from presence.locks import LockTimeout, ShardedLocks, lock_slot
 from presence.settings import load
+from presence_store.cleaner import PENDING_WATCHERS_DUE
 from presence_store.fencing import FencedOut, enter_fence
 from presence_store.migrate import DEFAULT_SCHEMA_DIR, apply_migrations, load_migrations
 
@@ -26,21 +27,6 @@ async def redis() -> Redis:
     client = Redis.from_url(os.environ.get("PRESENCE_REDIS_URL", "redis://127.0.0.1:16379/0"))
     yield client
     await client.aclose()
-
-
-@pytest.fixture
-async def scratch_database(test_database: str):
-    """An empty database of its own, for migration tests."""
-    name = "migrate_" + secrets.token_hex(4)
-    admin = await asyncpg.connect(test_database)
-    await admin.execute(f"CREATE DATABASE {name}")
-    connection = await asyncpg.connect(test_database.rsplit("/", 1)[0] + "/" + name)
-    try:
-        yield connection
-    finally:
-        await connection.close()
-        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-        await admin.close()
 
 
 async def test_lock_serializes_holders_of_one_presentity(redis: Redis) -> None:
@@ -110,8 +96,30 @@ async def test_migrations_apply_once_and_record_themselves(scratch_database) -> 
         "active_watchers_due",
         "active_watchers_expires",
         "watchers_udud",
+        "watchers_pending",
         "xcap_xml_udd",
     } <= indexes
+
+
+async def test_cleaner_finds_pending_watchers_without_reading_the_table(scratch_database) -> None:
+    """The clean_period sweep's cost must not grow with the number of decisions: among
+    many active ones, the due pending ones are found through the partial index."""
+    await apply_migrations(scratch_database, load_migrations(DEFAULT_SCHEMA_DIR, load(base_env())))
+    await scratch_database.execute(
+        """INSERT INTO watchers (p_user, p_domain, w_user, w_domain, subs_status, inserted_time)
+           SELECT 'p' || i, 'example.com', 'w' || i, 'example.com',
+                  CASE WHEN i % 1000 = 0 THEN 'pending' ELSE 'active' END, i
+           FROM generate_series(1, 20000) AS i"""
+    )
+    await scratch_database.execute("ANALYZE watchers")
+    plan = "\n".join(
+        row[0]
+        for row in await scratch_database.fetch(
+            f"EXPLAIN SELECT ctid FROM watchers WHERE {PENDING_WATCHERS_DUE} LIMIT 500", 10_000
+        )
+    )
+    assert "watchers_pending" in plan, plan
+    assert "Seq Scan" not in plan, plan
 
 
 async def test_concurrent_migrators_apply_each_migration_once(

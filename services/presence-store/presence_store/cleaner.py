@@ -47,6 +47,10 @@ BATCH = 500
 TERMINATED_GRACE = 300
 # Idempotency records outlive any Kafka redelivery by far.
 PROCESSED_REQUESTS_KEPT = 3600
+# Pending watcher decisions due to be forgotten ($1: the oldest inserted_time kept);
+# served by the partial index watchers_pending, so that the sweep does not read the
+# whole table (nearly all active) at every period.
+PENDING_WATCHERS_DUE = "subs_status = 'pending' AND inserted_time <= $1"
 
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -233,7 +237,7 @@ class Cleaner:
             return 0
         return await self._delete_in_batches(
             self._settings.watchers_table,
-            "subs_status = 'pending' AND inserted_time <= $1",
+            PENDING_WATCHERS_DUE,
             now - days * 86400,
         )
 
