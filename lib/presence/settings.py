@@ -286,8 +286,8 @@ class Settings:
     # requests waiting for the store holds more than the store answered in the
     # last edge_queue_delay_ms (by its reply rate over the last second), and at
     # least edge_min_backlog: what would wait longer is refused before any work.
-    edge_queue_delay_ms: int = 250
-    edge_min_backlog: int = 100
+    edge_queue_delay_ms: int = 1000
+    edge_min_backlog: int = 200
     # --- NOTIFY delivery and TCP connections (resource bounds) ---
     # Milliseconds a NOTIFY may wait for its next hop's TCP connect (it then ends as
     # 408, like an unanswered one) and for a name lookup (408 too).

@@ -233,7 +233,7 @@ def test_record_attempts_and_admission_settings() -> None:
 
     settings = load({})
     assert (settings.record_attempts, settings.edge_queue_delay_ms, settings.edge_min_backlog) == (
-        3, 250, 100,
+        3, 1000, 200,
     )  # fmt: skip
     settings = load({"PRESENCE_RECORD_ATTEMPTS": "5", "PRESENCE_EDGE_MIN_BACKLOG": "20"})
     assert (settings.record_attempts, settings.edge_min_backlog) == (5, 20)
