@@ -183,12 +183,18 @@ def verdict(rate: float, calls: int, count: dict[str, Any], exit_code: int) -> l
     return reasons
 
 
-def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
-    """CPU seconds used so far by each named process and its children."""
-    from notify_bench import cpu_ticks  # imports the project's SIP package: only here
-
+def cpu_used(
+    before: dict[str, dict[int, int]], after: dict[str, dict[int, int]]
+) -> dict[str, float]:
+    """CPU seconds each named process and its children used between two
+    `notify_bench.cpu_ticks` readings: a child born meanwhile counts in full, one
+    that ended meanwhile (a database backend of a closed connection) is left out
+    rather than counted negative."""
     hz = os.sysconf("SC_CLK_TCK")
-    return {name: sum(ticks.values()) / hz for name, ticks in cpu_ticks(pids).items()}
+    return {
+        name: sum(t - before[name].get(pid, 0) for pid, t in ticks.items()) / hz
+        for name, ticks in after.items()
+    }
 
 
 # --- running sipp --------------------------------------------------------------------------
@@ -534,10 +540,12 @@ def main() -> None:
         if not (1 <= args.step_seconds <= 60 and 0 < args.rate <= 10_000):
             sys.exit("--step-seconds must be in 1..60 and --rate in (0, 10000]")
         pids = dict(args.cpu)
-        before = cpu_seconds(pids)
+        from notify_bench import cpu_ticks  # imports the project's SIP package: only here
+
+        before = cpu_ticks(pids)
         step = run_step(args, args.rate, 1)
         if pids:
-            used = {name: seconds - before[name] for name, seconds in cpu_seconds(pids).items()}
+            used = cpu_used(before, cpu_ticks(pids))
             per_call = {name: round(1000 * s / step.calls, 3) for name, s in used.items()}
             step.cpu = {
                 "ms_per_call": per_call,

@@ -12,6 +12,7 @@ from compare import (
     SearchPlan,
     bounds,
     counters,
+    cpu_used,
     duration_s,
     next_rate,
     parse_rtt_csv,
@@ -175,3 +176,12 @@ def test_sipp_times_are_compared_at_whole_milliseconds():
     rows = {label: (a, b, r) for label, a, b, r in table_rows(compare)}
     assert rows["SUBSCRIBE->first NOTIFY p50 at steady rate"] == ("4 ms", "<1 ms", "0.25")
     assert rows["SUBSCRIBE->first NOTIFY p99 at steady rate"] == ("<1 ms", "<1 ms", "1.00")
+
+
+def test_cpu_of_a_child_that_ended_meanwhile_is_left_out_not_negative() -> None:
+    import os
+
+    hz = os.sysconf("SC_CLK_TCK")
+    before = {"postgres": {10: 5 * hz, 11: 2 * hz}}
+    after = {"postgres": {10: 6 * hz, 12: hz}}  # 11 ended, 12 was born
+    assert cpu_used(before, after) == {"postgres": 2.0}
