@@ -401,9 +401,11 @@ class Settings:
     # record (presence.kafka): longer means fewer empty round trips when idle, but a
     # partition left out of the parked fetch waits up to this long for its next record.
     kafka_fetch_wait_ms: int = 100
-    # presence-store's and the notifier's offset commits (made beside their consumer
-    # loop, after the database commit): at most one per this many ms. A crash
-    # redelivers what was handled since the last one (the handlers are idempotent).
+    # Offset commits, made beside the consumer loops (presence-store's and the
+    # notifier's after the database commit, sip-edge's inbox past finished NOTIFYs):
+    # at most one per this many ms. A crash redelivers what was handled since the
+    # last one (the handlers are idempotent; the edge ignores replies it no longer
+    # waits for).
     kafka_commit_interval_ms: int = 100
     redis_url: str = "redis://127.0.0.1:16379/0"
     http_host: str = "127.0.0.1"

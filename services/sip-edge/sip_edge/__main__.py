@@ -80,7 +80,10 @@ async def consume_inbox(
     (commit_inbox_behind): the next replies are not held up by a commit's round trip."""
     partition = TopicPartition(inbox, 0)
     advanced = asyncio.Event()
-    committer = asyncio.create_task(commit_inbox_behind(consumer, edge, partition, advanced))
+    interval = edge.settings.kafka_commit_interval_ms / 1000
+    committer = asyncio.create_task(
+        commit_inbox_behind(consumer, edge, partition, advanced, interval)
+    )
     pause = INBOX_RETRY_PAUSE[0]
     try:
         while True:
@@ -127,11 +130,16 @@ async def handle_inbox_record(
 
 
 async def commit_inbox_behind(
-    consumer: AIOKafkaConsumer, edge: Edge, partition: TopicPartition, advanced: asyncio.Event
+    consumer: AIOKafkaConsumer,
+    edge: Edge,
+    partition: TopicPartition,
+    advanced: asyncio.Event,
+    interval: float = 0.0,
 ) -> None:
     """Commit the inbox's committable position whenever reading moved on: one commit
-    in flight at a time, and what arrives meanwhile is covered by the next one, so
-    under load one round trip commits many batches."""
+    in flight at a time, at most one per `interval` (PRESENCE_KAFKA_COMMIT_INTERVAL_MS),
+    and what arrives meanwhile is covered by the next one, so under load one round
+    trip commits many batches (a commit per reply was a tenth of the edge's CPU)."""
     committed: int | None = None
     pause = INBOX_RETRY_PAUSE[0]
     while True:
@@ -144,6 +152,7 @@ async def commit_inbox_behind(
             await consumer.commit({partition: position})
             committed = position
             pause = INBOX_RETRY_PAUSE[0]
+            await asyncio.sleep(interval)
         except asyncio.CancelledError:
             raise
         except Exception as error:
