@@ -250,6 +250,18 @@ http_port_of() {
         notifier-2) echo "$NOTIFIER_HTTP_2" ;; notifier-3) echo "$NOTIFIER_HTTP_3" ;;
     esac
 }
+# SERVER_CPU: --cpu NAME=PID of each running service and of Kafka, PostgreSQL (with
+# its backends) and Redis, from their pid files: what the load generators read CPU of.
+server_cpu_args() {
+    local name part_name
+    SERVER_CPU=()
+    for name in "${service_order[@]}"; do SERVER_CPU+=(--cpu "$name=${service_pid[$name]}"); done
+    for part_name in kafka postgres redis; do
+        if pid_alive "$part_name"; then
+            SERVER_CPU+=(--cpu "$part_name=$(cat "$RUN_DIR/$part_name.pid")")
+        fi
+    done
+}
 start_service() {
     local name="$1" log="$BENCH_LOGS/$1-$NAMESPACE.log" own=()
     # Notifier replicas differ only by their health port (in env, a later assignment wins).
@@ -283,13 +295,9 @@ if has_part publish; then
             profilers+=($!)
         done
     fi
-    cpu=()
-    for name in "${service_order[@]}"; do cpu+=(--cpu "$name=${service_pid[$name]}"); done
-    for part_name in kafka postgres redis; do
-        pid_alive "$part_name" && cpu+=(--cpu "$part_name=$(cat "$RUN_DIR/$part_name.pid")")
-    done
+    server_cpu_args
     "$PY" "$REPO_ROOT/bench/publish_bench.py" --port "$SIP_PORT" --rate "$BENCH_RATE" \
-        --duration "$BENCH_DURATION" --users "$BENCH_USERS" --json "$WORK/publish.json" "${cpu[@]}" \
+        --duration "$BENCH_DURATION" --users "$BENCH_USERS" --json "$WORK/publish.json" "${SERVER_CPU[@]}" \
         || failures+=("publish_bench (exit $?)")
     for pid in "${profilers[@]}"; do
         wait "$pid" || say "py-spy (pid $pid) failed, see $BENCH_LOGS/py-spy-*.log"
@@ -304,14 +312,10 @@ fi
 # CPU is read per process over each measured window: the services, and the broker,
 # PostgreSQL (with its backends) and Redis from their pid files.
 notify_bench() {   # notify_bench PART MODE ARGS...: one run, its JSON in $WORK/PART.json
-    local part="$1" mode="$2" name part_name; shift 2
-    local cpu=()
-    for name in "${service_order[@]}"; do cpu+=(--cpu "$name=${service_pid[$name]}"); done
-    for part_name in kafka postgres redis; do
-        pid_alive "$part_name" && cpu+=(--cpu "$part_name=$(cat "$RUN_DIR/$part_name.pid")")
-    done
+    local part="$1" mode="$2"; shift 2
+    server_cpu_args
     echo
-    "$PY" "$REPO_ROOT/bench/notify_bench.py" "$mode" --port "$SIP_PORT" "${cpu[@]}" \
+    "$PY" "$REPO_ROOT/bench/notify_bench.py" "$mode" --port "$SIP_PORT" "${SERVER_CPU[@]}" \
         --json "$WORK/$part.json" "$@" || failures+=("notify_bench $part (exit $?)")
 }
 per_presentity=$(( BENCH_WATCHERS / BENCH_PRESENTITIES > 0 ? BENCH_WATCHERS / BENCH_PRESENTITIES : 1 ))
@@ -382,21 +386,13 @@ compare_server() {   # compare_server NAME PORT CPU_ARGS...: all compare parts a
         --changes "$BENCH_COMPARE_CHANGES" --json "$WORK/compare-$server-fanout.json" \
         || failures+=("compare $server fanout (exit $?)")
 }
-infra_cpu() {   # --cpu NAME=PID of PostgreSQL, Redis and Kafka, as notify_bench takes them
-    local part_name
-    for part_name in kafka postgres redis; do
-        pid_alive "$part_name" && echo "--cpu" "$part_name=$(cat "$RUN_DIR/$part_name.pid")"
-    done
-}
 if compares ours; then
     if [ "${#service_order[@]}" -ne 3 ]; then   # back to one notifier, as `make run` has
         stop_services
         for name in $SERVICES; do start_service "$name"; done
     fi
-    cpu=()
-    for name in "${service_order[@]}"; do cpu+=(--cpu "$name=${service_pid[$name]}"); done
-    # shellcheck disable=SC2046
-    compare_server ours "$SIP_PORT" "${cpu[@]}" $(infra_cpu)
+    server_cpu_args
+    compare_server ours "$SIP_PORT" "${SERVER_CPU[@]}"
 fi
 
 # --- overload: a burst at twice the sustainable rate -------------------------------------
