@@ -255,6 +255,20 @@ def stack(test_database: str) -> Iterator[Stack]:
 
 
 @pytest.fixture
+def three_notifiers(test_database: str) -> Iterator[Stack]:
+    """A stack with three notifier replicas sharing the change events (force_active=1)."""
+    stack = make_stack(test_database, PRESENCE_FORCE_ACTIVE="1")
+    try:
+        stack.start("presence-store")
+        for replica in ("", "-b", "-c"):
+            stack.start("notifier", replica=replica)
+        stack.start("sip-edge")
+        yield stack
+    finally:
+        stack.close()
+
+
+@pytest.fixture
 async def db(stack: Stack) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(stack.db_url)
     try:

@@ -15,7 +15,7 @@ from lxml import etree
 from presence.dialoginfo import dialog_states
 from presence.sip.message import SipRequest, SipResponse
 
-from .conftest import Stack, make_stack, metric_samples, running_stack
+from .conftest import Stack, metric_samples, running_stack
 from .sip_client import SipClient
 from .test_privacy import rules, xcap
 from .test_subscribe import WatcherDialog
@@ -207,19 +207,6 @@ def test_pres_rules_decide_who_sees_a_line(test_database: str) -> None:
 
 LINES = 3
 CALLS_PER_LINE = 20  # below PRESENCE_MAX_PUBLICATIONS: every call stays published
-
-
-@pytest.fixture
-def three_notifiers(test_database: str) -> Iterator[Stack]:
-    stack = make_stack(test_database, PRESENCE_FORCE_ACTIVE="1")
-    try:
-        stack.start("presence-store")
-        for replica in ("", "-b", "-c"):
-            stack.start("notifier", replica=replica)
-        stack.start("sip-edge")
-        yield stack
-    finally:
-        stack.close()
 
 
 def ring_and_hang_up(stack: Stack, line: str) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Iterator
 
 import pytest
 from lxml import etree
@@ -15,7 +14,7 @@ from lxml import etree
 from presence.sip.message import SipRequest, SipResponse, make_response, parse_name_addr
 from presence.sip.parser import SipParseError, parse_message, serialize
 
-from .conftest import Stack, make_stack
+from .conftest import Stack
 from .sip_client import SipClient, new_branch
 
 pytestmark = pytest.mark.integration
@@ -23,19 +22,6 @@ pytestmark = pytest.mark.integration
 WATCHERS = 5
 CHANGES = 30
 PIDF_NS = "{urn:ietf:params:xml:ns:pidf}"
-
-
-@pytest.fixture
-def three_notifiers(test_database: str) -> Iterator[Stack]:
-    stack = make_stack(test_database, PRESENCE_FORCE_ACTIVE="1")
-    try:
-        stack.start("presence-store")
-        for replica in ("", "-b", "-c"):
-            stack.start("notifier", replica=replica)
-        stack.start("sip-edge")
-        yield stack
-    finally:
-        stack.close()
 
 
 class Watcher(asyncio.DatagramProtocol):
