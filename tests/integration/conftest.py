@@ -237,6 +237,18 @@ async def delete_namespace_topics(bootstrap: str, namespace: str) -> None:
 
 
 @contextmanager
+def paused(stack: Stack, name: str) -> Iterator[None]:
+    """The service stopped with SIGSTOP (its connections open, nothing read) until the
+    block ends; continued even when the block fails."""
+    process = stack.processes[name].process
+    process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGCONT)
+
+
+@contextmanager
 def running_stack(test_database: str, **overrides: str) -> Iterator[Stack]:
     """A stack of its own with all three services running, closed afterwards."""
     stack = make_stack(test_database, **overrides)

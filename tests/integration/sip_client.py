@@ -146,6 +146,10 @@ class SipClient:
     def transact(self, data: bytes, timeout: float | None = None) -> SipResponse:
         """Send a request and return its final response (provisional ones are skipped)."""
         self.send(data)
+        return self.final_response(timeout)
+
+    def final_response(self, timeout: float | None = None) -> SipResponse:
+        """The next final response (provisional ones skipped, requests kept)."""
         while True:
             message = self.receive(timeout)
             if isinstance(message, SipRequest):

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import signal
 
 import asyncpg
 import pytest
 
 from presence.sip.message import SipResponse
 
-from .conftest import make_stack, metric_samples
+from .conftest import make_stack, metric_samples, paused
 from .sip_client import SipClient
 from .test_shutdown import publish_request
 
@@ -38,32 +37,26 @@ def test_a_full_backlog_refuses_new_requests_at_once_and_never_applies_them(
     run = secrets.token_hex(3)
     users = [f"admit-{run}-{n}" for n in range(4)]
     clients = [SipClient(stack.sip, "udp", timeout=15) for _ in users]
-    store = None
     try:
         stack.start_all()
-        store = stack.processes["presence-store"].process
-        store.send_signal(signal.SIGSTOP)
-        # Two requests fill the backlog of two; the third finds it full.
-        for client, user in zip(clients[:2], users[:2], strict=True):
-            client.send(publish_request(client, user))
-        refused_request = publish_request(clients[2], users[2])
-        clients[2].send(refused_request)
-        refusal = clients[2].receive(3)
-        assert isinstance(refusal, SipResponse)
-        assert (refusal.status, refusal.reason) == (503, "Overloaded")
-        assert 1 <= int(refusal.headers.get("Retry-After") or "0") <= 5
-        # RFC 3261 §17.2.2: a retransmission gets the same final response again.
-        clients[2].send(refused_request)
-        again = clients[2].receive(3)
-        assert isinstance(again, SipResponse)
-        assert (again.status, again.headers.get("To")) == (503, refusal.headers.get("To"))
-
-        store.send_signal(signal.SIGCONT)
+        with paused(stack, "presence-store"):
+            # Two requests fill the backlog of two; the third finds it full.
+            for client, user in zip(clients[:2], users[:2], strict=True):
+                client.send(publish_request(client, user))
+            refused_request = publish_request(clients[2], users[2])
+            clients[2].send(refused_request)
+            refusal = clients[2].receive(3)
+            assert isinstance(refusal, SipResponse)
+            assert (refusal.status, refusal.reason) == (503, "Overloaded")
+            assert 1 <= int(refusal.headers.get("Retry-After") or "0") <= 5
+            # RFC 3261 §17.2.2: a retransmission gets the same final response again.
+            clients[2].send(refused_request)
+            again = clients[2].receive(3)
+            assert isinstance(again, SipResponse)
+            assert (again.status, again.headers.get("To")) == (503, refusal.headers.get("To"))
         for client in clients[:2]:
-            answer = client.receive(15)
-            while isinstance(answer, SipResponse) and answer.status == 100:
-                answer = client.receive(15)
-            assert isinstance(answer, SipResponse) and answer.status == 200, answer
+            answer = client.final_response(15)
+            assert answer.status == 200, answer
         # The backlog drained: a new request is admitted and applied.
         admitted = clients[3].transact(publish_request(clients[3], users[3]))
         assert admitted.status == 200
@@ -73,8 +66,6 @@ def test_a_full_backlog_refuses_new_requests_at_once_and_never_applies_them(
         refusals = metric_samples(stack, "sip-edge", "presence_sip_overload_refusals_total")
         assert refusals == {'method="PUBLISH"': 1.0}
     finally:
-        if store is not None:
-            store.send_signal(signal.SIGCONT)
         for client in clients:
             client.close()
         stack.close()
@@ -88,29 +79,21 @@ def test_retransmissions_while_waiting_are_absorbed_not_forwarded(
     stack = make_stack(test_database, PRESENCE_FORCE_ACTIVE="1", PRESENCE_EDGE_MIN_BACKLOG="1")
     client = SipClient(stack.sip, "udp", timeout=15)
     other = SipClient(stack.sip, "udp", timeout=15)
-    store = None
     try:
         stack.start_all()
-        store = stack.processes["presence-store"].process
-        store.send_signal(signal.SIGSTOP)
-        request = publish_request(client, f"absorb-{secrets.token_hex(3)}")
-        for _ in range(5):
-            client.send(request)
-        # The backlog holds one request, not five: a second request is refused...
-        refusal = other.transact(publish_request(other, f"absorb-{secrets.token_hex(3)}"), 3)
-        assert refusal.status == 503
-        store.send_signal(signal.SIGCONT)
-        answer = client.receive(15)
-        while isinstance(answer, SipResponse) and answer.status == 100:
-            answer = client.receive(15)
-        assert isinstance(answer, SipResponse) and answer.status == 200
+        with paused(stack, "presence-store"):
+            request = publish_request(client, f"absorb-{secrets.token_hex(3)}")
+            for _ in range(5):
+                client.send(request)
+            # The backlog holds one request, not five: a second request is refused...
+            refused = other.transact(publish_request(other, f"absorb-{secrets.token_hex(3)}"), 3)
+            assert refused.status == 503
+        assert client.final_response(15).status == 200
         # ...and the store answered the retransmitted one once (its reply is counted
         # before it is sent, so the count is complete once the 200 is here).
         counted = metric_samples(stack, "presence-store", "presence_store_requests_total")
         assert sum(counted.values()) == 1.0, counted
     finally:
-        if store is not None:
-            store.send_signal(signal.SIGCONT)
         client.close()
         other.close()
         stack.close()

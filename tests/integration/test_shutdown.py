@@ -17,7 +17,7 @@ from presence import settings as settings_module
 from presence.sip.message import SipResponse
 from presence.topics import Topics
 
-from .conftest import Stack, make_stack, wait_until
+from .conftest import Stack, make_stack, paused, wait_until
 from .sip_client import SipClient
 
 pytestmark = pytest.mark.integration
@@ -74,26 +74,21 @@ def test_sigterm_edge_answers_the_request_in_flight_and_refuses_new_ones(
     stack = make_stack(test_database, PRESENCE_FORCE_ACTIVE="1")
     client = SipClient(stack.sip, "udp", timeout=12)
     late = SipClient(stack.sip, "udp", timeout=5)
-    store = None
     try:
         stack.start_all()
-        store = stack.processes["presence-store"].process
-        store.send_signal(signal.SIGSTOP)
-        client.send(publish_request(client, "term-edge"))
-        trying = client.receive(8)  # RFC 4320: 100 after 3.5 s: the edge holds it
-        assert isinstance(trying, SipResponse) and trying.status == 100
-        edge = stack.processes["sip-edge"]
-        edge.process.send_signal(signal.SIGTERM)
-        wait_until(lambda: "stopping:" in edge.log(), 10, "the edge to begin stopping")
-        refused = late.transact(publish_request(late, "term-edge-late"))
-        assert refused.status == 503 and refused.headers.get("Retry-After")
-        store.send_signal(signal.SIGCONT)
+        with paused(stack, "presence-store"):
+            client.send(publish_request(client, "term-edge"))
+            trying = client.receive(8)  # RFC 4320: 100 after 3.5 s: the edge holds it
+            assert isinstance(trying, SipResponse) and trying.status == 100
+            edge = stack.processes["sip-edge"]
+            edge.process.send_signal(signal.SIGTERM)
+            wait_until(lambda: "stopping:" in edge.log(), 10, "the edge to begin stopping")
+            refused = late.transact(publish_request(late, "term-edge-late"))
+            assert refused.status == 503 and refused.headers.get("Retry-After")
         response = client.receive(12)
         assert isinstance(response, SipResponse) and response.status == 200, response
         stop_in_time(stack, "sip-edge")
     finally:
-        if store is not None:
-            store.send_signal(signal.SIGCONT)
         client.close()
         late.close()
         stack.close()
