@@ -220,6 +220,24 @@ async def _nothing_owed(event: events.Event, error: str) -> list[asyncio.Future[
     return []
 
 
+def dead_letter_of(
+    record: ConsumerRecord[bytes, bytes], *, service: str, error: str, attempts: int
+) -> events.DeadLetter:
+    """The dead-letter record of a consumed record given up on now (presence.isolation)."""
+    return isolation.dead_letter(
+        service=service,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+        error=error,
+        attempts=attempts,
+        failed_at=time.time(),
+        correlation_id=from_kafka_headers(record.headers) or "",
+    )
+
+
 @dataclass
 class DeadLetters:
     """Where a consumer loop puts the records it gives up on, and what it checks first."""
@@ -236,18 +254,7 @@ class DeadLetters:
 
     async def put(self, record: ConsumerRecord[bytes, bytes], error: str, attempts: int) -> None:
         """Put the record on the dead-letters topic and wait for Kafka's acknowledgement."""
-        letter = isolation.dead_letter(
-            service=self.service,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            error=error,
-            attempts=attempts,
-            failed_at=time.time(),
-            correlation_id=from_kafka_headers(record.headers) or "",
-        )
+        letter = dead_letter_of(record, service=self.service, error=error, attempts=attempts)
         sent = await self.producer.send(self.topic, events.encode(letter), key=record.key)
         await sent
         metrics.DEAD_LETTERS.labels(self.service, record.topic).inc()

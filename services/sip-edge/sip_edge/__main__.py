@@ -8,7 +8,6 @@ import itertools
 import logging
 import resource
 import socket
-import time
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -16,7 +15,7 @@ from aiokafka.structs import ConsumerRecord
 
 from presence import events, isolation, metrics, service
 from presence.health import make_health_app
-from presence.kafka import bus_ready, ensure_topics, start_consumer, start_producer
+from presence.kafka import bus_ready, dead_letter_of, ensure_topics, start_consumer, start_producer
 from presence.logs import correlated, from_kafka_headers
 from presence.settings import Settings, SettingsError
 from presence.tls import TlsConfigError, client_context, server_context
@@ -48,18 +47,7 @@ def inbox_dead_letters(producer: AIOKafkaProducer, topic: str) -> InboxGiveUp:
     send is not awaited: after a crash the record is read and dead-lettered again."""
 
     async def give_up(record: ConsumerRecord[bytes, bytes], error: str) -> None:
-        letter = isolation.dead_letter(
-            service="sip-edge",
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            error=error,
-            attempts=1,
-            failed_at=time.time(),
-            correlation_id=from_kafka_headers(record.headers) or "",
-        )
+        letter = dead_letter_of(record, service="sip-edge", error=error, attempts=1)
         try:
             await producer.send(topic, events.encode(letter), key=record.key)
         except Exception as failure:
