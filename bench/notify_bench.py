@@ -45,8 +45,9 @@ from typing import Any
 
 from benchctl import quantiles
 
-from presence.sip.message import SipParseError, SipRequest, SipResponse, make_response
+from presence.sip.message import SipParseError, SipRequest, SipResponse
 from presence.sip.parser import parse_message, serialize
+from presence.sip.responses import make_response
 
 DOMAIN = "example.com"
 NOTE = re.compile(rb"<note[^>]*>change (\d+)</note>")

@@ -12,7 +12,7 @@ a few set-based statements (generate_series), then VACUUM ANALYZEs them and
 checkpoints (the load's pages written before anything is measured). The rows are the
 ones the store writes for an initial PUBLISH and an accepted SUBSCRIBE followed by
 its first NOTIFY (publish_store.py, subscribe_store.py and the CSeq allocation
-of presence.notify_views): a ~600-byte PIDF document (publish_bench.pidf) with its device and
+of presence.tables.notify_views): a ~600-byte PIDF document (publish_bench.pidf) with its device and
 device marks; a dialog with To-tag (to_tag_pref + 16 hex digits), From-tag, Call-ID,
 CSeqs, Contact, URIs, flow and the bench edge's id, status active, and the
 (presentity, watcher) decision in watchers. Subscriptions are spread like a real

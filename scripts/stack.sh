@@ -71,7 +71,7 @@ tls_defaults() {
     local dir="$PRESENCE_VAR/tls" hosts
     hosts="$(hostname) ${PRESENCE_SIP_HOST:-}"
     # shellcheck disable=SC2086  # the host names are separate arguments
-    "$PY" -m presence.local_ca "$dir" $hosts >/dev/null  # keys 0600, certificates readable
+    "$PY" -m presence.runtime.local_ca "$dir" $hosts >/dev/null  # keys 0600, certificates readable
     export PRESENCE_TLS_CERT="$dir/server.pem" PRESENCE_TLS_KEY="$dir/server-key.pem"
     TLS_CA="$dir/ca.pem"
 }
@@ -83,7 +83,7 @@ infra_up() {
     "$S/kafka.sh" install
     "$S/kafka.sh" start
     "$PY" -m presence_store.migrate
-    "$PY" -m presence.topics
+    "$PY" -m presence.bus.topics
 }
 
 up() {
@@ -110,7 +110,7 @@ The presence server is up.
   presence-store    http://127.0.0.1:${PRESENCE_STORE_HTTP_PORT:-8080}/health/ready
   XCAP pres-rules   http://127.0.0.1:${PRESENCE_STORE_HTTP_PORT:-8080}/xcap-root/pres-rules/users/<sip:user@domain>/index
                     a user's password (HTTP Basic, user name = the AOR):
-                    PRESENCE_XCAP_SECRET=\$(cat $PRESENCE_VAR/xcap-secret) .venv/bin/python -m presence.xcap_credentials sip:alice@127.0.0.1
+                    PRESENCE_XCAP_SECRET=\$(cat $PRESENCE_VAR/xcap-secret) .venv/bin/python -m presence.xcap.credentials sip:alice@127.0.0.1
   notifier          http://127.0.0.1:${PRESENCE_NOTIFIER_HTTP_PORT:-18083}/health/ready
   metrics           /metrics on each of the three HTTP ports (Prometheus)
   admin API         http://127.0.0.1:${PRESENCE_STORE_HTTP_PORT:-8080}/docs, or the command line:

@@ -18,10 +18,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from presence.first_start import with_stored_values
-from presence.logs import parse_levels
+from presence.runtime.first_start import with_stored_values
+from presence.runtime.logs import parse_levels
 from presence.sip.digest import parse_algorithm_list
-from presence.sip.message import parse_uri
+from presence.sip.grammar import parse_uri
 
 PREFIX = "PRESENCE_"
 # The highest PRESENCE_MAX_DOCUMENT_BYTES and PRESENCE_MAX_WINFO_BYTES accepted.
@@ -132,7 +132,7 @@ def _domain_list(text: str) -> str:
 
 def _event_packages(text: str) -> str:
     # Imported here: the package declarations import modules that import settings.
-    from presence.packages import check_package_names
+    from presence.packages.registry import check_package_names
 
     check_package_names([n.strip() for n in text.split(",") if n.strip()])
     return text
@@ -252,7 +252,7 @@ class Settings:
     # busy lamps until they re-subscribe).
     notify_timeout_ends_subscription: int = 1
 
-    # --- event packages (presence.packages) ---
+    # --- event packages (presence.packages.registry) ---
     # The packages served, comma-separated; any other Event gets 489 with Allow-Events.
     event_packages: str = "presence,presence.winfo,dialog,message-summary"
     # 1: a message-summary subscription with nothing published gets
@@ -278,7 +278,7 @@ class Settings:
     # is cut (pending watchers first, newest first), logged and counted.
     max_winfo_bytes: int = 61440
     # How often presence-store and the notifier handle a record that fails for a
-    # reason of its own before they dead-letter it (presence.isolation); a
+    # reason of its own before they dead-letter it (presence.bus.isolation); a
     # dependency's outage is retried without limit.
     record_attempts: int = 3
     # --- Admission (sip_edge.admission) ---
@@ -333,7 +333,7 @@ class Settings:
     # The browser client's bundle, served by presence-store under /client/
     # (scripts/webclient.sh builds it); empty: webclient/dist of this repository.
     webclient_dir: str = ""
-    # A directory of values made once at a deployment's first start (presence.first_start;
+    # A directory of values made once at a deployment's first start (presence.runtime.first_start;
     # docker-compose's init service): PRESENCE_AUTH_SECRET, PRESENCE_XCAP_SECRET,
     # PRESENCE_ADMIN_TOKEN, PRESENCE_TLS_CERT and PRESENCE_TLS_KEY left unset or empty
     # are taken from its files. Empty: none.
@@ -349,7 +349,7 @@ class Settings:
     # answered yet), counted from when it was first recorded; 0 keeps it forever.
     pending_watcher_days: int = 30
     # XCAP clients authenticate with HTTP Basic or Bearer credentials derived from
-    # this secret (see presence.xcap_credentials); "none" lets anyone change anyone's
+    # this secret (see presence.xcap.credentials); "none" lets anyone change anyone's
     # rules (development only). With "secret" and no secret set, XCAP answers 503.
     xcap_auth: str = "secret"
     xcap_secret: str = ""
@@ -398,7 +398,7 @@ class Settings:
     kafka_partitions: int = 12
     kafka_namespace: str = ""
     # How long the broker parks a consumer's fetch while none of its partitions has a
-    # record (presence.kafka): longer means fewer empty round trips when idle, but a
+    # record (presence.runtime.kafka): longer means fewer empty round trips when idle, but a
     # partition left out of the parked fetch waits up to this long for its next record.
     kafka_fetch_wait_ms: int = 100
     # Offset commits, made beside the consumer loops (presence-store's and the

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from presence.first_start import with_stored_values
-from presence.packages import PACKAGES
+from presence.packages.registry import PACKAGES
+from presence.runtime.first_start import with_stored_values
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 PAGE = 1000

@@ -21,15 +21,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from presence.sip.message import (
-    SipParseError,
-    SipRequest,
-    SipResponse,
-    make_response,
-    parse_name_addr,
-    parse_via,
-)
+from presence.sip.grammar import parse_name_addr, parse_via
+from presence.sip.message import SipParseError, SipRequest, SipResponse
 from presence.sip.parser import parse_message, serialize
+from presence.sip.responses import make_response
 
 T1 = 0.5
 T2 = 4.0

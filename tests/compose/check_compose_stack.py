@@ -33,8 +33,10 @@ import asyncpg
 import pytest
 from websockets.asyncio.client import connect
 
-from presence.sip.message import SipRequest, SipResponse, make_response, parse_name_addr
+from presence.sip.grammar import parse_name_addr
+from presence.sip.message import SipRequest, SipResponse
 from presence.sip.parser import parse_message, serialize
+from presence.sip.responses import make_response
 from tests.integration.sip_client import SipClient
 
 

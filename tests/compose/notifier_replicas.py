@@ -34,8 +34,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from presence.sip.message import SipParseError, SipRequest, SipResponse, make_response
+from presence.sip.message import SipParseError, SipRequest, SipResponse
 from presence.sip.parser import parse_message, serialize
+from presence.sip.responses import make_response
 
 DOMAIN = "example.com"
 NOTE = re.compile(rb"<note[^>]*>change (\d+)</note>")

@@ -22,9 +22,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from presence import events
 from presence import settings as settings_module
-from presence.topics import Topics
+from presence.bus import events
+from presence.bus.topics import Topics
 from presence_store.migrate import DEFAULT_SCHEMA_DIR, migrate
 from tests.ports import free_port
 

@@ -10,8 +10,10 @@ import time
 from dataclasses import dataclass, field
 
 from presence.sip.framing import KeepAlive, StreamFramer
-from presence.sip.message import SipRequest, SipResponse, make_response, parse_via
+from presence.sip.grammar import parse_via
+from presence.sip.message import SipRequest, SipResponse
 from presence.sip.parser import parse_message, serialize
+from presence.sip.responses import make_response
 
 
 def new_branch() -> str:

@@ -12,8 +12,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from presence import events
 from presence import settings as settings_module
+from presence.bus import events
 from presence_store.migrate import DEFAULT_SCHEMA_DIR, apply_migrations, load_migrations
 from presence_store.publish_store import apply_publish
 from presence_store.subscribe_store import apply_subscribe

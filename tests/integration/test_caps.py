@@ -12,8 +12,9 @@ from collections.abc import Iterator
 import pytest
 from lxml import etree
 
-from presence.sip.message import SipRequest, SipResponse, parse_name_addr
-from presence.watcherinfo import parse_watcherinfo
+from presence.packages.watcherinfo import parse_watcherinfo
+from presence.sip.grammar import parse_name_addr
+from presence.sip.message import SipRequest, SipResponse
 
 from .conftest import Stack, running_stack
 from .sip_client import SipClient

@@ -21,10 +21,11 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from presence import events
-from presence.kafka import ensure_topics
-from presence.sip.message import SipRequest, SipResponse, parse_name_addr
-from presence.topics import Topics
+from presence.bus import events
+from presence.bus.topics import Topics
+from presence.runtime.kafka import ensure_topics
+from presence.sip.grammar import parse_name_addr
+from presence.sip.message import SipRequest, SipResponse
 from tests.integration.conftest import Stack, bus_records, metric_samples, running_stack
 from tests.integration.sip_client import SipClient
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from lxml import etree
 
-from presence.dialoginfo import dialog_states
+from presence.packages.dialoginfo import dialog_states
 from presence.sip.message import SipRequest, SipResponse
 
 from .conftest import Stack, metric_samples, running_stack

@@ -14,10 +14,11 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from presence import events
-from presence.sip.message import SipRequest, SipResponse, make_response
+from presence.bus import events
+from presence.bus.topics import Topics
+from presence.sip.message import SipRequest, SipResponse
 from presence.sip.parser import parse_message, serialize
-from presence.topics import Topics
+from presence.sip.responses import make_response
 
 from .conftest import Stack, make_stack
 from .sip_client import SipClient

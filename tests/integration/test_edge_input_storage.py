@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from presence import events
 from presence import settings as settings_module
-from presence.answers import Answer
+from presence.bus import events
+from presence.sip.answers import Answer
 from presence.sip.message import SipParseError
 from presence.sip.parser import parse_message
 from presence_store.publish_store import apply_publish

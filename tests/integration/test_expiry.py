@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import asyncpg
 import pytest
 
-from presence.dialoginfo import dialog_states
-from presence.watcherinfo import parse_watcherinfo
+from presence.packages.dialoginfo import dialog_states
+from presence.packages.watcherinfo import parse_watcherinfo
 
 from .conftest import Stack, make_stack, running_stack, wait_until
 from .sip_client import SipClient

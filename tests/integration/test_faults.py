@@ -9,9 +9,9 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from presence import events
 from presence import settings as settings_module
-from presence.topics import Topics
+from presence.bus import events
+from presence.bus.topics import Topics
 
 from .conftest import Stack
 from .sip_client import SipClient

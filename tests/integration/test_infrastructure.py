@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from presence.locks import LockTimeout, ShardedLocks, lock_slot
+from presence.runtime.locks import LockTimeout, ShardedLocks, lock_slot
 from presence.settings import load
 from presence_store.cleaner import PENDING_WATCHERS_DUE
 from presence_store.fencing import FencedOut, enter_fence

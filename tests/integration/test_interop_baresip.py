@@ -20,8 +20,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from presence.device import tuple_id_suffix
-from presence.local_ca import ensure
+from presence.pidf.device import tuple_id_suffix
+from presence.runtime.local_ca import ensure
 
 from .conftest import Stack, free_port, running_stack
 from .sip_client import SipClient

@@ -4,7 +4,7 @@ carol registers and publishes; dave registers and subscribes to carol as a buddy
 must see what she publishes: online, busy, offline, and her publication's removal.
 PJSIP's MWI and its dialog-event buddy watch what a test voicemail server and a test
 PBX publish. Over TLS, PJSIP verifies the server against a CA made for the test
-(presence.local_ca) and does everything over its TLS connection.
+(presence.runtime.local_ca) and does everything over its TLS connection.
 
 PJSIP sends its requests through a pre-loaded Route to the edge (`;lr`), publishes
 with RPID person elements, and at shutdown un-PUBLISHes, unregisters and
@@ -26,7 +26,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from presence.local_ca import LocalCa, ensure
+from presence.runtime.local_ca import LocalCa, ensure
 from presence_store.credentials import set_password
 
 from .conftest import LOGS, Stack, eventually, running_stack

@@ -11,8 +11,10 @@ import time
 import pytest
 from lxml import etree
 
-from presence.sip.message import SipRequest, SipResponse, make_response, parse_name_addr
+from presence.sip.grammar import parse_name_addr
+from presence.sip.message import SipRequest, SipResponse
 from presence.sip.parser import SipParseError, parse_message, serialize
+from presence.sip.responses import make_response
 
 from .conftest import Stack
 from .sip_client import SipClient, new_branch

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import asyncpg
 import pytest
 
-from presence import events
+from presence.bus import events
 
 from .conftest import (
     Stack,

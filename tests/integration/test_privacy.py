@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import pytest
 from lxml import etree
 
+from presence.packages.watcherinfo import WatcherInfo, parse_watcherinfo
 from presence.sip.message import SipRequest
-from presence.watcherinfo import WatcherInfo, parse_watcherinfo
-from presence.xcap_credentials import password_for
+from presence.xcap.credentials import password_for
 
 from .conftest import XCAP_SECRET, Stack, make_stack, running_stack
 from .sip_client import SipClient

@@ -11,10 +11,10 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from presence import events
-from presence.kafka import ensure_topics
+from presence.bus import events
+from presence.bus.topics import Topics
+from presence.runtime.kafka import ensure_topics
 from presence.sip.message import SipResponse
-from presence.topics import Topics
 
 from .conftest import Stack, bus_records, changes_on_bus
 from .sip_client import SipClient
@@ -247,7 +247,7 @@ async def test_expiry_is_capped_and_defaulted(device: Publisher, db: asyncpg.Con
     defaulted = await asyncio.to_thread(device.publish, document(device.presentity, "b", "open"))
     assert capped.headers.get("Expires") == "3600"  # max_expires
     assert defaulted.headers.get("Expires") == "3600"  # RFC 3903 default
-    # Stored rounded up to the next whole second (presence.expiry).
+    # Stored rounded up to the next whole second (presence.subscriptions.expiry).
     assert [r["lifetime"] for r in await rows(db, device.presentity)] == [3601, 3601]
 
 

@@ -1,5 +1,5 @@
 """SIP over TLS and over WebSocket (RFC 7118), and HTTPS, on the real stack: real
-TLS sockets trusting a CA made for the test (presence.local_ca), a real WebSocket
+TLS sockets trusting a CA made for the test (presence.runtime.local_ca), a real WebSocket
 client (the `websockets` library), and what bad peers cost: a stalled handshake,
 an upgrade without the `sip` subprotocol, an oversized message."""
 
@@ -24,10 +24,12 @@ from lxml import etree
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
-from presence.local_ca import LocalCa, ensure, issue, write_pair
+from presence.runtime.local_ca import LocalCa, ensure, issue, write_pair
 from presence.sip.framing import StreamFramer
-from presence.sip.message import SipRequest, SipResponse, make_response, parse_via
+from presence.sip.grammar import parse_via
+from presence.sip.message import SipRequest, SipResponse
 from presence.sip.parser import parse_message, serialize
+from presence.sip.responses import make_response
 
 from .conftest import Stack, eventually, metric_samples, running_stack, wait_until
 from .sip_client import SipClient, new_branch

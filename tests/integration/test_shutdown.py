@@ -14,8 +14,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from presence import settings as settings_module
+from presence.bus.topics import Topics
 from presence.sip.message import SipResponse
-from presence.topics import Topics
 
 from .conftest import Stack, make_stack, paused, wait_until
 from .sip_client import SipClient

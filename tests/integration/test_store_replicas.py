@@ -20,9 +20,9 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from presence import events
-from presence.kafka import ensure_topics
-from presence.topics import Topics
+from presence.bus import events
+from presence.bus.topics import Topics
+from presence.runtime.kafka import ensure_topics
 
 from .conftest import Stack, make_stack, wait_until
 

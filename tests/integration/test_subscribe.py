@@ -12,8 +12,9 @@ import asyncpg
 import pytest
 from lxml import etree
 
-from presence import events
-from presence.sip.message import SipRequest, SipResponse, parse_name_addr
+from presence.bus import events
+from presence.sip.grammar import parse_name_addr
+from presence.sip.message import SipRequest, SipResponse
 
 from .conftest import Stack, changes_on_bus, make_stack
 from .sip_client import SipClient

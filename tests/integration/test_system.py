@@ -84,7 +84,7 @@ async def test_publish_reaches_postgresql_through_kafka(
     assert row is not None
     assert (row["username"], row["domain"], row["event"]) == ("alice", "example.com", "presence")
     assert row["body"].encode() == PIDF
-    assert row["lifetime"] == 601  # 600 s, rounded up to a whole second (presence.expiry)
+    assert row["lifetime"] == 601  # 600 s rounded up (presence.subscriptions.expiry)
 
 
 def test_publish_over_tcp_with_unknown_entity_tag_is_412(stack: Stack) -> None:

@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives import serialization
 from lxml import etree
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from presence.local_ca import LocalCa, ensure
-from presence.xcap_credentials import password_for
+from presence.runtime.local_ca import LocalCa, ensure
+from presence.xcap.credentials import password_for
 from presence_store.credentials import set_password
 from presence_store.webclient import DEFAULT_DIR
 

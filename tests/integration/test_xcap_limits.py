@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from presence.xcap_credentials import password_for
+from presence.xcap.credentials import password_for
 
 from .conftest import XCAP_SECRET, Stack, base_env, running_stack
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from presence.xcap_credentials import password_for
+from presence.xcap.credentials import password_for
 
 from .conftest import XCAP_SECRET, Stack
 

@@ -5,9 +5,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lxml import etree
 
-from presence.aggregation import Publication, aggregate, empty_document
-from presence.device import tuple_id_suffix
-from presence.pidf import PIDF_NS, parse_pidf
+from presence.pidf.aggregation import Publication, aggregate, empty_document
+from presence.pidf.device import tuple_id_suffix
+from presence.pidf.document import PIDF_NS, parse_pidf
 
 ENTITY = "sip:alice@example.com"
 DM_NS = "urn:ietf:params:xml:ns:pidf:data-model"

@@ -4,8 +4,8 @@ publishing for an AOR, owning a watcher list or a subscription, XCAP passwords."
 from __future__ import annotations
 
 from presence.settings import load
-from presence.sip.message import aor_uri, normal_aor, parse_uri, same_aor
-from presence.xcap_credentials import aor_of
+from presence.sip.grammar import aor_uri, normal_aor, parse_uri, same_aor
+from presence.xcap.credentials import aor_of
 from presence_store.authentication import may_act_for
 
 

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import pytest
 
-from presence.pidf import PidfError, current_sphere, parse_pidf
-from presence.rules import Transformations, filter_document
-from presence.settings import SettingsError, load
-from presence.watcherinfo import (
+from presence.packages.watcherinfo import (
     Watcher,
     bounded_watcherinfo_document,
     by_priority,
     parse_watcherinfo,
     watcherinfo_document,
 )
+from presence.pidf.document import PidfError, current_sphere, parse_pidf
+from presence.rules import Transformations, filter_document
+from presence.settings import SettingsError, load
 from presence_store.registrar import Binding, bindings_after, over_contact_cap
 from presence_store.subscribe_store import WATCHER_INFO_CHUNK, watcher_info_notices
 
@@ -178,8 +178,8 @@ def test_a_document_over_a_lowered_limit_is_withheld_not_a_failed_change() -> No
     filtered: the watcher gets "nothing known" and the notifier goes on."""
     from datetime import UTC, datetime
 
-    from presence.notify_builder import Subscription
-    from presence.notify_views import as_seen_by
+    from presence.subscriptions.notify import Subscription
+    from presence.tables.notify_views import as_seen_by
 
     settings = load({"PRESENCE_MAX_DOCUMENT_BYTES": "4096"})
     subscription = Subscription(

@@ -39,7 +39,7 @@ def test_the_init_service_fills_what_the_services_read_before_they_start() -> No
     assert SECRETS_DIR, "PRESENCE_SECRETS_DIR is not set for the services"
     directory = SECRETS_DIR.group(1)
     init = compose_service("init")
-    assert f'"presence.first_start", "{directory}"' in init
+    assert f'"presence.runtime.first_start", "{directory}"' in init
     assert f"      - presence-secrets:{directory}\n" in init  # writable for it alone
     assert "    user: root\n" in init  # hands the files to the services' user
     owner = re.search(r'"--owner", "(\d+)"', init)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from presence.device import (
+from presence.pidf.device import (
     MAX_INSTANCE,
     device_key,
     instance_id,

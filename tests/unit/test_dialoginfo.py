@@ -3,9 +3,7 @@
 import pytest
 from lxml import etree
 
-from presence.aggregation import Publication
-from presence.authorization import Verdict
-from presence.dialoginfo import (
+from presence.packages.dialoginfo import (
     DialogInfoError,
     aggregate_dialogs,
     dialog_ids,
@@ -14,8 +12,10 @@ from presence.dialoginfo import (
     parse_dialog_info,
     with_version,
 )
-from presence.packages import PACKAGES, Aggregation, Authorization
+from presence.packages.registry import PACKAGES, Aggregation, Authorization
+from presence.pidf.aggregation import Publication
 from presence.rules import Decision
+from presence.rules.authorization import Verdict
 from presence.settings import load
 
 ENTITY = "sip:alice@example.com"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from presence.answers import Answer
 from presence.settings import load
+from presence.sip.answers import Answer
 from presence.sip.digest import make_nonce
 from presence.sip.parser import parse_message
 from sip_edge.authentication import Credentials, authenticate

@@ -9,7 +9,7 @@ import contextlib
 from aiokafka.errors import KafkaConnectionError
 
 from presence import settings as settings_module
-from presence.events import NotifyRequest, decode
+from presence.bus.events import NotifyRequest, decode
 from presence.sip.parser import parse_message
 from sip_edge.edge import Edge
 from sip_edge.inbox import InboxProgress
@@ -205,7 +205,7 @@ class OneBatchConsumer:
 
 
 async def test_a_record_that_fails_costs_only_itself() -> None:
-    from presence.events import DeadLetter, SipReply, decode, encode
+    from presence.bus.events import DeadLetter, SipReply, decode, encode
     from sip_edge.__main__ import consume_inbox, inbox_dead_letters
 
     handled: list[int] = []

@@ -3,7 +3,7 @@
 import pytest
 
 from presence.settings import load
-from presence.sip.message import parse_via
+from presence.sip.grammar import parse_via
 from presence.sip.parser import parse_message
 from presence.sip.routing import response_address, stamp_via
 from sip_edge.checks import check_request, options_answer

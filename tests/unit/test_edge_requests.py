@@ -2,9 +2,9 @@
 
 import pytest
 
-from presence import events
-from presence.answers import Answer
+from presence.bus import events
 from presence.settings import load
+from presence.sip.answers import Answer
 from presence.sip.parser import parse_message
 from presence_store.registrar import Binding, plan_bindings
 from sip_edge.requests import publish_event, register_event, strip_own_routes

@@ -1,7 +1,7 @@
 import pytest
 
-from presence import events
-from presence.topics import Topics
+from presence.bus import events
+from presence.bus.topics import Topics
 
 
 def publish_request(**changes: object) -> events.PublishRequest:

@@ -1,8 +1,8 @@
-"""Stored expiry times and the time left told to clients (presence.expiry)."""
+"""Stored expiry times and the time left told to clients (presence.subscriptions.expiry)."""
 
 from __future__ import annotations
 
-from presence.expiry import expires_at, seconds_left
+from presence.subscriptions.expiry import expires_at, seconds_left
 
 
 def test_a_grant_is_never_cut_short_by_the_fraction_of_a_second() -> None:

@@ -1,4 +1,4 @@
-"""The values a deployment makes at its first start (presence.first_start): made once,
+"""The values a deployment makes at its first start (presence.runtime.first_start): made once,
 kept on later starts, read by the settings when the environment gives none."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from presence.first_start import (
+from presence.runtime.first_start import (
     CA_CERT,
     PATH_FILES,
     SECRET_FILES,

@@ -1,4 +1,4 @@
-"""What HTTP requests may carry (presence.http_limits), pure: the 413 answer closes
+"""What HTTP requests may carry (presence.runtime.http_limits), pure: the 413 answer closes
 its connection and is counted by area; user and domain parts the tables can hold."""
 
 from __future__ import annotations
@@ -7,8 +7,13 @@ import asyncio
 
 from starlette.types import Message, Receive, Scope, Send
 
-from presence import metrics
-from presence.http_limits import CredentialsOverHttps, RefusedBodies, area_of, storable_address
+from presence.runtime import metrics
+from presence.runtime.http_limits import (
+    CredentialsOverHttps,
+    RefusedBodies,
+    area_of,
+    storable_address,
+)
 
 
 def test_areas_are_the_known_first_path_segments() -> None:

@@ -1,4 +1,4 @@
-"""Record isolation (presence.isolation): outage or record failure, the retry
+"""Record isolation (presence.bus.isolation): outage or record failure, the retry
 bookkeeping of one record, and the dead-letter record."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pytest
 import redis.exceptions
 from aiokafka import errors as kafka_errors
 
-from presence import events, isolation
-from presence.isolation import Attempts, Failure, classify
-from presence.locks import LockTimeout
+from presence.bus import events, isolation
+from presence.bus.isolation import Attempts, Failure, classify
+from presence.runtime.locks import LockTimeout
 
 
 @pytest.mark.parametrize(

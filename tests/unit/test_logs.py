@@ -1,4 +1,4 @@
-"""Structured logs (presence.logs): JSON lines, correlation ids, per-service levels."""
+"""Structured logs (presence.runtime.logs): JSON lines, correlation ids, per-service levels."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from presence import logs, metrics
+from presence.runtime import logs, metrics
 from presence.settings import SettingsError, load
 
 

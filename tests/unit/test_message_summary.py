@@ -2,14 +2,14 @@
 
 import pytest
 
-from presence.aggregation import Publication
-from presence.message_summary import (
+from presence.packages.message_summary import (
     NO_MESSAGES,
     Counts,
     SummaryError,
     parse_message_summary,
 )
-from presence.packages import PACKAGES, Aggregation, Authorization
+from presence.packages.registry import PACKAGES, Aggregation, Authorization
+from presence.pidf.aggregation import Publication
 from presence.settings import load
 
 ENTITY = "sip:alice@example.com"

@@ -11,8 +11,8 @@ from dataclasses import replace
 
 import pytest
 
-from presence import events
 from presence import settings as settings_module
+from presence.bus import events
 from presence.sip.parser import parse_message
 from sip_edge import resolver as resolver_module
 from sip_edge.edge import Edge

@@ -1,6 +1,6 @@
 """Per-dialog NOTIFY order and pace at the edge, with time as an argument."""
 
-from presence.events import NotifyRequest
+from presence.bus.events import NotifyRequest
 from sip_edge.notify_pacing import NotifyPacer
 
 from .test_notify_sending import notify_request

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from presence.events import NotifyRequest
+from presence.bus.events import NotifyRequest
 from presence.sip.parser import parse_message, serialize
 from sip_edge.client_transactions import T2, ClientTransactions
 from sip_edge.notify import Hop, build_notify, next_hop, parse_flow

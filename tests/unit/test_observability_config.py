@@ -11,7 +11,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from presence import metrics
+from presence.runtime import metrics
 from presence.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""presence.kafka.OffsetCommitter: offsets of handled batches are committed beside the
+"""presence.runtime.kafka.OffsetCommitter: offsets of handled batches are committed beside the
 consumer loop, coalesced, only for partitions still owned, and kept after a failure.
 A stand-in consumer (pure unit test): the real broker is in the integration tests."""
 
@@ -9,7 +9,7 @@ import asyncio
 import pytest
 from aiokafka import TopicPartition
 
-from presence.kafka import OffsetCommitter
+from presence.runtime.kafka import OffsetCommitter
 
 P0 = TopicPartition("t", 0)
 P1 = TopicPartition("t", 1)

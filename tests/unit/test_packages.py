@@ -1,9 +1,8 @@
-"""The event package declarations (presence.packages) and PRESENCE_EVENT_PACKAGES."""
+"""The event package declarations (presence.packages.registry) and PRESENCE_EVENT_PACKAGES."""
 
 import pytest
 
-from presence.aggregation import Publication, empty_document
-from presence.packages import (
+from presence.packages.registry import (
     PACKAGES,
     Aggregation,
     Authorization,
@@ -12,6 +11,7 @@ from presence.packages import (
     allow_events,
     enabled,
 )
+from presence.pidf.aggregation import Publication, empty_document
 from presence.settings import SettingsError, load
 
 ENTITY = "sip:alice@example.com"
@@ -30,12 +30,12 @@ def test_every_package_is_declared_once_under_its_name() -> None:
 
 
 def test_presence_merges_publications_and_pres_rules_decide() -> None:
-    presence = PACKAGES["presence"]
-    assert presence.publish_types == ("application/pidf+xml",)
-    assert presence.aggregation is Aggregation.MERGE
-    assert presence.authorization is Authorization.PRES_RULES
-    assert presence.empty_state(ENTITY, load({})) == empty_document(ENTITY)
-    both = presence.state(
+    presence_package = PACKAGES["presence"]
+    assert presence_package.publish_types == ("application/pidf+xml",)
+    assert presence_package.aggregation is Aggregation.MERGE
+    assert presence_package.authorization is Authorization.PRES_RULES
+    assert presence_package.empty_state(ENTITY, load({})) == empty_document(ENTITY)
+    both = presence_package.state(
         ENTITY, [Publication("a", 1, pidf("open")), Publication("b", 2, pidf("closed"))], [],
         load({}),
     )  # fmt: skip
@@ -72,19 +72,19 @@ def test_newest_publication_wins_when_the_package_does_not_aggregate() -> None:
 
 
 def test_accept_allows_the_body_type_its_wildcards_or_nothing() -> None:
-    presence = PACKAGES["presence"]
-    assert presence.accepts([])
-    assert presence.accepts(["application/pidf+xml"])
-    assert presence.accepts(["application/*"])
-    assert presence.accepts(["*/*"])
-    assert not presence.accepts(["application/xpidf+xml"])
+    presence_package = PACKAGES["presence"]
+    assert presence_package.accepts([])
+    assert presence_package.accepts(["application/pidf+xml"])
+    assert presence_package.accepts(["application/*"])
+    assert presence_package.accepts(["*/*"])
+    assert not presence_package.accepts(["application/xpidf+xml"])
 
 
 def test_package_expiry_is_bounded_by_the_settings() -> None:
     settings = load({"PRESENCE_MAX_EXPIRES": "1800", "PRESENCE_DEFAULT_EXPIRES": "900"})
-    presence = PACKAGES["presence"]
-    assert presence.expiry_default(settings) == 900
-    assert presence.expiry_max(settings) == 1800
+    presence_package = PACKAGES["presence"]
+    assert presence_package.expiry_default(settings) == 900
+    assert presence_package.expiry_max(settings) == 1800
     short = EventPackage(
         "test", "text/plain", Aggregation.NEWEST, Authorization.OWNER,
         lambda entity, settings: b"", default_expires=3600, max_expires=600,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
-from presence.resource_lists import Entry, ResourceList, check_resource_lists
-from presence.xcap_errors import XcapConflict
+from presence.xcap.errors import XcapConflict
+from presence.xcap.resource_lists import Entry, ResourceList, check_resource_lists
 
 RL = "urn:ietf:params:xml:ns:resource-lists"
 

@@ -6,14 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from presence.sip.message import (
-    SipRequest,
-    SipResponse,
-    parse_cseq,
-    parse_name_addr,
-    parse_uri,
-    parse_via,
-)
+from presence.sip.grammar import parse_cseq, parse_name_addr, parse_uri, parse_via
+from presence.sip.message import SipRequest, SipResponse
 from presence.sip.parser import SipParseError, parse_message, serialize
 
 DATA = Path(__file__).parent / "rfc4475"

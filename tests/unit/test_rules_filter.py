@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lxml import etree
 
-from presence.pidf import PIDF_NS, PidfError, parse_pidf
+from presence.pidf.document import PIDF_NS, PidfError, parse_pidf
 from presence.rules import (
     ComponentGrant,
     Transformations,

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from presence.sip.framing import FramingError, StreamFramer
-from presence.sip.message import parse_name_addr, parse_uri, parse_via
+from presence.sip.grammar import parse_name_addr, parse_uri, parse_via
 from presence.sip.parser import SipParseError, parse_message, serialize
 
 PIDF = (

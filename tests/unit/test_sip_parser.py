@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from presence.sip.message import (
-    Headers,
-    SipRequest,
-    SipResponse,
-    make_response,
+from presence.sip.grammar import (
     parse_cseq,
     parse_event,
     parse_expires,
@@ -17,7 +13,9 @@ from presence.sip.message import (
     parse_uri,
     parse_via,
 )
+from presence.sip.message import Headers, SipRequest, SipResponse
 from presence.sip.parser import SipParseError, parse_message, serialize
+from presence.sip.responses import make_response
 
 CRLF = "\r\n"
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
-from presence.notify_builder import Subscription, build_notify, subscription_state
-from presence.pidf import current_sphere
-from presence.watcherinfo import (
+from presence.packages.watcherinfo import (
     WATCHERINFO_NS,
     Watcher,
     parse_watcherinfo,
     watcher_event,
     watcherinfo_document,
 )
+from presence.pidf.document import current_sphere
+from presence.subscriptions.notify import Subscription, build_notify, subscription_state
 
 RESOURCE = "sip:alice@example.com"
 
@@ -134,7 +134,7 @@ def test_winfo_notify_carries_the_watcherinfo_type() -> None:
     headers = dict(notify.headers)
     assert headers["Content-Type"] == "application/watcherinfo+xml"
     assert headers["Event"] == "presence.winfo"
-    assert headers["Subscription-State"] == "active;expires=999"  # presence.expiry rounding
+    assert headers["Subscription-State"] == "active;expires=999"  # rounded (subscriptions.expiry)
     assert not final
 
 

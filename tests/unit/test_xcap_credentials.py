@@ -1,4 +1,4 @@
-"""XCAP credentials derived from the server secret (presence.xcap_credentials), pure."""
+"""XCAP credentials derived from the server secret (presence.xcap.credentials), pure."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import base64
 from hypothesis import given
 from hypothesis import strategies as st
 
-from presence.xcap_credentials import (
+from presence.xcap.credentials import (
     Credentials,
     aor_of,
     authorizes,

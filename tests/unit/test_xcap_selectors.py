@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
-from presence.xcap_selectors import (
+from presence.xcap.selectors import (
     XCAP_ATT,
     XCAP_EL,
     XCAP_NS,

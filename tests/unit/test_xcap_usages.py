@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
-from presence.xcap_errors import XCAP_ERROR_NS, Exists, XcapConflict, error_body
-from presence.xcap_usages import (
+from presence.xcap.errors import XCAP_ERROR_NS, Exists, XcapConflict, error_body
+from presence.xcap.usages import (
     PRES_RULES,
     RESOURCE_LISTS_USAGE,
     XCAP_CAPS_DOCUMENT,

@@ -52,7 +52,7 @@ from typing import Literal
 
 from lxml import etree
 
-from presence.pidf import MAX_DOCUMENT_BYTES, PIDF_NS, parse_pidf
+from presence.pidf.document import MAX_DOCUMENT_BYTES, PIDF_NS, parse_pidf
 from presence.rules.policy import (
     ATTRIBUTE_NAMES,
     ComponentGrant,

@@ -7,6 +7,7 @@ exception escapes, whatever the bytes.
 
 from __future__ import annotations
 
+from presence.sip.grammar import is_token, parse_cseq, parse_name_addr, parse_uri, parse_via
 from presence.sip.message import (
     Headers,
     SipMessage,
@@ -14,11 +15,6 @@ from presence.sip.message import (
     SipRequest,
     SipResponse,
     canonical_name,
-    is_token,
-    parse_cseq,
-    parse_name_addr,
-    parse_uri,
-    parse_via,
 )
 
 __all__ = ["MAX_HEADERS", "MAX_LINE_LENGTH", "SipParseError", "parse_message", "serialize"]

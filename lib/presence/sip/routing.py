@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from presence.sip.message import Via
+from presence.sip.grammar import Via
 
 DEFAULT_PORT = {"UDP": 5060, "TCP": 5060, "TLS": 5061, "SCTP": 5060, "WS": 80, "WSS": 443}
 

@@ -25,14 +25,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from presence.sip.message import (
-    SipParseError,
-    SipRequest,
-    canonical_name,
-    parse_expires,
-    parse_name_addr,
-    split_list,
-)
+from presence.sip.grammar import parse_expires, parse_name_addr
+from presence.sip.message import SipParseError, SipRequest, canonical_name, split_list
 
 # Headers whose non-ASCII text may stand only inside quoted strings.
 UTF8_IN_QUOTES = frozenset(

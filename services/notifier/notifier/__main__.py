@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 
 from notifier.fanout import Fanout
-from presence import service
-from presence.backend import Backend
+from presence.bus.topics import Topics
+from presence.runtime import service
+from presence.runtime.backend import Backend
 from presence.settings import Settings
-from presence.topics import Topics
 
 
 async def body(settings: Settings, stopping: asyncio.Event) -> None:

@@ -11,10 +11,14 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from notifier.edge_inboxes import EdgeInboxes
-from presence import events, metrics
-from presence.active_watchers import watched
-from presence.notify_builder import Subscription
-from presence.notify_views import (
+from presence.bus import events
+from presence.bus.topics import Topics
+from presence.packages.registry import watcher_info_package
+from presence.runtime import metrics
+from presence.settings import Settings
+from presence.subscriptions.notify import Subscription
+from presence.tables.active_watchers import watched
+from presence.tables.notify_views import (
     COLUMNS,
     Change,
     View,
@@ -22,9 +26,6 @@ from presence.notify_views import (
     notify_request,
     view_for,
 )
-from presence.packages import watcher_info_package
-from presence.settings import Settings
-from presence.topics import Topics
 
 log = logging.getLogger(__name__)
 

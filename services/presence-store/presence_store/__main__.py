@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import asyncio
 
-from presence import service
-from presence.backend import Backend
-from presence.locks import ShardedLocks
+from presence.bus.topics import Topics
+from presence.runtime import service
+from presence.runtime.backend import Backend
+from presence.runtime.locks import ShardedLocks
 from presence.settings import Settings, SettingsError
-from presence.topics import Topics
 from presence_store.admin import admin_router
 from presence_store.authentication import Authenticator
 from presence_store.cleaner import Cleaner

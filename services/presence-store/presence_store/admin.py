@@ -48,17 +48,18 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from presence import events
-from presence.authorization import watcher_identity
-from presence.http_limits import storable_address
-from presence.locks import ShardedLocks
-from presence.logs import correlated, correlation, new_correlation_id
-from presence.packages import PACKAGES
-from presence.presentity_documents import load_document
+from presence.bus import events
+from presence.bus.topics import Topics
+from presence.packages.registry import PACKAGES
+from presence.packages.watcherinfo import Watcher
+from presence.rules.authorization import watcher_identity
+from presence.runtime.http_limits import storable_address
+from presence.runtime.locks import ShardedLocks
+from presence.runtime.logs import correlated, correlation, new_correlation_id
 from presence.settings import Settings
-from presence.sip.message import SipParseError, parse_uri
-from presence.topics import Topics
-from presence.watcherinfo import Watcher
+from presence.sip.grammar import parse_uri
+from presence.sip.message import SipParseError
+from presence.tables.presentity import load_document
 from presence_store import credentials
 from presence_store.cleaner import Cleaner
 from presence_store.dead_letters import DeadLettersUnreadable, read_dead_letters
@@ -270,7 +271,7 @@ def admin_router(
                     "expires_in": r["expires"] - now,
                     "received_time": r["received_time"],
                     "device": list(r["device_marks"]),
-                    "device_id": r["device"],  # presence.device: instance id or flow
+                    "device_id": r["device"],  # presence.pidf.device: instance id or flow
                 }
                 for r in rows
             ],

@@ -28,10 +28,12 @@ from dataclasses import dataclass
 import asyncpg
 from redis.asyncio import Redis
 
-from presence import events, metrics
-from presence.answers import Answer
-from presence.counters import WindowCounter
+from presence.bus import events
+from presence.bus.topics import Topics
+from presence.runtime import metrics
+from presence.runtime.counters import WindowCounter
 from presence.settings import Settings
+from presence.sip.answers import Answer
 from presence.sip.digest import (
     DigestCredentials,
     DigestError,
@@ -39,8 +41,7 @@ from presence.sip.digest import (
     parse_credentials,
     response_matches,
 )
-from presence.sip.message import aor_uri, normal_aor, same_aor
-from presence.topics import Topics
+from presence.sip.grammar import aor_uri, normal_aor, same_aor
 
 Request = events.PublishRequest | events.RegisterRequest | events.SubscribeRequest
 

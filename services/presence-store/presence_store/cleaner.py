@@ -31,12 +31,13 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
-from presence import events, metrics
-from presence.authorization import watcher_identity
-from presence.logs import correlated, new_correlation_id
+from presence.bus import events
+from presence.bus.topics import Topics
+from presence.packages.watcherinfo import Watcher
+from presence.rules.authorization import watcher_identity
+from presence.runtime import metrics
+from presence.runtime.logs import correlated, new_correlation_id
 from presence.settings import Settings
-from presence.topics import Topics
-from presence.watcherinfo import Watcher
 from presence_store.subscribe_store import watcher_info_notices
 
 log = logging.getLogger(__name__)

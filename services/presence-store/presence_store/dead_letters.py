@@ -11,8 +11,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from presence import events
-from presence.topics import DEAD_LETTER_PARTITIONS
+from presence.bus import events
+from presence.bus.topics import DEAD_LETTER_PARTITIONS
 
 # The value of a listed dead letter is cut to this many characters: a listing of a
 # thousand stays small; the whole record stays at its topic/partition/offset.

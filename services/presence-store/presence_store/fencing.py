@@ -1,4 +1,4 @@
-"""Fencing of the Redis lock shards in PostgreSQL (see presence.locks)."""
+"""Fencing of the Redis lock shards in PostgreSQL (see presence.runtime.locks)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
-from presence.locks import Lease, ShardedLocks
+from presence.runtime.locks import Lease, ShardedLocks
 
 
 class FencedOut(RuntimeError):

@@ -1,4 +1,4 @@
-"""The presence tables' gauges (presence.metrics): subscriptions by event package and
+"""The presence tables' gauges (presence.runtime.metrics): subscriptions by event package and
 status, live publications by event package. Read from the database before a scrape,
 at most every REFRESH_EVERY seconds (two grouped counts), so that frequent scrapes
 or several store replicas do not load PostgreSQL. The counts read every row (about
@@ -13,7 +13,7 @@ import time
 
 import asyncpg
 
-from presence import metrics
+from presence.runtime import metrics
 from presence.settings import Settings
 
 REFRESH_EVERY = 5.0

@@ -14,13 +14,14 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from presence import events, metrics
-from presence.answers import Answer
-from presence.authorization import watcher_identity
-from presence.locks import LockTimeout, ShardedLocks
+from presence.bus import events
+from presence.bus.topics import Topics
+from presence.packages.watcherinfo import Watcher
+from presence.rules.authorization import watcher_identity
+from presence.runtime import metrics
+from presence.runtime.locks import LockTimeout, ShardedLocks
 from presence.settings import Settings
-from presence.topics import Topics
-from presence.watcherinfo import Watcher
+from presence.sip.answers import Answer
 from presence_store.authentication import Authenticator, may_act_for
 from presence_store.fencing import FencedOut, locked_write
 from presence_store.outcome import Outcome
@@ -102,7 +103,7 @@ class RequestHandler:
 
     async def give_up(self, event: events.Event, error: str) -> list[asyncio.Future[object]]:
         """The final answer to a request the consumer loop gave up on (it failed every
-        attempt, presence.isolation): 500 Server Internal Error, recorded in
+        attempt, presence.bus.isolation): 500 Server Internal Error, recorded in
         processed_requests like any answer, so that a redelivery or a retransmission
         gets it again instead of failing again. Should the request have been applied
         after all (its row is there), its recorded answer is sent instead: a client is

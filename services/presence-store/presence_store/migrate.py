@@ -21,7 +21,7 @@ from pathlib import Path
 import asyncpg
 
 from presence import settings as settings_module
-from presence.db import DatabaseUnavailable, connect
+from presence.runtime.db import DatabaseUnavailable, connect
 from presence.settings import Settings
 
 DEFAULT_SCHEMA_DIR = Path(__file__).resolve().parents[3] / "schema"

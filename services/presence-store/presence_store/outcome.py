@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from presence import events
-from presence.answers import Answer
+from presence.bus import events
+from presence.sip.answers import Answer
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ import secrets
 from dataclasses import dataclass
 from enum import Enum
 
-from presence.answers import Answer
-from presence.events import PublishRequest
-from presence.packages import PACKAGES
+from presence.bus.events import PublishRequest
+from presence.packages.registry import PACKAGES
 from presence.settings import Settings
+from presence.sip.answers import Answer
 
 
 class PublishKind(Enum):
@@ -27,7 +27,7 @@ class Accepted:
     kind: PublishKind
     expires: int  # granted seconds (0 for REMOVE)
     body: str | None
-    # The device behind the document (presence.pidf.device_marks); empty without body.
+    # The device behind the document (presence.pidf.document.device_marks); empty without body.
     marks: frozenset[str] = frozenset()
 
 

@@ -6,14 +6,14 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from presence import metrics
-from presence.active_watchers import watched
-from presence.answers import Answer
-from presence.device import publishing_device
-from presence.events import PresentityChanged, PublishRequest
-from presence.expiry import expires_at
-from presence.presentity_documents import load_document
+from presence.bus.events import PresentityChanged, PublishRequest
+from presence.pidf.device import publishing_device
+from presence.runtime import metrics
 from presence.settings import Settings
+from presence.sip.answers import Answer
+from presence.subscriptions.expiry import expires_at
+from presence.tables.active_watchers import watched
+from presence.tables.presentity import load_document
 from presence_store.outcome import Outcome
 from presence_store.publication import (
     CONDITIONAL_REQUEST_FAILED,
@@ -140,7 +140,7 @@ async def _apply_initial(
     if settings.replace_same_device and decision.marks:
         # A device that lost its entity tag (a 412, a restart) publishes afresh: its old
         # publication would otherwise show in every NOTIFY until it expires. Only its
-        # own: the same device (presence.device) and a shared tuple id or contact.
+        # own: the same device (presence.pidf.device) and a shared tuple id or contact.
         await connection.execute(
             f"""DELETE FROM {table}
                 WHERE username = $1 AND domain = $2 AND event = $3 AND expires > $4
@@ -172,7 +172,7 @@ async def _apply_initial(
 
 
 async def _device_of(connection: asyncpg.Connection, request: PublishRequest, now: int) -> str:
-    """The publishing device (presence.device.publishing_device), with the instance
+    """The publishing device (presence.pidf.device.publishing_device), with the instance
     ids its UA registered for this address-of-record over the same flow."""
     registered: list[str | None] = []
     if request.instance is None:

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from presence import metrics
-from presence.answers import Answer
-from presence.events import RegisterRequest
-from presence.expiry import expires_at, seconds_left
+from presence.bus.events import RegisterRequest
+from presence.runtime import metrics
 from presence.settings import Settings
+from presence.sip.answers import Answer
+from presence.subscriptions.expiry import expires_at, seconds_left
 from presence_store.outcome import Outcome
 
 WILDCARD = "*"

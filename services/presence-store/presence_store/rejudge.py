@@ -12,16 +12,16 @@ from datetime import UTC, datetime
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from presence import events
-from presence.authorization import Verdict, judge, watcher_identity
-from presence.locks import ShardedLocks
-from presence.packages import PACKAGES, Authorization
-from presence.presentity_documents import load_sphere, needs_sphere
+from presence.bus import events
+from presence.bus.topics import Topics
+from presence.packages.registry import PACKAGES, Authorization
+from presence.packages.watcherinfo import Watcher
+from presence.rules.authorization import Verdict, judge, watcher_identity
+from presence.runtime.locks import ShardedLocks
 from presence.settings import Settings
-from presence.sip.message import parse_uri
-from presence.topics import Topics
-from presence.watcherinfo import Watcher
-from presence.xcap_documents import load_pres_rules
+from presence.sip.grammar import parse_uri
+from presence.tables.presentity import load_sphere, needs_sphere
+from presence.tables.xcap import load_pres_rules
 from presence_store.fencing import locked_write
 from presence_store.subscribe_store import record_verdict, watcher_info_notices
 
@@ -46,7 +46,7 @@ async def rejudge(
     cause: str,
 ) -> Rejudged:
     """Apply `document` (None: no rules) to the presentity's live subscriptions of
-    every package pres-rules govern (presence.packages), in the caller's transaction
+    every package pres-rules govern (presence.packages.registry), in the caller's transaction
     under the presentity's lock: pending -> active when allowed, active -> terminated
     (deactivated, or probation) when no longer allowed, rejected when blocked; each
     decision recorded in the watchers table. The notices tell the notifier: a final

@@ -6,19 +6,19 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from presence import metrics
-from presence.active_watchers import watched
-from presence.answers import Answer
-from presence.authorization import Verdict, judge, watcher_identity
-from presence.events import Event, SubscribeRequest, WatcherChanged, WatcherInfoChanged
-from presence.expiry import expires_at
-from presence.notify_views import notify_of_dialog
-from presence.packages import PACKAGES, Authorization, watcher_info_package
-from presence.presentity_documents import load_sphere, needs_sphere
+from presence.bus.events import Event, SubscribeRequest, WatcherChanged, WatcherInfoChanged
+from presence.packages.registry import PACKAGES, Authorization, watcher_info_package
+from presence.packages.watcherinfo import Watcher as WinfoWatcher
+from presence.rules.authorization import Verdict, judge, watcher_identity
+from presence.runtime import metrics
 from presence.settings import Settings
-from presence.sip.message import SipUri, parse_uri, same_aor
-from presence.watcherinfo import Watcher as WinfoWatcher
-from presence.xcap_documents import load_pres_rules
+from presence.sip.answers import Answer
+from presence.sip.grammar import SipUri, parse_uri, same_aor
+from presence.subscriptions.expiry import expires_at
+from presence.tables.active_watchers import watched
+from presence.tables.notify_views import notify_of_dialog
+from presence.tables.presentity import load_sphere, needs_sphere
+from presence.tables.xcap import load_pres_rules
 from presence_store.outcome import Outcome
 from presence_store.subscription import grant_expires, new_to_tag
 
@@ -71,7 +71,7 @@ async def apply_subscribe(
     # Expires 0 it is the final one, carrying the state (a fetch, §4.4.3). Built
     # here, in this transaction and under the presentity's lock, and sent to the edge
     # right after the 200: no trip through presence.changes and the notifier. Its
-    # CSeq is allocated like the notifier's (presence.notify_views), so a NOTIFY the
+    # CSeq is allocated like the notifier's (presence.tables.notify_views), so a NOTIFY the
     # notifier sends later for a newer state has a higher one.
     own_change = WatcherChanged(
         username=request.username,

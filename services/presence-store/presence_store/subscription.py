@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import secrets
 
-from presence.answers import Answer
-from presence.events import SubscribeRequest
-from presence.packages import PACKAGES
+from presence.bus.events import SubscribeRequest
+from presence.packages.registry import PACKAGES
 from presence.settings import Settings
+from presence.sip.answers import Answer
 
 
 def grant_expires(request: SubscribeRequest, settings: Settings) -> int | Answer:

@@ -5,17 +5,17 @@ and resource-lists (RFC 4826 §3) documents, and the global xcap-caps document.
     GET    /xcap-root/<auid>/users/{xui}/index   the document (404 when none)
     DELETE /xcap-root/<auid>/users/{xui}/index   remove it
     GET|PUT|DELETE .../index/~~/<node selector>  one element or attribute; GET also
-                                                  namespace::* (presence.xcap_selectors)
+                                                  namespace::* (presence.xcap.selectors)
     GET    /xcap-root/xcap-caps/global/index     what the server supports (§12)
 
 A node selector outside the grammar is a 404, one with a prefix no xmlns() of the
 query binds a 400 (RFC 4825 §8); an attribute's body is an XML AttValue with its
 quotes, both ways (§7.7, §7.9).
 
-auid is pres-rules or resource-lists (presence.xcap_usages). xui is the user's SIP
+auid is pres-rules or resource-lists (presence.xcap.usages). xui is the user's SIP
 URI ("sip:alice@example.com", percent-encoded in the path). A change that would
 leave a document that is not UTF-8, not well-formed or not valid for its usage is
-refused with 409 and an XCAP error body (RFC 4825 §11, presence.xcap_errors), and
+refused with 409 and an XCAP error body (RFC 4825 §11, presence.xcap.errors), and
 the stored one stays. Every pres-rules change re-judges the presentity's
 subscriptions at once: those now allowed become active, those no longer allowed
 end (reason deactivated, or rejected when blocked), and every watcher gets a
@@ -29,7 +29,7 @@ counter, shared by the store replicas). A body is read with its limit
 (MAX_DOCUMENT_BYTES) enforced while it arrives: 413 as soon as it is passed, or at
 once when Content-Length says so.
 
-Every request for a user's document is authenticated (presence.xcap_credentials):
+Every request for a user's document is authenticated (presence.xcap.credentials):
 HTTP Basic or Bearer with the user's XCAP password, derived from
 PRESENCE_XCAP_SECRET; a user reads and changes only their own documents (401
 without valid credentials, 403 with someone else's). Credentials that cannot be
@@ -52,19 +52,21 @@ from fastapi import APIRouter, Request, Response
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from presence import events, metrics
-from presence import xcap_selectors as selectors
-from presence.counters import WindowCounter
-from presence.http_limits import storable_address
-from presence.locks import LockTimeout, ShardedLocks
-from presence.logs import correlated, new_correlation_id
+from presence.bus import events
+from presence.bus.topics import Topics
+from presence.runtime import metrics
+from presence.runtime.counters import WindowCounter
+from presence.runtime.http_limits import storable_address
+from presence.runtime.locks import LockTimeout, ShardedLocks
+from presence.runtime.logs import correlated, new_correlation_id
 from presence.settings import Settings
-from presence.sip.message import SipParseError, parse_uri
-from presence.topics import Topics
-from presence.xcap_credentials import REALM, authorizes, parse_authorization
-from presence.xcap_documents import load_document
-from presence.xcap_errors import XCAP_ERROR, XcapConflict, error_body, node_selector_uri
-from presence.xcap_usages import (
+from presence.sip.grammar import parse_uri
+from presence.sip.message import SipParseError
+from presence.tables.xcap import load_document
+from presence.xcap import selectors
+from presence.xcap.credentials import REALM, authorizes, parse_authorization
+from presence.xcap.errors import XCAP_ERROR, XcapConflict, error_body, node_selector_uri
+from presence.xcap.usages import (
     MAX_DOCUMENT_BYTES,
     USER_USAGES,
     XCAP_CAPS_DOCUMENT,
@@ -149,7 +151,7 @@ def xcap_router(
     producer: AIOKafkaProducer,
     redis: Redis,
 ) -> APIRouter:
-    # A body over the limit is refused with 413 while it is read (presence.http_limits).
+    # A body over the limit is refused with 413 while it is read (presence.runtime.http_limits).
     router = APIRouter(max_body_size=MAX_DOCUMENT_BYTES)
     topics = Topics.of(settings)
     writes = WindowCounter(redis)

@@ -13,13 +13,20 @@ from collections.abc import Awaitable, Callable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from presence import events, isolation, metrics, service
-from presence.health import make_health_app
-from presence.kafka import bus_ready, dead_letter_of, ensure_topics, start_consumer, start_producer
-from presence.logs import correlated, from_kafka_headers
+from presence.bus import events, isolation
+from presence.bus.topics import Topics, shared_topics, topic_configs
+from presence.runtime import metrics, service
+from presence.runtime.health import make_health_app
+from presence.runtime.kafka import (
+    bus_ready,
+    dead_letter_of,
+    ensure_topics,
+    start_consumer,
+    start_producer,
+)
+from presence.runtime.logs import correlated, from_kafka_headers
+from presence.runtime.tls import TlsConfigError, client_context, server_context
 from presence.settings import Settings, SettingsError
-from presence.tls import TlsConfigError, client_context, server_context
-from presence.topics import Topics, shared_topics, topic_configs
 from sip_edge.edge import Edge
 from sip_edge.transport import SharedSlots, TcpConnections, TcpLimits, UdpEndpoint
 
@@ -42,7 +49,7 @@ async def _log_only(record: ConsumerRecord[bytes, bytes], error: str) -> None:
 
 def inbox_dead_letters(producer: AIOKafkaProducer, topic: str) -> InboxGiveUp:
     """Put an inbox record the edge could not handle on the dead-letters topic (as
-    the store and notifier do with theirs; presence.isolation). Handling it again
+    the store and notifier do with theirs; presence.bus.isolation). Handling it again
     would fail again: the edge's handling has no dependency that could be down. The
     send is not awaited: after a crash the record is read and dead-lettered again."""
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from presence import metrics
-from presence.answers import Answer
+from presence.runtime import metrics
 from presence.settings import Settings
+from presence.sip.answers import Answer
 from presence.sip.digest import (
     DigestError,
     DigestUnsupported,
@@ -28,7 +28,8 @@ from presence.sip.digest import (
     nonce_age,
     parse_credentials,
 )
-from presence.sip.message import SipParseError, SipRequest, aor_uri, parse_name_addr
+from presence.sip.grammar import aor_uri, parse_name_addr
+from presence.sip.message import SipParseError, SipRequest
 
 
 @dataclass(frozen=True)

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 from presence import column_limits
-from presence.answers import Answer
-from presence.packages import accepted_types, allow_events, enabled
+from presence.packages.registry import accepted_types, allow_events, enabled
 from presence.settings import Settings
-from presence.sip.message import (
-    SipParseError,
-    SipRequest,
-    SipUri,
-    parse_event,
-    parse_name_addr,
-    parse_uri,
-)
+from presence.sip.answers import Answer
+from presence.sip.grammar import SipUri, parse_event, parse_name_addr, parse_uri
+from presence.sip.message import SipParseError, SipRequest
 from presence.sip.text_rules import Defect, has_control, request_defect
 
 # Methods this server handles; anything else gets 405 with this Allow list.

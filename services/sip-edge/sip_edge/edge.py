@@ -22,22 +22,17 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from presence import events, metrics
-from presence.answers import Answer
-from presence.logs import correlated, correlation
+from presence.bus import events
+from presence.bus.topics import Topics
+from presence.runtime import metrics
+from presence.runtime.logs import correlated, correlation
 from presence.settings import Settings
-from presence.sip.message import (
-    SipParseError,
-    SipRequest,
-    SipResponse,
-    make_response,
-    parse_name_addr,
-    parse_uri,
-    parse_via,
-)
+from presence.sip.answers import Answer
+from presence.sip.grammar import parse_name_addr, parse_uri, parse_via
+from presence.sip.message import SipParseError, SipRequest, SipResponse
 from presence.sip.parser import parse_message, serialize
+from presence.sip.responses import make_response
 from presence.sip.routing import response_address, stamp_via
-from presence.topics import Topics
 from sip_edge.admission import Admission
 from sip_edge.authentication import authenticate
 from sip_edge.checks import check_request, input_defect, options_answer
@@ -117,7 +112,7 @@ class Edge:
         self.draining = False
         self.inbox = InboxProgress()
         self._pacer_cleaned_at = 0.0
-        # The correlation id (presence.logs) of each NOTIFY read from the inbox and not
+        # The correlation id (presence.runtime.logs) of each NOTIFY read from the inbox and not
         # done with yet: the pacer may send it later, outside the inbox's context.
         self._notify_correlation: dict[str, str] = {}
         self._via_host, self._via_port = _advertised_address(settings)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from presence.events import NotifyRequest
-from presence.sip.message import Headers, SipRequest, parse_name_addr, parse_uri
+from presence.bus.events import NotifyRequest
+from presence.sip.grammar import parse_name_addr, parse_uri
+from presence.sip.message import Headers, SipRequest
 from presence.sip.routing import DEFAULT_PORT
 
 # The transports a NOTIFY may leave on; "ws" and "wss" only over an open flow.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from presence.events import NotifyRequest
+from presence.bus.events import NotifyRequest
 
 
 def notify_cseq(notify: NotifyRequest) -> int:

@@ -19,7 +19,8 @@ import socket
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from presence.sip.message import SipParseError, SipRequest, parse_name_addr
+from presence.sip.grammar import parse_name_addr
+from presence.sip.message import SipParseError, SipRequest
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import re
 
-from presence import events
-from presence.answers import Answer
-from presence.device import instance_id
-from presence.sip.message import (
-    SipParseError,
-    SipRequest,
-    parse_event,
-    parse_expires,
-    parse_name_addr,
-    parse_uri,
-)
+from presence.bus import events
+from presence.pidf.device import instance_id
+from presence.sip.answers import Answer
+from presence.sip.grammar import parse_event, parse_expires, parse_name_addr, parse_uri
+from presence.sip.message import SipParseError, SipRequest
 
 _QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")
 

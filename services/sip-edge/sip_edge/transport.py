@@ -29,11 +29,11 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from presence import metrics
+from presence.runtime import metrics
+from presence.runtime.tls import peer_verified
 from presence.settings import Settings
 from presence.sip.framing import FramingError, KeepAlive, StreamFramer
 from presence.sip.websocket import Closed, Opened, Refused, SipWebSocket
-from presence.tls import peer_verified
 from sip_edge.limits import SlotLimiter
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""The Kafka bus's vocabulary: typed versioned events, topic names, record isolation."""

@@ -1,0 +1,1 @@
+"""The I/O every service shares: Kafka, PostgreSQL, Redis, locks, HTTP, logs, metrics."""

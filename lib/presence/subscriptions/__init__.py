@@ -1,0 +1,1 @@
+"""A subscription's life: states, expiry and the NOTIFY that tells it. Pure, no I/O."""
