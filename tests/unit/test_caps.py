@@ -178,6 +178,7 @@ def test_a_document_over_a_lowered_limit_is_withheld_not_a_failed_change() -> No
     filtered: the watcher gets "nothing known" and the notifier goes on."""
     from datetime import UTC, datetime
 
+    from presence.rules.authorization import Judge
     from presence.subscriptions.notify import Subscription
     from presence.tables.notify_views import as_seen_by
 
@@ -187,15 +188,11 @@ def test_a_document_over_a_lowered_limit_is_withheld_not_a_failed_change() -> No
         2**40, "active", None, RESOURCE, "sip:bob@example.com", "bob", "example.com", "udp:h",
         "e",
     )  # fmt: skip
-    seen = as_seen_by(
-        settings, subscription, big_document(5000), RESOURCE, ALLOW_ALL.decode(),
-        datetime.now(UTC), None,
-    )  # fmt: skip
+    judge = Judge(ALLOW_ALL.decode(), settings.authorization_policy, datetime.now(UTC))
+    seen = as_seen_by(settings.document_policy, subscription, big_document(5000), RESOURCE, judge)
     root = parse_pidf(seen)
     assert root.get("entity") == RESOURCE and len(root) == 0
     # Within the limit the same rules show the document.
     small = big_document(3000)
-    shown = as_seen_by(
-        settings, subscription, small, RESOURCE, ALLOW_ALL.decode(), datetime.now(UTC), None
-    )
+    shown = as_seen_by(settings.document_policy, subscription, small, RESOURCE, judge)
     assert b'<tuple id="t">' in shown

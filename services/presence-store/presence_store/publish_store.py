@@ -78,7 +78,7 @@ async def apply_publish(
 async def _apply(
     connection: asyncpg.Connection, request: PublishRequest, settings: Settings, now: int
 ) -> Applied:
-    decision = classify(request, settings)
+    decision = classify(request, settings.expiry_policy)
     if isinstance(decision, Answer):
         return Applied(decision)
     if decision.kind in (PublishKind.REFRESH, PublishKind.REMOVE):
@@ -168,7 +168,9 @@ async def _apply_initial(
         sorted(decision.marks),
         device,
     )
-    return Applied(success_reply(entity_tag, decision.expires, settings), changed=True)
+    return Applied(
+        success_reply(entity_tag, decision.expires, settings.expiry_policy), changed=True
+    )
 
 
 async def _device_of(connection: asyncpg.Connection, request: PublishRequest, now: int) -> str:
@@ -217,7 +219,9 @@ async def _apply_conditional(
         body = await connection.fetchval(
             f"DELETE FROM {table} WHERE id = $1 RETURNING body", row_id
         )
-        return Applied(success_reply(request.if_match or "", 0, settings), True, [body])
+        return Applied(
+            success_reply(request.if_match or "", 0, settings.expiry_policy), True, [body]
+        )
     entity_tag = new_entity_tag()
     grace_until = now + settings.etag_grace if settings.etag_grace else 0
     if decision.kind is PublishKind.REFRESH:
@@ -231,7 +235,7 @@ async def _apply_conditional(
             expires_at(now, decision.expires),
             grace_until,
         )
-        return Applied(success_reply(entity_tag, decision.expires, settings))
+        return Applied(success_reply(entity_tag, decision.expires, settings.expiry_policy))
     await connection.execute(
         f"""UPDATE {table} SET prev_etag = etag, prev_etag_expires = $6,
                 etag = $2, expires = $3, received_time = $4, body = $5, device_marks = $7
@@ -244,4 +248,6 @@ async def _apply_conditional(
         grace_until,
         sorted(decision.marks),
     )
-    return Applied(success_reply(entity_tag, decision.expires, settings), changed=True)
+    return Applied(
+        success_reply(entity_tag, decision.expires, settings.expiry_policy), changed=True
+    )

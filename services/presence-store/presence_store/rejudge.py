@@ -71,7 +71,7 @@ async def rejudge(
         sphere = await load_sphere(connection, settings, username, domain)
     for row in rows:
         watcher = watcher_identity(row["from_user"], row["from_domain"])
-        verdict = judge(document, watcher, settings, judged_at, sphere=sphere)
+        verdict = judge(document, watcher, settings.authorization_policy, judged_at, sphere=sphere)
         status, reason = verdict.status, verdict.reason
         if row["status"] == "active" and status != "active":
             # RFC 5025 §3.2.1 / RFC 6665: permission withdrawn.

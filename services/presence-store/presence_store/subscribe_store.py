@@ -39,7 +39,7 @@ WATCHER_INFO_CHUNK = 100
 async def apply_subscribe(
     connection: asyncpg.Connection, request: SubscribeRequest, settings: Settings, now: int
 ) -> Outcome:
-    granted = grant_expires(request, settings)
+    granted = grant_expires(request, settings.expiry_policy)
     if isinstance(granted, Answer):
         return Outcome(granted)
     if request.to_tag is None:
@@ -195,13 +195,15 @@ async def _create(
         sphere = None
         if needs_sphere(rules):
             sphere = await load_sphere(connection, settings, request.username, request.domain)
-        verdict = judge(rules, identity, settings, datetime.now(UTC), sphere=sphere)
+        verdict = judge(
+            rules, identity, settings.authorization_policy, datetime.now(UTC), sphere=sphere
+        )
         await record_verdict(
             connection, settings, request.username, request.domain, watcher, verdict, now
         )
     if verdict.status == "terminated":
         return None, WinfoWatcher(request.request_id, identity, "terminated", "rejected")
-    to_tag = new_to_tag(settings)
+    to_tag = new_to_tag(settings.to_tag_pref)
     await connection.execute(
         f"""INSERT INTO {settings.active_watchers_table} (
                 to_user, to_domain, from_user, from_domain, event, event_id, to_tag, from_tag,

@@ -28,8 +28,8 @@ def options_answer(settings: Settings) -> Answer:
         200,
         headers=[
             ("Allow", allowed_methods(settings)),
-            ("Accept", accepted_types(settings)),
-            ("Allow-Events", allow_events(settings)),
+            ("Accept", accepted_types(settings.event_package_names)),
+            ("Allow-Events", allow_events(settings.event_package_names)),
         ],
     )
 
@@ -68,14 +68,18 @@ def check_request(request: SipRequest, settings: Settings) -> Answer | None:
         return None
     event = request.headers.get("Event")
     if event is None:
-        return Answer(489, "Missing Event header", [("Allow-Events", allow_events(settings))])
+        return Answer(
+            489,
+            "Missing Event header",
+            [("Allow-Events", allow_events(settings.event_package_names))],
+        )
     try:
         package, _ = parse_event(event)
     except SipParseError:
         return Answer(400, "Bad Event")
-    declared = enabled(settings).get(package)
+    declared = enabled(settings.event_package_names).get(package)
     if declared is None or (request.method == "PUBLISH" and not declared.publishable):
-        return Answer(489, headers=[("Allow-Events", allow_events(settings))])
+        return Answer(489, headers=[("Allow-Events", allow_events(settings.event_package_names))])
     expires = request.headers.get("Expires")
     if expires is not None:
         if not expires.strip().isdigit():
