@@ -158,8 +158,7 @@ def method_of(request: Request) -> str:
 
 def source_host(request: Request) -> str:
     """The sender's address, from the flow ("udp:203.0.113.5:5060", "tcp:[::1]:5060")."""
-    flow = request.source if isinstance(request, events.PublishRequest) else request.flow
-    host = flow.partition(":")[2].rpartition(":")[0]
+    host = request.flow.partition(":")[2].rpartition(":")[0]
     return host.strip("[]") or "unknown"
 
 

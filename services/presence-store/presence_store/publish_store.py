@@ -185,11 +185,11 @@ async def _device_of(connection: asyncpg.Connection, request: PublishRequest, no
                    WHERE username = $1 AND domain = $2 AND received = $3 AND expires > $4""",
                 request.username,
                 request.domain,
-                request.source,
+                request.flow,
                 now,
             )
         ]
-    return publishing_device(request.instance, registered, request.source, request.request_id)
+    return publishing_device(request.instance, registered, request.flow, request.request_id)
 
 
 async def _apply_conditional(
