@@ -65,18 +65,18 @@ def test_bindings_after_adds_refreshes_and_removes() -> None:
 
 
 def test_contact_cap_refuses_only_requests_that_add_beyond_it() -> None:
-    settings = load({"PRESENCE_MAX_CONTACTS": "2"})
+    cap = load({"PRESENCE_MAX_CONTACTS": "2"}).max_contacts
     two = ["sip:a@h", "sip:b@h"]
-    assert over_contact_cap(two, [Binding("sip:c@h", 60, None)], settings)
-    assert not over_contact_cap(two, [Binding("sip:a@h", 60, None)], settings)  # refresh
+    assert over_contact_cap(two, [Binding("sip:c@h", 60, None)], cap)
+    assert not over_contact_cap(two, [Binding("sip:a@h", 60, None)], cap)  # refresh
     # Replacing one binding by another in one request stays at the cap.
     swap = [Binding("sip:a@h", 0, None), Binding("sip:c@h", 60, None)]
-    assert not over_contact_cap(two, swap, settings)
+    assert not over_contact_cap(two, swap, cap)
     # A cap lowered below what an AOR holds: refreshes and removals still pass.
     three = [*two, "sip:c@h"]
-    assert not over_contact_cap(three, [Binding("sip:c@h", 60, None)], settings)
-    assert not over_contact_cap(three, [Binding("sip:c@h", 0, None)], settings)
-    assert over_contact_cap(three, [Binding("sip:d@h", 60, None)], settings)
+    assert not over_contact_cap(three, [Binding("sip:c@h", 60, None)], cap)
+    assert not over_contact_cap(three, [Binding("sip:c@h", 0, None)], cap)
+    assert over_contact_cap(three, [Binding("sip:d@h", 60, None)], cap)
 
 
 # --- watcherinfo ----------------------------------------------------------------
