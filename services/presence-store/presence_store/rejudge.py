@@ -16,7 +16,7 @@ from presence.bus import events
 from presence.bus.topics import Topics
 from presence.packages.registry import PACKAGES, Authorization
 from presence.packages.watcherinfo import Watcher
-from presence.rules.authorization import Verdict, judge, watcher_identity
+from presence.rules.authorization import Judge, Verdict, watcher_identity
 from presence.runtime.locks import ShardedLocks
 from presence.settings import Settings
 from presence.sip.grammar import parse_uri
@@ -69,9 +69,11 @@ async def rejudge(
     sphere = None
     if rows and needs_sphere(document):
         sphere = await load_sphere(connection, settings, username, domain)
+    # The rules are parsed once for all the subscriptions, not once per watcher.
+    rules = Judge(document, settings.authorization_policy, judged_at, sphere=sphere)
     for row in rows:
         watcher = watcher_identity(row["from_user"], row["from_domain"])
-        verdict = judge(document, watcher, settings.authorization_policy, judged_at, sphere=sphere)
+        verdict = rules.verdict(watcher)
         status, reason = verdict.status, verdict.reason
         if row["status"] == "active" and status != "active":
             # RFC 5025 §3.2.1 / RFC 6665: permission withdrawn.
