@@ -14,6 +14,7 @@ the edge is where their order is kept:
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 from presence.bus.events import NotifyRequest
@@ -48,8 +49,9 @@ class NotifyPacer:
     # How long an idle dialog's last CSeq is remembered (to drop stragglers).
     memory: float = 64.0
     _dialogs: dict[str, _Dialog] = field(default_factory=dict)
-    # Dialogs holding a queued NOTIFY: the only ones `due` needs to look at.
-    _waiting: set[str] = field(default_factory=set)
+    # (when, subscription): a queued NOTIFY that waits for its interval only, not for
+    # an answer; what `due` and `next_due` look at. Outdated entries are skipped.
+    _intervals: list[tuple[float, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self._dialogs)
@@ -69,7 +71,8 @@ class NotifyPacer:
             return None  # nothing follows a final NOTIFY
         if dialog.in_flight or now < dialog.last_sent_at + self.min_interval:
             dialog.queued = notify
-            self._waiting.add(notify.subscription)
+            if not dialog.in_flight:
+                self._wait_interval(notify.subscription, dialog)
             return None
         return self._in_flight(dialog, notify, now)
 
@@ -90,11 +93,19 @@ class NotifyPacer:
     def due(self, now: float) -> list[NotifyRequest]:
         """Queued NOTIFYs whose interval has passed (the caller sends them)."""
         ready = []
-        for subscription in list(self._waiting):
-            notify = self._release(self._dialogs[subscription], now)
+        while self._intervals and self._intervals[0][0] <= now:
+            _, subscription = heapq.heappop(self._intervals)
+            dialog = self._dialogs.get(subscription)
+            notify = self._release(dialog, now) if dialog is not None else None
             if notify is not None:
                 ready.append(notify)
         return ready
+
+    def next_due(self) -> float | None:
+        """When `due` next has a NOTIFY to release, if one waits for its interval."""
+        while self._intervals and not self._waits_interval(*self._intervals[0]):
+            heapq.heappop(self._intervals)
+        return self._intervals[0][0] if self._intervals else None
 
     def forget_idle(self, now: float) -> None:
         """Drop dialogs idle for longer than `memory` (called now and then)."""
@@ -107,10 +118,22 @@ class NotifyPacer:
         if dialog.in_flight or dialog.queued is None:
             return None
         if now < dialog.last_sent_at + self.min_interval:
+            self._wait_interval(dialog.queued.subscription, dialog)
             return None
         notify, dialog.queued = dialog.queued, None
-        self._waiting.discard(notify.subscription)
         return self._in_flight(dialog, notify, now)
+
+    def _wait_interval(self, subscription: str, dialog: _Dialog) -> None:
+        heapq.heappush(self._intervals, (dialog.last_sent_at + self.min_interval, subscription))
+
+    def _waits_interval(self, when: float, subscription: str) -> bool:
+        dialog = self._dialogs.get(subscription)
+        return (
+            dialog is not None
+            and dialog.queued is not None
+            and not dialog.in_flight
+            and when == dialog.last_sent_at + self.min_interval
+        )
 
     @staticmethod
     def _in_flight(dialog: _Dialog, notify: NotifyRequest, now: float) -> NotifyRequest:
