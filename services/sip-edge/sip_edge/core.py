@@ -68,8 +68,6 @@ STORE_UNAVAILABLE = Answer(503, "Store Unavailable", [("Retry-After", "5")])
 # Retry-After of an overload refusal, drawn per request so that refused clients
 # do not all come back in the same second.
 OVERLOAD_RETRY_AFTER = (1, 5)
-# How often dialogs the pacer no longer needs are forgotten (while it has any).
-PACER_CLEANUP_INTERVAL = 5.0
 # A password in a URI's user part (deprecated, RFC 3261 §19.1.1) never reaches a log.
 _URI_PASSWORD = re.compile(r"^(sips?:[^:@;]*):[^@]*@")
 
@@ -168,7 +166,6 @@ class EdgeCore:
         # Set at SIGTERM: requests that start a transaction get 503; the sockets stay
         # open for the replies of those in flight and for retransmissions.
         self.draining = False
-        self._pacer_cleanup_at = 0.0
         # The correlation id (presence.runtime.logs) of each NOTIFY read from the inbox
         # and not done with yet: the pacer may send it later, outside the inbox's context.
         self._notify_correlation: dict[str, str] = {}
@@ -217,9 +214,7 @@ class EdgeCore:
             self._client_transaction_ended(transaction, 408, "Request Timeout", now, "timeout")
         for notify in self.pacer.due(now):
             self._send_notify(notify, now)
-        if len(self.pacer) and now >= self._pacer_cleanup_at:
-            self.pacer.forget_idle(now)
-            self._pacer_cleanup_at = now + PACER_CLEANUP_INTERVAL
+        self.pacer.forget_idle(now)
         overdue = self.transactions.expire(now, give_up_after=events.REPLY_DEADLINE)
         for transaction in overdue:
             log.warning(
@@ -238,7 +233,7 @@ class EdgeCore:
             self.transactions.next_deadline(
                 give_up_after=events.REPLY_DEADLINE, silent_after=TRYING_AFTER_UDP
             ),
-            self._pacer_cleanup_at if len(self.pacer) else None,
+            self.pacer.next_forget(),
         ]
         return min((d for d in deadlines if d is not None), default=None)
 

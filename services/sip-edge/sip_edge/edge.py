@@ -69,6 +69,7 @@ class Edge:
         # cancels it.
         self._deliveries: dict[str, asyncio.Task[None]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # when it fires (uvloop's handles do not say)
 
     # --- what the rest of the service reads and sets ------------------------------
 
@@ -154,10 +155,11 @@ class Edge:
         if deadline is None:
             return
         if self._timer is not None:
-            if self._timer.when() <= deadline:
+            if self._timer_at <= deadline:
                 return  # fires first anyway; the core says what is due then
             self._timer.cancel()
         self._timer = asyncio.get_running_loop().call_at(deadline, self._timer_fired)
+        self._timer_at = deadline
 
     async def _send_event(self, action: Produce) -> None:
         """Hand an event to Kafka without waiting for the acknowledgement. A send that

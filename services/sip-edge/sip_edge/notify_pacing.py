@@ -52,6 +52,9 @@ class NotifyPacer:
     # (when, subscription): a queued NOTIFY that waits for its interval only, not for
     # an answer; what `due` and `next_due` look at. Outdated entries are skipped.
     _intervals: list[tuple[float, str]] = field(default_factory=list)
+    # Dialogs with nothing in flight or queued, in the order they became idle (`now`
+    # does not go back): what `forget_idle` and `next_forget` look at.
+    _idle: dict[str, None] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self._dialogs)
@@ -69,6 +72,7 @@ class NotifyPacer:
         dialog.last_cseq = cseq
         if dialog.queued is not None and is_final(dialog.queued):
             return None  # nothing follows a final NOTIFY
+        self._idle.pop(notify.subscription, None)
         if dialog.in_flight or now < dialog.last_sent_at + self.min_interval:
             dialog.queued = notify
             if not dialog.in_flight:
@@ -88,7 +92,11 @@ class NotifyPacer:
             return None
         dialog.in_flight = False
         dialog.idle_since = now
-        return self._release(dialog, now)
+        following = self._release(dialog, now)
+        if dialog.queued is None and following is None:
+            self._idle.pop(subscription, None)  # to the end of the idle order
+            self._idle[subscription] = None
+        return following
 
     def due(self, now: float) -> list[NotifyRequest]:
         """Queued NOTIFYs whose interval has passed (the caller sends them)."""
@@ -108,11 +116,18 @@ class NotifyPacer:
         return self._intervals[0][0] if self._intervals else None
 
     def forget_idle(self, now: float) -> None:
-        """Drop dialogs idle for longer than `memory` (called now and then)."""
-        for subscription, dialog in list(self._dialogs.items()):
-            idle = not dialog.in_flight and dialog.queued is None
-            if idle and now - dialog.idle_since > self.memory:
-                del self._dialogs[subscription]
+        """Drop dialogs idle for `memory` seconds or longer."""
+        while self._idle:
+            subscription = next(iter(self._idle))
+            if now - self._dialogs[subscription].idle_since < self.memory:
+                break
+            del self._idle[subscription]
+            del self._dialogs[subscription]
+
+    def next_forget(self) -> float | None:
+        """When `forget_idle` next has a dialog to drop."""
+        oldest = next(iter(self._idle), None)
+        return self._dialogs[oldest].idle_since + self.memory if oldest is not None else None
 
     def _release(self, dialog: _Dialog, now: float) -> NotifyRequest | None:
         if dialog.in_flight or dialog.queued is None:

@@ -111,8 +111,12 @@ class TransactionTable(Generic[Context]):
         self._forget(self._silent, transaction)
         if final:
             transaction.final = True
-            transaction.ends_at = now + (0.0 if reliable else self.timers.timer_j_udp)
             self._forget(self._pending, transaction)
+            if reliable:  # no retransmissions to absorb: Timer J is 0
+                transaction.ends_at = now
+                self._end(transaction)
+                return
+            transaction.ends_at = now + self.timers.timer_j_udp
             heapq.heappush(self._ending, (transaction.ends_at, next(self._sequence), transaction))
 
     def unanswered(self) -> int:
@@ -148,18 +152,20 @@ class TransactionTable(Generic[Context]):
         response after give_up_after seconds, so the caller can answer them itself."""
         while self._ending and self._ending[0][0] <= now:
             ends_at, _, transaction = heapq.heappop(self._ending)
-            if transaction.ends_at != ends_at:
-                continue  # a later final response restarted Timer J
-            if self._by_key.get(transaction.key) is transaction:
-                del self._by_key[transaction.key]
-            if self._by_request_id.get(transaction.request_id) is transaction:
-                del self._by_request_id[transaction.request_id]
+            if transaction.ends_at == ends_at:  # else a later final response restarted it
+                self._end(transaction)
         overdue = []
         for transaction in self._pending.values():
             if now - transaction.started_at < give_up_after:
                 break
             overdue.append(transaction)
         return overdue
+
+    def _end(self, transaction: ServerTransaction[Context]) -> None:
+        if self._by_key.get(transaction.key) is transaction:
+            del self._by_key[transaction.key]
+        if self._by_request_id.get(transaction.request_id) is transaction:
+            del self._by_request_id[transaction.request_id]
 
     @staticmethod
     def _forget(
