@@ -11,6 +11,7 @@ when an input makes it earlier, and after each time it fires.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Coroutine
@@ -158,7 +159,10 @@ class Edge:
             if self._timer_at <= deadline:
                 return  # fires first anyway; the core says what is due then
             self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_at(deadline, self._timer_fired)
+        # In a context of its own: what is due belongs to no one input's correlation id.
+        self._timer = asyncio.get_running_loop().call_at(
+            deadline, self._timer_fired, context=contextvars.Context()
+        )
         self._timer_at = deadline
 
     async def _send_event(self, action: Produce) -> None:
