@@ -28,6 +28,7 @@ from sip_edge.core import (
     Action,
     CancelDelivery,
     EdgeCore,
+    IncomingRequest,
     NotifyDelivery,
     Produce,
     Resolve,
@@ -75,7 +76,7 @@ class Edge:
     # --- what the rest of the service reads and sets ------------------------------
 
     @property
-    def transactions(self) -> TransactionTable[Any]:
+    def transactions(self) -> TransactionTable[IncomingRequest]:
         return self.core.transactions
 
     @property
