@@ -280,8 +280,9 @@ async def test_unanswered_udp_notify_is_retransmitted_then_times_out(lone_edge: 
     assert isinstance(first, SipRequest) and first.method == "NOTIFY"
     assert all(copy == copies[0] for copy in copies)  # retransmissions, not new requests
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    # Timer E with T1 = 50 ms doubles: 50, 100, 200 ms (the edge's timer ticks every
-    # 25 ms, so only the doubling and the total are checked).
+    # Timer E with T1 = 50 ms doubles: 50, 100, 200 ms (the event loop's scheduling
+    # and the watcher's reading jitter by milliseconds, so only the doubling and the
+    # total are checked).
     assert gaps[2] > gaps[0], gaps
     assert sum(gaps) >= 0.3, gaps
     assert (outcome.status, outcome.subscription) == (408, notify.subscription)

@@ -23,6 +23,7 @@ from presence_store.publish_store import apply_publish
 from presence_store.registrar import apply_register
 from presence_store.subscribe_store import apply_subscribe
 from sip_edge.checks import check_request, input_defect
+from sip_edge.policy import RequestRules
 from sip_edge.requests import publish_event, register_event, subscribe_event
 
 from .conftest import base_env
@@ -134,12 +135,13 @@ def test_what_the_edge_accepts_the_store_can_store(
     data: bytes, connection: asyncpg.Connection, loop: asyncio.AbstractEventLoop
 ) -> None:
     config = settings_module.load(base_env())
+    rules = RequestRules.of(config)
     try:
         request = parse_message(data)
     except SipParseError as error:
         event(f"refused by the parser: {error.reason}")
         return
-    if input_defect(request) is not None or check_request(request, config) is not None:
+    if input_defect(request) is not None or check_request(request, rules) is not None:
         event("refused by the edge's checks")
         return
     bus_event = TRANSLATE[request.method](

@@ -7,10 +7,11 @@ from presence.sip.answers import Answer
 from presence.sip.digest import make_nonce
 from presence.sip.parser import parse_message
 from sip_edge.authentication import Credentials, authenticate
+from sip_edge.policy import AuthPolicy
 
 SECRET = "nonce-secret-for-unit-tests"
 NOW = 1_000_000.0
-DIGEST = load({"PRESENCE_AUTH": "digest", "PRESENCE_AUTH_SECRET": SECRET})
+DIGEST = AuthPolicy.of(load({"PRESENCE_AUTH": "digest", "PRESENCE_AUTH_SECRET": SECRET}))
 
 
 def publish(*headers: str) -> object:
@@ -39,7 +40,7 @@ def credentials(nonce: str, realm: str = "example.com") -> str:
 
 def test_without_authentication_everyone_passes() -> None:
     assert authenticate(
-        publish(), "192.0.2.1", load({"PRESENCE_AUTH": "none"}), NOW, reliable=False
+        publish(), "192.0.2.1", AuthPolicy.of(load({"PRESENCE_AUTH": "none"})), NOW, reliable=False
     ) == (Credentials())
 
 
@@ -84,7 +85,9 @@ def test_credentials_for_another_realm_are_not_ours() -> None:
     assert isinstance(answer, Answer) and answer.status == 401
 
 
-TRUSTED = load({"PRESENCE_AUTH": "trusted-proxy", "PRESENCE_TRUSTED_PROXIES": "192.0.2.7"})
+TRUSTED = AuthPolicy.of(
+    load({"PRESENCE_AUTH": "trusted-proxy", "PRESENCE_TRUSTED_PROXIES": "192.0.2.7"})
+)
 
 
 def test_trusted_proxy_identity_comes_from_p_asserted_identity() -> None:
@@ -103,12 +106,14 @@ def test_trusted_proxy_over_udp_is_refused_unless_allowed() -> None:
     asserted = publish("P-Asserted-Identity: <sip:bob@example.com>")
     refused = authenticate(asserted, "192.0.2.7", TRUSTED, NOW, reliable=False)
     assert refused == Answer(403, "Trusted Proxy Must Use TCP")
-    allowed = load(
-        {
-            "PRESENCE_AUTH": "trusted-proxy",
-            "PRESENCE_TRUSTED_PROXIES": "192.0.2.7",
-            "PRESENCE_TRUSTED_PROXY_UDP": "1",
-        }
+    allowed = AuthPolicy.of(
+        load(
+            {
+                "PRESENCE_AUTH": "trusted-proxy",
+                "PRESENCE_TRUSTED_PROXIES": "192.0.2.7",
+                "PRESENCE_TRUSTED_PROXY_UDP": "1",
+            }
+        )
     )
     assert authenticate(asserted, "192.0.2.7", allowed, NOW, reliable=False) == Credentials(
         identity="sip:bob@example.com"
@@ -149,12 +154,14 @@ def test_malformed_credentials_get_400_and_unsupported_ones_a_challenge() -> Non
 
 
 def test_without_qop_is_accepted_when_not_required() -> None:
-    old_phones = load(
-        {
-            "PRESENCE_AUTH": "digest",
-            "PRESENCE_AUTH_SECRET": SECRET,
-            "PRESENCE_AUTH_REQUIRE_QOP": "0",
-        }
+    old_phones = AuthPolicy.of(
+        load(
+            {
+                "PRESENCE_AUTH": "digest",
+                "PRESENCE_AUTH_SECRET": SECRET,
+                "PRESENCE_AUTH_REQUIRE_QOP": "0",
+            }
+        )
     )
     header = credentials(make_nonce(SECRET, "example.com", NOW)).split(", qop=")[0]
     decided = authenticate(publish(header), "h", old_phones, NOW, reliable=False)

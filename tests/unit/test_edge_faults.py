@@ -13,7 +13,7 @@ from presence.bus.events import NotifyRequest, decode
 from presence.sip.parser import parse_message
 from sip_edge.edge import Edge
 from sip_edge.inbox import InboxProgress
-from sip_edge.transport import Source
+from sip_edge.source import Source
 
 PIDF = (
     b'<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" '

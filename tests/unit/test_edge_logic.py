@@ -7,7 +7,11 @@ from presence.sip.grammar import parse_via
 from presence.sip.parser import parse_message
 from presence.sip.routing import response_address, stamp_via
 from sip_edge.checks import check_request, options_answer
-from sip_edge.transactions import TIMER_J_UDP, TransactionTable, transaction_key
+from sip_edge.policy import EdgeTimers, RequestRules
+from sip_edge.transactions import TransactionTable, transaction_key
+
+TIMERS = EdgeTimers(t1=0.5)
+TIMER_J_UDP = TIMERS.timer_j_udp  # 32 s
 
 
 def request(
@@ -25,12 +29,12 @@ def request(
 def check(data: bytes, **settings: str) -> tuple[int, list[tuple[str, str]]] | None:
     message = parse_message(data)
     environment = {f"PRESENCE_{name.upper()}": value for name, value in settings.items()}
-    answer = check_request(message, load(environment))  # type: ignore[arg-type]
+    answer = check_request(message, RequestRules.of(load(environment)))  # type: ignore[arg-type]
     return None if answer is None else (answer.status, answer.headers)
 
 
 def test_options_answer_lists_methods_types_and_packages() -> None:
-    headers = dict(options_answer(load({})).headers)
+    headers = dict(options_answer(RequestRules.of(load({}))).headers)
     assert headers == {
         "Allow": "OPTIONS, PUBLISH, SUBSCRIBE, REGISTER",
         "Accept": (
@@ -82,7 +86,9 @@ def test_disabled_package_is_489_and_left_out_of_options() -> None:
     subscribe = request(method="SUBSCRIBE", extra="Event: presence.winfo\r\n")
     result = check(subscribe, event_packages="presence")
     assert result == (489, [("Allow-Events", "presence")])
-    headers = dict(options_answer(load({"PRESENCE_EVENT_PACKAGES": "presence"})).headers)
+    headers = dict(
+        options_answer(RequestRules.of(load({"PRESENCE_EVENT_PACKAGES": "presence"}))).headers
+    )
     assert headers["Allow-Events"] == "presence"
 
 
@@ -112,11 +118,11 @@ def test_unsupported_body_type_is_415_with_accept() -> None:
 
 
 def test_retransmission_is_found_and_timer_j_ends_it() -> None:
-    table = TransactionTable()
+    table = TransactionTable[None](TIMERS)
     key = transaction_key(
         "z9hG4bKx", "10.0.0.1:5062", "PUBLISH", call_id="c", cseq="1", from_tag="t"
     )
-    transaction = table.start(key, "r1", now=0.0)
+    transaction = table.start(key, "r1", now=0.0, context=None)
     assert table.find(key) is transaction
     table.respond(transaction, b"SIP/2.0 200 OK", final=True, reliable=False, now=1.0)
     assert table.expire(1.0 + TIMER_J_UDP - 0.1, give_up_after=8) == []
@@ -126,16 +132,16 @@ def test_retransmission_is_found_and_timer_j_ends_it() -> None:
 
 
 def test_reliable_transport_ends_the_transaction_at_once() -> None:
-    table = TransactionTable()
-    transaction = table.start(("k",), "r1", now=0.0)
+    table = TransactionTable[None](TIMERS)
+    transaction = table.start(("k",), "r1", now=0.0, context=None)
     table.respond(transaction, b"x", final=True, reliable=True, now=0.0)
     table.expire(0.0, give_up_after=8)
     assert len(table) == 0
 
 
 def test_unanswered_transaction_is_reported_once_overdue() -> None:
-    table = TransactionTable()
-    transaction = table.start(("k",), "r1", now=0.0)
+    table = TransactionTable[None](TIMERS)
+    transaction = table.start(("k",), "r1", now=0.0, context=None)
     assert table.expire(7.9, give_up_after=8) == []
     assert table.expire(8.0, give_up_after=8) == [transaction]
 
@@ -175,8 +181,8 @@ def test_via_matching_the_source_is_left_alone() -> None:
 
 def test_sweep_finds_what_is_due_among_many_in_any_answer_order() -> None:
     """The indexes behind expire/unanswered_since agree with a plain scan of the table."""
-    table = TransactionTable()
-    started = [table.start((f"k{i}",), f"r{i}", now=i * 0.01) for i in range(2000)]
+    table = TransactionTable[None](TIMERS)
+    started = [table.start((f"k{i}",), f"r{i}", now=i * 0.01, context=None) for i in range(2000)]
     # Every third gets a 100 only, every fifth a reliable final, every seventh a UDP final,
     # answered in reverse order of start.
     for i in reversed(range(2000)):
@@ -200,8 +206,8 @@ def test_sweep_finds_what_is_due_among_many_in_any_answer_order() -> None:
 
 
 def test_a_second_final_response_restarts_timer_j() -> None:
-    table = TransactionTable()
-    transaction = table.start(("k",), "r1", now=0.0)
+    table = TransactionTable[None](TIMERS)
+    transaction = table.start(("k",), "r1", now=0.0, context=None)
     table.respond(transaction, b"503", final=True, reliable=False, now=1.0)
     table.respond(transaction, b"200", final=True, reliable=False, now=2.0)
     table.expire(1.0 + TIMER_J_UDP, give_up_after=8)
@@ -211,11 +217,11 @@ def test_a_second_final_response_restarts_timer_j() -> None:
 
 
 def test_a_key_started_again_after_timer_j_is_a_new_transaction() -> None:
-    table = TransactionTable()
-    first = table.start(("k",), "r1", now=0.0)
+    table = TransactionTable[None](TIMERS)
+    first = table.start(("k",), "r1", now=0.0, context=None)
     table.respond(first, b"200", final=True, reliable=True, now=0.5)
     table.expire(1.0, give_up_after=8)
-    second = table.start(("k",), "r1", now=2.0)
+    second = table.start(("k",), "r1", now=2.0, context=None)
     assert table.find(("k",)) is second and table.unanswered() == 1
     assert table.expire(10.0, give_up_after=8) == [second]
     assert table.unanswered_since(5.0) == [second]

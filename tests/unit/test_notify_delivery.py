@@ -252,12 +252,37 @@ async def test_the_inbox_does_not_wait_for_a_connect_and_timer_f_ends_it_as_408(
     assert edge.tcp.addresses == [("192.0.2.50", 5090)]  # type: ignore[attr-defined]
     assert outcomes(producer) == []
     deadline = asyncio.get_running_loop().time() + 5
-    while not outcomes(producer):  # tick() as the timer task calls it, until Timer F
+    while not outcomes(producer):  # the edge's own timer fires Timer F
         assert asyncio.get_running_loop().time() < deadline, "Timer F never fired"
-        edge.tick()
         await asyncio.sleep(0.02)
     assert outcomes(producer) == [(408, "Request Timeout")]
     assert edge.inbox.unfinished() == 0
+
+
+class FakeUdp:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+
+    def send(self, data: bytes, address: tuple[str, int]) -> None:
+        self.sent.append((data, address))
+
+
+async def test_one_timer_armed_for_the_cores_next_deadline_retransmits_over_udp() -> None:
+    edge, producer = make_edge(PRESENCE_SIP_T1_MS="10")  # Timer E from 10 ms, F at 0.64 s
+    udp = FakeUdp()
+    edge.udp = udp  # type: ignore[assignment]
+    over_udp = replace(notify("n1", ""), route_set=[])
+    await edge.on_inbox_event(over_udp, offset=1)
+    assert udp.sent == [(udp.sent[0][0], ("192.0.2.10", 5070))]
+    assert edge._timer_at == edge.core.next_timer()  # Timer E: 10 ms from now
+    await asyncio.sleep(0.2)  # 10, 30, 70, 150 ms: doubling, no polling
+    assert 4 <= len(udp.sent) <= 5
+    assert all(data == udp.sent[0][0] for data, _ in udp.sent)
+    deadline = asyncio.get_running_loop().time() + 5
+    while not outcomes(producer):
+        assert asyncio.get_running_loop().time() < deadline, "Timer F never fired"
+        await asyncio.sleep(0.02)
+    assert outcomes(producer) == [(408, "Request Timeout")]
 
 
 @pytest.mark.parametrize(
@@ -341,6 +366,7 @@ async def test_only_outcomes_that_end_a_subscription_go_on_the_bus(
         PRESENCE_NOTIFY_TIMEOUT_ENDS_SUBSCRIPTION="1" if timeout_ends else "0"
     )
     sent = replace(notify("n1", ""), final=final)
-    edge._report_outcome(sent, status, "Whatever")
+    edge.core._report_outcome(sent, status, "Whatever", now=0.0)
+    edge._run(edge.core._take_actions())
     await settle()
     assert outcomes(producer) == ([(status, "Whatever")] if on_bus else [])

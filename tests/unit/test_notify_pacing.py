@@ -74,3 +74,30 @@ def test_idle_dialogs_are_forgotten() -> None:
     assert len(pacer) == 1
     pacer.forget_idle(now=40.0)
     assert len(pacer) == 0
+
+
+def test_next_due_is_when_the_interval_of_a_waiting_notify_ends() -> None:
+    pacer = NotifyPacer(min_interval=5.0)
+    assert pacer.next_due() is None
+    assert pacer.offer(notify(1), now=0.0) is not None
+    assert pacer.offer(notify(2), now=1.0) is None
+    assert pacer.next_due() is None  # it waits for 1's answer, not for a time
+    assert pacer.finished("d1", now=2.0) is None
+    assert pacer.next_due() == 5.0
+    assert [n.notify_id for n in pacer.due(now=5.0)] == ["n2"]
+    assert pacer.next_due() is None
+
+
+def test_next_forget_is_when_the_oldest_idle_dialog_may_go() -> None:
+    pacer = NotifyPacer(memory=32.0)
+    assert pacer.next_forget() is None
+    pacer.offer(notify(1), now=0.0)
+    pacer.offer(notify(1, dialog="d2"), now=0.0)
+    assert pacer.next_forget() is None  # both in flight
+    pacer.finished("d2", now=3.0)
+    pacer.finished("d1", now=4.0)
+    assert pacer.next_forget() == 35.0
+    pacer.forget_idle(now=35.0)
+    assert len(pacer) == 1 and pacer.next_forget() == 36.0
+    pacer.offer(notify(2), now=35.5)  # d1 busy again: not forgotten
+    assert pacer.next_forget() is None

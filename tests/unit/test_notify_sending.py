@@ -6,10 +6,12 @@ import pytest
 
 from presence.bus.events import NotifyRequest
 from presence.sip.parser import parse_message, serialize
-from sip_edge.client_transactions import T2, ClientTransactions
+from sip_edge.client_transactions import ClientTransactions
 from sip_edge.notify import Hop, build_notify, next_hop, parse_flow
+from sip_edge.policy import EdgeTimers
 
-T1 = 0.5
+TIMERS = EdgeTimers(t1=0.5)
+T2 = TIMERS.t2
 
 
 def notify_request(**changes: object) -> NotifyRequest:
@@ -47,8 +49,8 @@ def retransmission_times(transactions: ClientTransactions, until: float) -> list
 
 
 def test_udp_timer_e_doubles_up_to_t2_and_timer_f_ends_it() -> None:
-    transactions = ClientTransactions(T1)
-    transactions.start("b1", "n1", b"NOTIFY", reliable=False, now=0.0)
+    transactions = ClientTransactions[None](TIMERS)
+    transactions.start("b1", "n1", b"NOTIFY", reliable=False, now=0.0, context=None)
     # Retransmissions at 0.5, 1.5, 3.5, then every T2 = 4 s: 7.5, 11.5, ...
     times = retransmission_times(transactions, 31.875)
     assert times[:5] == [0.5, 1.5, 3.5, 7.5, 11.5]
@@ -59,15 +61,15 @@ def test_udp_timer_e_doubles_up_to_t2_and_timer_f_ends_it() -> None:
 
 
 def test_tcp_is_never_retransmitted_but_still_times_out() -> None:
-    transactions = ClientTransactions(T1)
-    transactions.start("b1", "n1", b"NOTIFY", reliable=True, now=0.0)
+    transactions = ClientTransactions[None](TIMERS)
+    transactions.start("b1", "n1", b"NOTIFY", reliable=True, now=0.0, context=None)
     assert retransmission_times(transactions, 31.9) == []
     assert [t.branch for t in transactions.due(32.0)[1]] == ["b1"]
 
 
 def test_final_response_ends_the_transaction() -> None:
-    transactions = ClientTransactions(T1)
-    transactions.start("b1", "n1", b"NOTIFY", reliable=False, now=0.0)
+    transactions = ClientTransactions[None](TIMERS)
+    transactions.start("b1", "n1", b"NOTIFY", reliable=False, now=0.0, context=None)
     assert transactions.response("b1", 200, now=0.2) is not None
     assert transactions.get("b1") is None
     assert transactions.due(40.0) == ([], [])
@@ -75,8 +77,8 @@ def test_final_response_ends_the_transaction() -> None:
 
 
 def test_provisional_response_moves_retransmissions_to_t2() -> None:
-    transactions = ClientTransactions(T1)
-    transactions.start("b1", "n1", b"NOTIFY", reliable=False, now=0.0)
+    transactions = ClientTransactions[None](TIMERS)
+    transactions.start("b1", "n1", b"NOTIFY", reliable=False, now=0.0, context=None)
     transactions.response("b1", 100, now=0.1)
     assert retransmission_times(transactions, 9.0) == [4.125, 8.125]
 

@@ -13,28 +13,6 @@ from dataclasses import dataclass, field
 
 from presence.sip.message import SipParseError, split_list
 
-__all__ = [
-    "NameAddr",
-    "SipUri",
-    "Via",
-    "aor_uri",
-    "escape",
-    "format_params",
-    "is_token",
-    "normal_aor",
-    "parse_cseq",
-    "parse_event",
-    "parse_expires",
-    "parse_name_addr",
-    "parse_params",
-    "parse_uri",
-    "parse_via",
-    "quote",
-    "same_aor",
-    "unescape",
-]
-
-
 # ---------------------------------------------------------------------------------------------
 # Character classes (RFC 3261 §25.1)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import resource
 import socket
@@ -176,15 +175,6 @@ async def watch_bus(producer: AIOKafkaProducer, edge: Edge) -> None:
         await asyncio.sleep(BUS_CHECK_INTERVAL)
 
 
-async def run_timers(edge: Edge) -> None:
-    sweep_every = 10
-    for count in itertools.count():
-        await asyncio.sleep(0.025)
-        edge.tick()
-        if count % sweep_every == 0:
-            edge.sweep()
-
-
 def check_file_limit(max_connections: int) -> None:
     """Raise the open-files limit to what PRESENCE_TCP_MAX_CONNECTIONS needs (as far
     as the hard limit allows), or say at start that the cap cannot be reached."""
@@ -311,7 +301,6 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
         asyncio.create_task(
             consume_inbox(consumer, edge, inbox, inbox_dead_letters(producer, topics.dead_letters))
         ),
-        asyncio.create_task(run_timers(edge)),
         asyncio.create_task(watch_bus(producer, edge)),
     ]
     http = await service.serve_http(
@@ -346,7 +335,7 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
     edge.udp.close()
     for connections in all_connections:
         connections.close()
-    edge.resolver.close()
+    edge.close()
     http.should_exit = True
     for task in tasks:
         task.cancel()

@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from presence.runtime import metrics
-from presence.settings import Settings
 from presence.sip.answers import Answer
 from presence.sip.digest import (
     DigestError,
@@ -30,6 +29,7 @@ from presence.sip.digest import (
 )
 from presence.sip.grammar import aor_uri, parse_name_addr
 from presence.sip.message import SipParseError, SipRequest
+from sip_edge.policy import AuthPolicy
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ UDP_PROXY = Answer(403, "Trusted Proxy Must Use TCP")
 def authenticate(
     request: SipRequest,
     source_host: str,
-    settings: Settings,
+    policy: AuthPolicy,
     now: float,
     *,
     reliable: bool,
@@ -60,12 +60,12 @@ def authenticate(
     """`reliable`: the request came over a connection (its source address is not
     spoofed); `verified_peer`: over TLS from a peer whose client certificate
     verified against PRESENCE_TLS_CLIENT_CA (mutual TLS: a trusted proxy)."""
-    if settings.auth == "none":
+    if policy.mode == "none":
         return Credentials()
-    if settings.auth == "trusted-proxy":
+    if policy.mode == "trusted-proxy":
         if verified_peer:
             return _asserted(request)
-        return _asserted_identity(request, source_host, settings, reliable)
+        return _asserted_identity(request, source_host, policy, reliable)
     realm = realm_of(request)
     for value in request.headers.get_all("Authorization"):
         try:
@@ -75,34 +75,32 @@ def authenticate(
         except DigestError:
             metrics.AUTH_FAILURES.labels("bad_authorization").inc()
             return BAD_AUTHORIZATION
-        if credentials.qop is None and settings.auth_require_qop:
+        if credentials.qop is None and policy.require_qop:
             continue  # no nonce-count, no replay protection: challenged again
-        if credentials.algorithm not in settings.offered_algorithms:
+        if credentials.algorithm not in policy.algorithms:
             continue  # an algorithm this server does not offer: challenged again
         if credentials.realm.lower() != realm:
             continue
-        age = nonce_age(settings.auth_secret, realm, credentials.nonce, now)
+        age = nonce_age(policy.secret, realm, credentials.nonce, now)
         if age is None:
             break  # not a nonce of ours (or for another realm): a fresh challenge
-        if not -5 <= age <= settings.auth_nonce_ttl:
-            return unauthorized(settings, realm, now, stale=True)
+        if not -5 <= age <= policy.nonce_ttl:
+            return unauthorized(policy, realm, now, stale=True)
         return Credentials(authorization=value)
-    return unauthorized(settings, realm, now)
+    return unauthorized(policy, realm, now)
 
 
-def unauthorized(settings: Settings, realm: str, now: float, stale: bool = False) -> Answer:
-    headers = challenge_headers(
-        settings.auth_secret, realm, now, stale, settings.offered_algorithms
-    )
+def unauthorized(policy: AuthPolicy, realm: str, now: float, stale: bool = False) -> Answer:
+    headers = challenge_headers(policy.secret, realm, now, stale, policy.algorithms)
     return Answer(401, "Unauthorized", headers)
 
 
 def _asserted_identity(
-    request: SipRequest, source_host: str, settings: Settings, reliable: bool
+    request: SipRequest, source_host: str, policy: AuthPolicy, reliable: bool
 ) -> Credentials | Answer:
-    if source_host not in settings.trusted_proxy_addresses:
+    if source_host not in policy.trusted_proxies:
         return Answer(403, "Not From A Trusted Proxy")
-    if not reliable and not settings.trusted_proxy_udp:
+    if not reliable and not policy.trusted_proxy_udp:
         metrics.AUTH_FAILURES.labels("trusted_proxy_udp").inc()
         return UDP_PROXY
     return _asserted(request)

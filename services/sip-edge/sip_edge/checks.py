@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from presence import column_limits
-from presence.packages.registry import accepted_types, allow_events, enabled
-from presence.settings import Settings
 from presence.sip.answers import Answer
 from presence.sip.grammar import SipUri, parse_event, parse_name_addr, parse_uri
 from presence.sip.message import SipParseError, SipRequest
 from presence.sip.text_rules import Defect, has_control, request_defect
+from sip_edge.policy import RequestRules
 
 # Methods this server handles; anything else gets 405 with this Allow list.
 ALLOWED_METHODS = ("OPTIONS", "PUBLISH", "SUBSCRIBE", "REGISTER")
@@ -18,26 +17,26 @@ SUPPORTED_OPTIONS: frozenset[str] = frozenset()
 STORED_METHODS = frozenset({"PUBLISH", "SUBSCRIBE", "REGISTER"})
 
 
-def allowed_methods(settings: Settings) -> str:
-    methods = [m for m in ALLOWED_METHODS if m != "REGISTER" or settings.registrar]
+def allowed_methods(rules: RequestRules) -> str:
+    methods = [m for m in ALLOWED_METHODS if m != "REGISTER" or rules.registrar]
     return ", ".join(methods)
 
 
-def options_answer(settings: Settings) -> Answer:
+def options_answer(rules: RequestRules) -> Answer:
     return Answer(
         200,
         headers=[
-            ("Allow", allowed_methods(settings)),
-            ("Accept", accepted_types(settings.event_package_names)),
-            ("Allow-Events", allow_events(settings.event_package_names)),
+            ("Allow", allowed_methods(rules)),
+            ("Accept", rules.accepted_types),
+            ("Allow-Events", rules.allow_events),
         ],
     )
 
 
-def check_request(request: SipRequest, settings: Settings) -> Answer | None:
+def check_request(request: SipRequest, rules: RequestRules) -> Answer | None:
     """The answer to a request the edge must refuse, or None when it may go on.
     The order follows RFC 3261 §8.2: method, then URI, then extensions, then content."""
-    allow = allowed_methods(settings)
+    allow = allowed_methods(rules)
     if request.method not in allow.split(", "):
         return Answer(405, headers=[("Allow", allow)])
     try:
@@ -46,7 +45,7 @@ def check_request(request: SipRequest, settings: Settings) -> Answer | None:
         return Answer(400, "Bad Request-URI")
     if uri.scheme not in ("sip", "sips"):
         return Answer(416)
-    served = settings.served_domains
+    served = rules.served_domains
     if served and uri.host.strip("[]").lower() not in served:
         return Answer(404, "Domain Not Served Here")
     required = [
@@ -68,25 +67,21 @@ def check_request(request: SipRequest, settings: Settings) -> Answer | None:
         return None
     event = request.headers.get("Event")
     if event is None:
-        return Answer(
-            489,
-            "Missing Event header",
-            [("Allow-Events", allow_events(settings.event_package_names))],
-        )
+        return Answer(489, "Missing Event header", [("Allow-Events", rules.allow_events)])
     try:
         package, _ = parse_event(event)
     except SipParseError:
         return Answer(400, "Bad Event")
-    declared = enabled(settings.event_package_names).get(package)
+    declared = rules.packages.get(package)
     if declared is None or (request.method == "PUBLISH" and not declared.publishable):
-        return Answer(489, headers=[("Allow-Events", allow_events(settings.event_package_names))])
+        return Answer(489, headers=[("Allow-Events", rules.allow_events)])
     expires = request.headers.get("Expires")
     if expires is not None:
         if not expires.strip().isdigit():
             return Answer(400, "Bad Expires")
         seconds = int(expires)
-        if 0 < seconds < settings.min_expires:
-            return Answer(423, headers=[("Min-Expires", str(settings.min_expires))])
+        if 0 < seconds < rules.min_expires:
+            return Answer(423, headers=[("Min-Expires", str(rules.min_expires))])
     if request.method == "PUBLISH" and request.body:
         content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if content_type not in declared.publish_types:

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-T2 = 4.0
+from sip_edge.policy import EdgeTimers
+
+# What the table's user keeps with each transaction (the edge: the NOTIFY, its hop).
+Context = TypeVar("Context")
 
 
 @dataclass
-class ClientTransaction:
+class ClientTransaction(Generic[Context]):
     branch: str
     notify_id: str
     data: bytes
@@ -25,14 +29,16 @@ class ClientTransaction:
     timeout_at: float  # Timer F
     interval: float  # the current Timer E interval
     retransmit_at: float | None  # None over reliable transports
+    context: Context
     retransmissions: int = 0
-    context: dict[str, object] = field(default_factory=dict)
 
 
-class ClientTransactions:
-    def __init__(self, t1: float) -> None:
-        self.t1 = t1
-        self._by_branch: dict[str, ClientTransaction] = {}
+class ClientTransactions(Generic[Context]):
+    """T1 and T2 come from `timers` (PRESENCE_SIP_T1_MS; T2 is 4 s)."""
+
+    def __init__(self, timers: EdgeTimers) -> None:
+        self.timers = timers
+        self._by_branch: dict[str, ClientTransaction[Context]] = {}
         # (when, sequence, branch): timers in a heap; stale entries are skipped.
         self._timers: list[tuple[float, int, str]] = []
         self._sequence = itertools.count()
@@ -40,21 +46,30 @@ class ClientTransactions:
     def __len__(self) -> int:
         return len(self._by_branch)
 
-    def get(self, branch: str) -> ClientTransaction | None:
+    def get(self, branch: str) -> ClientTransaction[Context] | None:
         return self._by_branch.get(branch)
 
     def start(
-        self, branch: str, notify_id: str, data: bytes, *, reliable: bool, now: float
-    ) -> ClientTransaction:
+        self,
+        branch: str,
+        notify_id: str,
+        data: bytes,
+        *,
+        reliable: bool,
+        now: float,
+        context: Context,
+    ) -> ClientTransaction[Context]:
+        t1 = self.timers.t1
         transaction = ClientTransaction(
             branch=branch,
             notify_id=notify_id,
             data=data,
             reliable=reliable,
             started_at=now,
-            timeout_at=now + 64 * self.t1,
-            interval=self.t1,
-            retransmit_at=None if reliable else now + self.t1,
+            timeout_at=now + self.timers.timer_f,
+            interval=t1,
+            retransmit_at=None if reliable else now + t1,
+            context=context,
         )
         self._by_branch[branch] = transaction
         self._schedule(transaction.timeout_at, branch)
@@ -62,7 +77,7 @@ class ClientTransactions:
             self._schedule(transaction.retransmit_at, branch)
         return transaction
 
-    def response(self, branch: str, status: int, now: float) -> ClientTransaction | None:
+    def response(self, branch: str, status: int, now: float) -> ClientTransaction[Context] | None:
         """The transaction a response belongs to, ended when the response is final."""
         transaction = self._by_branch.get(branch)
         if transaction is None:
@@ -71,8 +86,8 @@ class ClientTransactions:
             del self._by_branch[branch]
         elif transaction.retransmit_at is not None:
             # §17.1.2.2 Proceeding: retransmissions continue, every T2.
-            transaction.interval = T2
-            transaction.retransmit_at = now + T2
+            transaction.interval = self.timers.t2
+            transaction.retransmit_at = now + self.timers.t2
             self._schedule(transaction.retransmit_at, branch)
         return transaction
 
@@ -81,10 +96,12 @@ class ClientTransactions:
             heapq.heappop(self._timers)
         return self._timers[0][0] if self._timers else None
 
-    def due(self, now: float) -> tuple[list[ClientTransaction], list[ClientTransaction]]:
+    def due(
+        self, now: float
+    ) -> tuple[list[ClientTransaction[Context]], list[ClientTransaction[Context]]]:
         """(to retransmit now, timed out and removed)."""
-        retransmit: list[ClientTransaction] = []
-        timed_out: list[ClientTransaction] = []
+        retransmit: list[ClientTransaction[Context]] = []
+        timed_out: list[ClientTransaction[Context]] = []
         while self._timers and self._timers[0][0] <= now:
             when, _, branch = heapq.heappop(self._timers)
             transaction = self._by_branch.get(branch)
@@ -95,7 +112,7 @@ class ClientTransactions:
                 timed_out.append(transaction)
             elif transaction.retransmit_at is not None and when == transaction.retransmit_at:
                 transaction.retransmissions += 1
-                transaction.interval = min(transaction.interval * 2, T2)
+                transaction.interval = min(transaction.interval * 2, self.timers.t2)
                 transaction.retransmit_at = now + transaction.interval
                 self._schedule(transaction.retransmit_at, branch)
                 retransmit.append(transaction)

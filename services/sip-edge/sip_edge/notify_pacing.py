@@ -14,6 +14,7 @@ the edge is where their order is kept:
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 from presence.bus.events import NotifyRequest
@@ -48,8 +49,12 @@ class NotifyPacer:
     # How long an idle dialog's last CSeq is remembered (to drop stragglers).
     memory: float = 64.0
     _dialogs: dict[str, _Dialog] = field(default_factory=dict)
-    # Dialogs holding a queued NOTIFY: the only ones `due` needs to look at.
-    _waiting: set[str] = field(default_factory=set)
+    # (when, subscription): a queued NOTIFY that waits for its interval only, not for
+    # an answer; what `due` and `next_due` look at. Outdated entries are skipped.
+    _intervals: list[tuple[float, str]] = field(default_factory=list)
+    # Dialogs with nothing in flight or queued, in the order they became idle (`now`
+    # does not go back): what `forget_idle` and `next_forget` look at.
+    _idle: dict[str, None] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self._dialogs)
@@ -67,9 +72,11 @@ class NotifyPacer:
         dialog.last_cseq = cseq
         if dialog.queued is not None and is_final(dialog.queued):
             return None  # nothing follows a final NOTIFY
+        self._idle.pop(notify.subscription, None)
         if dialog.in_flight or now < dialog.last_sent_at + self.min_interval:
             dialog.queued = notify
-            self._waiting.add(notify.subscription)
+            if not dialog.in_flight:
+                self._wait_interval(notify.subscription, dialog)
             return None
         return self._in_flight(dialog, notify, now)
 
@@ -85,32 +92,63 @@ class NotifyPacer:
             return None
         dialog.in_flight = False
         dialog.idle_since = now
-        return self._release(dialog, now)
+        following = self._release(dialog, now)
+        if dialog.queued is None and following is None:
+            self._idle.pop(subscription, None)  # to the end of the idle order
+            self._idle[subscription] = None
+        return following
 
     def due(self, now: float) -> list[NotifyRequest]:
         """Queued NOTIFYs whose interval has passed (the caller sends them)."""
         ready = []
-        for subscription in list(self._waiting):
-            notify = self._release(self._dialogs[subscription], now)
+        while self._intervals and self._intervals[0][0] <= now:
+            _, subscription = heapq.heappop(self._intervals)
+            dialog = self._dialogs.get(subscription)
+            notify = self._release(dialog, now) if dialog is not None else None
             if notify is not None:
                 ready.append(notify)
         return ready
 
+    def next_due(self) -> float | None:
+        """When `due` next has a NOTIFY to release, if one waits for its interval."""
+        while self._intervals and not self._waits_interval(*self._intervals[0]):
+            heapq.heappop(self._intervals)
+        return self._intervals[0][0] if self._intervals else None
+
     def forget_idle(self, now: float) -> None:
-        """Drop dialogs idle for longer than `memory` (called now and then)."""
-        for subscription, dialog in list(self._dialogs.items()):
-            idle = not dialog.in_flight and dialog.queued is None
-            if idle and now - dialog.idle_since > self.memory:
-                del self._dialogs[subscription]
+        """Drop dialogs idle for `memory` seconds or longer."""
+        while self._idle:
+            subscription = next(iter(self._idle))
+            if now - self._dialogs[subscription].idle_since < self.memory:
+                break
+            del self._idle[subscription]
+            del self._dialogs[subscription]
+
+    def next_forget(self) -> float | None:
+        """When `forget_idle` next has a dialog to drop."""
+        oldest = next(iter(self._idle), None)
+        return self._dialogs[oldest].idle_since + self.memory if oldest is not None else None
 
     def _release(self, dialog: _Dialog, now: float) -> NotifyRequest | None:
         if dialog.in_flight or dialog.queued is None:
             return None
         if now < dialog.last_sent_at + self.min_interval:
+            self._wait_interval(dialog.queued.subscription, dialog)
             return None
         notify, dialog.queued = dialog.queued, None
-        self._waiting.discard(notify.subscription)
         return self._in_flight(dialog, notify, now)
+
+    def _wait_interval(self, subscription: str, dialog: _Dialog) -> None:
+        heapq.heappush(self._intervals, (dialog.last_sent_at + self.min_interval, subscription))
+
+    def _waits_interval(self, when: float, subscription: str) -> bool:
+        dialog = self._dialogs.get(subscription)
+        return (
+            dialog is not None
+            and dialog.queued is not None
+            and not dialog.in_flight
+            and when == dialog.last_sent_at + self.min_interval
+        )
 
     @staticmethod
     def _in_flight(dialog: _Dialog, notify: NotifyRequest, now: float) -> NotifyRequest:

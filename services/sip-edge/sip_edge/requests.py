@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Set
 
 from presence.bus import events
 from presence.pidf.device import instance_id
@@ -147,7 +148,7 @@ def subscribe_event(
     )
 
 
-def strip_own_routes(request: SipRequest, own: set[tuple[str, int]]) -> None:
+def strip_own_routes(request: SipRequest, own: Set[tuple[str, int]]) -> None:
     """Remove Route entries that name this server (RFC 3261 §16.4): PJSIP and baresip
     pre-load one when configured with the server as outbound proxy."""
     routes = request.headers.get_all("Route")

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-T1 = 0.5
-# Timer J: how long a completed transaction absorbs retransmissions (64*T1 on
-# UDP; 0 on reliable transports, where there are no retransmissions).
-TIMER_J_UDP = 64 * T1
+from sip_edge.policy import EdgeTimers
+
 MAGIC_COOKIE = "z9hG4bK"
 
 
@@ -30,62 +29,77 @@ def transaction_key(
     return ("2543", call_id, cseq, from_tag or "", sent_by.lower(), method)
 
 
+# What the table's user keeps with each transaction (the edge: its request and source).
+Context = TypeVar("Context")
+
+
 @dataclass
-class ServerTransaction:
+class ServerTransaction(Generic[Context]):
     key: tuple[str, ...]
     request_id: str
     started_at: float
+    context: Context
     last_response: bytes | None = None
     final: bool = False
     # None while the transaction waits for its final response.
     ends_at: float | None = None
-    context: dict[str, object] = field(default_factory=dict)
 
 
-class TransactionTable:
+class TransactionTable(Generic[Context]):
     """The edge's server transactions, indexed so that no periodic pass scans them all.
 
     At a steady rate r, Timer J keeps about 32 s * r completed transactions (8,000 at
     250/s); the sweep a few times a second looks only at what is due: the completed
     ones whose Timer J ran out (a heap by end time) and the oldest of those still
-    waiting for their final response (kept in start order). `now` must not go back
-    between calls (a monotonic clock).
+    waiting for their final response (kept in start order); `next_deadline` says
+    when the next of these is due. `now` must not go back between calls (a
+    monotonic clock). Timer J is 64*T1 of `timers` over UDP.
     """
 
-    def __init__(self) -> None:
-        self._by_key: dict[tuple[str, ...], ServerTransaction] = {}
-        self._by_request_id: dict[str, ServerTransaction] = {}
+    def __init__(self, timers: EdgeTimers) -> None:
+        self.timers = timers
+        self._by_key: dict[tuple[str, ...], ServerTransaction[Context]] = {}
+        self._by_request_id: dict[str, ServerTransaction[Context]] = {}
         # Without a final response yet, in start order (dicts keep insertion order).
-        self._pending: dict[tuple[str, ...], ServerTransaction] = {}
-        # Without any response yet (not even a 100), in start order.
-        self._silent: dict[tuple[str, ...], ServerTransaction] = {}
+        self._pending: dict[tuple[str, ...], ServerTransaction[Context]] = {}
+        # Over UDP without any response yet (not even a 100), in start order.
+        self._silent: dict[tuple[str, ...], ServerTransaction[Context]] = {}
         # (ends_at, sequence, transaction): Timer J; outdated entries are skipped.
-        self._ending: list[tuple[float, int, ServerTransaction]] = []
+        self._ending: list[tuple[float, int, ServerTransaction[Context]]] = []
         self._sequence = itertools.count()
 
     def __len__(self) -> int:
         return len(self._by_key)
 
-    def find(self, key: tuple[str, ...]) -> ServerTransaction | None:
+    def find(self, key: tuple[str, ...]) -> ServerTransaction[Context] | None:
         return self._by_key.get(key)
 
-    def by_request_id(self, request_id: str) -> ServerTransaction | None:
+    def by_request_id(self, request_id: str) -> ServerTransaction[Context] | None:
         return self._by_request_id.get(request_id)
 
-    def start(self, key: tuple[str, ...], request_id: str, now: float) -> ServerTransaction:
-        transaction = ServerTransaction(key=key, request_id=request_id, started_at=now)
+    def start(
+        self,
+        key: tuple[str, ...],
+        request_id: str,
+        now: float,
+        *,
+        context: Context,
+        reliable: bool = False,
+    ) -> ServerTransaction[Context]:
+        transaction = ServerTransaction(key, request_id, now, context)
         self._by_key[key] = transaction
         self._by_request_id[request_id] = transaction
         # pop first: a key started again goes to the end of the start order.
         self._pending.pop(key, None)
         self._pending[key] = transaction
         self._silent.pop(key, None)
-        self._silent[key] = transaction
+        if not reliable:  # only a UDP client's retransmissions are quenched by a 100
+            self._silent[key] = transaction
         return transaction
 
     def respond(
         self,
-        transaction: ServerTransaction,
+        transaction: ServerTransaction[Context],
         data: bytes,
         *,
         final: bool,
@@ -97,16 +111,20 @@ class TransactionTable:
         self._forget(self._silent, transaction)
         if final:
             transaction.final = True
-            transaction.ends_at = now + (0.0 if reliable else TIMER_J_UDP)
             self._forget(self._pending, transaction)
+            if reliable:  # no retransmissions to absorb: Timer J is 0
+                transaction.ends_at = now
+                self._end(transaction)
+                return
+            transaction.ends_at = now + self.timers.timer_j_udp
             heapq.heappush(self._ending, (transaction.ends_at, next(self._sequence), transaction))
 
     def unanswered(self) -> int:
         """Transactions still waiting for their final response."""
         return len(self._pending)
 
-    def unanswered_since(self, cutoff: float) -> list[ServerTransaction]:
-        """Transactions started before `cutoff` that have sent no response at all."""
+    def unanswered_since(self, cutoff: float) -> list[ServerTransaction[Context]]:
+        """UDP transactions started before `cutoff` that have sent no response at all."""
         found = []
         for transaction in self._silent.values():
             if transaction.started_at > cutoff:
@@ -114,17 +132,28 @@ class TransactionTable:
             found.append(transaction)
         return found
 
-    def expire(self, now: float, *, give_up_after: float) -> list[ServerTransaction]:
+    def next_deadline(self, *, give_up_after: float, silent_after: float) -> float | None:
+        """When `expire` (with `give_up_after`) or `unanswered_since(now - silent_after)`
+        next has something to do: a Timer J end, the oldest unanswered transaction's
+        give-up time, the oldest silent one's. None: nothing is due, ever."""
+        while self._ending and self._ending[0][2].ends_at != self._ending[0][0]:
+            heapq.heappop(self._ending)  # a later final response restarted Timer J
+        deadlines = []
+        if self._ending:
+            deadlines.append(self._ending[0][0])
+        for index, after in ((self._pending, give_up_after), (self._silent, silent_after)):
+            oldest = next(iter(index.values()), None)
+            if oldest is not None:
+                deadlines.append(oldest.started_at + after)
+        return min(deadlines, default=None)
+
+    def expire(self, now: float, *, give_up_after: float) -> list[ServerTransaction[Context]]:
         """Drop completed transactions past Timer J; return those still without a final
         response after give_up_after seconds, so the caller can answer them itself."""
         while self._ending and self._ending[0][0] <= now:
             ends_at, _, transaction = heapq.heappop(self._ending)
-            if transaction.ends_at != ends_at:
-                continue  # a later final response restarted Timer J
-            if self._by_key.get(transaction.key) is transaction:
-                del self._by_key[transaction.key]
-            if self._by_request_id.get(transaction.request_id) is transaction:
-                del self._by_request_id[transaction.request_id]
+            if transaction.ends_at == ends_at:  # else a later final response restarted it
+                self._end(transaction)
         overdue = []
         for transaction in self._pending.values():
             if now - transaction.started_at < give_up_after:
@@ -132,9 +161,16 @@ class TransactionTable:
             overdue.append(transaction)
         return overdue
 
+    def _end(self, transaction: ServerTransaction[Context]) -> None:
+        if self._by_key.get(transaction.key) is transaction:
+            del self._by_key[transaction.key]
+        if self._by_request_id.get(transaction.request_id) is transaction:
+            del self._by_request_id[transaction.request_id]
+
     @staticmethod
     def _forget(
-        index: dict[tuple[str, ...], ServerTransaction], transaction: ServerTransaction
+        index: dict[tuple[str, ...], ServerTransaction[Context]],
+        transaction: ServerTransaction[Context],
     ) -> None:
         if index.get(transaction.key) is transaction:
             del index[transaction.key]
