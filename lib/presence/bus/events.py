@@ -5,10 +5,10 @@ meets a type or version it does not know raises EventDecodeError and skips the
 record (a poison message must not stall a partition); presence-store and the
 notifier put it on the dead-letters topic first (presence.bus.isolation).
 
-A change that is not only a new optional field raises the event's VERSION; the
-records of the version before (a replica of the previous release still running, a
-dead letter put back) are decoded through `_UPGRADES`, so consumers are upgraded
-before producers.
+A change that is not only a new optional field raises the event's VERSION, and
+the records of the version before (from a replica of the previous release still
+running, or a dead letter put back) are decoded through `_UPGRADES`: a release
+upgrades the consumers of an event before its producers.
 
 Topic names live in presence.bus.topics.
 """
