@@ -42,7 +42,7 @@ class Authorization(Enum):
 
 @dataclass(frozen=True)
 class ExpiryPolicy:
-    """The configured expiry of publications and subscriptions, in seconds:
+    """The configured expiry of publications, subscriptions and registrations, in seconds:
     PRESENCE_DEFAULT_EXPIRES, PRESENCE_MAX_EXPIRES, PRESENCE_MIN_EXPIRES and the seed's
     expires_offset (Settings.expiry_policy builds it once)."""
 
