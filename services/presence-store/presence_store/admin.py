@@ -59,7 +59,7 @@ from presence.runtime.logs import correlated, correlation, new_correlation_id
 from presence.settings import Settings
 from presence.sip.grammar import parse_uri
 from presence.sip.message import SipParseError
-from presence.tables.presentity import load_document
+from presence.tables import presentity
 from presence_store import credentials
 from presence_store.cleaner import Cleaner
 from presence_store.dead_letters import DeadLettersUnreadable, read_dead_letters
@@ -203,20 +203,10 @@ def admin_router(
         if event is not None:
             _check_event(event)
         now = int(time.time())
-        rows = await pool.fetch(
-            f"""SELECT p.username, p.domain, p.event, p.publications, p.expires,
-                       (SELECT count(*) FROM {subscriptions} w
-                        WHERE w.to_domain = p.domain AND w.to_user = p.username
-                          AND w.event = p.event AND w.status <> 'terminated') AS watchers
-                FROM (SELECT username, domain, event, count(*) AS publications,
-                             max(expires) AS expires
-                      FROM {presentities}
-                      WHERE ($1::text IS NULL OR domain = $1)
-                        AND ($2::text IS NULL OR event = $2)
-                      GROUP BY domain, username, event
-                      ORDER BY domain, username, event
-                      LIMIT $3 OFFSET $4) p
-                ORDER BY p.domain, p.username, p.event""",
+        rows = await presentity.page_presentities(
+            pool,
+            presentities,
+            subscriptions,
             domain.lower() if domain else None,
             event,
             limit + 1,
@@ -247,20 +237,13 @@ def admin_router(
         _check_event(event)
         now = int(time.time())
         async with pool.acquire() as connection:
-            rows = await connection.fetch(
-                f"""SELECT etag, expires, received_time, device_marks, device FROM {presentities}
-                    WHERE username = $1 AND domain = $2 AND event = $3
-                    ORDER BY received_time, id""",
-                user,
-                domain,
-                event,
-            )
+            rows = await presentity.publications(connection, presentities, user, domain, event)
             watchers = await count_watchers(connection, user, domain, event)
             if not rows and not watchers:
                 raise AdminError(
                     404, f"sip:{user}@{domain} has no {event} publication or watcher", "aor"
                 )
-            document = await load_document(connection, settings, user, domain, event)
+            document = await presentity.load_document(connection, settings, user, domain, event)
         return {
             "presentity": f"sip:{user}@{domain}",
             "event": event,

@@ -62,7 +62,7 @@ from presence.runtime.logs import correlated, new_correlation_id
 from presence.settings import Settings
 from presence.sip.grammar import parse_uri
 from presence.sip.message import SipParseError
-from presence.tables.xcap import load_document
+from presence.tables.xcap import load_document, store_document
 from presence.xcap import selectors
 from presence.xcap.credentials import REALM, authorizes, parse_authorization
 from presence.xcap.errors import XCAP_ERROR, XcapConflict, error_body, node_selector_uri
@@ -156,7 +156,6 @@ def xcap_router(
     topics = Topics.of(settings)
     writes = WindowCounter(redis)
     writes_prefix = topics.lock_prefix + "xcap-writes:"
-    table = settings.xcap_table
     if settings.xcap_auth == "none":
         log.warning("XCAP: PRESENCE_XCAP_AUTH=none, anyone may read and change anyone's rules")
     elif not settings.xcap_secret:
@@ -399,22 +398,9 @@ def xcap_router(
             _check_preconditions(request, current)
             derived, created = derive(None if current is None else current.encode())
             document = None if derived is None else check_document(usage, derived)
-            await connection.execute(
-                f"""DELETE FROM {table}
-                    WHERE username = $1 AND domain = $2 AND doc_type = $3""",
-                username,
-                domain,
-                usage.doc_type,
+            await store_document(
+                connection, settings.xcap_table, username, domain, usage.doc_type, document
             )
-            if document is not None:
-                await connection.execute(
-                    f"""INSERT INTO {table} (username, domain, xcap, doc_type)
-                        VALUES ($1, $2, $3, $4)""",
-                    username,
-                    domain,
-                    document,
-                    usage.doc_type,
-                )
             if usage.governs_subscriptions:
                 rejudged = await rejudge(
                     connection, settings, username, domain, document, now, "xcap"
