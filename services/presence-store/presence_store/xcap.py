@@ -231,13 +231,18 @@ def answer_get(
     return Response(body, media_type=media_type, headers={"ETag": tag})
 
 
-async def get_user_node(
+def _target(
     context: StoreContext,
     usage: ApplicationUsage,
     xui: str,
     selector: str | None,
     request: Request,
-) -> Response:
+    *,
+    writes: bool,
+) -> tuple[tuple[str, str], selectors.NodeSelector | None] | Response:
+    """The presentity and node a request for a user's document names, or the answer that
+    refuses it: credentials, an address the tables cannot hold, a bad selector, and for a
+    write a namespace selector (read only)."""
     if (refused := refusal(context.settings, xui, request)) is not None:
         return refused
     presentity = presentity_of(xui)
@@ -246,6 +251,22 @@ async def get_user_node(
     node = parse_node(usage, selector, request)
     if isinstance(node, Response):
         return node
+    if writes and node is not None and node.namespaces:
+        return _only_get("namespace bindings are read only (RFC 4825 §8.2.1)")
+    return presentity, node
+
+
+async def get_user_node(
+    context: StoreContext,
+    usage: ApplicationUsage,
+    xui: str,
+    selector: str | None,
+    request: Request,
+) -> Response:
+    target = _target(context, usage, xui, selector, request, writes=False)
+    if isinstance(target, Response):
+        return target
+    presentity, node = target
     document = await load_document(context.pool, context.settings, *presentity, usage.doc_type)
     if document is None:
         return Response(status_code=404)
@@ -259,16 +280,10 @@ async def put_user_node(
     selector: str | None,
     request: Request,
 ) -> Response:
-    if (refused := refusal(context.settings, xui, request)) is not None:
-        return refused
-    presentity = presentity_of(xui)
-    if presentity is None:
-        return Response(_NO_PRESENTITY, 404)
-    node = parse_node(usage, selector, request)
-    if isinstance(node, Response):
-        return node
-    if node is not None and node.namespaces:
-        return _only_get("namespace bindings are read only (RFC 4825 §8.2.1)")
+    target = _target(context, usage, xui, selector, request, writes=True)
+    if isinstance(target, Response):
+        return target
+    presentity, node = target
     if node is None:
         expected = usage.media_type
     else:
@@ -309,16 +324,10 @@ async def delete_user_node(
     selector: str | None,
     request: Request,
 ) -> Response:
-    if (refused := refusal(context.settings, xui, request)) is not None:
-        return refused
-    presentity = presentity_of(xui)
-    if presentity is None:
-        return Response(_NO_PRESENTITY, 404)
-    node = parse_node(usage, selector, request)
-    if isinstance(node, Response):
-        return node
-    if node is not None and node.namespaces:
-        return _only_get("namespace bindings are read only (RFC 4825 §8.2.1)")
+    target = _target(context, usage, xui, selector, request, writes=True)
+    if isinstance(target, Response):
+        return target
+    presentity, node = target
     if (limited := await throttled(context, presentity, "DELETE")) is not None:
         return limited
 
