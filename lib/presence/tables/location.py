@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from presence.tables.batches import delete_some
+
 TABLE = "location"
 
 
@@ -98,10 +100,4 @@ async def delete_expired(
     connection: asyncpg.Connection | asyncpg.Pool, now: int, limit: int
 ) -> int:
     """Delete up to `limit` expired bindings; how many went."""
-    status = await connection.execute(
-        f"""DELETE FROM {TABLE} WHERE ctid = ANY(ARRAY(
-                SELECT ctid FROM {TABLE} WHERE expires <= $1 LIMIT $2))""",
-        now,
-        limit,
-    )
-    return int(status.split()[-1])
+    return await delete_some(connection, TABLE, "expires <= $1", now, limit)

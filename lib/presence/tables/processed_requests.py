@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from presence.tables.batches import delete_some
+
 TABLE = "processed_requests"
 
 
@@ -49,10 +51,4 @@ async def delete_older(
     connection: asyncpg.Connection | asyncpg.Pool, oldest_kept: int, limit: int
 ) -> int:
     """Delete up to `limit` outcomes recorded at or before `oldest_kept`; how many went."""
-    status = await connection.execute(
-        f"""DELETE FROM {TABLE} WHERE ctid = ANY(ARRAY(
-                SELECT ctid FROM {TABLE} WHERE created_at <= $1 LIMIT $2))""",
-        oldest_kept,
-        limit,
-    )
-    return int(status.split()[-1])
+    return await delete_some(connection, TABLE, "created_at <= $1", oldest_kept, limit)
