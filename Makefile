@@ -33,7 +33,7 @@ unit:
 
 lint:
 	@scripts/venv.sh
-	@.venv/bin/ruff check lib services tests bench
+	@.venv/bin/ruff check lib services tools tests bench
 
 bench:
 	@scripts/bench.sh

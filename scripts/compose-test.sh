@@ -199,7 +199,7 @@ stand_in_images() {
 stage_sources() {
     rm -rf "$1"; mkdir -p "$1"
     (cd "$REPO_ROOT" && tar -c --exclude=__pycache__ --exclude='*.egg-info' --exclude=build \
-        requirements.txt requirements-dev.txt lib services schema infra/images/wheelhouse \
+        requirements.txt requirements-dev.txt lib services tools schema infra/images/wheelhouse \
         tests/__init__.py tests/integration/__init__.py tests/integration/sip_client.py tests/compose) \
         | tar -C "$1" -x
 }
@@ -218,7 +218,8 @@ wheelhouse() {
     rm -rf "$WHEELHOUSE"; mkdir -p "$WHEELHOUSE"
     # shellcheck disable=SC2046  # one argument per pinned test requirement
     (cd "$src" && "$py" -m pip wheel --quiet -w "$WHEELHOUSE" -r requirements.txt \
-        ./lib ./services/sip-edge ./services/presence-store ./services/notifier setuptools wheel \
+        ./lib ./services/sip-edge ./services/presence-store ./services/notifier ./tools/presencectl \
+        setuptools wheel \
         $(grep -E '^(pytest|iniconfig|pluggy|pygments)==' requirements-dev.txt)) >"$log" 2>&1 \
         || { tail -n 5 "$log" >&2; die "pip wheel failed (log: $log); the host needs PyPI for this step"; }
     rm -rf "$src"

@@ -18,7 +18,8 @@ command -v linphonec >/dev/null || clients+=(linphone-cli)
 command -v chromium >/dev/null || clients+=(chromium)
 [ "${#clients[@]}" -eq 0 ] || apt_install "${clients[@]}"
 "$S/webclient.sh"
-"$REPO_ROOT/.venv/bin/ruff" check "$REPO_ROOT/lib" "$REPO_ROOT/services" "$REPO_ROOT/tests"
+"$REPO_ROOT/.venv/bin/ruff" check "$REPO_ROOT/lib" "$REPO_ROOT/services" "$REPO_ROOT/tools" \
+    "$REPO_ROOT/tests"
 
 started=()
 for part in postgres redis kafka; do

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The project virtualenv (.venv) with the pinned dependencies and the four packages
-# installed editable. Reinstalls only when a requirements file changed.
+# The project virtualenv (.venv) with the pinned dependencies and the five packages
+# (the library, the three services, presencectl) installed editable. Reinstalls only
+# when a requirements file changed.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
@@ -11,7 +12,8 @@ python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || die "Python 3.11 or newer is needed, found $(python3 --version 2>&1)"
 
 wanted="$(cat "$REPO_ROOT"/requirements*.txt "$REPO_ROOT"/lib/pyproject.toml \
-    "$REPO_ROOT"/services/*/pyproject.toml | sha256sum | cut -d' ' -f1)"
+    "$REPO_ROOT"/services/*/pyproject.toml "$REPO_ROOT"/tools/*/pyproject.toml \
+    | sha256sum | cut -d' ' -f1)"
 if [ -x "$VENV/bin/python" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$wanted" ]; then
     exit 0
 fi
@@ -25,5 +27,10 @@ PIP_LOG="$LOG_DIR/pip.log"
     -e "$REPO_ROOT/lib" -e "$REPO_ROOT/services/sip-edge" \
     -e "$REPO_ROOT/services/presence-store" -e "$REPO_ROOT/services/notifier" >>"$PIP_LOG" 2>&1 \
     || { tail -n 20 "$PIP_LOG" >&2; die "pip install of the project packages failed, see $PIP_LOG"; }
+# After the library: a .venv from when the library shipped presencectl loses that
+# console script when the library is reinstalled, so presencectl comes last.
+"$VENV/bin/pip" install -q --disable-pip-version-check --no-deps \
+    -e "$REPO_ROOT/tools/presencectl" >>"$PIP_LOG" 2>&1 \
+    || { tail -n 20 "$PIP_LOG" >&2; die "pip install of presencectl failed, see $PIP_LOG"; }
 printf '%s' "$wanted" >"$STAMP"
 say "python: .venv ready"

@@ -132,11 +132,15 @@ class Backend:
         port_variable: str,
         workers: list[Coroutine[Any, Any, None]],
         routers: tuple[APIRouter, ...] = (),
+        state: dict[str, Any] | None = None,
         https_port: int = 0,
     ) -> None:
         """Run the workers and the health endpoints until SIGTERM; a worker that
-        crashes ends the service loudly (its orchestrator restarts it)."""
+        crashes ends the service loudly (its orchestrator restarts it). `state` goes
+        to the app's state, where the routers' dependencies find it."""
         app = make_health_app(name, self._checks())
+        for key, value in (state or {}).items():
+            setattr(app.state, key, value)
         for router in routers:
             app.include_router(router)
         # The port first: if it is taken, nothing has started that would need stopping.

@@ -11,7 +11,7 @@ share one id: `grep <id> *.log` follows it. Work that no SIP request started
 "admin-…").
 
 A JSON line: {"ts": "2025-01-31T12:00:00.123Z", "level": "INFO", "service":
-"sip-edge", "logger": "sip_edge.edge", "msg": "...", "correlation_id": "..."}
+"sip-edge", "logger": "sip_edge.core", "msg": "...", "correlation_id": "..."}
 (plus "exc" with the traceback of an exception). Nothing at INFO carries a
 presence document or a credential.
 """

@@ -1,5 +1,6 @@
-"""Reading XCAP documents (pres-rules, resource-lists) from the XCAP table, for store
-and notifier."""
+"""The XCAP table (PRESENCE_XCAP_TABLE): each user's XCAP documents (pres-rules,
+resource-lists), one per doc_type; read by store and notifier, written by the store's
+XCAP server."""
 
 from __future__ import annotations
 
@@ -33,3 +34,29 @@ async def load_document(
         domain,
         doc_type,
     )
+
+
+async def store_document(
+    connection: asyncpg.Connection,
+    table: str,
+    username: str,
+    domain: str,
+    doc_type: int,
+    document: str | None,
+) -> None:
+    """Replace the user's document of one doc_type; None deletes it."""
+    await connection.execute(
+        f"DELETE FROM {table} WHERE username = $1 AND domain = $2 AND doc_type = $3",
+        username,
+        domain,
+        doc_type,
+    )
+    if document is not None:
+        await connection.execute(
+            f"""INSERT INTO {table} (username, domain, xcap, doc_type)
+                VALUES ($1, $2, $3, $4)""",
+            username,
+            domain,
+            document,
+            doc_type,
+        )

@@ -10,15 +10,16 @@ import asyncio
 from presence.bus.topics import Topics
 from presence.runtime import service
 from presence.runtime.backend import Backend
+from presence.runtime.counters import WindowCounter
 from presence.runtime.locks import ShardedLocks
 from presence.settings import Settings, SettingsError
-from presence_store.admin import admin_router
+from presence_store import admin, xcap
 from presence_store.authentication import Authenticator
 from presence_store.cleaner import Cleaner
+from presence_store.context import STATE_NAME, StoreContext
 from presence_store.gauges import watch_tables
 from presence_store.handlers import RequestHandler
 from presence_store.webclient import webclient_router
-from presence_store.xcap import xcap_router
 
 
 async def body(settings: Settings, stopping: asyncio.Event) -> None:
@@ -40,6 +41,11 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
     handler = RequestHandler(settings, backend.pool, locks, backend.producer, authenticator)
     cleaner = Cleaner(settings, backend.pool, redis, backend.producer)
     watch_tables(settings, backend.pool)
+    context = StoreContext(
+        settings, backend.pool, locks, backend.producer, cleaner, WindowCounter(redis)
+    )
+    xcap.log_startup_warnings(settings)
+    admin.log_startup_warnings(settings)
     try:
         await backend.serve(
             "presence-store",
@@ -60,11 +66,8 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
                 ),
                 cleaner.run(stopping),
             ],
-            routers=(
-                xcap_router(settings, backend.pool, locks, backend.producer, redis),
-                admin_router(settings, backend.pool, locks, backend.producer, cleaner),
-                webclient_router(settings),
-            ),
+            routers=(xcap.router, admin.router, webclient_router(settings)),
+            state={STATE_NAME: context},
         )
     finally:
         await cleaner.resign()

@@ -27,8 +27,9 @@ To-tag. Every request carries `Authorization: Bearer <PRESENCE_ADMIN_TOKEN>`
 one. Actions answer with the correlation id their log lines and change events
 carry (also in the X-Correlation-Id header). OpenAPI: /openapi.json, /docs.
 
-More endpoints join by adding routes to the router `admin_router` returns: they
-get the token check, the JSON errors and the correlation id for free.
+More endpoints join by adding routes to `router`: they get the token check, the
+JSON errors and the correlation id for free, and the store's pool, settings, locks,
+producer and cleaner as the dependency `context: Context` (presence_store.context).
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -49,19 +49,17 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from presence.bus import events
-from presence.bus.topics import Topics
 from presence.packages.registry import PACKAGES
 from presence.packages.watcherinfo import Watcher
 from presence.rules.authorization import watcher_identity
 from presence.runtime.http_limits import storable_address
-from presence.runtime.locks import ShardedLocks
 from presence.runtime.logs import correlated, correlation, new_correlation_id
 from presence.settings import Settings
 from presence.sip.grammar import parse_uri
 from presence.sip.message import SipParseError
-from presence.tables.presentity import load_document
+from presence.tables import presentity
 from presence_store import credentials
-from presence_store.cleaner import Cleaner
+from presence_store.context import Context
 from presence_store.dead_letters import DeadLettersUnreadable, read_dead_letters
 from presence_store.fencing import locked_write
 from presence_store.rejudge import rejudge_presentity
@@ -150,394 +148,396 @@ class NewPassword(BaseModel):
     password: str = Field(min_length=1, max_length=256)
 
 
-def admin_router(
-    settings: Settings,
-    pool: asyncpg.Pool,
-    locks: ShardedLocks,
-    producer: AIOKafkaProducer,
-    cleaner: Cleaner,
-) -> APIRouter:
+def log_startup_warnings(settings: Settings) -> None:
     if not settings.admin_token:
         log.warning("admin API: disabled (503) until PRESENCE_ADMIN_TOKEN is set")
 
-    async def require_token(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
-    ) -> None:
-        if not settings.admin_token:
-            raise AdminError(503, "the admin API is disabled: PRESENCE_ADMIN_TOKEN is not set")
-        if credentials is None or not secrets.compare_digest(
-            credentials.credentials.encode(), settings.admin_token.encode()
-        ):
-            raise AdminError(401, "a valid admin token is needed (Authorization: Bearer …)")
 
-    router = APIRouter(
-        prefix="/admin",
-        tags=["admin"],
-        route_class=AdminRoute,
-        dependencies=[Depends(require_token)],
+async def require_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+    context: Context,
+) -> None:
+    settings = context.settings
+    if not settings.admin_token:
+        raise AdminError(503, "the admin API is disabled: PRESENCE_ADMIN_TOKEN is not set")
+    if credentials is None or not secrets.compare_digest(
+        credentials.credentials.encode(), settings.admin_token.encode()
+    ):
+        raise AdminError(401, "a valid admin token is needed (Authorization: Bearer …)")
+
+
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    route_class=AdminRoute,
+    dependencies=[Depends(require_token)],
+)
+
+
+async def count_watchers(
+    connection: asyncpg.Connection | asyncpg.Pool,
+    table: str,
+    user: str,
+    domain: str,
+    event: str,
+) -> int:
+    """The live subscriptions to a presentity's event package."""
+    return await connection.fetchval(
+        f"""SELECT count(*) FROM {table}
+            WHERE to_domain = $1 AND to_user = $2 AND event = $3
+              AND status <> 'terminated'""",
+        domain,
+        user,
+        event,
     )
-    presentities = settings.presentity_table
-    subscriptions = settings.active_watchers_table
-    topics = Topics.of(settings)
 
-    async def count_watchers(
-        connection: asyncpg.Connection | asyncpg.Pool, user: str, domain: str, event: str
-    ) -> int:
-        """The live subscriptions to a presentity's event package."""
-        return await connection.fetchval(
-            f"""SELECT count(*) FROM {subscriptions}
-                WHERE to_domain = $1 AND to_user = $2 AND event = $3
-                  AND status <> 'terminated'""",
-            domain,
-            user,
-            event,
-        )
 
-    @router.get("/presentities", summary="Presentities with publications (presentity_list)")
-    async def list_presentities(
-        domain: Annotated[str | None, Query(max_length=128)] = None,
-        event: Annotated[str | None, Query(max_length=64)] = None,
-        limit: Limit = 100,
-        offset: Offset = 0,
-    ) -> dict[str, Any]:
-        if event is not None:
-            _check_event(event)
-        now = int(time.time())
-        rows = await pool.fetch(
-            f"""SELECT p.username, p.domain, p.event, p.publications, p.expires,
-                       (SELECT count(*) FROM {subscriptions} w
-                        WHERE w.to_domain = p.domain AND w.to_user = p.username
-                          AND w.event = p.event AND w.status <> 'terminated') AS watchers
-                FROM (SELECT username, domain, event, count(*) AS publications,
-                             max(expires) AS expires
-                      FROM {presentities}
-                      WHERE ($1::text IS NULL OR domain = $1)
-                        AND ($2::text IS NULL OR event = $2)
-                      GROUP BY domain, username, event
-                      ORDER BY domain, username, event
-                      LIMIT $3 OFFSET $4) p
-                ORDER BY p.domain, p.username, p.event""",
-            domain.lower() if domain else None,
-            event,
-            limit + 1,
-            offset,
+@router.get("/presentities", summary="Presentities with publications (presentity_list)")
+async def list_presentities(
+    context: Context,
+    domain: Annotated[str | None, Query(max_length=128)] = None,
+    event: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> dict[str, Any]:
+    if event is not None:
+        _check_event(event)
+    now = int(time.time())
+    rows = await presentity.page_presentities(
+        context.pool,
+        context.settings.presentity_table,
+        context.settings.active_watchers_table,
+        domain.lower() if domain else None,
+        event,
+        limit + 1,
+        offset,
+    )
+    items = [
+        {
+            "presentity": f"sip:{r['username']}@{r['domain']}",
+            "event": r["event"],
+            "publications": r["publications"],
+            "watchers": r["watchers"],
+            "expires": r["expires"],
+            "expires_in": r["expires"] - now,
+        }
+        for r in rows[:limit]
+    ]
+    more = len(rows) > limit
+    return {
+        "items": items,
+        "offset": offset,
+        "limit": limit,
+        "next_offset": offset + limit if more else None,
+    }
+
+
+@router.get("/presentities/{aor}", summary="One presentity: publications and document")
+async def show_presentity(context: Context, aor: Aor, event: Event = "presence") -> dict[str, Any]:
+    user, domain = parse_aor(aor)
+    _check_event(event)
+    now = int(time.time())
+    async with context.pool.acquire() as connection:
+        rows = await presentity.publications(
+            connection, context.settings.presentity_table, user, domain, event
         )
-        items = [
+        watchers = await count_watchers(
+            connection, context.settings.active_watchers_table, user, domain, event
+        )
+        if not rows and not watchers:
+            raise AdminError(
+                404, f"sip:{user}@{domain} has no {event} publication or watcher", "aor"
+            )
+        document = await presentity.load_document(connection, context.settings, user, domain, event)
+    return {
+        "presentity": f"sip:{user}@{domain}",
+        "event": event,
+        "publications": [
             {
-                "presentity": f"sip:{r['username']}@{r['domain']}",
-                "event": r["event"],
-                "publications": r["publications"],
-                "watchers": r["watchers"],
+                "etag": r["etag"],
                 "expires": r["expires"],
                 "expires_in": r["expires"] - now,
+                "received_time": r["received_time"],
+                "device": list(r["device_marks"]),
+                "device_id": r["device"],  # presence.pidf.device: instance id or flow
+            }
+            for r in rows
+        ],
+        "watchers": watchers,
+        "document": document.decode(),
+    }
+
+
+@router.get("/presentities/{aor}/watchers", summary="Its subscriptions (watcher_list)")
+async def list_watchers(
+    context: Context, aor: Aor, event: Event = "presence", limit: Limit = 100, offset: Offset = 0
+) -> dict[str, Any]:
+    user, domain = parse_aor(aor)
+    _check_event(event)
+    now = int(time.time())
+    rows = await context.pool.fetch(
+        f"""SELECT to_tag, from_user, from_domain, remote_uri, status, reason, expires,
+                   contact, flow, edge_id, local_cseq
+            FROM {context.settings.active_watchers_table}
+            WHERE to_domain = $1 AND to_user = $2 AND event = $3
+            ORDER BY id LIMIT $4 OFFSET $5""",
+        domain,
+        user,
+        event,
+        limit + 1,
+        offset,
+    )
+    decisions = await context.pool.fetch(
+        f"""SELECT w_user, w_domain, subs_status, reason, inserted_time
+            FROM {context.settings.watchers_table}
+            WHERE p_user = $1 AND p_domain = $2 ORDER BY id LIMIT $3""",
+        user,
+        domain,
+        MAX_PAGE,
+    )
+    return {
+        "presentity": f"sip:{user}@{domain}",
+        "event": event,
+        "items": [
+            {
+                "subscription": r["to_tag"],
+                "watcher": watcher_identity(r["from_user"], r["from_domain"]),
+                "from": r["remote_uri"],
+                "status": r["status"],
+                "reason": r["reason"],
+                "expires": r["expires"],
+                "expires_in": r["expires"] - now,
+                "contact": r["contact"],
+                "flow": r["flow"],
+                "edge": r["edge_id"],
+                "notifies": r["local_cseq"],
             }
             for r in rows[:limit]
-        ]
-        more = len(rows) > limit
-        return {
-            "items": items,
-            "offset": offset,
-            "limit": limit,
-            "next_offset": offset + limit if more else None,
-        }
+        ],
+        "offset": offset,
+        "limit": limit,
+        "next_offset": offset + limit if len(rows) > limit else None,
+        "decisions": [
+            {
+                "watcher": watcher_identity(r["w_user"], r["w_domain"]),
+                "status": r["subs_status"],
+                "reason": r["reason"],
+                "since": r["inserted_time"],
+            }
+            for r in decisions
+        ],
+    }
 
-    @router.get("/presentities/{aor}", summary="One presentity: publications and document")
-    async def show_presentity(aor: Aor, event: Event = "presence") -> dict[str, Any]:
-        user, domain = parse_aor(aor)
-        _check_event(event)
-        now = int(time.time())
-        async with pool.acquire() as connection:
-            rows = await connection.fetch(
-                f"""SELECT etag, expires, received_time, device_marks, device FROM {presentities}
-                    WHERE username = $1 AND domain = $2 AND event = $3
-                    ORDER BY received_time, id""",
+
+@router.get("/watchers/{aor}/subscriptions", summary="What one watcher subscribes to")
+async def list_subscriptions(
+    context: Context, aor: Aor, limit: Limit = 100, offset: Offset = 0
+) -> dict[str, Any]:
+    user, domain = parse_aor(aor)
+    now = int(time.time())
+    # No index serves this (operators ask it rarely; the hot paths are per presentity).
+    rows = await context.pool.fetch(
+        f"""SELECT to_user, to_domain, event, to_tag, status, reason, expires, edge_id
+            FROM {context.settings.active_watchers_table}
+            WHERE from_user = $1 AND from_domain = $2
+            ORDER BY id LIMIT $3 OFFSET $4""",
+        user,
+        domain,
+        limit + 1,
+        offset,
+    )
+    return {
+        "watcher": f"sip:{user}@{domain}",
+        "items": [
+            {
+                "subscription": r["to_tag"],
+                "presentity": f"sip:{r['to_user']}@{r['to_domain']}",
+                "event": r["event"],
+                "status": r["status"],
+                "reason": r["reason"],
+                "expires": r["expires"],
+                "expires_in": r["expires"] - now,
+                "edge": r["edge_id"],
+            }
+            for r in rows[:limit]
+        ],
+        "offset": offset,
+        "limit": limit,
+        "next_offset": offset + limit if len(rows) > limit else None,
+    }
+
+
+@router.post("/presentities/{aor}/refresh", summary="Re-send the current state (refreshWatchers)")
+async def refresh_watchers(context: Context, aor: Aor, event: Event = "presence") -> dict[str, Any]:
+    user, domain = parse_aor(aor)
+    _check_event(event)
+    watchers = await count_watchers(
+        context.pool, context.settings.active_watchers_table, user, domain, event
+    )
+    change = events.PresentityChanged(user, domain, event, "admin", time.time())
+    await context.producer.send_and_wait(
+        context.topics.changes, events.encode(change), key=change.presentity.encode()
+    )
+    log.info("admin: refresh %s %s (%d watchers)", change.presentity, event, watchers)
+    return {
+        "presentity": f"sip:{user}@{domain}",
+        "event": event,
+        "watchers": watchers,
+        "correlation_id": correlation.get(),
+    }
+
+
+@router.post(
+    "/presentities/{aor}/update-watchers",
+    summary="Re-judge its subscriptions by its pres-rules (updateWatchers)",
+)
+async def update_watchers(context: Context, aor: Aor) -> dict[str, Any]:
+    user, domain = parse_aor(aor)
+    result = await rejudge_presentity(
+        context.settings, context.pool, context.locks, context.producer, user, domain, "admin"
+    )
+    log.info("admin: update-watchers %s@%s: %d changed", user, domain, len(result.changed))
+    return {
+        "presentity": f"sip:{user}@{domain}",
+        "changed": [
+            {
+                "subscription": w.id,
+                "watcher": w.uri,
+                "from": result.before.get(w.id),
+                "to": w.status,
+                "event": w.event,
+            }
+            for w in result.changed
+        ],
+        "correlation_id": correlation.get(),
+    }
+
+
+@router.post("/cleanup", summary="Run the clean_period timer now (cleanup)")
+async def cleanup(context: Context) -> dict[str, Any]:
+    removed = await context.cleaner.run_once()
+    if not context.cleaner.leader:
+        raise AdminError(
+            409,
+            "another store replica holds the cleaner lease: ask it (or wait for clean_period)",
+        )
+    return {"removed": removed, "correlation_id": correlation.get()}
+
+
+@router.post("/subscriptions/{subscription}/terminate", summary="End a subscription")
+async def terminate(
+    context: Context,
+    subscription: Annotated[str, Path(max_length=128, description="the dialog's To-tag")],
+    reason: Annotated[str, Query(max_length=16)] = "deactivated",
+) -> dict[str, Any]:
+    if reason not in TERMINATE_REASONS:
+        raise AdminError(400, f"reason: must be one of {', '.join(TERMINATE_REASONS)}", "reason")
+    table = context.settings.active_watchers_table
+    row = await context.pool.fetchrow(
+        f"SELECT to_user, to_domain FROM {table} WHERE to_tag = $1", subscription
+    )
+    if row is None:
+        raise AdminError(404, f"no subscription {subscription!r}", "subscription")
+    user, domain = row["to_user"], row["to_domain"]
+    async with locked_write(context.locks, context.pool, f"{user}@{domain}") as (connection, _):
+        ended = await connection.fetchrow(
+            f"""UPDATE {table} SET status = 'terminated', reason = $2
+                WHERE to_tag = $1 AND status <> 'terminated'
+                RETURNING event, from_user, from_domain""",
+            subscription,
+            reason,
+        )
+        if ended is None:
+            raise AdminError(
+                409, f"subscription {subscription!r} has ended already", "subscription"
+            )
+        watcher = watcher_identity(ended["from_user"], ended["from_domain"])
+        notices: list[events.Event] = [
+            events.WatcherChanged(user, domain, ended["event"], subscription, "admin", time.time()),
+            *watcher_info_notices(
                 user,
                 domain,
-                event,
-            )
-            watchers = await count_watchers(connection, user, domain, event)
-            if not rows and not watchers:
-                raise AdminError(
-                    404, f"sip:{user}@{domain} has no {event} publication or watcher", "aor"
-                )
-            document = await load_document(connection, settings, user, domain, event)
-        return {
-            "presentity": f"sip:{user}@{domain}",
-            "event": event,
-            "publications": [
-                {
-                    "etag": r["etag"],
-                    "expires": r["expires"],
-                    "expires_in": r["expires"] - now,
-                    "received_time": r["received_time"],
-                    "device": list(r["device_marks"]),
-                    "device_id": r["device"],  # presence.pidf.device: instance id or flow
-                }
-                for r in rows
-            ],
-            "watchers": watchers,
-            "document": document.decode(),
-        }
-
-    @router.get("/presentities/{aor}/watchers", summary="Its subscriptions (watcher_list)")
-    async def list_watchers(
-        aor: Aor, event: Event = "presence", limit: Limit = 100, offset: Offset = 0
-    ) -> dict[str, Any]:
-        user, domain = parse_aor(aor)
-        _check_event(event)
-        now = int(time.time())
-        rows = await pool.fetch(
-            f"""SELECT to_tag, from_user, from_domain, remote_uri, status, reason, expires,
-                       contact, flow, edge_id, local_cseq
-                FROM {subscriptions}
-                WHERE to_domain = $1 AND to_user = $2 AND event = $3
-                ORDER BY id LIMIT $4 OFFSET $5""",
-            domain,
-            user,
-            event,
-            limit + 1,
-            offset,
-        )
-        decisions = await pool.fetch(
-            f"""SELECT w_user, w_domain, subs_status, reason, inserted_time
-                FROM {settings.watchers_table}
-                WHERE p_user = $1 AND p_domain = $2 ORDER BY id LIMIT $3""",
-            user,
-            domain,
-            MAX_PAGE,
-        )
-        return {
-            "presentity": f"sip:{user}@{domain}",
-            "event": event,
-            "items": [
-                {
-                    "subscription": r["to_tag"],
-                    "watcher": watcher_identity(r["from_user"], r["from_domain"]),
-                    "from": r["remote_uri"],
-                    "status": r["status"],
-                    "reason": r["reason"],
-                    "expires": r["expires"],
-                    "expires_in": r["expires"] - now,
-                    "contact": r["contact"],
-                    "flow": r["flow"],
-                    "edge": r["edge_id"],
-                    "notifies": r["local_cseq"],
-                }
-                for r in rows[:limit]
-            ],
-            "offset": offset,
-            "limit": limit,
-            "next_offset": offset + limit if len(rows) > limit else None,
-            "decisions": [
-                {
-                    "watcher": watcher_identity(r["w_user"], r["w_domain"]),
-                    "status": r["subs_status"],
-                    "reason": r["reason"],
-                    "since": r["inserted_time"],
-                }
-                for r in decisions
-            ],
-        }
-
-    @router.get("/watchers/{aor}/subscriptions", summary="What one watcher subscribes to")
-    async def list_subscriptions(
-        aor: Aor, limit: Limit = 100, offset: Offset = 0
-    ) -> dict[str, Any]:
-        user, domain = parse_aor(aor)
-        now = int(time.time())
-        # No index serves this (operators ask it rarely; the hot paths are per presentity).
-        rows = await pool.fetch(
-            f"""SELECT to_user, to_domain, event, to_tag, status, reason, expires, edge_id
-                FROM {subscriptions}
-                WHERE from_user = $1 AND from_domain = $2
-                ORDER BY id LIMIT $3 OFFSET $4""",
-            user,
-            domain,
-            limit + 1,
-            offset,
-        )
-        return {
-            "watcher": f"sip:{user}@{domain}",
-            "items": [
-                {
-                    "subscription": r["to_tag"],
-                    "presentity": f"sip:{r['to_user']}@{r['to_domain']}",
-                    "event": r["event"],
-                    "status": r["status"],
-                    "reason": r["reason"],
-                    "expires": r["expires"],
-                    "expires_in": r["expires"] - now,
-                    "edge": r["edge_id"],
-                }
-                for r in rows[:limit]
-            ],
-            "offset": offset,
-            "limit": limit,
-            "next_offset": offset + limit if len(rows) > limit else None,
-        }
-
-    @router.post(
-        "/presentities/{aor}/refresh", summary="Re-send the current state (refreshWatchers)"
-    )
-    async def refresh_watchers(aor: Aor, event: Event = "presence") -> dict[str, Any]:
-        user, domain = parse_aor(aor)
-        _check_event(event)
-        watchers = await count_watchers(pool, user, domain, event)
-        change = events.PresentityChanged(user, domain, event, "admin", time.time())
-        await producer.send_and_wait(
-            topics.changes, events.encode(change), key=change.presentity.encode()
-        )
-        log.info("admin: refresh %s %s (%d watchers)", change.presentity, event, watchers)
-        return {
-            "presentity": f"sip:{user}@{domain}",
-            "event": event,
-            "watchers": watchers,
-            "correlation_id": correlation.get(),
-        }
-
-    @router.post(
-        "/presentities/{aor}/update-watchers",
-        summary="Re-judge its subscriptions by its pres-rules (updateWatchers)",
-    )
-    async def update_watchers(aor: Aor) -> dict[str, Any]:
-        user, domain = parse_aor(aor)
-        result = await rejudge_presentity(settings, pool, locks, producer, user, domain, "admin")
-        log.info("admin: update-watchers %s@%s: %d changed", user, domain, len(result.changed))
-        return {
-            "presentity": f"sip:{user}@{domain}",
-            "changed": [
-                {
-                    "subscription": w.id,
-                    "watcher": w.uri,
-                    "from": result.before.get(w.id),
-                    "to": w.status,
-                    "event": w.event,
-                }
-                for w in result.changed
-            ],
-            "correlation_id": correlation.get(),
-        }
-
-    @router.post("/cleanup", summary="Run the clean_period timer now (cleanup)")
-    async def cleanup() -> dict[str, Any]:
-        removed = await cleaner.run_once()
-        if not cleaner.leader:
-            raise AdminError(
-                409,
-                "another store replica holds the cleaner lease: ask it (or wait for clean_period)",
-            )
-        return {"removed": removed, "correlation_id": correlation.get()}
-
-    @router.post("/subscriptions/{subscription}/terminate", summary="End a subscription")
-    async def terminate(
-        subscription: Annotated[str, Path(max_length=128, description="the dialog's To-tag")],
-        reason: Annotated[str, Query(max_length=16)] = "deactivated",
-    ) -> dict[str, Any]:
-        if reason not in TERMINATE_REASONS:
-            raise AdminError(
-                400, f"reason: must be one of {', '.join(TERMINATE_REASONS)}", "reason"
-            )
-        row = await pool.fetchrow(
-            f"SELECT to_user, to_domain FROM {subscriptions} WHERE to_tag = $1", subscription
-        )
-        if row is None:
-            raise AdminError(404, f"no subscription {subscription!r}", "subscription")
-        user, domain = row["to_user"], row["to_domain"]
-        async with locked_write(locks, pool, f"{user}@{domain}") as (connection, _):
-            ended = await connection.fetchrow(
-                f"""UPDATE {subscriptions} SET status = 'terminated', reason = $2
-                    WHERE to_tag = $1 AND status <> 'terminated'
-                    RETURNING event, from_user, from_domain""",
-                subscription,
-                reason,
-            )
-            if ended is None:
-                raise AdminError(
-                    409, f"subscription {subscription!r} has ended already", "subscription"
-                )
-            watcher = watcher_identity(ended["from_user"], ended["from_domain"])
-            notices: list[events.Event] = [
-                events.WatcherChanged(
-                    user, domain, ended["event"], subscription, "admin", time.time()
-                ),
-                *watcher_info_notices(
-                    user,
-                    domain,
-                    ended["event"],
-                    [Watcher(subscription, watcher, "terminated", reason)],
-                    "admin",
-                    time.time(),
-                ),
-            ]
-            # Committed only once the final NOTIFY is on its way, as the cleaner does.
-            for notice in notices:
-                await producer.send_and_wait(
-                    topics.changes, events.encode(notice), key=f"{user}@{domain}".encode()
-                )
-        log.info("admin: terminated subscription %s of %s@%s (%s)", subscription, user, domain,
-                 reason)  # fmt: skip
-        return {
-            "subscription": subscription,
-            "presentity": f"sip:{user}@{domain}",
-            "watcher": watcher,
-            "event": ended["event"],
-            "reason": reason,
-            "correlation_id": correlation.get(),
-        }
-
-    @router.get("/users", summary="SIP digest users (the credentials table)")
-    async def list_users(
-        domain: Annotated[str | None, Query(max_length=128)] = None,
-        limit: Limit = 100,
-        offset: Offset = 0,
-    ) -> dict[str, Any]:
-        rows = await credentials.list_users(pool, domain, limit + 1, offset)
-        items = [
-            {"user": f"sip:{user}@{realm}", "updated_at": updated} for user, realm, updated in rows
+                ended["event"],
+                [Watcher(subscription, watcher, "terminated", reason)],
+                "admin",
+                time.time(),
+            ),
         ]
-        more = len(items) > limit
-        return {
-            "items": items[:limit],
-            "offset": offset,
-            "limit": limit,
-            "next_offset": offset + limit if more else None,
-        }
-
-    @router.put("/users/{aor}", summary="Add a SIP user or set their password (HA1 only)")
-    async def put_user(aor: Aor, body: NewPassword, response: Response) -> dict[str, Any]:
-        user, domain = parse_aor(aor)
-        created = await credentials.set_password(pool, user, domain, body.password)
-        response.status_code = 201 if created else 200
-        log.info("admin: %s SIP user %s@%s", "added" if created else "new password for",
-                 user, domain)  # fmt: skip
-        return {"user": f"sip:{user}@{domain}", "created": created}
-
-    @router.delete("/users/{aor}", summary="Remove a SIP user")
-    async def delete_user(aor: Aor) -> dict[str, Any]:
-        user, domain = parse_aor(aor)
-        if not await credentials.remove_user(pool, user, domain):
-            raise AdminError(404, f"no SIP user {user}@{domain}", "aor")
-        log.info("admin: removed SIP user %s@%s", user, domain)
-        return {"user": f"sip:{user}@{domain}", "removed": True}
-
-    @router.get("/dead-letters", summary="Records the consumers gave up on (dead letters)")
-    async def list_dead_letters(
-        limit: Limit = 100,
-        offset: Annotated[int, Query(ge=0, description="Kafka offset to start at")] = 0,
-    ) -> dict[str, Any]:
-        try:
-            page = await read_dead_letters(
-                settings.kafka_bootstrap, topics.dead_letters, start=offset, limit=limit
+        # Committed only once the final NOTIFY is on its way, as the cleaner does.
+        for notice in notices:
+            await context.producer.send_and_wait(
+                context.topics.changes, events.encode(notice), key=f"{user}@{domain}".encode()
             )
-        except DeadLettersUnreadable as error:
-            raise AdminError(503, str(error)) from None
-        return {
-            "items": page.items,
-            "topic": topics.dead_letters,
-            "first_offset": page.first,
-            "end_offset": page.end,
-            "limit": limit,
-            "next_offset": page.next_offset,
-        }
+    log.info("admin: terminated subscription %s of %s@%s (%s)", subscription, user, domain,
+             reason)  # fmt: skip
+    return {
+        "subscription": subscription,
+        "presentity": f"sip:{user}@{domain}",
+        "watcher": watcher,
+        "event": ended["event"],
+        "reason": reason,
+        "correlation_id": correlation.get(),
+    }
 
-    return router
+
+@router.get("/users", summary="SIP digest users (the credentials table)")
+async def list_users(
+    context: Context,
+    domain: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> dict[str, Any]:
+    rows = await credentials.list_users(context.pool, domain, limit + 1, offset)
+    items = [
+        {"user": f"sip:{user}@{realm}", "updated_at": updated} for user, realm, updated in rows
+    ]
+    more = len(items) > limit
+    return {
+        "items": items[:limit],
+        "offset": offset,
+        "limit": limit,
+        "next_offset": offset + limit if more else None,
+    }
+
+
+@router.put("/users/{aor}", summary="Add a SIP user or set their password (HA1 only)")
+async def put_user(
+    context: Context, aor: Aor, body: NewPassword, response: Response
+) -> dict[str, Any]:
+    user, domain = parse_aor(aor)
+    created = await credentials.set_password(context.pool, user, domain, body.password)
+    response.status_code = 201 if created else 200
+    log.info("admin: %s SIP user %s@%s", "added" if created else "new password for",
+             user, domain)  # fmt: skip
+    return {"user": f"sip:{user}@{domain}", "created": created}
+
+
+@router.delete("/users/{aor}", summary="Remove a SIP user")
+async def delete_user(context: Context, aor: Aor) -> dict[str, Any]:
+    user, domain = parse_aor(aor)
+    if not await credentials.remove_user(context.pool, user, domain):
+        raise AdminError(404, f"no SIP user {user}@{domain}", "aor")
+    log.info("admin: removed SIP user %s@%s", user, domain)
+    return {"user": f"sip:{user}@{domain}", "removed": True}
+
+
+@router.get("/dead-letters", summary="Records the consumers gave up on (dead letters)")
+async def list_dead_letters(
+    context: Context,
+    limit: Limit = 100,
+    offset: Annotated[int, Query(ge=0, description="Kafka offset to start at")] = 0,
+) -> dict[str, Any]:
+    try:
+        page = await read_dead_letters(
+            context.settings.kafka_bootstrap, context.topics.dead_letters, start=offset, limit=limit
+        )
+    except DeadLettersUnreadable as error:
+        raise AdminError(503, str(error)) from None
+    return {
+        "items": page.items,
+        "topic": context.topics.dead_letters,
+        "first_offset": page.first,
+        "end_offset": page.end,
+        "limit": limit,
+        "next_offset": page.next_offset,
+    }

@@ -43,6 +43,7 @@ from presence.sip.digest import (
     response_matches,
 )
 from presence.sip.grammar import aor_uri, normal_aor, same_aor
+from presence.tables import credentials as credentials_table
 
 Request = events.PublishRequest | events.RegisterRequest | events.SubscribeRequest
 
@@ -163,9 +164,5 @@ def source_host(request: Request) -> str:
 
 
 async def load_ha1(connection: asyncpg.Connection, username: str, realm: str) -> HA1 | None:
-    row = await connection.fetchrow(
-        "SELECT ha1_md5, ha1_sha256 FROM credentials WHERE username = $1 AND domain = $2",
-        username,
-        realm.lower(),
-    )
-    return None if row is None else HA1(row["ha1_md5"], row["ha1_sha256"])
+    stored = await credentials_table.load_ha1(connection, username, realm.lower())
+    return None if stored is None else HA1(*stored)

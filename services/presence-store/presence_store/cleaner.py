@@ -26,6 +26,7 @@ import logging
 import secrets
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -38,6 +39,7 @@ from presence.rules.authorization import watcher_identity
 from presence.runtime import metrics
 from presence.runtime.logs import correlated, new_correlation_id
 from presence.settings import Settings
+from presence.tables import location, presentity, processed_requests
 from presence_store.subscribe_store import watcher_info_notices
 
 log = logging.getLogger(__name__)
@@ -113,10 +115,14 @@ class Cleaner:
         counts = {
             "publications": await self._expire_publications(now),
             "subscriptions": await self._expire_subscriptions(now),
-            "bindings": await self._delete_in_batches("location", "expires <= $1", now),
+            "bindings": await self._in_batches(
+                lambda limit: location.delete_expired(self._pool, now, limit)
+            ),
             "pending_watchers": await self._forget_pending_watchers(now),
-            "processed_requests": await self._delete_in_batches(
-                "processed_requests", "created_at <= $1", now - PROCESSED_REQUESTS_KEPT
+            "processed_requests": await self._in_batches(
+                lambda limit: processed_requests.delete_older(
+                    self._pool, now - PROCESSED_REQUESTS_KEPT, limit
+                )
             ),
         }
         if any(counts.values()):
@@ -129,12 +135,7 @@ class Cleaner:
         table = self._settings.presentity_table
         total = 0
         while True:
-            rows = await self._pool.fetch(
-                f"""SELECT id, username, domain, event, body FROM {table}
-                    WHERE expires <= $1 ORDER BY expires LIMIT $2""",
-                now,
-                BATCH,
-            )
+            rows = await presentity.expired(self._pool, table, now, BATCH)
             if not rows:
                 return total
             closed: dict[tuple[str, str, str], list[str]] = defaultdict(list)
@@ -153,11 +154,8 @@ class Cleaner:
                 for (username, domain, event), bodies in closed.items()
             ]
             await asyncio.gather(*sends)
-            # Only rows that are still expired: a refresh may have raced in.
-            await self._pool.execute(
-                f"DELETE FROM {table} WHERE id = ANY($1::bigint[]) AND expires <= $2",
-                [row["id"] for row in rows],
-                now,
+            await presentity.delete_still_expired(
+                self._pool, table, [row["id"] for row in rows], now
             )
             total += len(rows)
             await asyncio.sleep(0)  # let request handling in between batches
@@ -216,19 +214,27 @@ class Cleaner:
         )
         return total
 
-    async def _delete_in_batches(self, table: str, condition: str, bound: int) -> int:
+    async def _in_batches(self, delete: Callable[[int], Awaitable[int]]) -> int:
+        """Call delete(BATCH) (it deletes up to BATCH rows and says how many) until
+        fewer go; how many went in all."""
         total = 0
         while True:
-            status = await self._pool.execute(
-                f"""DELETE FROM {table} WHERE ctid = ANY(ARRAY(
-                        SELECT ctid FROM {table} WHERE {condition} LIMIT {BATCH}))""",
-                bound,
-            )
-            deleted = int(status.split()[-1])
+            deleted = await delete(BATCH)
             total += deleted
             if deleted < BATCH:
                 return total
             await asyncio.sleep(0)
+
+    async def _delete_in_batches(self, table: str, condition: str, bound: int) -> int:
+        async def delete(limit: int) -> int:
+            status = await self._pool.execute(
+                f"""DELETE FROM {table} WHERE ctid = ANY(ARRAY(
+                        SELECT ctid FROM {table} WHERE {condition} LIMIT {limit}))""",
+                bound,
+            )
+            return int(status.split()[-1])
+
+        return await self._in_batches(delete)
 
     async def _forget_pending_watchers(self, now: int) -> int:
         """Pending decisions the user never made, after pending_watcher_days; a

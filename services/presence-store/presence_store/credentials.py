@@ -1,4 +1,5 @@
-"""The credentials table: users of SIP digest authentication, with HA1 values only."""
+"""SIP digest users (presence.tables.credentials): a password becomes the HA1 values
+stored, never itself; `python -m presence_store.credentials` manages them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 import asyncpg
 
 from presence.sip.digest import ha1
+from presence.tables import credentials
 
 
 async def set_password(
@@ -15,44 +17,29 @@ async def set_password(
     """Add the user or change their password (its HA1s are stored, never the password);
     True when the user is new. The realm is the user's domain."""
     realm = domain.lower()
-    created = await connection.fetchval(
-        """INSERT INTO credentials (username, domain, ha1_md5, ha1_sha256, updated_at)
-           VALUES ($1, $2, $3, $4, $5)
-           ON CONFLICT (username, domain) DO UPDATE
-               SET ha1_md5 = EXCLUDED.ha1_md5, ha1_sha256 = EXCLUDED.ha1_sha256,
-                   updated_at = EXCLUDED.updated_at
-           RETURNING (xmax = 0)""",
+    return await credentials.store_ha1(
+        connection,
         username,
         realm,
         ha1("MD5", username, realm, password),
         ha1("SHA-256", username, realm, password),
         int(time.time()),
     )
-    return bool(created)
 
 
 async def remove_user(
     connection: asyncpg.Connection | asyncpg.Pool, username: str, domain: str
 ) -> bool:
-    status = await connection.execute(
-        "DELETE FROM credentials WHERE username = $1 AND domain = $2", username, domain.lower()
-    )
-    return status != "DELETE 0"
+    return await credentials.remove(connection, username, domain.lower())
 
 
 async def list_users(
     connection: asyncpg.Connection | asyncpg.Pool, domain: str | None, limit: int, offset: int
 ) -> list[tuple[str, str, int]]:
     """(username, domain, updated_at) in name order, a page at a time."""
-    rows = await connection.fetch(
-        """SELECT username, domain, updated_at FROM credentials
-           WHERE $1::text IS NULL OR domain = $1
-           ORDER BY domain, username LIMIT $2 OFFSET $3""",
-        None if domain is None else domain.lower(),
-        limit,
-        offset,
+    return await credentials.page(
+        connection, None if domain is None else domain.lower(), limit, offset
     )
-    return [(row["username"], row["domain"], row["updated_at"]) for row in rows]
 
 
 def main() -> None:

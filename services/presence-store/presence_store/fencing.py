@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 
 from presence.runtime.locks import Lease, ShardedLocks
+from presence.tables import lock_fences
 
 
 class FencedOut(RuntimeError):
@@ -18,15 +19,7 @@ async def enter_fence(connection: asyncpg.Connection, lease: Lease) -> None:
     """The first statement of every write transaction under a lease. Raising the shard's
     token row also locks it until commit, so a newer holder's transaction waits for
     this one and then sees its writes; a stale holder that comes later is refused."""
-    accepted = await connection.fetchval(
-        """INSERT INTO lock_fences (lock, token) VALUES ($1, $2)
-           ON CONFLICT (lock) DO UPDATE SET token = EXCLUDED.token
-               WHERE lock_fences.token <= EXCLUDED.token
-           RETURNING token""",
-        lease.key,
-        lease.fence,
-    )
-    if accepted is None:
+    if not await lock_fences.raise_token(connection, lease.key, lease.fence):
         raise FencedOut(f"lock {lease.key}: fence {lease.fence} is stale")
 
 

@@ -15,6 +15,7 @@ import asyncpg
 
 from presence.runtime import metrics
 from presence.settings import Settings
+from presence.tables import presentity
 
 REFRESH_EVERY = 5.0
 MAX_SHARE = 0.01
@@ -40,11 +41,7 @@ def watch_tables(settings: Settings, pool: asyncpg.Pool) -> None:
                 WHERE expires > $1 OR status = 'terminated' GROUP BY event, status""",
             now,
         )
-        publications = await pool.fetch(
-            f"""SELECT event, count(*) AS n FROM {settings.presentity_table}
-                WHERE expires > $1 GROUP BY event""",
-            now,
-        )
+        publications = await presentity.live_counts(pool, settings.presentity_table, now)
         pause = refresh_pause(time.monotonic() - refreshed_at)
         metrics.SUBSCRIPTIONS.clear()
         for row in subscriptions:

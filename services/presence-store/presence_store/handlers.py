@@ -22,6 +22,7 @@ from presence.runtime import metrics
 from presence.runtime.locks import LockTimeout, ShardedLocks
 from presence.settings import Settings
 from presence.sip.answers import Answer
+from presence.tables import processed_requests
 from presence_store.authentication import Authenticator, may_act_for
 from presence_store.fencing import FencedOut, locked_write
 from presence_store.outcome import Outcome
@@ -112,20 +113,13 @@ class RequestHandler:
             return []
         failed = {"status": GIVEN_UP.status, "reason": GIVEN_UP.reason, "headers": []}
         async with self._pool.acquire() as connection:
-            await connection.execute(
-                """INSERT INTO processed_requests (request_id, reply, notices, created_at)
-                   VALUES ($1, $2, '[]', $3) ON CONFLICT (request_id) DO NOTHING""",
-                event.request_id,
-                json.dumps(failed),
-                int(time.time()),
+            await processed_requests.record_unless_recorded(
+                connection, event.request_id, json.dumps(failed), int(time.time())
             )
-            done = await connection.fetchrow(
-                "SELECT reply, notices FROM processed_requests WHERE request_id = $1",
-                event.request_id,
-            )
+            done = await processed_requests.outcome_of(connection, event.request_id)
         if done is None:  # removed by the cleaner in between: nothing was applied
             return await self._reply(event, Outcome(GIVEN_UP))
-        outcome = _stored_outcome(done["reply"], done["notices"])
+        outcome = _stored_outcome(*done)
         sends = await self._reply(event, outcome)
         return sends + await self._send_notices(outcome.notices, event.presentity, event.edge_id)
 
@@ -205,12 +199,9 @@ class RequestHandler:
                 connection,
                 lease,
             ):
-                done = await connection.fetchrow(
-                    "SELECT reply, notices FROM processed_requests WHERE request_id = $1",
-                    event.request_id,
-                )
+                done = await processed_requests.outcome_of(connection, event.request_id)
                 if done is not None:
-                    return _stored_outcome(done["reply"], done["notices"])
+                    return _stored_outcome(*done)
                 if too_old(event):
                     # The edge answers 503 (or has already); applying it now would
                     # change state behind the back of a client told it failed.
@@ -240,9 +231,8 @@ class RequestHandler:
                 )
                 if too_old(event):
                     raise _TooLate  # the applying itself took too long
-                await connection.execute(
-                    """INSERT INTO processed_requests (request_id, reply, notices, created_at)
-                       VALUES ($1, $2, $3, $4)""",
+                await processed_requests.record(
+                    connection,
                     event.request_id,
                     json.dumps(
                         {

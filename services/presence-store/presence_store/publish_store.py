@@ -12,8 +12,8 @@ from presence.runtime import metrics
 from presence.settings import Settings
 from presence.sip.answers import Answer
 from presence.subscriptions.expiry import expires_at
+from presence.tables import location, presentity
 from presence.tables.active_watchers import watched
-from presence.tables.presentity import load_document
 from presence_store.outcome import Outcome
 from presence_store.publication import (
     CONDITIONAL_REQUEST_FAILED,
@@ -111,9 +111,9 @@ async def _check_caps(
     """Raise _OverCap when the presentity's state, with this request applied, has more
     publications or a larger aggregated document than the settings allow."""
     if decision.kind is PublishKind.INITIAL:
-        live = await connection.fetchval(
-            f"""SELECT count(*) FROM {settings.presentity_table}
-                WHERE username = $1 AND domain = $2 AND event = $3 AND expires > $4""",
+        live = await presentity.count_live(
+            connection,
+            settings.presentity_table,
             request.username,
             request.domain,
             request.event,
@@ -121,7 +121,7 @@ async def _check_caps(
         )
         if live > settings.max_publications:
             raise _OverCap(TOO_MANY_PUBLICATIONS, "publications")
-    document = await load_document(
+    document = await presentity.load_document(
         connection, settings, request.username, request.domain, request.event
     )
     if len(document) > settings.max_document_bytes:
@@ -141,10 +141,9 @@ async def _apply_initial(
         # A device that lost its entity tag (a 412, a restart) publishes afresh: its old
         # publication would otherwise show in every NOTIFY until it expires. Only its
         # own: the same device (presence.pidf.device) and a shared tuple id or contact.
-        await connection.execute(
-            f"""DELETE FROM {table}
-                WHERE username = $1 AND domain = $2 AND event = $3 AND expires > $4
-                  AND device = $5 AND device_marks && $6::text[]""",
+        await presentity.delete_same_device(
+            connection,
+            table,
             request.username,
             request.domain,
             request.event,
@@ -153,11 +152,9 @@ async def _apply_initial(
             sorted(decision.marks),
         )
     entity_tag = new_entity_tag()
-    await connection.execute(
-        f"""INSERT INTO {table}
-                (username, domain, event, etag, expires, received_time, body, device_marks,
-                 device)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+    await presentity.insert(
+        connection,
+        table,
         request.username,
         request.domain,
         request.event,
@@ -178,17 +175,9 @@ async def _device_of(connection: asyncpg.Connection, request: PublishRequest, no
     ids its UA registered for this address-of-record over the same flow."""
     registered: list[str | None] = []
     if request.instance is None:
-        registered = [
-            row["instance"]
-            for row in await connection.fetch(
-                """SELECT instance FROM location
-                   WHERE username = $1 AND domain = $2 AND received = $3 AND expires > $4""",
-                request.username,
-                request.domain,
-                request.flow,
-                now,
-            )
-        ]
+        registered = await location.live_instances(
+            connection, request.username, request.domain, request.flow, now
+        )
     return publishing_device(request.instance, registered, request.flow, request.request_id)
 
 
@@ -202,11 +191,9 @@ async def _apply_conditional(
     table = settings.presentity_table
     # Expired rows are as good as gone even before the cleaner removes them. The tag
     # the last refresh or modify replaced still matches during the grace period.
-    row_id = await connection.fetchval(
-        f"""SELECT id FROM {table}
-            WHERE username = $1 AND domain = $2 AND event = $3 AND expires > $5
-              AND (etag = $4 OR (prev_etag = $4 AND prev_etag_expires > $5))
-            FOR UPDATE""",
+    row_id = await presentity.lock_matching(
+        connection,
+        table,
         request.username,
         request.domain,
         request.event,
@@ -216,9 +203,7 @@ async def _apply_conditional(
     if row_id is None:
         return Applied(CONDITIONAL_REQUEST_FAILED)
     if decision.kind is PublishKind.REMOVE:
-        body = await connection.fetchval(
-            f"DELETE FROM {table} WHERE id = $1 RETURNING body", row_id
-        )
+        body = await presentity.delete_returning_body(connection, table, row_id)
         return Applied(
             success_reply(request.if_match or "", 0, settings.expiry_policy), True, [body]
         )
@@ -226,20 +211,18 @@ async def _apply_conditional(
     grace_until = now + settings.etag_grace if settings.etag_grace else 0
     if decision.kind is PublishKind.REFRESH:
         # A refresh changes no state (RFC 3903 §4.2), so watchers hear nothing.
-        await connection.execute(
-            f"""UPDATE {table} SET prev_etag = etag, prev_etag_expires = $4,
-                    etag = $2, expires = $3
-                WHERE id = $1""",
+        await presentity.refresh(
+            connection,
+            table,
             row_id,
             entity_tag,
             expires_at(now, decision.expires),
             grace_until,
         )
         return Applied(success_reply(entity_tag, decision.expires, settings.expiry_policy))
-    await connection.execute(
-        f"""UPDATE {table} SET prev_etag = etag, prev_etag_expires = $6,
-                etag = $2, expires = $3, received_time = $4, body = $5, device_marks = $7
-            WHERE id = $1""",
+    await presentity.modify(
+        connection,
+        table,
         row_id,
         entity_tag,
         expires_at(now, decision.expires),

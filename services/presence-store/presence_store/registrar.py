@@ -17,6 +17,7 @@ from presence.runtime import metrics
 from presence.settings import Settings
 from presence.sip.answers import Answer
 from presence.subscriptions.expiry import expires_at, seconds_left
+from presence.tables import location
 from presence_store.outcome import Outcome
 
 WILDCARD = "*"
@@ -80,14 +81,7 @@ async def apply_register(
     if isinstance(plan, Answer):
         return Outcome(plan)
     aor = (request.username, request.domain)
-    existing = {
-        row["contact"]: row
-        for row in await connection.fetch(
-            """SELECT contact, callid, cseq, expires FROM location
-               WHERE username = $1 AND domain = $2""",
-            *aor,
-        )
-    }
+    existing = {row["contact"]: row for row in await location.bindings(connection, *aor)}
     if plan and plan[0].contact == WILDCARD:
         plan = [Binding(contact, 0, None) for contact in existing]
     for binding in plan:
@@ -102,19 +96,10 @@ async def apply_register(
         return Outcome(TOO_MANY_CONTACTS)
     for binding in plan:
         if binding.expires == 0:
-            await connection.execute(
-                "DELETE FROM location WHERE username = $1 AND domain = $2 AND contact = $3",
-                *aor,
-                binding.contact,
-            )
+            await location.remove_binding(connection, *aor, binding.contact)
             continue
-        await connection.execute(
-            """INSERT INTO location
-                   (username, domain, contact, expires, callid, cseq, q, received, instance)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-               ON CONFLICT (username, domain, contact) DO UPDATE SET
-                   expires = EXCLUDED.expires, callid = EXCLUDED.callid, cseq = EXCLUDED.cseq,
-                   q = EXCLUDED.q, received = EXCLUDED.received, instance = EXCLUDED.instance""",
+        await location.store_binding(
+            connection,
             *aor,
             binding.contact,
             expires_at(now, binding.expires),
@@ -125,12 +110,7 @@ async def apply_register(
             # What ties this UA's PUBLISHes (over the same flow) to its device.
             request.instances.get(binding.contact),
         )
-    current = await connection.fetch(
-        """SELECT contact, expires FROM location
-           WHERE username = $1 AND domain = $2 AND expires > $3 ORDER BY id""",
-        *aor,
-        now,
-    )
+    current = await location.live_bindings(connection, *aor, now)
     # §10.3 step 8: the 200 lists every current binding with its remaining time.
     headers = [
         ("Contact", f"<{row['contact']}>;expires={seconds_left(row['expires'], now)}")
