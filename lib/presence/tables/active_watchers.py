@@ -221,6 +221,29 @@ async def set_state(
     )
 
 
+async def presentity_of(connection: Connection, table: str, to_tag: str) -> tuple[str, str] | None:
+    """The (username, domain) the dialog named by `to_tag` watches; None when it is gone."""
+    row = await connection.fetchrow(
+        f"SELECT to_user, to_domain FROM {table} WHERE to_tag = $1", to_tag
+    )
+    return None if row is None else (row["to_user"], row["to_domain"])
+
+
+async def end_live(
+    connection: asyncpg.Connection, table: str, to_tag: str, state: State, reason: Reason | None
+) -> asyncpg.Record | None:
+    """The dialog's new (terminated) state and reason unless it was terminated already:
+    its event, from_user and from_domain; None when it was gone or ended."""
+    return await connection.fetchrow(
+        f"""UPDATE {table} SET status = $2, reason = $3
+            WHERE to_tag = $1 AND status <> 'terminated'
+            RETURNING event, from_user, from_domain""",
+        to_tag,
+        state.value,
+        None if reason is None else reason.value,
+    )
+
+
 async def end_expired(
     connection: asyncpg.Connection,
     table: str,

@@ -59,6 +59,8 @@ from presence.runtime.logs import correlated, correlation, new_correlation_id
 from presence.settings import Settings
 from presence.sip.grammar import parse_uri
 from presence.sip.message import SipParseError
+from presence.subscriptions.state import Reason, State, Trigger, transition
+from presence.tables import active_watchers
 from presence.tables.presentity import load_document
 from presence_store import credentials
 from presence_store.cleaner import Cleaner
@@ -437,19 +439,17 @@ def admin_router(
             raise AdminError(
                 400, f"reason: must be one of {', '.join(TERMINATE_REASONS)}", "reason"
             )
-        row = await pool.fetchrow(
-            f"SELECT to_user, to_domain FROM {subscriptions} WHERE to_tag = $1", subscription
-        )
-        if row is None:
+        presentity = await active_watchers.presentity_of(pool, subscriptions, subscription)
+        if presentity is None:
             raise AdminError(404, f"no subscription {subscription!r}", "subscription")
-        user, domain = row["to_user"], row["to_domain"]
+        user, domain = presentity
+        # What an operator's end does, to a pending or an active subscription alike.
+        step = transition(State.ACTIVE, Trigger.OPERATOR, given=Reason(reason))
+        ended_as = step.effects.winfo
+        assert step.state is not None and ended_as is not None
         async with locked_write(locks, pool, f"{user}@{domain}") as (connection, _):
-            ended = await connection.fetchrow(
-                f"""UPDATE {subscriptions} SET status = 'terminated', reason = $2
-                    WHERE to_tag = $1 AND status <> 'terminated'
-                    RETURNING event, from_user, from_domain""",
-                subscription,
-                reason,
+            ended = await active_watchers.end_live(
+                connection, subscriptions, subscription, step.state, step.reason
             )
             if ended is None:
                 raise AdminError(
@@ -464,7 +464,7 @@ def admin_router(
                     user,
                     domain,
                     ended["event"],
-                    [Watcher(subscription, watcher, "terminated", reason)],
+                    [Watcher(subscription, watcher, ended_as.status, ended_as.event)],
                     "admin",
                     time.time(),
                 ),
