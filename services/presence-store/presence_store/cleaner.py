@@ -165,15 +165,15 @@ class Cleaner:
 
     async def _expire_subscriptions(self, now: int) -> int:
         table = self._settings.active_watchers_table
-        ended, effects = EXPIRED, EXPIRED.effects
-        assert ended.state is not None and effects.notify and effects.winfo
+        ended, winfo = EXPIRED, EXPIRED.effects.winfo
+        assert ended.state is not None and winfo is not None and EXPIRED.effects.notify
         total = 0
         while True:
             async with self._pool.acquire() as connection, connection.transaction():
                 rows = await active_watchers.end_expired(
                     connection, table, now, BATCH, ended.state, ended.reason
                 )
-                # Each one's final NOTIFY, and the winfo change.
+                # Each one's own final NOTIFY, then what winfo subscribers are told.
                 notices: list[events.Event] = [
                     events.WatcherChanged(
                         row["to_user"], row["to_domain"], row["event"], row["to_tag"],
@@ -187,8 +187,8 @@ class Cleaner:
                         Watcher(
                             row["to_tag"],
                             watcher_identity(row["from_user"], row["from_domain"]),
-                            effects.winfo.status,
-                            effects.winfo.event,
+                            winfo.status,
+                            winfo.event,
                         )
                     )
                 for (username, domain, event), watchers in timed_out.items():
@@ -209,7 +209,8 @@ class Cleaner:
             if len(rows) < BATCH:
                 break
             await asyncio.sleep(0)
-        # Overdue (the state machine's OVERDUE: the row goes, nobody is told).
+        # Terminated long ago, final NOTIFY never reported back (Trigger.OVERDUE): the
+        # rows go, nobody is told again.
         await self._delete_in_batches(table, active_watchers.ENDED_BEFORE, now - TERMINATED_GRACE)
         return total
 
