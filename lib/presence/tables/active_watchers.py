@@ -57,6 +57,21 @@ async def watched(
     )
 
 
+async def count_not_terminated(
+    connection: Connection, table: str, username: str, domain: str, event: str
+) -> int:
+    """The presentity's subscriptions to `event` not yet terminated (those a change
+    of its state is sent to)."""
+    return await connection.fetchval(
+        f"""SELECT count(*) FROM {table}
+            WHERE to_domain = $1 AND to_user = $2 AND event = $3
+              AND status <> 'terminated'""",
+        domain,
+        username,
+        event,
+    )
+
+
 async def count_live_of_watcher(
     connection: Connection, table: str, user: str, domain: str, now: int
 ) -> int:
@@ -352,6 +367,50 @@ async def watcher_list(
         )
         for r in rows
     ]
+
+
+async def page_of_presentity(
+    connection: Connection,
+    table: str,
+    username: str,
+    domain: str,
+    event: str,
+    limit: int,
+    offset: int,
+) -> list[asyncpg.Record]:
+    """The presentity's subscriptions to `event`, in every state, by id (an operator's
+    listing): to_tag, from_user, from_domain, remote_uri, status, reason, expires,
+    contact, flow, edge_id, local_cseq."""
+    return await connection.fetch(
+        f"""SELECT to_tag, from_user, from_domain, remote_uri, status, reason, expires,
+                   contact, flow, edge_id, local_cseq
+            FROM {table}
+            WHERE to_domain = $1 AND to_user = $2 AND event = $3
+            ORDER BY id LIMIT $4 OFFSET $5""",
+        domain,
+        username,
+        event,
+        limit,
+        offset,
+    )
+
+
+async def page_of_watcher(
+    connection: Connection, table: str, user: str, domain: str, limit: int, offset: int
+) -> list[asyncpg.Record]:
+    """A watcher's subscriptions, in every state, by id (an operator's listing; no
+    index serves it, operators ask it rarely): to_user, to_domain, event, to_tag,
+    status, reason, expires, edge_id."""
+    return await connection.fetch(
+        f"""SELECT to_user, to_domain, event, to_tag, status, reason, expires, edge_id
+            FROM {table}
+            WHERE from_user = $1 AND from_domain = $2
+            ORDER BY id LIMIT $3 OFFSET $4""",
+        user,
+        domain,
+        limit,
+        offset,
+    )
 
 
 async def counts_by_event_and_status(

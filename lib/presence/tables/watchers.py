@@ -8,6 +8,8 @@ import asyncpg
 
 from presence.subscriptions.state import Reason, State
 
+Connection = asyncpg.Connection | asyncpg.Pool
+
 # Pending decisions due to be forgotten ($1: the oldest inserted_time kept), a
 # condition for the expiry timer's batched deletes; served by the partial index
 # watchers_pending, so that the sweep does not read the whole table (nearly all
@@ -41,4 +43,19 @@ async def record_decision(
         state.value,
         None if reason is None else reason.value,
         now,
+    )
+
+
+async def decisions_of(
+    connection: Connection, table: str, username: str, domain: str, limit: int
+) -> list[asyncpg.Record]:
+    """The presentity's decisions, oldest first: w_user, w_domain, subs_status, reason,
+    inserted_time."""
+    return await connection.fetch(
+        f"""SELECT w_user, w_domain, subs_status, reason, inserted_time
+            FROM {table}
+            WHERE p_user = $1 AND p_domain = $2 ORDER BY id LIMIT $3""",
+        username,
+        domain,
+        limit,
     )

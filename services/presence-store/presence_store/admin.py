@@ -62,6 +62,7 @@ from presence.sip.message import SipParseError
 from presence.subscriptions.state import Reason, State, Trigger, transition
 from presence.tables import active_watchers
 from presence.tables.presentity import load_document
+from presence.tables.watchers import decisions_of
 from presence_store import credentials
 from presence_store.cleaner import Cleaner
 from presence_store.dead_letters import DeadLettersUnreadable, read_dead_letters
@@ -186,13 +187,8 @@ def admin_router(
         connection: asyncpg.Connection | asyncpg.Pool, user: str, domain: str, event: str
     ) -> int:
         """The live subscriptions to a presentity's event package."""
-        return await connection.fetchval(
-            f"""SELECT count(*) FROM {subscriptions}
-                WHERE to_domain = $1 AND to_user = $2 AND event = $3
-                  AND status <> 'terminated'""",
-            domain,
-            user,
-            event,
+        return await active_watchers.count_not_terminated(
+            connection, subscriptions, user, domain, event
         )
 
     @router.get("/presentities", summary="Presentities with publications (presentity_list)")
@@ -288,26 +284,10 @@ def admin_router(
         user, domain = parse_aor(aor)
         _check_event(event)
         now = int(time.time())
-        rows = await pool.fetch(
-            f"""SELECT to_tag, from_user, from_domain, remote_uri, status, reason, expires,
-                       contact, flow, edge_id, local_cseq
-                FROM {subscriptions}
-                WHERE to_domain = $1 AND to_user = $2 AND event = $3
-                ORDER BY id LIMIT $4 OFFSET $5""",
-            domain,
-            user,
-            event,
-            limit + 1,
-            offset,
+        rows = await active_watchers.page_of_presentity(
+            pool, subscriptions, user, domain, event, limit + 1, offset
         )
-        decisions = await pool.fetch(
-            f"""SELECT w_user, w_domain, subs_status, reason, inserted_time
-                FROM {settings.watchers_table}
-                WHERE p_user = $1 AND p_domain = $2 ORDER BY id LIMIT $3""",
-            user,
-            domain,
-            MAX_PAGE,
-        )
+        decisions = await decisions_of(pool, settings.watchers_table, user, domain, MAX_PAGE)
         return {
             "presentity": f"sip:{user}@{domain}",
             "event": event,
@@ -347,16 +327,8 @@ def admin_router(
     ) -> dict[str, Any]:
         user, domain = parse_aor(aor)
         now = int(time.time())
-        # No index serves this (operators ask it rarely; the hot paths are per presentity).
-        rows = await pool.fetch(
-            f"""SELECT to_user, to_domain, event, to_tag, status, reason, expires, edge_id
-                FROM {subscriptions}
-                WHERE from_user = $1 AND from_domain = $2
-                ORDER BY id LIMIT $3 OFFSET $4""",
-            user,
-            domain,
-            limit + 1,
-            offset,
+        rows = await active_watchers.page_of_watcher(
+            pool, subscriptions, user, domain, limit + 1, offset
         )
         return {
             "watcher": f"sip:{user}@{domain}",
