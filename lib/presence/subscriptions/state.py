@@ -76,7 +76,7 @@ TRANSITIONS: dict[Key, Target] = {
     (PENDING,    Trigger.REFRESH,           None):                 (PENDING, None),
     (ACTIVE,     Trigger.REFRESH,           None):                 (ACTIVE, None),
     (TERMINATED, Trigger.REFRESH,           None):                 (TERMINATED, KEPT),
-    # Expires: 0 ends it; the watcher is told it timed out (RFC 6665 §4.2.1.4).
+    # Expires: 0 ends it (RFC 6665 §4.1.2.3); the watcher is told it timed out.
     (PENDING,    Trigger.UNSUBSCRIBE,       None):                 (TERMINATED, Reason.TIMEOUT),
     (ACTIVE,     Trigger.UNSUBSCRIBE,       None):                 (TERMINATED, Reason.TIMEOUT),
     (TERMINATED, Trigger.UNSUBSCRIBE,       None):                 (TERMINATED, KEPT),
