@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from presence.runtime.locks import LockTimeout, ShardedLocks, lock_slot
 from presence.settings import load
-from presence_store.cleaner import PENDING_WATCHERS_DUE
+from presence.tables.watchers import PENDING_DUE
 from presence_store.fencing import FencedOut, enter_fence
 from presence_store.migrate import DEFAULT_SCHEMA_DIR, apply_migrations, load_migrations
 
@@ -115,7 +115,7 @@ async def test_cleaner_finds_pending_watchers_without_reading_the_table(scratch_
     plan = "\n".join(
         row[0]
         for row in await scratch_database.fetch(
-            f"EXPLAIN SELECT ctid FROM watchers WHERE {PENDING_WATCHERS_DUE} LIMIT 500", 10_000
+            f"EXPLAIN SELECT ctid FROM watchers WHERE {PENDING_DUE} LIMIT 500", 10_000
         )
     )
     assert "watchers_pending" in plan, plan

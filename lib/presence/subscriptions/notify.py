@@ -8,6 +8,7 @@ from presence.bus.events import NotifyRequest
 from presence.packages.registry import PACKAGES
 from presence.sip.message import split_list
 from presence.subscriptions.expiry import seconds_left
+from presence.subscriptions.state import Reason, State
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,8 @@ class Subscription:
     contact: str
     record_route: str | None
     expires: int
-    status: str
-    reason: str | None
+    status: str  # a State's value
+    reason: str | None  # a Reason's value, of a terminated one
     local_uri: str
     remote_uri: str
     from_user: str  # the watcher's identity (authenticated, else From)
@@ -47,13 +48,13 @@ def subscription_state(
     """The Subscription-State value, and whether this NOTIFY is the final one. A
     subscription on probation is told when to come back (RFC 6665 §4.2.2)."""
     remaining = subscription.expires - now
-    if subscription.status == "terminated":
-        reason = subscription.reason or "deactivated"
-        if reason == "probation" and retry_after:
-            return f"terminated;reason=probation;retry-after={retry_after}", True
-        return f"terminated;reason={reason}", True
+    if subscription.status == State.TERMINATED:
+        reason = subscription.reason or Reason.DEACTIVATED
+        if reason == Reason.PROBATION and retry_after:
+            return f"{State.TERMINATED};reason={reason};retry-after={retry_after}", True
+        return f"{State.TERMINATED};reason={reason}", True
     if remaining <= 0:
-        return "terminated;reason=timeout", True
+        return f"{State.TERMINATED};reason={Reason.TIMEOUT}", True
     # Never more than was granted (the stored expiry is rounded up, presence.subscriptions.expiry).
     told = max(seconds_left(subscription.expires, now), 1)
     return f"{subscription.status};expires={told}", False
@@ -62,7 +63,7 @@ def subscription_state(
 def shows_state(subscription: Subscription) -> bool:
     """Only an active subscription sees the document; pending ones get NOTIFYs without
     body (the seed), and so does the final NOTIFY of one that was never active."""
-    return subscription.status == "active"
+    return subscription.status == State.ACTIVE
 
 
 def build_notify(

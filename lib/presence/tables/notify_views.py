@@ -1,8 +1,8 @@
 """What a subscription's NOTIFY shows, read from the tables (I/O): the presentity's
-document as the rules let each watcher see it, or the watcher list (RFC 3857), and
-the CSeq allocation that goes with it. Shared by the notifier (a change, to every
-subscription it concerns) and presence-store (the NOTIFY that follows a SUBSCRIBE,
-built in the SUBSCRIBE's own transaction)."""
+document as the rules let each watcher see it, or the watcher list (RFC 3857), with
+the CSeq allocation that goes with it (presence.tables.active_watchers). Shared by
+the notifier (a change, to every subscription it concerns) and presence-store (the
+NOTIFY that follows a SUBSCRIBE, built in the SUBSCRIBE's own transaction)."""
 
 from __future__ import annotations
 
@@ -16,48 +16,22 @@ import asyncpg
 
 from presence.bus import events
 from presence.packages.registry import PACKAGES, PRESENCE, Authorization, DocumentPolicy
-from presence.packages.watcherinfo import (
-    Watcher,
-    bounded_watcherinfo_document,
-    by_priority,
-    watcher_event,
-)
+from presence.packages.watcherinfo import Watcher, bounded_watcherinfo_document, by_priority
 from presence.pidf.document import PidfError, current_sphere
 from presence.rules.authorization import Judge, watcher_identity
 from presence.runtime import metrics
 from presence.settings import Settings
-from presence.subscriptions.expiry import seconds_left
 from presence.subscriptions.notify import Subscription, build_notify
+from presence.subscriptions.state import State
+from presence.tables.active_watchers import OneDialog, allocate_notifies, watcher_list
 from presence.tables.presentity import load_document, load_sphere, needs_sphere
 from presence.tables.xcap import load_pres_rules
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ", ".join(
-    [
-        "id", "to_user", "to_domain", "event", "event_id", "to_tag", "from_tag", "callid",
-        "local_cseq", "version", "contact", "record_route", "expires", "status", "reason",
-        "local_uri", "remote_uri", "from_user", "from_domain", "flow", "edge_id",
-    ]
-)  # fmt: skip
 Change = events.PresentityChanged | events.WatcherChanged | events.WatcherInfoChanged
 # What each subscription of a page is sent, given the subscription.
 View = Callable[[Subscription], bytes]
-
-
-async def allocate_one(
-    connection: asyncpg.Connection, settings: Settings, to_tag: str
-) -> Subscription | None:
-    """The next CSeq (and version) of one dialog, with its row; None when it is gone.
-    Allocating locks the row until the transaction ends, so CSeqs of a dialog only
-    grow and a higher one always carries a newer-or-equal state."""
-    row = await connection.fetchrow(
-        f"""UPDATE {settings.active_watchers_table}
-            SET local_cseq = local_cseq + 1, version = version + 1
-            WHERE to_tag = $1 RETURNING {COLUMNS}""",
-        to_tag,
-    )
-    return None if row is None else Subscription(**row)
 
 
 async def view_for(
@@ -114,7 +88,9 @@ async def watcher_info_view(
         partial = [Watcher(*watcher) for watcher in change.watchers]
     full: list[Watcher] = []
     if not partial or any(s.version == 1 for s in page):
-        full = await _watchers(connection, settings, change.username, change.domain, package)
+        full = await watcher_list(
+            connection, settings.active_watchers_table, change.username, change.domain, package
+        )
     partial, full = by_priority(partial), by_priority(full)
     limit = settings.max_winfo_bytes
 
@@ -136,33 +112,6 @@ async def watcher_info_view(
     return view
 
 
-async def _watchers(
-    connection: asyncpg.Connection, settings: Settings, username: str, domain: str, package: str
-) -> list[Watcher]:
-    now = int(time.time())
-    rows = await connection.fetch(
-        f"""SELECT to_tag, from_user, from_domain, status, reason, watcher_event, expires
-            FROM {settings.active_watchers_table}
-            WHERE to_domain = $1 AND to_user = $2 AND event = $3
-              AND status <> 'terminated' AND expires > $4
-            ORDER BY id""",
-        domain,
-        username,
-        package,
-        now,
-    )
-    return [
-        Watcher(
-            r["to_tag"],
-            watcher_identity(r["from_user"], r["from_domain"]),
-            r["status"],
-            watcher_event(r["status"], r["reason"], r["watcher_event"]),
-            seconds_left(r["expires"], now),
-        )
-        for r in rows
-    ]
-
-
 def as_seen_by(
     policy: DocumentPolicy,
     subscription: Subscription,
@@ -177,7 +126,7 @@ def as_seen_by(
         return document
     watcher = watcher_identity(subscription.from_user, subscription.from_domain)
     verdict = judge.verdict(watcher)
-    if verdict.status != "active":
+    if verdict.status != State.ACTIVE:
         return package.empty_state(entity, policy)
     try:
         return package.as_seen_by(document, entity, verdict, policy)
@@ -211,8 +160,11 @@ async def notify_of_dialog(
     """The NOTIFY a dialog's own change calls for (a SUBSCRIBE accepted, refreshed or
     ended: RFC 6665 §4.2.1.1), built in the caller's transaction; None when the
     dialog is gone."""
-    subscription = await allocate_one(connection, settings, change.subscription)
-    if subscription is None:
+    allocated = await allocate_notifies(
+        connection, settings.active_watchers_table, OneDialog(change.subscription)
+    )
+    if not allocated:
         return None
+    subscription = allocated[0]
     view = await view_for(connection, settings, change, [subscription])
     return notify_request(settings, subscription, view(subscription))

@@ -17,15 +17,13 @@ from presence.packages.registry import watcher_info_package
 from presence.runtime import metrics
 from presence.settings import Settings
 from presence.subscriptions.notify import Subscription
-from presence.tables.active_watchers import watched
-from presence.tables.notify_views import (
-    COLUMNS,
-    Change,
-    View,
-    allocate_one,
-    notify_request,
-    view_for,
+from presence.tables.active_watchers import (
+    OneDialog,
+    PresentityPage,
+    allocate_notifies,
+    watched,
 )
+from presence.tables.notify_views import Change, View, notify_request, view_for
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +65,10 @@ class Fanout:
         """The subscriptions to notify, a page at a time, each with a freshly allocated
         CSeq, and what to send each.
 
-        Both come from one transaction, CSeqs first: allocating them locks the
-        subscriptions' rows, so another notifier replica working on the same change
-        (around a rebalance) waits, then reads a state at least as new and allocates
-        higher CSeqs. A higher CSeq therefore always carries a newer-or-equal state,
-        which is what lets the edge drop stragglers."""
+        Both come from one transaction, CSeqs first (allocate_notifies, as the store
+        allocates them): allocating them locks the subscriptions' rows, so another
+        notifier replica working on the same change (around a rebalance) waits, then
+        reads a state at least as new and allocates higher CSeqs."""
         table = self._settings.active_watchers_table
         if isinstance(change, events.WatcherInfoChanged):
             winfo = watcher_info_package(change.package)
@@ -90,24 +87,12 @@ class Fanout:
         last_id = 0
         while True:
             async with self._pool.acquire() as connection, connection.transaction():
-                if isinstance(change, events.WatcherChanged):
-                    one = await allocate_one(connection, self._settings, change.subscription)
-                    page = [] if one is None else [one]
-                else:
-                    rows = await connection.fetch(
-                        f"""UPDATE {table} SET local_cseq = local_cseq + 1, version = version + 1
-                            WHERE id IN (SELECT id FROM {table}
-                                         WHERE to_domain = $1 AND to_user = $2 AND event = $3
-                                           AND status <> 'terminated'
-                                           AND id > $4 ORDER BY id LIMIT $5)
-                            RETURNING {COLUMNS}""",
-                        change.domain,
-                        change.username,
-                        event,
-                        last_id,
-                        PAGE_SIZE,
-                    )
-                    page = [Subscription(**row) for row in sorted(rows, key=lambda r: r["id"])]
+                chosen = (
+                    OneDialog(change.subscription)
+                    if isinstance(change, events.WatcherChanged)
+                    else PresentityPage(change.username, change.domain, event, last_id, PAGE_SIZE)
+                )
+                page = await allocate_notifies(connection, table, chosen)
                 if not page:
                     return
                 view = await view_for(connection, self._settings, change, page)

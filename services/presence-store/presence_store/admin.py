@@ -57,7 +57,9 @@ from presence.runtime.logs import correlated, correlation, new_correlation_id
 from presence.settings import Settings
 from presence.sip.grammar import parse_uri
 from presence.sip.message import SipParseError
-from presence.tables import presentity
+from presence.subscriptions.state import Reason, State, Trigger, transition
+from presence.tables import active_watchers, presentity
+from presence.tables.watchers import decisions_of
 from presence_store import credentials
 from presence_store.context import Context
 from presence_store.dead_letters import DeadLettersUnreadable, read_dead_letters
@@ -182,14 +184,7 @@ async def count_watchers(
     event: str,
 ) -> int:
     """The live subscriptions to a presentity's event package."""
-    return await connection.fetchval(
-        f"""SELECT count(*) FROM {table}
-            WHERE to_domain = $1 AND to_user = $2 AND event = $3
-              AND status <> 'terminated'""",
-        domain,
-        user,
-        event,
-    )
+    return await active_watchers.count_not_terminated(connection, table, user, domain, event)
 
 
 @router.get("/presentities", summary="Presentities with publications (presentity_list)")
@@ -275,25 +270,11 @@ async def list_watchers(
     user, domain = parse_aor(aor)
     _check_event(event)
     now = int(time.time())
-    rows = await context.pool.fetch(
-        f"""SELECT to_tag, from_user, from_domain, remote_uri, status, reason, expires,
-                   contact, flow, edge_id, local_cseq
-            FROM {context.settings.active_watchers_table}
-            WHERE to_domain = $1 AND to_user = $2 AND event = $3
-            ORDER BY id LIMIT $4 OFFSET $5""",
-        domain,
-        user,
-        event,
-        limit + 1,
-        offset,
+    rows = await active_watchers.page_of_presentity(
+        context.pool, context.settings.active_watchers_table, user, domain, event, limit + 1, offset
     )
-    decisions = await context.pool.fetch(
-        f"""SELECT w_user, w_domain, subs_status, reason, inserted_time
-            FROM {context.settings.watchers_table}
-            WHERE p_user = $1 AND p_domain = $2 ORDER BY id LIMIT $3""",
-        user,
-        domain,
-        MAX_PAGE,
+    decisions = await decisions_of(
+        context.pool, context.settings.watchers_table, user, domain, MAX_PAGE
     )
     return {
         "presentity": f"sip:{user}@{domain}",
@@ -335,16 +316,8 @@ async def list_subscriptions(
 ) -> dict[str, Any]:
     user, domain = parse_aor(aor)
     now = int(time.time())
-    # No index serves this (operators ask it rarely; the hot paths are per presentity).
-    rows = await context.pool.fetch(
-        f"""SELECT to_user, to_domain, event, to_tag, status, reason, expires, edge_id
-            FROM {context.settings.active_watchers_table}
-            WHERE from_user = $1 AND from_domain = $2
-            ORDER BY id LIMIT $3 OFFSET $4""",
-        user,
-        domain,
-        limit + 1,
-        offset,
+    rows = await active_watchers.page_of_watcher(
+        context.pool, context.settings.active_watchers_table, user, domain, limit + 1, offset
     )
     return {
         "watcher": f"sip:{user}@{domain}",
@@ -433,19 +406,17 @@ async def terminate(
     if reason not in TERMINATE_REASONS:
         raise AdminError(400, f"reason: must be one of {', '.join(TERMINATE_REASONS)}", "reason")
     table = context.settings.active_watchers_table
-    row = await context.pool.fetchrow(
-        f"SELECT to_user, to_domain FROM {table} WHERE to_tag = $1", subscription
-    )
-    if row is None:
+    presentity_of = await active_watchers.presentity_of(context.pool, table, subscription)
+    if presentity_of is None:
         raise AdminError(404, f"no subscription {subscription!r}", "subscription")
-    user, domain = row["to_user"], row["to_domain"]
+    user, domain = presentity_of
+    # What an operator's end does, to a pending or an active subscription alike.
+    step = transition(State.ACTIVE, Trigger.OPERATOR, given=Reason(reason))
+    ended_as = step.effects.winfo
+    assert step.state is not None and ended_as is not None
     async with locked_write(context.locks, context.pool, f"{user}@{domain}") as (connection, _):
-        ended = await connection.fetchrow(
-            f"""UPDATE {table} SET status = 'terminated', reason = $2
-                WHERE to_tag = $1 AND status <> 'terminated'
-                RETURNING event, from_user, from_domain""",
-            subscription,
-            reason,
+        ended = await active_watchers.end_live(
+            connection, table, subscription, step.state, step.reason
         )
         if ended is None:
             raise AdminError(
@@ -458,7 +429,7 @@ async def terminate(
                 user,
                 domain,
                 ended["event"],
-                [Watcher(subscription, watcher, "terminated", reason)],
+                [Watcher(subscription, watcher, ended_as.status, ended_as.event)],
                 "admin",
                 time.time(),
             ),

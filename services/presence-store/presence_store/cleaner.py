@@ -39,7 +39,9 @@ from presence.rules.authorization import watcher_identity
 from presence.runtime import metrics
 from presence.runtime.logs import correlated, new_correlation_id
 from presence.settings import Settings
-from presence.tables import location, presentity, processed_requests
+from presence.subscriptions.state import State, Trigger, transition
+from presence.tables import active_watchers, batches, location, presentity, processed_requests
+from presence.tables.watchers import PENDING_DUE
 from presence_store.subscribe_store import watcher_info_notices
 
 log = logging.getLogger(__name__)
@@ -50,10 +52,8 @@ BATCH = 500
 TERMINATED_GRACE = 300
 # Idempotency records outlive any Kafka redelivery by far.
 PROCESSED_REQUESTS_KEPT = 3600
-# Pending watcher decisions due to be forgotten ($1: the oldest inserted_time kept);
-# served by the partial index watchers_pending, so that the sweep does not read the
-# whole table (nearly all active) at every period.
-PENDING_WATCHERS_DUE = "subs_status = 'pending' AND inserted_time <= $1"
+# What expiry does to a live subscription, pending or active alike.
+EXPIRED = transition(State.ACTIVE, Trigger.EXPIRY)
 
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -162,18 +162,15 @@ class Cleaner:
 
     async def _expire_subscriptions(self, now: int) -> int:
         table = self._settings.active_watchers_table
+        ended, winfo = EXPIRED, EXPIRED.effects.winfo
+        assert ended.state is not None and winfo is not None and EXPIRED.effects.notify
         total = 0
         while True:
             async with self._pool.acquire() as connection, connection.transaction():
-                rows = await connection.fetch(
-                    f"""UPDATE {table} SET status = 'terminated', reason = 'timeout'
-                        WHERE id IN (SELECT id FROM {table}
-                                     WHERE expires <= $1 AND status <> 'terminated'
-                                     ORDER BY expires LIMIT $2)
-                        RETURNING to_user, to_domain, event, to_tag, from_user, from_domain""",
-                    now,
-                    BATCH,
+                rows = await active_watchers.end_expired(
+                    connection, table, now, BATCH, ended.state, ended.reason
                 )
+                # Each one's own final NOTIFY, then what winfo subscribers are told.
                 notices: list[events.Event] = [
                     events.WatcherChanged(
                         row["to_user"], row["to_domain"], row["event"], row["to_tag"],
@@ -187,8 +184,8 @@ class Cleaner:
                         Watcher(
                             row["to_tag"],
                             watcher_identity(row["from_user"], row["from_domain"]),
-                            "terminated",
-                            "timeout",
+                            winfo.status,
+                            winfo.event,
                         )
                     )
                 for (username, domain, event), watchers in timed_out.items():
@@ -209,9 +206,9 @@ class Cleaner:
             if len(rows) < BATCH:
                 break
             await asyncio.sleep(0)
-        await self._delete_in_batches(
-            table, "status = 'terminated' AND expires <= $1", now - TERMINATED_GRACE
-        )
+        # Terminated long ago, final NOTIFY never reported back (Trigger.OVERDUE): the
+        # rows go, nobody is told again.
+        await self._delete_in_batches(table, active_watchers.ENDED_BEFORE, now - TERMINATED_GRACE)
         return total
 
     async def _in_batches(self, delete: Callable[[int], Awaitable[int]]) -> int:
@@ -226,15 +223,9 @@ class Cleaner:
             await asyncio.sleep(0)
 
     async def _delete_in_batches(self, table: str, condition: str, bound: int) -> int:
-        async def delete(limit: int) -> int:
-            status = await self._pool.execute(
-                f"""DELETE FROM {table} WHERE ctid = ANY(ARRAY(
-                        SELECT ctid FROM {table} WHERE {condition} LIMIT {limit}))""",
-                bound,
-            )
-            return int(status.split()[-1])
-
-        return await self._in_batches(delete)
+        return await self._in_batches(
+            lambda limit: batches.delete_some(self._pool, table, condition, bound, limit)
+        )
 
     async def _forget_pending_watchers(self, now: int) -> int:
         """Pending decisions the user never made, after pending_watcher_days; a
@@ -244,7 +235,7 @@ class Cleaner:
             return 0
         return await self._delete_in_batches(
             self._settings.watchers_table,
-            PENDING_WATCHERS_DUE,
+            PENDING_DUE,
             now - days * 86400,
         )
 

@@ -15,7 +15,7 @@ import asyncpg
 
 from presence.runtime import metrics
 from presence.settings import Settings
-from presence.tables import presentity
+from presence.tables import active_watchers, presentity
 
 REFRESH_EVERY = 5.0
 MAX_SHARE = 0.01
@@ -36,10 +36,8 @@ def watch_tables(settings: Settings, pool: asyncpg.Pool) -> None:
             return
         refreshed_at = time.monotonic()
         now = int(time.time())
-        subscriptions = await pool.fetch(
-            f"""SELECT event, status, count(*) AS n FROM {settings.active_watchers_table}
-                WHERE expires > $1 OR status = 'terminated' GROUP BY event, status""",
-            now,
+        subscriptions = await active_watchers.counts_by_event_and_status(
+            pool, settings.active_watchers_table, now
         )
         publications = await presentity.live_counts(pool, settings.presentity_table, now)
         pause = refresh_pause(time.monotonic() - refreshed_at)

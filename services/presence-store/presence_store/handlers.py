@@ -22,7 +22,8 @@ from presence.runtime import metrics
 from presence.runtime.locks import LockTimeout, ShardedLocks
 from presence.settings import Settings
 from presence.sip.answers import Answer
-from presence.tables import processed_requests
+from presence.subscriptions.state import State, Trigger, transition
+from presence.tables import active_watchers, processed_requests
 from presence_store.authentication import Authenticator, may_act_for
 from presence_store.fencing import FencedOut, locked_write
 from presence_store.outcome import Outcome
@@ -269,11 +270,9 @@ class RequestHandler:
             return []
         table = self._settings.active_watchers_table
         async with locked_write(self._locks, self._pool, outcome.presentity) as (db, _):
-            ended = await db.fetchrow(
-                f"""DELETE FROM {table} WHERE to_tag = $1
-                    RETURNING from_user, from_domain, status""",
-                outcome.subscription,
-            )
+            # Every state ends the same way on both triggers (the row goes), so the
+            # statement that deletes it reads the state the effects depend on.
+            ended = await active_watchers.delete(db, table, outcome.subscription)
         log.info(
             "NOTIFY %s answered %s: subscription %s %s",
             outcome.notify_id,
@@ -281,11 +280,14 @@ class RequestHandler:
             outcome.subscription,
             "ended" if ended else "already gone",
         )
-        if ended is None or outcome.final or ended["status"] == "terminated":
+        if ended is None:
+            return []
+        trigger = Trigger.FINAL_NOTIFY_DONE if outcome.final else Trigger.WATCHER_GONE
+        winfo = transition(State(ended["status"]), trigger).effects.winfo
+        if winfo is None:
             return []  # winfo subscribers heard of its end when it was terminated
-        # The watcher vanished mid-subscription (RFC 3857 calls that a timeout).
         watcher = watcher_identity(ended["from_user"], ended["from_domain"])
-        gone = Watcher(outcome.subscription, watcher, "terminated", "timeout")
+        gone = Watcher(outcome.subscription, watcher, winfo.status, winfo.event)
         return watcher_info_notices(
             outcome.username, outcome.domain, outcome.event, [gone], outcome.notify_id,
             time.time(),

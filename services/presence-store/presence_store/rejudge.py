@@ -16,14 +16,15 @@ from presence.bus import events
 from presence.bus.topics import Topics
 from presence.packages.registry import PACKAGES, Authorization
 from presence.packages.watcherinfo import Watcher
-from presence.rules.authorization import Judge, Verdict, watcher_identity
+from presence.rules.authorization import Judge, watcher_identity
 from presence.runtime.locks import ShardedLocks
 from presence.settings import Settings
-from presence.sip.grammar import parse_uri
+from presence.subscriptions.state import Reason, RowWrite, State, Trigger, transition, verdict_of
+from presence.tables import active_watchers, watchers
 from presence.tables.presentity import load_sphere, needs_sphere
 from presence.tables.xcap import load_pres_rules
 from presence_store.fencing import locked_write
-from presence_store.subscribe_store import record_verdict, watcher_info_notices
+from presence_store.subscribe_store import watcher_info_notices
 
 
 @dataclass
@@ -52,20 +53,14 @@ async def rejudge(
     decision recorded in the watchers table. The notices tell the notifier: a final
     NOTIFY for each ended subscription, the document as the rules now filter it for
     everyone else, and winfo subscribers the watchers that changed."""
-    watchers = settings.active_watchers_table
     ruled = [n for n, p in PACKAGES.items() if p.authorization is Authorization.PRES_RULES]
-    rows = await connection.fetch(
-        f"""SELECT id, to_tag, from_user, from_domain, status, event FROM {watchers}
-            WHERE to_domain = $1 AND to_user = $2 AND status <> 'terminated'
-              AND expires > $3 AND event = ANY($4::text[]) FOR UPDATE""",
-        domain,
-        username,
-        now,
-        list(ruled),
+    rows = await active_watchers.live_for_update(
+        connection, settings.active_watchers_table, username, domain, ruled, now
     )
     result = Rejudged()
     changed_by_event: dict[str, list[Watcher]] = {}
     judged_at = datetime.now(UTC)
+    withdrawn = Reason(settings.withdrawn_reason)
     sphere = None
     if rows and needs_sphere(document):
         sphere = await load_sphere(connection, settings, username, domain)
@@ -74,36 +69,42 @@ async def rejudge(
     for row in rows:
         watcher = watcher_identity(row["from_user"], row["from_domain"])
         verdict = rules.verdict(watcher)
-        status, reason = verdict.status, verdict.reason
-        if row["status"] == "active" and status != "active":
-            # RFC 5025 §3.2.1 / RFC 6665: permission withdrawn.
-            status, reason = "terminated", verdict.reason or settings.withdrawn_reason
-        if status == row["status"]:
+        step = transition(
+            State(row["status"]),
+            Trigger.RULES_CHANGED,
+            verdict=verdict_of(verdict.status, verdict.polite_block),
+            given=withdrawn,  # RFC 5025 §3.2.1 / RFC 6665: permission withdrawn
+        )
+        effects = step.effects
+        if effects.row is RowWrite.NONE:
             continue
+        assert step.state is not None and effects.winfo is not None
         # RFC 3857 §3.4: pending -> active is an approval; an end says its reason.
-        event = "approved" if status == "active" else reason or "deactivated"
-        await connection.execute(
-            f"""UPDATE {watchers}
-                SET status = $2, reason = $3, watcher_event = COALESCE($4, watcher_event)
-                WHERE id = $1""",
-            row["id"],
-            status,
-            reason,
-            "approved" if status == "active" else None,
-        )
-        await record_verdict(
+        await active_watchers.set_state(
             connection,
-            settings,
-            username,
-            domain,
-            parse_uri(watcher),
-            Verdict(status, reason),
-            now,
+            settings.active_watchers_table,
+            row["id"],
+            step.state,
+            step.reason,
+            effects.winfo.event if step.state is State.ACTIVE else None,
         )
-        result.changed.append(Watcher(row["to_tag"], watcher, status, event))
+        if effects.decision is not None:
+            await watchers.record_decision(
+                connection,
+                settings.watchers_table,
+                presentity_user=username,
+                presentity_domain=domain,
+                watcher_user=row["from_user"],
+                watcher_domain=row["from_domain"],
+                state=effects.decision,
+                reason=step.reason,
+                now=now,
+            )
+        result.changed.append(Watcher(row["to_tag"], watcher, effects.winfo.status,
+                                      effects.winfo.event))  # fmt: skip
         changed_by_event.setdefault(row["event"], []).append(result.changed[-1])
         result.before[row["to_tag"]] = row["status"]
-        if status == "terminated":
+        if effects.notify is not None:
             result.notices.append(
                 events.WatcherChanged(
                     username, domain, row["event"], row["to_tag"], cause, time.time()

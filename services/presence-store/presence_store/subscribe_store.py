@@ -1,4 +1,5 @@
-"""Applying a SUBSCRIBE to active_watchers (and watchers), in the caller's transaction."""
+"""Applying a SUBSCRIBE to active_watchers (and watchers), in the caller's transaction:
+the subscription's moves are presence.subscriptions.state's."""
 
 from __future__ import annotations
 
@@ -9,13 +10,23 @@ import asyncpg
 from presence.bus.events import Event, SubscribeRequest, WatcherChanged, WatcherInfoChanged
 from presence.packages.registry import PACKAGES, Authorization, watcher_info_package
 from presence.packages.watcherinfo import Watcher as WinfoWatcher
-from presence.rules.authorization import Verdict, judge, watcher_identity
+from presence.rules.authorization import judge, watcher_identity
 from presence.runtime import metrics
 from presence.settings import Settings
 from presence.sip.answers import Answer
-from presence.sip.grammar import SipUri, parse_uri, same_aor
+from presence.sip.grammar import parse_uri, same_aor
 from presence.subscriptions.expiry import expires_at
-from presence.tables.active_watchers import watched
+from presence.subscriptions.state import (
+    RowWrite,
+    State,
+    Transition,
+    Trigger,
+    Verdict,
+    reason_of,
+    transition,
+    verdict_of,
+)
+from presence.tables import active_watchers, watchers
 from presence.tables.notify_views import notify_of_dialog
 from presence.tables.presentity import load_sphere, needs_sphere
 from presence.tables.xcap import load_pres_rules
@@ -52,7 +63,7 @@ async def apply_subscribe(
             refused = await _over_cap(connection, request, settings, now)
             if refused is not None:
                 return Outcome(refused)
-        to_tag, changed = await _create(connection, request, settings, now, granted)
+        to_tag, step, changed = await _create(connection, request, settings, now, granted)
         if to_tag is None:
             # RFC 5025 block: refused outright (polite-block, by contrast, looks like
             # an accepted subscription to a presentity that is offline).
@@ -64,7 +75,7 @@ async def apply_subscribe(
         refreshed = await _refresh(connection, request, settings, now, granted)
         if isinstance(refreshed, Answer):
             return Outcome(refreshed)
-        to_tag, changed = request.to_tag, refreshed
+        to_tag, (step, changed) = request.to_tag, refreshed
     contact = settings.contact_uri_for(request.flow)
     reply = Answer(200, "OK", [("Expires", str(granted)), ("Contact", f"<{contact}>")])
     # The NOTIFY that follows every accepted SUBSCRIBE (RFC 6665 §4.2.1.1); with
@@ -81,7 +92,9 @@ async def apply_subscribe(
         cause=request.request_id,
         received_at=request.received_at,
     )
-    notify = await notify_of_dialog(connection, settings, own_change)
+    notify = None
+    if step.effects.notify is not None:
+        notify = await notify_of_dialog(connection, settings, own_change)
     notifies: list[Event] = []
     if notify is not None:
         metrics.STORE_NOTIFIES_BUILT.labels(notify.event).inc()
@@ -105,25 +118,12 @@ async def _over_cap(
     await connection.execute(
         "SELECT pg_advisory_xact_lock($1, hashtext($2))", _WATCHER_LOCK_CLASS, f"{user}@{domain}"
     )
-    held = await connection.fetchval(
-        f"""SELECT count(*) FROM {table}
-            WHERE from_domain = $1 AND from_user = $2 AND status <> 'terminated'
-              AND expires > $3""",
-        domain,
-        user,
-        now,
-    )
+    held = await active_watchers.count_live_of_watcher(connection, table, user, domain, now)
     if held >= settings.max_subscriptions_per_watcher:
         metrics.CAP_REFUSALS.labels("subscriptions_per_watcher").inc()
         return TOO_MANY_SUBSCRIPTIONS
-    watched = await connection.fetchval(
-        f"""SELECT count(*) FROM {table}
-            WHERE to_domain = $1 AND to_user = $2 AND event = $3 AND status <> 'terminated'
-              AND expires > $4""",
-        request.domain,
-        request.username,
-        request.event,
-        now,
+    watched = await active_watchers.count_live_of_presentity(
+        connection, table, request.username, request.domain, request.event, now
     )
     if watched >= settings.max_subscriptions_per_presentity:
         metrics.CAP_REFUSALS.labels("subscriptions_per_presentity").inc()
@@ -143,7 +143,7 @@ async def _watcher_info(
     winfo = watcher_info_package(request.event)
     if changed is None or winfo is None:
         return []
-    if not await watched(
+    if not await active_watchers.watched(
         connection, settings.active_watchers_table, request.domain, request.username, winfo
     ):
         return []
@@ -182,15 +182,15 @@ async def _create(
     settings: Settings,
     now: int,
     granted: int,
-) -> tuple[str | None, WinfoWatcher | None]:
+) -> tuple[str | None, Transition, WinfoWatcher | None]:
     """The new dialog's To-tag (None when the presentity's rules block the watcher),
-    and the watcher as winfo subscribers see it. The watcher is who authenticated,
-    From only when authentication is off."""
+    its transition, and the watcher as winfo subscribers see it. The watcher is who
+    authenticated, From only when authentication is off."""
     watcher = parse_uri(request.identity or request.from_uri)
-    identity = watcher_identity(watcher.user or "", watcher.host.lower())
-    if PACKAGES[request.event].authorization is Authorization.OWNER:
-        verdict = Verdict("active")  # the owner, checked by the caller
-    else:
+    watcher_user, watcher_domain = watcher.user or "", watcher.host.lower()
+    identity = watcher_identity(watcher_user, watcher_domain)
+    judged = PACKAGES[request.event].authorization is not Authorization.OWNER
+    if judged:
         rules = await load_pres_rules(connection, settings, request.username, request.domain)
         sphere = None
         if needs_sphere(rules):
@@ -198,65 +198,57 @@ async def _create(
         verdict = judge(
             rules, identity, settings.authorization_policy, datetime.now(UTC), sphere=sphere
         )
-        await record_verdict(
-            connection, settings, request.username, request.domain, watcher, verdict, now
+        step = transition(
+            None, Trigger.SUBSCRIBE, verdict=verdict_of(verdict.status, verdict.polite_block)
         )
-    if verdict.status == "terminated":
-        return None, WinfoWatcher(request.request_id, identity, "terminated", "rejected")
+    else:
+        step = transition(None, Trigger.SUBSCRIBE, verdict=Verdict.ALLOW)  # the owner
+    effects = step.effects
+    assert effects.winfo is not None and step.state is not None
+    if judged and effects.decision is not None:
+        # The decision of the rules for this pair (an owner's own needs none).
+        await watchers.record_decision(
+            connection,
+            settings.watchers_table,
+            presentity_user=request.username,
+            presentity_domain=request.domain,
+            watcher_user=watcher_user,
+            watcher_domain=watcher_domain,
+            state=effects.decision,
+            reason=step.reason,
+            now=now,
+        )
+    if effects.row is RowWrite.NONE:
+        changed = WinfoWatcher(request.request_id, identity, effects.winfo.status,
+                               effects.winfo.event)  # fmt: skip
+        return None, step, changed
     to_tag = new_to_tag(settings.to_tag_pref)
-    await connection.execute(
-        f"""INSERT INTO {settings.active_watchers_table} (
-                to_user, to_domain, from_user, from_domain, event, event_id, to_tag, from_tag,
-                callid, remote_cseq, local_cseq, contact, record_route, expires, status,
-                version, local_uri, remote_uri, flow, edge_id)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, $12, $13, $14, 0,
-                    $15, $16, $17, $18)""",
-        request.username,
-        request.domain,
-        watcher.user or "",
-        watcher.host.lower(),
-        request.event,
-        request.event_id,
-        to_tag,
-        request.from_tag,
-        request.call_id,
-        request.cseq,
-        request.contact,
-        ", ".join(request.record_route) or None,
-        expires_at(now, granted),
-        verdict.status,
-        request.to_uri,
-        request.from_uri,
-        request.flow,
-        request.edge_id,
+    await active_watchers.insert(
+        connection,
+        settings.active_watchers_table,
+        active_watchers.NewDialog(
+            to_user=request.username,
+            to_domain=request.domain,
+            from_user=watcher_user,
+            from_domain=watcher_domain,
+            event=request.event,
+            event_id=request.event_id,
+            to_tag=to_tag,
+            from_tag=request.from_tag,
+            callid=request.call_id,
+            remote_cseq=request.cseq,
+            contact=request.contact,
+            record_route=", ".join(request.record_route) or None,
+            expires=expires_at(now, granted),
+            status=step.state,
+            local_uri=request.to_uri,
+            remote_uri=request.from_uri,
+            flow=request.flow,
+            edge_id=request.edge_id,
+        ),
     )
-    return to_tag, WinfoWatcher(to_tag, identity, verdict.status, "subscribe", granted)
-
-
-async def record_verdict(
-    connection: asyncpg.Connection,
-    settings: Settings,
-    username: str,
-    domain: str,
-    watcher: SipUri,
-    verdict: Verdict,
-    now: int,
-) -> None:
-    """The decision for this (presentity, watcher) pair, in the seed's watchers table."""
-    await connection.execute(
-        f"""INSERT INTO {settings.watchers_table}
-                (p_user, p_domain, w_user, w_domain, subs_status, reason, inserted_time)
-            VALUES ($1, $2, $3, $4, $5, $6, $7)
-            ON CONFLICT (p_user, p_domain, w_user, w_domain) DO UPDATE
-                SET subs_status = EXCLUDED.subs_status, reason = EXCLUDED.reason""",
-        username,
-        domain,
-        watcher.user or "",
-        watcher.host.lower(),
-        verdict.status,
-        verdict.reason,
-        now,
-    )
+    changed = WinfoWatcher(to_tag, identity, effects.winfo.status, effects.winfo.event, granted)
+    return to_tag, step, changed
 
 
 async def _refresh(
@@ -265,16 +257,13 @@ async def _refresh(
     settings: Settings,
     now: int,
     granted: int,
-) -> Answer | WinfoWatcher | None:
-    """Refresh or end an existing dialog: a Answer when the request is refused, the
-    watcher as winfo subscribers see it when it ends (Expires: 0)."""
+) -> Answer | tuple[Transition, WinfoWatcher | None]:
+    """Refresh or end an existing dialog: an Answer when the request is refused, else
+    its transition and the watcher as winfo subscribers see it when that changed
+    (Expires: 0)."""
     table = settings.active_watchers_table
-    row = await connection.fetchrow(
-        f"""SELECT id, callid, from_tag, remote_cseq, from_user, from_domain FROM {table}
-            WHERE to_tag = $1 AND expires > $2 FOR UPDATE""",
-        request.to_tag,
-        now,
-    )
+    assert request.to_tag is not None
+    row = await active_watchers.unexpired_for_update(connection, table, request.to_tag, now)
     if row is None or (row["callid"], row["from_tag"]) != (request.call_id, request.from_tag):
         return Answer(481, "Subscription Does Not Exist")
     if request.identity is not None and not same_aor(
@@ -287,19 +276,24 @@ async def _refresh(
     if request.cseq <= row["remote_cseq"]:
         # RFC 3261 §12.2.2: a lower (or repeated) CSeq within a dialog is refused.
         return Answer(500, "CSeq Out Of Order")
-    await connection.execute(
-        f"""UPDATE {table} SET remote_cseq = $2, expires = $3, contact = COALESCE($4, contact),
-                flow = $5, edge_id = $6
-            WHERE id = $1""",
-        row["id"],
-        request.cseq,
-        expires_at(now, granted),
-        request.contact,
-        request.flow,
-        request.edge_id,
+    step = transition(
+        State(row["status"]),
+        Trigger.UNSUBSCRIBE if granted == 0 else Trigger.REFRESH,
+        reason=reason_of(row["reason"]),
     )
-    if granted == 0:
-        # The watcher unsubscribed: to winfo that is the subscription timing out.
-        watcher = watcher_identity(row["from_user"], row["from_domain"])
-        return WinfoWatcher(request.to_tag or "", watcher, "terminated", "timeout")
-    return None
+    assert step.effects.row is RowWrite.REFRESH
+    await active_watchers.refresh(
+        connection,
+        table,
+        row["id"],
+        remote_cseq=request.cseq,
+        expires=expires_at(now, granted),
+        contact=request.contact,
+        flow=request.flow,
+        edge_id=request.edge_id,
+    )
+    winfo = step.effects.winfo
+    if winfo is None:
+        return step, None
+    watcher = watcher_identity(row["from_user"], row["from_domain"])
+    return step, WinfoWatcher(request.to_tag, watcher, winfo.status, winfo.event)
