@@ -7,7 +7,9 @@ import contextlib
 import logging
 import resource
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
@@ -194,37 +196,36 @@ def check_file_limit(max_connections: int) -> None:
         )
 
 
-async def body(settings: Settings, stopping: asyncio.Event) -> None:
-    try:
-        settings.check_authentication()
-    except SettingsError as error:
-        raise service.StartupError(str(error)) from None
-    # Bind first: a taken port is the most common start-up problem and the cheapest to report.
-    udp_sock = service.bind_socket(
-        settings.sip_host, settings.sip_port, socket.SOCK_DGRAM, "PRESENCE_SIP_PORT"
-    )
-    tcp_sock = service.bind_socket(
-        settings.sip_host, settings.sip_port, socket.SOCK_STREAM, "PRESENCE_SIP_PORT"
-    )
-    try:
-        server_tls = server_context(settings) if settings.tls_enabled else None
-        client_tls = client_context(settings)
-    except TlsConfigError as error:
-        raise service.StartupError(str(error)) from None
-    # The connection listeners: (transport, port, its variable), those switched on.
-    listeners = [
-        (transport, port, variable)
+@dataclass
+class Listeners:
+    """The sockets sip-edge serves on, bound before anything else starts: a taken port
+    is the most common start-up problem and the cheapest to report."""
+
+    udp: socket.socket
+    tcp: socket.socket
+    # The connection listeners switched on: transport -> (socket, port).
+    others: dict[str, tuple[socket.socket, int]]
+
+
+def bind_listeners(settings: Settings, tls_on: bool) -> Listeners:
+    def bind(port: int, kind: socket.SocketKind, variable: str) -> socket.socket:
+        return service.bind_socket(settings.sip_host, port, kind, variable)
+
+    udp = bind(settings.sip_port, socket.SOCK_DGRAM, "PRESENCE_SIP_PORT")
+    tcp = bind(settings.sip_port, socket.SOCK_STREAM, "PRESENCE_SIP_PORT")
+    others = {
+        transport: (bind(port, socket.SOCK_STREAM, variable), port)
         for transport, port, variable, wanted in (
-            ("tls", settings.sip_tls_port, "PRESENCE_SIP_TLS_PORT", server_tls is not None),
+            ("tls", settings.sip_tls_port, "PRESENCE_SIP_TLS_PORT", tls_on),
             ("ws", settings.sip_ws_port, "PRESENCE_SIP_WS_PORT", True),
-            ("wss", settings.sip_wss_port, "PRESENCE_SIP_WSS_PORT", server_tls is not None),
+            ("wss", settings.sip_wss_port, "PRESENCE_SIP_WSS_PORT", tls_on),
         )
         if port and wanted
-    ]
-    listener_socks = {
-        transport: service.bind_socket(settings.sip_host, port, socket.SOCK_STREAM, variable)
-        for transport, port, variable in listeners
     }
+    return Listeners(udp, tcp, others)
+
+
+def warn_about_trust(settings: Settings) -> None:
     if settings.auth == "none":
         log.warning("PRESENCE_AUTH=none: anyone may publish for anyone (development only)")
     if settings.auth == "trusted-proxy" and settings.trusted_proxy_udp:
@@ -234,9 +235,12 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
             " claim those addresses from anywhere but the proxies themselves",
             settings.trusted_proxies,
         )
-    edge_id = settings.edge_name
-    topics = Topics.of(settings)
-    inbox = topics.edge_inbox(edge_id)
+
+
+async def start_inbox(
+    settings: Settings, topics: Topics, inbox: str
+) -> tuple[AIOKafkaProducer, AIOKafkaConsumer]:
+    """The producer of every record the edge sends and the reader of its inbox."""
     await ensure_topics(
         settings.kafka_bootstrap, {**shared_topics(settings), inbox: 1}, topic_configs(settings)
     )
@@ -244,19 +248,42 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
     consumer = await start_consumer(
         settings.kafka_bootstrap,
         [inbox],
-        group_id=topics.group(f"sip-edge.{edge_id}"),
-        client_id=edge_id,
+        group_id=topics.group(f"sip-edge.{settings.edge_name}"),
+        client_id=settings.edge_name,
         assign=True,  # one reader: no group to rejoin after a crash
         # One partition: a fetch is sent only once its records are taken, so it never
         # leaves a partition out and a long wait costs nothing but fewer empty fetches.
         fetch_wait_ms=INBOX_FETCH_WAIT_MS,
     )
-    edge = Edge(settings, producer)
-    metrics.watch_consumer(consumer)
+    return producer, consumer
 
+
+def attach_transports(
+    edge: Edge,
+    settings: Settings,
+    listeners: Listeners,
+    server_tls: ssl.SSLContext | None,
+    client_tls: ssl.SSLContext,
+) -> SharedSlots:
+    """The transports feeding the edge, under one connection cap; the cap's slots."""
     limits = TcpLimits.of(settings)
     slots = SharedSlots.of(limits)  # one connection cap over every transport
+    received = edge.message_received
+    edge.udp = UdpEndpoint(listeners.udp, received)
+    edge.tcp = TcpConnections(received, limits, slots=slots)
+    edge.tls = TcpConnections(
+        received, limits, transport="tls", slots=slots, server_tls=server_tls, client_tls=client_tls
+    )
+    if "ws" in listeners.others:
+        edge.ws = TcpConnections(received, limits, transport="ws", slots=slots, websocket=True)
+    if "wss" in listeners.others:
+        edge.wss = TcpConnections(
+            received, limits, transport="wss", slots=slots, server_tls=server_tls, websocket=True
+        )
+    return slots
 
+
+def gauge_connections(edge: Edge, slots: SharedSlots) -> None:
     async def in_flight() -> None:
         metrics.SIP_TRANSACTIONS_IN_FLIGHT.labels("server").set(edge.transactions.unanswered())
         metrics.SIP_TRANSACTIONS_IN_FLIGHT.labels("client").set(len(edge.client_transactions))
@@ -268,32 +295,51 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
             metrics.SIP_CONNECTIONS.labels(transport).set(count)
 
     metrics.on_scrape(in_flight)
-    edge.udp = UdpEndpoint(udp_sock, edge.message_received)
-    edge.tcp = TcpConnections(edge.message_received, limits, slots=slots)
-    edge.tls = TcpConnections(
-        edge.message_received,
-        limits,
-        transport="tls",
-        slots=slots,
-        server_tls=server_tls,
-        client_tls=client_tls,
-    )
-    if "ws" in listener_socks:
-        edge.ws = TcpConnections(
-            edge.message_received, limits, transport="ws", slots=slots, websocket=True
-        )
-    if "wss" in listener_socks:
-        edge.wss = TcpConnections(
-            edge.message_received,
-            limits,
-            transport="wss",
-            slots=slots,
-            server_tls=server_tls,
-            websocket=True,
-        )
+
+
+async def drain(edge: Edge) -> None:
+    """Stop taking requests (new ones get 503, no new TCP connections), give the ones
+    in flight the time the store has to answer them (their replies still arrive on
+    the inbox and leave through the sockets, which stay open until then), then close."""
+    log.info("stopping: %d transactions in flight", edge.transactions.unanswered())
+    edge.draining = True
+    all_connections = [c for c in map(edge.connections, ("tcp", "tls", "ws", "wss")) if c]
+    for connections in all_connections:
+        connections.stop_listening()
+    for _ in range(int(events.REPLY_DEADLINE / 0.05)):
+        if not edge.transactions.unanswered():
+            break
+        await asyncio.sleep(0.05)
+    if edge.udp is not None:
+        edge.udp.close()
+    for connections in all_connections:
+        connections.close()
+    edge.close()
+
+
+async def body(settings: Settings, stopping: asyncio.Event) -> None:
+    try:
+        settings.check_authentication()
+    except SettingsError as error:
+        raise service.StartupError(str(error)) from None
+    listeners = bind_listeners(settings, tls_on=settings.tls_enabled)
+    try:
+        server_tls = server_context(settings) if settings.tls_enabled else None
+        client_tls = client_context(settings)
+    except TlsConfigError as error:
+        raise service.StartupError(str(error)) from None
+    warn_about_trust(settings)
+    topics = Topics.of(settings)
+    inbox = topics.edge_inbox(settings.edge_name)
+    producer, consumer = await start_inbox(settings, topics, inbox)
+    edge = Edge(settings, producer)
+    metrics.watch_consumer(consumer)
+    slots = attach_transports(edge, settings, listeners, server_tls, client_tls)
+    gauge_connections(edge, slots)
     check_file_limit(settings.tcp_max_connections)
-    await edge.tcp.serve(tcp_sock)
-    for transport, sock in listener_socks.items():
+    assert edge.tcp is not None
+    await edge.tcp.serve(listeners.tcp)
+    for transport, (sock, _) in listeners.others.items():
         connections = edge.connections(transport)
         assert connections is not None
         await connections.serve(sock)
@@ -311,31 +357,16 @@ async def body(settings: Settings, stopping: asyncio.Event) -> None:
     )
     log.info(
         "sip-edge %s listening on udp+tcp %s:%s%s, inbox %s",
-        edge_id,
+        settings.edge_name,
         settings.sip_host,
         settings.sip_port,
-        "".join(f", {transport} {port}" for transport, port, _ in listeners),
+        "".join(f", {transport} {port}" for transport, (_, port) in listeners.others.items()),
         inbox,
     )
     if not settings.tls_enabled:
         log.info("no PRESENCE_TLS_CERT: SIP over TLS and WSS are off")
     await stopping.wait()
-    # Stop taking requests (new ones get 503, no new TCP connections), give the ones
-    # in flight the time the store has to answer them (their replies still arrive on
-    # the inbox and leave through the sockets, which stay open until then), then go.
-    log.info("stopping: %d transactions in flight", edge.transactions.unanswered())
-    edge.draining = True
-    all_connections = [c for c in map(edge.connections, ("tcp", "tls", "ws", "wss")) if c]
-    for connections in all_connections:
-        connections.stop_listening()
-    for _ in range(int(events.REPLY_DEADLINE / 0.05)):
-        if not edge.transactions.unanswered():
-            break
-        await asyncio.sleep(0.05)
-    edge.udp.close()
-    for connections in all_connections:
-        connections.close()
-    edge.close()
+    await drain(edge)
     http.should_exit = True
     for task in tasks:
         task.cancel()
