@@ -15,7 +15,7 @@ if [ -z "${PRESENCE_ENV_FILE:-}" ] && [ -f "$REPO_ROOT/presence.env" ]; then
     export PRESENCE_ENV_FILE="$REPO_ROOT/presence.env"
 fi
 
-# XCAP passwords derive from this secret (lib/presence/xcap_credentials.py): one is
+# XCAP passwords derive from this secret (lib/presence/xcap/credentials.py): one is
 # made for this installation at the first start and kept with its data.
 xcap_secret() {
     [ -n "${PRESENCE_ENV_FILE:-}" ] && grep -q '^PRESENCE_XCAP_SECRET=.' "$PRESENCE_ENV_FILE" && return
@@ -110,7 +110,7 @@ The presence server is up.
   presence-store    http://127.0.0.1:${PRESENCE_STORE_HTTP_PORT:-8080}/health/ready
   XCAP pres-rules   http://127.0.0.1:${PRESENCE_STORE_HTTP_PORT:-8080}/xcap-root/pres-rules/users/<sip:user@domain>/index
                     a user's password (HTTP Basic, user name = the AOR):
-                    PRESENCE_XCAP_SECRET=\$(cat $PRESENCE_VAR/xcap-secret) .venv/bin/python -m presence.xcap.credentials sip:alice@127.0.0.1
+                    PRESENCE_XCAP_SECRET=\$(cat $PRESENCE_VAR/xcap-secret) .venv/bin/python -m presence_store.xcap_passwords sip:alice@127.0.0.1
   notifier          http://127.0.0.1:${PRESENCE_NOTIFIER_HTTP_PORT:-18083}/health/ready
   metrics           /metrics on each of the three HTTP ports (Prometheus)
   admin API         http://127.0.0.1:${PRESENCE_STORE_HTTP_PORT:-8080}/docs, or the command line:

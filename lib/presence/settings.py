@@ -15,9 +15,12 @@ import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from presence.packages.registry import DocumentPolicy, ExpiryPolicy, check_package_names
+from presence.rules.authorization import AuthorizationPolicy
 from presence.runtime.first_start import with_stored_values
 from presence.runtime.logs import parse_levels
 from presence.sip.digest import parse_algorithm_list
@@ -131,9 +134,6 @@ def _domain_list(text: str) -> str:
 
 
 def _event_packages(text: str) -> str:
-    # Imported here: the package declarations import modules that import settings.
-    from presence.packages.registry import check_package_names
-
     check_package_names([n.strip() for n in text.split(",") if n.strip()])
     return text
 
@@ -507,6 +507,31 @@ class Settings:
     @property
     def served_domains(self) -> frozenset[str]:
         return frozenset(d.strip().lower() for d in self.domains.split(",") if d.strip())
+
+    # The few values the pure code takes, built once (frozen: never stale).
+    @cached_property
+    def expiry_policy(self) -> ExpiryPolicy:
+        return ExpiryPolicy(
+            default=self.default_expires,
+            max=self.max_expires,
+            min=self.min_expires,
+            offset=self.expires_offset,
+        )
+
+    @cached_property
+    def authorization_policy(self) -> AuthorizationPolicy:
+        return AuthorizationPolicy(
+            force_active=bool(self.force_active),
+            transformation_default=self.transformation_default,
+            max_document_bytes=self.max_document_bytes,
+        )
+
+    @cached_property
+    def document_policy(self) -> DocumentPolicy:
+        return DocumentPolicy(
+            authorization=self.authorization_policy,
+            message_summary_empty_body=bool(self.message_summary_empty_body),
+        )
 
     @property
     def edge_name(self) -> str:

@@ -58,7 +58,7 @@ async def loaded(test_database: str, scratch_database: asyncpg.Connection) -> as
                 request_id="req-publish", edge_id="bench-edge", received_at=now,
                 username=user, domain="example.com", event="presence", expires=3600,
                 if_match=None, content_type="application/pidf+xml", body=body,
-                source="udp:198.51.100.7:5062",
+                flow="udp:198.51.100.7:5062",
             ),
             settings, now,
         )  # fmt: skip

@@ -209,7 +209,7 @@ async def test_poison_records_among_1000_good_ones_cost_only_themselves(stack: S
         if_match=None,
         content_type="application/pidf+xml",
         body=pidf(watched[-1], "p", "poison").decode(),
-        source="udp:127.0.0.1:5999",
+        flow="udp:127.0.0.1:5999",
     )
     fields = json.loads(events.encode(poison))
     fields["received_at"] = "just now"

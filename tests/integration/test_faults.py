@@ -55,7 +55,7 @@ async def test_a_request_near_the_edges_deadline_is_not_applied(
         if_match=None,
         content_type="application/pidf+xml",
         body=STALE,
-        source="udp:127.0.0.1:5999",
+        flow="udp:127.0.0.1:5999",
     )
     await put_on_the_bus(stack, stale)
     # The same presentity, so the same partition: handled after the stale one.

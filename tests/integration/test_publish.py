@@ -324,7 +324,7 @@ def bus_publication(received_at: float) -> events.PublishRequest:
         if_match=None,
         content_type="application/pidf+xml",
         body=document(f"sip:{presentity}@example.com", "a", "open").decode(),
-        source="udp:127.0.0.1:9",
+        flow="udp:127.0.0.1:9",
     )
 
 

@@ -76,7 +76,7 @@ def publication(request_id: str, user: str, tuple_id: str, note: str) -> events.
         if_match=None,
         content_type="application/pidf+xml",
         body=body,
-        source="udp:127.0.0.1:9",
+        flow="udp:127.0.0.1:9",
     )
 
 

@@ -65,18 +65,18 @@ def test_bindings_after_adds_refreshes_and_removes() -> None:
 
 
 def test_contact_cap_refuses_only_requests_that_add_beyond_it() -> None:
-    settings = load({"PRESENCE_MAX_CONTACTS": "2"})
+    cap = load({"PRESENCE_MAX_CONTACTS": "2"}).max_contacts
     two = ["sip:a@h", "sip:b@h"]
-    assert over_contact_cap(two, [Binding("sip:c@h", 60, None)], settings)
-    assert not over_contact_cap(two, [Binding("sip:a@h", 60, None)], settings)  # refresh
+    assert over_contact_cap(two, [Binding("sip:c@h", 60, None)], cap)
+    assert not over_contact_cap(two, [Binding("sip:a@h", 60, None)], cap)  # refresh
     # Replacing one binding by another in one request stays at the cap.
     swap = [Binding("sip:a@h", 0, None), Binding("sip:c@h", 60, None)]
-    assert not over_contact_cap(two, swap, settings)
+    assert not over_contact_cap(two, swap, cap)
     # A cap lowered below what an AOR holds: refreshes and removals still pass.
     three = [*two, "sip:c@h"]
-    assert not over_contact_cap(three, [Binding("sip:c@h", 60, None)], settings)
-    assert not over_contact_cap(three, [Binding("sip:c@h", 0, None)], settings)
-    assert over_contact_cap(three, [Binding("sip:d@h", 60, None)], settings)
+    assert not over_contact_cap(three, [Binding("sip:c@h", 60, None)], cap)
+    assert not over_contact_cap(three, [Binding("sip:c@h", 0, None)], cap)
+    assert over_contact_cap(three, [Binding("sip:d@h", 60, None)], cap)
 
 
 # --- watcherinfo ----------------------------------------------------------------
@@ -178,6 +178,7 @@ def test_a_document_over_a_lowered_limit_is_withheld_not_a_failed_change() -> No
     filtered: the watcher gets "nothing known" and the notifier goes on."""
     from datetime import UTC, datetime
 
+    from presence.rules.authorization import Judge
     from presence.subscriptions.notify import Subscription
     from presence.tables.notify_views import as_seen_by
 
@@ -187,15 +188,11 @@ def test_a_document_over_a_lowered_limit_is_withheld_not_a_failed_change() -> No
         2**40, "active", None, RESOURCE, "sip:bob@example.com", "bob", "example.com", "udp:h",
         "e",
     )  # fmt: skip
-    seen = as_seen_by(
-        settings, subscription, big_document(5000), RESOURCE, ALLOW_ALL.decode(),
-        datetime.now(UTC), None,
-    )  # fmt: skip
+    judge = Judge(ALLOW_ALL.decode(), settings.authorization_policy, datetime.now(UTC))
+    seen = as_seen_by(settings.document_policy, subscription, big_document(5000), RESOURCE, judge)
     root = parse_pidf(seen)
     assert root.get("entity") == RESOURCE and len(root) == 0
     # Within the limit the same rules show the document.
     small = big_document(3000)
-    shown = as_seen_by(
-        settings, subscription, small, RESOURCE, ALLOW_ALL.decode(), datetime.now(UTC), None
-    )
+    shown = as_seen_by(settings.document_policy, subscription, small, RESOURCE, judge)
     assert b'<tuple id="t">' in shown

@@ -80,3 +80,25 @@ def test_every_presence_variable_of_the_file_is_known() -> None:
     # The checks' own variables, and image names (not settings).
     named -= {n for n in named if n.startswith("PRESENCE_TEST_") or n.endswith("_IMAGE")}
     assert named - known == set()
+
+
+def test_the_services_dockerfiles_differ_only_where_the_services_do() -> None:
+    """Each service folder builds its own image; the three files share one layout, and
+    differ only in the line after each "# this service:" comment (and the name in the
+    build command they show)."""
+
+    def shared(service: str) -> list[str]:
+        lines = (REPO / "services" / service / "Dockerfile").read_text().splitlines()
+        kept = []
+        for number, line in enumerate(lines):
+            if line.startswith("# this service:"):
+                assert lines[number + 1].startswith(("ARG ", "COPY ", "EXPOSE ", "CMD "))
+            elif number == 0 or not lines[number - 1].startswith("# this service:"):
+                kept.append(line.replace(service, "<service>"))
+        return kept
+
+    notifier = shared("notifier")
+    assert shared("sip-edge") == notifier
+    assert shared("presence-store") == notifier
+    assert "FROM ${PYTHON_IMAGE} AS build" in notifier
+    assert "COPY services/${SERVICE} services/${SERVICE}" in notifier

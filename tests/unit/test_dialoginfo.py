@@ -157,12 +157,12 @@ def test_the_dialog_package_declaration() -> None:
     assert dialog.authorization is Authorization.PRES_RULES
     assert dialog.publish_types == ("application/dialog-info+xml",)
     assert dialog.body_type == "application/dialog-info+xml"
-    settings = load({})
-    full = dialog.state(ENTITY, [pub(document(("d", "early")), 1)], [], settings)
+    policy = load({}).document_policy
+    full = dialog.state(ENTITY, [pub(document(("d", "early")), 1)], [], policy)
     allowed = Verdict("active", decision=Decision(sub_handling="allow"))
     polite = Verdict("active", decision=Decision(sub_handling="polite-block"))
-    assert dialog.as_seen_by(full, ENTITY, allowed, settings) == full
-    assert dialog.as_seen_by(full, ENTITY, polite, settings) == empty_dialog_info(ENTITY)
-    assert dialog.empty_state(ENTITY, settings) == empty_dialog_info(ENTITY)
+    assert dialog.as_seen_by(full, ENTITY, allowed, policy) == full
+    assert dialog.as_seen_by(full, ENTITY, polite, policy) == empty_dialog_info(ENTITY)
+    assert dialog.empty_state(ENTITY, policy) == empty_dialog_info(ENTITY)
     assert dialog.versioned is not None
     assert etree.fromstring(dialog.versioned(full, 5)).get("version") == "5"

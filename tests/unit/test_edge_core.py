@@ -126,7 +126,7 @@ def test_a_request_goes_on_the_bus_once_and_its_retransmissions_get_the_same_res
     first = core.receive(publish(), source(), now=10.0, wall=WALL)
     [event] = produced(first)
     assert isinstance(event, events.PublishRequest)
-    assert (event.edge_id, event.received_at, event.source) == ("e1", WALL, "udp:192.0.2.5:5062")
+    assert (event.edge_id, event.received_at, event.flow) == ("e1", WALL, "udp:192.0.2.5:5062")
     assert statuses(first) == []
     # A retransmission before the store's reply: nothing sent, nothing produced.
     assert core.receive(publish(), source(), now=10.5, wall=WALL) == []

@@ -113,7 +113,7 @@ def test_own_route_is_removed_and_others_kept() -> None:
     ]
 
 
-SETTINGS = load({"PRESENCE_MIN_EXPIRES": "60", "PRESENCE_MAX_EXPIRES": "1800"})
+EXPIRY = load({"PRESENCE_MIN_EXPIRES": "60", "PRESENCE_MAX_EXPIRES": "1800"}).expiry_policy
 
 
 def register(contacts: list, expires: int | None = None) -> events.RegisterRequest:  # type: ignore[type-arg]
@@ -123,9 +123,9 @@ def register(contacts: list, expires: int | None = None) -> events.RegisterReque
 
 
 def test_registrar_grants_expiry_from_contact_then_header_then_default() -> None:
-    plan = plan_bindings(register([("sip:a@h", 120, None), ("sip:b@h", None, 1.0)], 600), SETTINGS)
+    plan = plan_bindings(register([("sip:a@h", 120, None), ("sip:b@h", None, 1.0)], 600), EXPIRY)
     assert plan == [Binding("sip:a@h", 120, None), Binding("sip:b@h", 600, 1.0)]
-    assert plan_bindings(register([("sip:a@h", None, None)]), SETTINGS) == [
+    assert plan_bindings(register([("sip:a@h", None, None)]), EXPIRY) == [
         Binding("sip:a@h", 1800, None)  # default 3600, capped at max_expires
     ]
 
@@ -139,9 +139,9 @@ def test_registrar_grants_expiry_from_contact_then_header_then_default() -> None
     ],
 )
 def test_registrar_refusals(contacts: list, expires: int | None, status: int) -> None:  # type: ignore[type-arg]
-    plan = plan_bindings(register(contacts, expires), SETTINGS)
+    plan = plan_bindings(register(contacts, expires), EXPIRY)
     assert isinstance(plan, Answer) and plan.status == status
 
 
 def test_registrar_wildcard_removes_everything() -> None:
-    assert plan_bindings(register([("*", None, None)], 0), SETTINGS) == [Binding("*", 0, None)]
+    assert plan_bindings(register([("*", None, None)], 0), EXPIRY) == [Binding("*", 0, None)]

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from presence.bus import events
@@ -16,7 +18,7 @@ def publish_request(**changes: object) -> events.PublishRequest:
         if_match=None,
         content_type="application/pidf+xml",
         body="<presence/>",
-        source="udp:127.0.0.1:5060",
+        flow="udp:127.0.0.1:5060",
     )
     values.update(changes)
     return events.PublishRequest(**values)  # type: ignore[arg-type]
@@ -48,6 +50,32 @@ def test_round_trip(event: events.Event) -> None:
 def test_undecodable_records_raise_one_error_type(data: bytes, message: str) -> None:
     with pytest.raises(events.EventDecodeError, match=message):
         events.decode(data)
+
+
+def test_a_publish_request_of_version_1_still_decodes() -> None:
+    """A version 1 record (the flow was called `source`) from an edge of the previous
+    release, or a dead letter put back, decodes as the current version."""
+    old = (
+        b'{"type":"publish","v":1,"request_uri":"sip:alice@example.com","authorization":null,'
+        b'"identity":null,"request_id":"r1","edge_id":"e1","received_at":1.5,'
+        b'"username":"alice","domain":"example.com","event":"presence","expires":null,'
+        b'"if_match":null,"content_type":"application/pidf+xml","body":"<presence/>",'
+        b'"source":"udp:127.0.0.1:5060","instance":null}'
+    )
+    decoded = events.decode(old)
+    assert decoded == publish_request(request_uri="sip:alice@example.com")
+    assert isinstance(decoded, events.PublishRequest) and decoded.flow == "udp:127.0.0.1:5060"
+    without_flow = old.replace(b',"source":"udp:127.0.0.1:5060"', b"")
+    with pytest.raises(events.EventDecodeError, match="missing flow"):
+        events.decode(without_flow)
+
+
+def test_a_publish_request_is_written_as_version_2_with_flow() -> None:
+    payload = json.loads(events.encode(publish_request()))
+    assert payload["v"] == 2 and payload["flow"] == "udp:127.0.0.1:5060"
+    assert "source" not in payload
+    with pytest.raises(events.EventDecodeError, match="unsupported version 3"):
+        events.decode(json.dumps({**payload, "v": 3}).encode())
 
 
 def test_presentity_is_the_kafka_key() -> None:

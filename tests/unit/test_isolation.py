@@ -1,5 +1,5 @@
-"""Record isolation (presence.bus.isolation): outage or record failure, the retry
-bookkeeping of one record, and the dead-letter record."""
+"""Record isolation: outage or record failure (presence.runtime.failures), the retry
+bookkeeping of one record, and the dead-letter record (presence.bus.isolation)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import redis.exceptions
 from aiokafka import errors as kafka_errors
 
 from presence.bus import events, isolation
-from presence.bus.isolation import Attempts, Failure, classify
+from presence.bus.isolation import Attempts
+from presence.runtime.failures import Failure, classify
 from presence.runtime.locks import LockTimeout
 
 

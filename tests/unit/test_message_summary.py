@@ -70,15 +70,15 @@ def test_the_package_shows_the_newest_summary_to_its_owner_only() -> None:
     assert package.publish_types == ("application/simple-message-summary",)
     older = Publication("a", 10, "Messages-Waiting: yes\r\nVoice-Message: 1/0\r\n")
     newer = Publication("b", 20, "Messages-Waiting: no\r\n")
-    settings = load({})
-    assert package.state(ENTITY, [newer, older], [], settings) == b"Messages-Waiting: no\r\n"
-    assert package.state(ENTITY, [older], [newer], settings) == older.body.encode()
+    policy = load({}).document_policy
+    assert package.state(ENTITY, [newer, older], [], policy) == b"Messages-Waiting: no\r\n"
+    assert package.state(ENTITY, [older], [newer], policy) == older.body.encode()
 
 
 def test_with_nothing_published_the_state_is_no_messages_or_no_body() -> None:
     package = PACKAGES["message-summary"]
-    assert package.state(ENTITY, [], [], load({})) == NO_MESSAGES
-    off = load({"PRESENCE_MESSAGE_SUMMARY_EMPTY_BODY": "0"})
+    assert package.state(ENTITY, [], [], load({}).document_policy) == NO_MESSAGES
+    off = load({"PRESENCE_MESSAGE_SUMMARY_EMPTY_BODY": "0"}).document_policy
     assert package.state(ENTITY, [], [], off) == b""
     assert package.empty_state(ENTITY, off) == b""
 

@@ -34,10 +34,10 @@ def test_presence_merges_publications_and_pres_rules_decide() -> None:
     assert presence_package.publish_types == ("application/pidf+xml",)
     assert presence_package.aggregation is Aggregation.MERGE
     assert presence_package.authorization is Authorization.PRES_RULES
-    assert presence_package.empty_state(ENTITY, load({})) == empty_document(ENTITY)
+    assert presence_package.empty_state(ENTITY, load({}).document_policy) == empty_document(ENTITY)
     both = presence_package.state(
         ENTITY, [Publication("a", 1, pidf("open")), Publication("b", 2, pidf("closed"))], [],
-        load({}),
+        load({}).document_policy,
     )  # fmt: skip
     assert both.count(b"<tuple") == 1  # one tuple id: the newest copy wins
 
@@ -57,18 +57,16 @@ def test_newest_publication_wins_when_the_package_does_not_aggregate() -> None:
         "text/plain",
         Aggregation.NEWEST,
         Authorization.OWNER,
-        lambda entity, settings: b"none",
+        lambda entity, policy: b"none",
         publish_types=("text/plain",),
-        document=lambda entity, live, closed, settings: b"|".join(
-            str(p.body).encode() for p in live
-        ),
+        document=lambda entity, live, closed, policy: b"|".join(str(p.body).encode() for p in live),
     )
     publications = [
         Publication("a", 5, "five"),
         Publication("b", 9, "nine"),
         Publication("c", 7, "seven"),
     ]
-    assert newest.state(ENTITY, publications, [], load({})) == b"nine"
+    assert newest.state(ENTITY, publications, [], load({}).document_policy) == b"nine"
 
 
 def test_accept_allows_the_body_type_its_wildcards_or_nothing() -> None:
@@ -81,24 +79,24 @@ def test_accept_allows_the_body_type_its_wildcards_or_nothing() -> None:
 
 
 def test_package_expiry_is_bounded_by_the_settings() -> None:
-    settings = load({"PRESENCE_MAX_EXPIRES": "1800", "PRESENCE_DEFAULT_EXPIRES": "900"})
+    expiry = load({"PRESENCE_MAX_EXPIRES": "1800", "PRESENCE_DEFAULT_EXPIRES": "900"}).expiry_policy
     presence_package = PACKAGES["presence"]
-    assert presence_package.expiry_default(settings) == 900
-    assert presence_package.expiry_max(settings) == 1800
+    assert presence_package.expiry_default(expiry) == 900
+    assert presence_package.expiry_max(expiry) == 1800
     short = EventPackage(
         "test", "text/plain", Aggregation.NEWEST, Authorization.OWNER,
-        lambda entity, settings: b"", default_expires=3600, max_expires=600,
+        lambda entity, policy: b"", default_expires=3600, max_expires=600,
     )  # fmt: skip
-    assert short.expiry_max(settings) == 600
-    assert short.expiry_default(settings) == 600
+    assert short.expiry_max(expiry) == 600
+    assert short.expiry_default(expiry) == 600
 
 
 def test_event_packages_setting_turns_packages_off() -> None:
-    settings = load({"PRESENCE_EVENT_PACKAGES": "presence"})
-    assert list(enabled(settings)) == ["presence"]
-    assert allow_events(settings) == "presence"
-    assert accepted_types(settings) == "application/pidf+xml"
-    assert list(enabled(load({}))) == list(PACKAGES)
+    names = load({"PRESENCE_EVENT_PACKAGES": "presence"}).event_package_names
+    assert list(enabled(names)) == ["presence"]
+    assert allow_events(names) == "presence"
+    assert accepted_types(names) == "application/pidf+xml"
+    assert list(enabled(load({}).event_package_names)) == list(PACKAGES)
 
 
 @pytest.mark.parametrize(

@@ -12,22 +12,22 @@ PIDF = (
     'entity="sip:alice@example.com"><tuple id="a"><status><basic>unknown</basic>'
     "</status></tuple></presence>"
 )
-SETTINGS = load({"PRESENCE_MIN_EXPIRES": "60"})
+EXPIRY = load({"PRESENCE_MIN_EXPIRES": "60"}).expiry_policy
 
 
 def test_initial_publication_gets_default_expiry() -> None:
-    assert classify(publish_request(body=PIDF), SETTINGS) == Accepted(
+    assert classify(publish_request(body=PIDF), EXPIRY) == Accepted(
         PublishKind.INITIAL, 3600, PIDF, frozenset({"id:a"})
     )
 
 
 def test_expiry_above_max_is_lowered() -> None:
-    decision = classify(publish_request(body=PIDF, expires=99999), SETTINGS)
+    decision = classify(publish_request(body=PIDF, expires=99999), EXPIRY)
     assert isinstance(decision, Accepted) and decision.expires == 3600
 
 
 def test_expiry_below_min_is_423_with_min_expires() -> None:
-    assert classify(publish_request(body=PIDF, expires=10), SETTINGS) == Answer(
+    assert classify(publish_request(body=PIDF, expires=10), EXPIRY) == Answer(
         423, "Interval Too Brief", [("Min-Expires", "60")]
     )
 
@@ -41,7 +41,7 @@ def test_expiry_below_min_is_423_with_min_expires() -> None:
     ],
 )
 def test_conditional_kinds(changes: dict[str, object], kind: PublishKind) -> None:
-    decision = classify(publish_request(**changes), SETTINGS)
+    decision = classify(publish_request(**changes), EXPIRY)
     assert isinstance(decision, Accepted) and decision.kind is kind
 
 
@@ -57,7 +57,7 @@ def test_conditional_kinds(changes: dict[str, object], kind: PublishKind) -> Non
     ],
 )
 def test_refusals(changes: dict[str, object], status: int) -> None:
-    decision = classify(publish_request(**changes), SETTINGS)
+    decision = classify(publish_request(**changes), EXPIRY)
     assert isinstance(decision, Answer) and decision.status == status
 
 
@@ -67,11 +67,11 @@ def test_xml_bomb_is_refused_cheaply() -> None:
         '<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]>'
         '<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:a@b">&lol2;</presence>'
     )
-    decision = classify(publish_request(body=bomb), SETTINGS)
+    decision = classify(publish_request(body=bomb), EXPIRY)
     assert isinstance(decision, Answer) and decision.status == 400
 
 
 def test_expires_offset_lowers_the_told_expiry_but_not_below_zero() -> None:
-    settings = load({"PRESENCE_EXPIRES_OFFSET": "30"})
-    assert success_reply("t", 600, settings).headers == [("SIP-ETag", "t"), ("Expires", "570")]
-    assert success_reply("t", 10, settings).headers == [("SIP-ETag", "t"), ("Expires", "0")]
+    expiry = load({"PRESENCE_EXPIRES_OFFSET": "30"}).expiry_policy
+    assert success_reply("t", 600, expiry).headers == [("SIP-ETag", "t"), ("Expires", "570")]
+    assert success_reply("t", 10, expiry).headers == [("SIP-ETag", "t"), ("Expires", "0")]

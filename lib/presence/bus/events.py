@@ -5,12 +5,18 @@ meets a type or version it does not know raises EventDecodeError and skips the
 record (a poison message must not stall a partition); presence-store and the
 notifier put it on the dead-letters topic first (presence.bus.isolation).
 
+A change that is not only a new optional field raises the event's VERSION, and
+the records of the version before (from a replica of the previous release still
+running, or a dead letter put back) are decoded through `_UPGRADES`: a release
+upgrades the consumers of an event before its producers.
+
 Topic names live in presence.bus.topics.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -41,7 +47,8 @@ class PublishRequest(Sender):
     """A PUBLISH (RFC 3903) the edge accepted for processing."""
 
     TYPE: ClassVar[str] = "publish"
-    VERSION: ClassVar[int] = 1
+    # 2: the flow is `flow`, as in the other requests (version 1 called it `source`).
+    VERSION: ClassVar[int] = 2
 
     request_id: str  # unique per server transaction; also seeds the new entity tag
     edge_id: str  # whose inbox gets the reply
@@ -53,9 +60,9 @@ class PublishRequest(Sender):
     if_match: str | None  # SIP-If-Match, None for an initial publication
     content_type: str | None
     body: str
-    source: str  # "udp:203.0.113.5:5060": for logs, and the device when nothing better
+    flow: str  # "udp:203.0.113.5:5060": for logs, and the device when nothing better
     # The +sip.instance of the PUBLISH's Contact (presence.pidf.device.instance_id); phones
-    # rarely send one: the store then looks for the binding registered over `source`.
+    # rarely send one: the store then looks for the binding registered over `flow`.
     instance: str | None = None
 
     @property
@@ -346,6 +353,19 @@ def encode(event: Event) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _renamed(payload: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    upgraded = {key: value for key, value in payload.items() if key != old}
+    if old in payload:
+        upgraded.setdefault(new, payload[old])
+    return upgraded
+
+
+# (type, older version) -> the payload as the current version writes it.
+_UPGRADES: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {
+    ("publish", 1): lambda payload: _renamed(payload, "source", "flow"),
+}
+
+
 def decode(data: bytes) -> Event:
     try:
         payload = json.loads(data)
@@ -356,8 +376,12 @@ def decode(data: bytes) -> Event:
     cls = _EVENT_TYPES.get(payload.get("type"))  # type: ignore[arg-type]
     if cls is None:
         raise EventDecodeError(f"unknown event type {payload.get('type')!r}")
-    if payload.get("v") != cls.VERSION:
-        raise EventDecodeError(f"{cls.TYPE}: unsupported version {payload.get('v')!r}")
+    version = payload.get("v")
+    if version != cls.VERSION:
+        upgrade = _UPGRADES.get((cls.TYPE, version)) if isinstance(version, int) else None
+        if upgrade is None:
+            raise EventDecodeError(f"{cls.TYPE}: unsupported version {version!r}")
+        payload = upgrade(payload)
     names = {f.name for f in fields(cls)}
     required = {
         f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING

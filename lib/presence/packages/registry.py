@@ -13,19 +13,16 @@ and its pure body code. PRESENCE_EVENT_PACKAGES turns packages off.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from presence.packages import dialoginfo, message_summary
 from presence.packages.watcherinfo import CONTENT_TYPE as WATCHERINFO_TYPE
 from presence.pidf.aggregation import Publication, aggregate, empty_document
 from presence.pidf.document import device_marks, parse_pidf
-from presence.rules.authorization import Verdict, watcher_document
-
-if TYPE_CHECKING:
-    from presence.settings import Settings
+from presence.rules.authorization import AuthorizationPolicy, Verdict, watcher_document
 
 
 class Aggregation(Enum):
@@ -43,14 +40,36 @@ class Authorization(Enum):
     OWNER = "owner"  # only the resource's owner; active at once (RFC 3857 §5.3)
 
 
+@dataclass(frozen=True)
+class ExpiryPolicy:
+    """The configured expiry of publications, subscriptions and registrations, in seconds:
+    PRESENCE_DEFAULT_EXPIRES, PRESENCE_MAX_EXPIRES, PRESENCE_MIN_EXPIRES and the seed's
+    expires_offset (Settings.expiry_policy builds it once)."""
+
+    default: int
+    max: int
+    min: int
+    offset: int  # taken off the Expires told to a publisher, so it refreshes in time
+
+
+@dataclass(frozen=True)
+class DocumentPolicy:
+    """What the configuration says about the packages' documents
+    (Settings.document_policy builds it once)."""
+
+    authorization: AuthorizationPolicy
+    # PRESENCE_MESSAGE_SUMMARY_EMPTY_BODY: "Messages-Waiting: no" rather than no body.
+    message_summary_empty_body: bool
+
+
 # The state of a presentity from its publications: (entity, live publications,
 # publications that just ended (shown ended once, where the package can say so),
-# settings) -> the body of a NOTIFY.
-StateDocument = Callable[[str, Sequence[Publication], Sequence[Publication], "Settings"], bytes]
-# The body for a presentity without state: (entity, settings) -> body (b"": none).
-EmptyState = Callable[[str, "Settings"], bytes]
-# What one watcher sees of the document: (document, entity, verdict, settings).
-WatcherView = Callable[[bytes, str, Verdict, "Settings"], bytes]
+# policy) -> the body of a NOTIFY.
+StateDocument = Callable[[str, Sequence[Publication], Sequence[Publication], DocumentPolicy], bytes]
+# The body for a presentity without state: (entity, policy) -> body (b"": none).
+EmptyState = Callable[[str, DocumentPolicy], bytes]
+# What one watcher sees of the document: (document, entity, verdict, policy).
+WatcherView = Callable[[bytes, str, Verdict, DocumentPolicy], bytes]
 
 
 def _not_publishable(_: bytes) -> None:
@@ -102,46 +121,46 @@ class EventPackage:
         acceptable = {self.body_type, self.body_type.split("/")[0] + "/*", "*/*"}
         return bool(acceptable.intersection(media_types))
 
-    def expiry_default(self, settings: Settings) -> int:
-        own = settings.default_expires if self.default_expires is None else self.default_expires
-        return min(own, self.expiry_max(settings))
+    def expiry_default(self, expiry: ExpiryPolicy) -> int:
+        own = expiry.default if self.default_expires is None else self.default_expires
+        return min(own, self.expiry_max(expiry))
 
-    def expiry_max(self, settings: Settings) -> int:
+    def expiry_max(self, expiry: ExpiryPolicy) -> int:
         if self.max_expires is None:
-            return settings.max_expires
-        return min(self.max_expires, settings.max_expires)
+            return expiry.max
+        return min(self.max_expires, expiry.max)
 
     def state(
         self,
         entity: str,
         publications: Sequence[Publication],
         closed: Sequence[Publication],
-        settings: Settings,
+        policy: DocumentPolicy,
     ) -> bytes:
         """The presentity's document: its publications as the package combines them."""
         live = publications
         if self.aggregation is Aggregation.NEWEST:
             live = sorted(publications, key=lambda p: p.received_time)[-1:]
-        return self.document(entity, live, closed, settings)
+        return self.document(entity, live, closed, policy)
 
 
 def _presence_document(
     entity: str,
     publications: Sequence[Publication],
     closed: Sequence[Publication],
-    _settings: Settings,
+    _policy: DocumentPolicy,
 ) -> bytes:
     return aggregate(entity, publications, closed=closed)
 
 
-def _empty_presence(entity: str, _settings: Settings) -> bytes:
+def _empty_presence(entity: str, _policy: DocumentPolicy) -> bytes:
     return empty_document(entity)
 
 
 def _presence_as_seen_by(
-    document: bytes, entity: str, verdict: Verdict, settings: Settings
+    document: bytes, entity: str, verdict: Verdict, policy: DocumentPolicy
 ) -> bytes:
-    return watcher_document(document, entity, verdict, settings)
+    return watcher_document(document, entity, verdict, policy.authorization)
 
 
 PRESENCE = EventPackage(
@@ -163,23 +182,23 @@ PRESENCE_WINFO = EventPackage(
     WATCHERINFO_TYPE,
     Aggregation.SUBSCRIPTIONS,
     Authorization.OWNER,
-    lambda entity, _settings: b"",  # never used: winfo documents are built per change
+    lambda entity, _policy: b"",  # never used: winfo documents are built per change
     watcher_info_of="presence",
 )
 
 
-def _empty_summary(_entity: str, settings: Settings) -> bytes:
-    return message_summary.NO_MESSAGES if settings.message_summary_empty_body else b""
+def _empty_summary(_entity: str, policy: DocumentPolicy) -> bytes:
+    return message_summary.NO_MESSAGES if policy.message_summary_empty_body else b""
 
 
 def _summary_document(
     entity: str,
     publications: Sequence[Publication],
     _closed: Sequence[Publication],
-    settings: Settings,
+    policy: DocumentPolicy,
 ) -> bytes:
     if not publications:
-        return _empty_summary(entity, settings)
+        return _empty_summary(entity, policy)
     body = publications[-1].body
     return body.encode() if isinstance(body, str) else body
 
@@ -206,17 +225,17 @@ def _dialog_document(
     entity: str,
     publications: Sequence[Publication],
     closed: Sequence[Publication],
-    _settings: Settings,
+    _policy: DocumentPolicy,
 ) -> bytes:
     return dialoginfo.aggregate_dialogs(entity, publications, closed=closed)
 
 
-def _empty_dialogs(entity: str, _settings: Settings) -> bytes:
+def _empty_dialogs(entity: str, _policy: DocumentPolicy) -> bytes:
     return dialoginfo.empty_dialog_info(entity)
 
 
 def _dialogs_as_seen_by(
-    document: bytes, entity: str, verdict: Verdict, _settings: Settings
+    document: bytes, entity: str, verdict: Verdict, _policy: DocumentPolicy
 ) -> bytes:
     # RFC 5025's transformations are PIDF's; a dialog watcher sees all or, under
     # polite-block, an idle line.
@@ -251,9 +270,9 @@ def watcher_info_package(package: str) -> str | None:
     return next((n for n, p in PACKAGES.items() if p.watcher_info_of == package), None)
 
 
-def enabled(settings: Settings) -> dict[str, EventPackage]:
-    """The packages PRESENCE_EVENT_PACKAGES turns on, in the order of PACKAGES."""
-    names = settings.event_package_names
+def enabled(names: Collection[str]) -> dict[str, EventPackage]:
+    """The packages PRESENCE_EVENT_PACKAGES turns on (Settings.event_package_names), in
+    the order of PACKAGES."""
     return {name: package for name, package in PACKAGES.items() if name in names}
 
 
@@ -269,12 +288,12 @@ def check_package_names(names: Sequence[str]) -> None:
             raise ValueError(f"{name} needs {watched}")
 
 
-def allow_events(settings: Settings) -> str:
-    return ", ".join(enabled(settings))
+def allow_events(names: Collection[str]) -> str:
+    return ", ".join(enabled(names))
 
 
-def accepted_types(settings: Settings) -> str:
+def accepted_types(names: Collection[str]) -> str:
     """The body types a PUBLISH may carry (Accept of OPTIONS)."""
     return ", ".join(
-        sorted({t for package in enabled(settings).values() for t in package.publish_types})
+        sorted({t for package in enabled(names).values() for t in package.publish_types})
     )

@@ -37,7 +37,7 @@ from aiokafka.errors import (
 )
 
 from presence.bus import events, isolation
-from presence.runtime import metrics
+from presence.runtime import failures, metrics
 from presence.runtime.logs import correlated, from_kafka_headers, kafka_headers
 
 log = logging.getLogger(__name__)
@@ -353,7 +353,7 @@ async def consume_in_batches(
     returns.
 
     A batch that meets an outage (PostgreSQL, Redis or Kafka unreachable:
-    presence.bus.isolation.classify) is handled again from its first record after a
+    presence.runtime.failures.classify) is handled again from its first record after a
     growing pause (0.5 s doubling to 5 s), so the service rides out an outage of a
     dependency instead of exiting; the handlers are idempotent, so what the failed
     attempt did apply is answered, not redone.
@@ -390,7 +390,7 @@ async def consume_in_batches(
                 try:
                     return await handle(event)
                 except Exception as error:
-                    if isolation.classify(error) is isolation.Failure.OUTAGE:
+                    if failures.classify(error) is failures.Failure.OUTAGE:
                         raise
                     retry_in = attempts.failed(error)
                     if retry_in is None and not await dead_letters.ready():
@@ -416,7 +416,7 @@ async def consume_in_batches(
         try:
             return await dead_letters.give_up(event, error)
         except Exception as failure:
-            if isolation.classify(failure) is isolation.Failure.OUTAGE:
+            if failures.classify(failure) is failures.Failure.OUTAGE:
                 raise
             log.error(
                 "no final answer for %s[%s]@%s: %s",

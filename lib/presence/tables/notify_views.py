@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 import asyncpg
 
 from presence.bus import events
-from presence.packages.registry import PACKAGES, PRESENCE, Authorization
+from presence.packages.registry import PACKAGES, PRESENCE, Authorization, DocumentPolicy
 from presence.packages.watcherinfo import Watcher, bounded_watcherinfo_document, by_priority
 from presence.pidf.document import PidfError, current_sphere
-from presence.rules.authorization import judge, watcher_identity
+from presence.rules.authorization import Judge, watcher_identity
 from presence.runtime import metrics
 from presence.settings import Settings
 from presence.subscriptions.notify import Subscription, build_notify
@@ -53,7 +53,6 @@ async def state_view(connection: asyncpg.Connection, settings: Settings, change:
     )
     rules = await load_pres_rules(connection, settings, change.username, change.domain)
     entity = f"sip:{change.username}@{change.domain}"
-    now = datetime.now(UTC)
     sphere = None
     if needs_sphere(rules):
         # The sphere is a presence attribute (RFC 4480), whatever package is notified.
@@ -62,9 +61,11 @@ async def state_view(connection: asyncpg.Connection, settings: Settings, change:
         else:
             sphere = await load_sphere(connection, settings, change.username, change.domain)
     package = PACKAGES[change.event]
+    # The rules are parsed once for the whole page, not once per watcher.
+    judge = Judge(rules, settings.authorization_policy, datetime.now(UTC), sphere=sphere)
 
     def view(subscription: Subscription) -> bytes:
-        shown = as_seen_by(settings, subscription, document, entity, rules, now, sphere)
+        shown = as_seen_by(settings.document_policy, subscription, document, entity, judge)
         if package.versioned is None:
             return shown
         return package.versioned(shown, subscription.version - 1)
@@ -112,32 +113,30 @@ async def watcher_info_view(
 
 
 def as_seen_by(
-    settings: Settings,
+    policy: DocumentPolicy,
     subscription: Subscription,
     document: bytes,
     entity: str,
-    rules: str | None,
-    now: datetime,
-    sphere: str | None,
+    judge: Judge,
 ) -> bytes:
-    """The document filtered by the presentity's rules for this watcher (judged now,
-    so a rules change shows in the next NOTIFY)."""
+    """The document filtered by the presentity's rules for this watcher (judged at
+    the NOTIFY, so a rules change shows in the next one)."""
     package = PACKAGES[subscription.event]
-    if settings.force_active or package.authorization is not Authorization.PRES_RULES:
+    if policy.authorization.force_active or package.authorization is not Authorization.PRES_RULES:
         return document
     watcher = watcher_identity(subscription.from_user, subscription.from_domain)
-    verdict = judge(rules, watcher, settings, now, sphere=sphere)
+    verdict = judge.verdict(watcher)
     if verdict.status != State.ACTIVE:
-        return package.empty_state(entity, settings)
+        return package.empty_state(entity, policy)
     try:
-        return package.as_seen_by(document, entity, verdict, settings)
+        return package.as_seen_by(document, entity, verdict, policy)
     except PidfError as error:
         # Only a document stored under a larger PRESENCE_MAX_DOCUMENT_BYTES gets
         # here (the store refuses a PUBLISH that would make one): the watcher is
         # told nothing is known rather than the change failing on every retry.
         metrics.DOCUMENTS_WITHHELD.labels(subscription.event).inc()
         log.error("document of %s withheld from a watcher: %s", entity, error)
-        return package.empty_state(entity, settings)
+        return package.empty_state(entity, policy)
 
 
 def notify_request(

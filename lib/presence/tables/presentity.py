@@ -40,7 +40,9 @@ async def load_document(
         Publication(r["etag"], r["received_time"], r["body"], r["device"]) for r in rows
     ]
     ended = [Publication("", 0, body) for body in closed]
-    return PACKAGES[event].state(f"sip:{username}@{domain}", publications, ended, settings)
+    return PACKAGES[event].state(
+        f"sip:{username}@{domain}", publications, ended, settings.document_policy
+    )
 
 
 def needs_sphere(rules: str | None) -> bool:

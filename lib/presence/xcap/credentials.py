@@ -3,7 +3,7 @@ one server secret, pure.
 
 Each user's XCAP password is HMAC-SHA256(PRESENCE_XCAP_SECRET, their AOR), so the
 server stores no password table and any store replica checks any user; the
-operator hands a user their password (`python -m presence.xcap.credentials
+operator hands a user their password (`python -m presence_store.xcap_passwords
 sip:alice@example.com`), and changing the secret revokes them all. A client sends
 it as HTTP Basic (user name: the AOR, "alice@example.com") or as a Bearer token;
 it opens that AOR's documents and no other's. SIP digest credentials
@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import sys
 from dataclasses import dataclass
 
 from presence.sip.grammar import normal_aor
@@ -96,24 +95,3 @@ def authorizes(credentials: Credentials, secret: str, xui: str) -> bool:
 
 def _printable_ascii(text: str) -> bool:
     return all(" " <= c <= "~" or c == "\t" for c in text)
-
-
-def main() -> None:
-    """`python -m presence.xcap.credentials AOR...`: each user's XCAP password, from
-    PRESENCE_XCAP_SECRET."""
-    from presence.settings import SettingsError, load
-
-    try:
-        settings = load()
-    except SettingsError as error:
-        sys.exit(f"configuration error: {error}")
-    if not settings.xcap_secret:
-        sys.exit("PRESENCE_XCAP_SECRET is not set: there are no XCAP passwords")
-    if len(sys.argv) < 2:
-        sys.exit("usage: python -m presence.xcap.credentials sip:user@domain ...")
-    for xui in sys.argv[1:]:
-        print(f"{aor_of(xui)}\t{password_for(settings.xcap_secret, xui)}")
-
-
-if __name__ == "__main__":
-    main()

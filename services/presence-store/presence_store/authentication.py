@@ -23,6 +23,7 @@ compared as bytes.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import asyncpg
@@ -139,18 +140,17 @@ class Authenticator:
         return Answer(401, "Unauthorized", headers)
 
 
-def may_act_for(identity: str | None, aor: str, settings: Settings) -> bool:
+def may_act_for(identity: str | None, aor: str, publish_for_others: Iterable[str]) -> bool:
     """Whether the sender may PUBLISH or REGISTER for `aor` (user@domain): its own,
-    or anyone's when it is one of publish_for_others (a gateway, a PBX)."""
+    or anyone's when it is one of `publish_for_others` (PRESENCE_PUBLISH_FOR_OTHERS's
+    items: a gateway, a PBX)."""
     if identity is None:
         return True  # authentication is off
     user, _, host = aor.rpartition("@")
     if same_aor(identity, user, host):
         return True
     own = normal_aor(identity)
-    return own is not None and any(
-        normal_aor(other) == own for other in settings.publish_for_others.split(",")
-    )
+    return own is not None and any(normal_aor(other) == own for other in publish_for_others)
 
 
 def method_of(request: Request) -> str:
@@ -159,8 +159,7 @@ def method_of(request: Request) -> str:
 
 def source_host(request: Request) -> str:
     """The sender's address, from the flow ("udp:203.0.113.5:5060", "tcp:[::1]:5060")."""
-    flow = request.source if isinstance(request, events.PublishRequest) else request.flow
-    host = flow.partition(":")[2].rpartition(":")[0]
+    host = request.flow.partition(":")[2].rpartition(":")[0]
     return host.strip("[]") or "unknown"
 
 

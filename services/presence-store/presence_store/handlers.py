@@ -213,7 +213,7 @@ class RequestHandler:
                 if isinstance(identity, Answer):
                     outcome = Outcome(identity)
                 elif not isinstance(event, events.SubscribeRequest) and not may_act_for(
-                    identity, event.presentity, self._settings
+                    identity, event.presentity, self._settings.publish_for_others.split(",")
                 ):
                     # Only alice publishes (and registers) alice, RFC 3261 §22.
                     metrics.AUTH_FAILURES.labels("not_own_aor").inc()

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from presence.bus.events import PublishRequest
-from presence.packages.registry import PACKAGES
-from presence.settings import Settings
+from presence.packages.registry import PACKAGES, ExpiryPolicy
 from presence.sip.answers import Answer
 
 
@@ -37,7 +36,7 @@ def new_entity_tag() -> str:
     return secrets.token_urlsafe(16)
 
 
-def classify(request: PublishRequest, settings: Settings) -> Accepted | Answer:
+def classify(request: PublishRequest, expiry: ExpiryPolicy) -> Accepted | Answer:
     """Validate a PUBLISH and decide its kind and granted expiry (RFC 3903 §6)."""
     has_body = bool(request.body.strip())
     if request.if_match is None and not has_body:
@@ -47,10 +46,10 @@ def classify(request: PublishRequest, settings: Settings) -> Accepted | Answer:
             return Answer(400, "Expires 0 without SIP-If-Match")
         return Accepted(PublishKind.REMOVE, 0, None)
     package = PACKAGES[request.event]
-    expires = package.expiry_default(settings) if request.expires is None else request.expires
-    if 0 < expires < settings.min_expires:
-        return Answer(423, "Interval Too Brief", [("Min-Expires", str(settings.min_expires))])
-    expires = min(expires, package.expiry_max(settings))
+    expires = package.expiry_default(expiry) if request.expires is None else request.expires
+    if 0 < expires < expiry.min:
+        return Answer(423, "Interval Too Brief", [("Min-Expires", str(expiry.min))])
+    expires = min(expires, package.expiry_max(expiry))
     if not has_body:
         return Accepted(PublishKind.REFRESH, expires, None)
     content_type = (request.content_type or "").split(";")[0].strip().lower()
@@ -64,10 +63,10 @@ def classify(request: PublishRequest, settings: Settings) -> Accepted | Answer:
     return Accepted(kind, expires, request.body, package.device_marks(document))
 
 
-def success_reply(entity_tag: str, granted: int, settings: Settings) -> Answer:
+def success_reply(entity_tag: str, granted: int, expiry: ExpiryPolicy) -> Answer:
     """200 with the new entity tag. The Expires told to the client is lowered by
     expires_offset (the seed's parameter) so it refreshes before the real expiry."""
-    told = max(0, granted - settings.expires_offset) if granted else 0
+    told = max(0, granted - expiry.offset) if granted else 0
     return Answer(200, "OK", [("SIP-ETag", entity_tag), ("Expires", str(told))])
 
 

@@ -78,7 +78,7 @@ async def apply_publish(
 async def _apply(
     connection: asyncpg.Connection, request: PublishRequest, settings: Settings, now: int
 ) -> Applied:
-    decision = classify(request, settings)
+    decision = classify(request, settings.expiry_policy)
     if isinstance(decision, Answer):
         return Applied(decision)
     if decision.kind in (PublishKind.REFRESH, PublishKind.REMOVE):
@@ -165,7 +165,9 @@ async def _apply_initial(
         sorted(decision.marks),
         device,
     )
-    return Applied(success_reply(entity_tag, decision.expires, settings), changed=True)
+    return Applied(
+        success_reply(entity_tag, decision.expires, settings.expiry_policy), changed=True
+    )
 
 
 async def _device_of(connection: asyncpg.Connection, request: PublishRequest, now: int) -> str:
@@ -174,9 +176,9 @@ async def _device_of(connection: asyncpg.Connection, request: PublishRequest, no
     registered: list[str | None] = []
     if request.instance is None:
         registered = await location.live_instances(
-            connection, request.username, request.domain, request.source, now
+            connection, request.username, request.domain, request.flow, now
         )
-    return publishing_device(request.instance, registered, request.source, request.request_id)
+    return publishing_device(request.instance, registered, request.flow, request.request_id)
 
 
 async def _apply_conditional(
@@ -202,7 +204,9 @@ async def _apply_conditional(
         return Applied(CONDITIONAL_REQUEST_FAILED)
     if decision.kind is PublishKind.REMOVE:
         body = await presentity.delete_returning_body(connection, table, row_id)
-        return Applied(success_reply(request.if_match or "", 0, settings), True, [body])
+        return Applied(
+            success_reply(request.if_match or "", 0, settings.expiry_policy), True, [body]
+        )
     entity_tag = new_entity_tag()
     grace_until = now + settings.etag_grace if settings.etag_grace else 0
     if decision.kind is PublishKind.REFRESH:
@@ -215,7 +219,7 @@ async def _apply_conditional(
             expires_at(now, decision.expires),
             grace_until,
         )
-        return Applied(success_reply(entity_tag, decision.expires, settings))
+        return Applied(success_reply(entity_tag, decision.expires, settings.expiry_policy))
     await presentity.modify(
         connection,
         table,
@@ -227,4 +231,6 @@ async def _apply_conditional(
         grace_until,
         sorted(decision.marks),
     )
-    return Applied(success_reply(entity_tag, decision.expires, settings), changed=True)
+    return Applied(
+        success_reply(entity_tag, decision.expires, settings.expiry_policy), changed=True
+    )

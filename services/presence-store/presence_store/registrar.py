@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from presence.bus.events import RegisterRequest
+from presence.packages.registry import ExpiryPolicy
 from presence.runtime import metrics
 from presence.settings import Settings
 from presence.sip.answers import Answer
@@ -31,7 +32,7 @@ class Binding:
     q: float | None
 
 
-def plan_bindings(request: RegisterRequest, settings: Settings) -> list[Binding] | Answer:
+def plan_bindings(request: RegisterRequest, expiry: ExpiryPolicy) -> list[Binding] | Answer:
     """Validate the contacts and grant each its expiry (§10.3 steps 6 and 7)."""
     uris = [uri for uri, _, _ in request.contacts]
     if WILDCARD in uris:
@@ -46,10 +47,10 @@ def plan_bindings(request: RegisterRequest, settings: Settings) -> list[Binding]
         elif request.expires is not None:
             expires = request.expires
         else:
-            expires = settings.default_expires
-        if 0 < expires < settings.min_expires:
-            return Answer(423, "Interval Too Brief", [("Min-Expires", str(settings.min_expires))])
-        bindings.append(Binding(uri, min(expires, settings.max_expires), q))
+            expires = expiry.default
+        if 0 < expires < expiry.min:
+            return Answer(423, "Interval Too Brief", [("Min-Expires", str(expiry.min))])
+        bindings.append(Binding(uri, min(expires, expiry.max), q))
     return bindings
 
 
@@ -64,18 +65,19 @@ def bindings_after(live: Iterable[str], plan: list[Binding]) -> int:
     return len(contacts)
 
 
-def over_contact_cap(live: Iterable[str], plan: list[Binding], settings: Settings) -> bool:
-    """Whether `plan` adds bindings beyond PRESENCE_MAX_CONTACTS. A request that does
-    not add any (a refresh, a removal) passes even when a lowered cap is already passed."""
+def over_contact_cap(live: Iterable[str], plan: list[Binding], max_contacts: int) -> bool:
+    """Whether `plan` adds bindings beyond `max_contacts` (PRESENCE_MAX_CONTACTS). A
+    request that does not add any (a refresh, a removal) passes even when a lowered cap
+    is already passed."""
     live = set(live)
     after = bindings_after(live, plan)
-    return after > settings.max_contacts and after > len(live)
+    return after > max_contacts and after > len(live)
 
 
 async def apply_register(
     connection: asyncpg.Connection, request: RegisterRequest, settings: Settings, now: int
 ) -> Outcome:
-    plan = plan_bindings(request, settings)
+    plan = plan_bindings(request, settings.expiry_policy)
     if isinstance(plan, Answer):
         return Outcome(plan)
     aor = (request.username, request.domain)
@@ -89,7 +91,7 @@ async def apply_register(
         if row is not None and row["callid"] == request.call_id and row["cseq"] >= request.cseq:
             return Outcome(Answer(500, "Stale CSeq For Binding"))
     live = [contact for contact, row in existing.items() if row["expires"] > now]
-    if over_contact_cap(live, plan, settings):
+    if over_contact_cap(live, plan, settings.max_contacts):
         metrics.CAP_REFUSALS.labels("contacts").inc()
         return Outcome(TOO_MANY_CONTACTS)
     for binding in plan:

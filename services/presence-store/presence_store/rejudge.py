@@ -16,7 +16,7 @@ from presence.bus import events
 from presence.bus.topics import Topics
 from presence.packages.registry import PACKAGES, Authorization
 from presence.packages.watcherinfo import Watcher
-from presence.rules.authorization import judge, watcher_identity
+from presence.rules.authorization import Judge, watcher_identity
 from presence.runtime.locks import ShardedLocks
 from presence.settings import Settings
 from presence.subscriptions.state import Reason, RowWrite, State, Trigger, transition, verdict_of
@@ -64,9 +64,11 @@ async def rejudge(
     sphere = None
     if rows and needs_sphere(document):
         sphere = await load_sphere(connection, settings, username, domain)
+    # The rules are parsed once for all the subscriptions, not once per watcher.
+    rules = Judge(document, settings.authorization_policy, judged_at, sphere=sphere)
     for row in rows:
         watcher = watcher_identity(row["from_user"], row["from_domain"])
-        verdict = judge(document, watcher, settings, judged_at, sphere=sphere)
+        verdict = rules.verdict(watcher)
         step = transition(
             State(row["status"]),
             Trigger.RULES_CHANGED,

@@ -50,7 +50,7 @@ WATCHER_INFO_CHUNK = 100
 async def apply_subscribe(
     connection: asyncpg.Connection, request: SubscribeRequest, settings: Settings, now: int
 ) -> Outcome:
-    granted = grant_expires(request, settings)
+    granted = grant_expires(request, settings.expiry_policy)
     if isinstance(granted, Answer):
         return Outcome(granted)
     if request.to_tag is None:
@@ -195,7 +195,9 @@ async def _create(
         sphere = None
         if needs_sphere(rules):
             sphere = await load_sphere(connection, settings, request.username, request.domain)
-        verdict = judge(rules, identity, settings, datetime.now(UTC), sphere=sphere)
+        verdict = judge(
+            rules, identity, settings.authorization_policy, datetime.now(UTC), sphere=sphere
+        )
         step = transition(
             None, Trigger.SUBSCRIBE, verdict=verdict_of(verdict.status, verdict.polite_block)
         )
@@ -220,7 +222,7 @@ async def _create(
         changed = WinfoWatcher(request.request_id, identity, effects.winfo.status,
                                effects.winfo.event)  # fmt: skip
         return None, step, changed
-    to_tag = new_to_tag(settings)
+    to_tag = new_to_tag(settings.to_tag_pref)
     await active_watchers.insert(
         connection,
         settings.active_watchers_table,

@@ -13,6 +13,7 @@ import socket
 from dataclasses import dataclass, field
 
 from presence.bus.topics import Topics
+from presence.packages import registry
 from presence.packages.registry import EventPackage, enabled
 from presence.settings import Settings
 from presence.sip.grammar import parse_uri
@@ -56,19 +57,18 @@ class RequestRules:
 
     @property
     def allow_events(self) -> str:
-        return ", ".join(self.packages)
+        return registry.allow_events(self.packages)
 
     @property
     def accepted_types(self) -> str:
         """The body types a PUBLISH may carry (Accept of OPTIONS)."""
-        types = {t for package in self.packages.values() for t in package.publish_types}
-        return ", ".join(sorted(types))
+        return registry.accepted_types(self.packages)
 
     @classmethod
     def of(cls, settings: Settings) -> RequestRules:
         return cls(
             registrar=bool(settings.registrar),
-            packages=enabled(settings),
+            packages=enabled(settings.event_package_names),
             served_domains=settings.served_domains,
             min_expires=settings.min_expires,
         )

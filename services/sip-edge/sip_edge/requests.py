@@ -33,7 +33,7 @@ def publish_event(
         if_match=request.headers.get("SIP-If-Match"),
         content_type=request.headers.get("Content-Type"),
         body=request.body.decode("utf-8", errors="replace"),
-        source=flow,
+        flow=flow,
         instance=_publisher_instance(request),
     )
 
